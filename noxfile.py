@@ -1,0 +1,50 @@
+"""Sessions for corrmom-ref: the backend matrix, the conformance runs, docs, benchmarks.
+
+Every session installs what it needs into its own virtualenv, so a fresh machine
+with only Python and pip runs any of them with ``python3 -m pip install nox &&
+python3 -m nox -s NAME``.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+#: The one CPU build of PyTorch that installs from the local wheel cache
+#: (a bare ``torch`` would pull a multi-GB CUDA build).
+TORCH = "torch==2.13.0"
+
+#: What each backend leg installs on top of ``.[test]``.
+BACKEND_REQUIREMENTS: dict[str, list[str]] = {
+    "numpy": ["numpy>=2"],
+    "numpy1": ["numpy==1.26.4"],
+    "array_api_strict": ["numpy>=2", "array-api-strict>=2.2"],
+    "torch": ["numpy>=2", TORCH],
+    "jax": ["numpy>=2", "jax[cpu]>=0.4.30"],
+    "dask": ["numpy>=2", "dask[array]>=2024.1"],
+    "cupy": ["numpy>=2", "cupy-cuda12x>=13"],
+}
+
+
+def _has_cuda() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKEND_REQUIREMENTS))
+def tests(session: nox.Session, backend: str) -> None:
+    """Unit tests of the reference library on one array backend."""
+    if backend == "cupy" and not _has_cuda():
+        session.skip("no CUDA device on this machine")
+    session.install("-e", ".[test]", *BACKEND_REQUIREMENTS[backend])
+    session.run(
+        "pytest",
+        "tests",
+        *session.posargs,
+        env={"CORRMOM_BACKENDS": backend},
+    )
