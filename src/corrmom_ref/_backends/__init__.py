@@ -1,0 +1,1 @@
+"""Backend-specific code, imported lazily; the core never imports a backend directly."""

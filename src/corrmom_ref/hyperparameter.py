@@ -1,0 +1,91 @@
+"""Hyperparameters with parent fallback, as in Chainer.
+
+An optimizer owns a root :class:`Hyperparameter`; every update rule owns a
+child whose parent is that root. Reading an entry the child does not hold falls
+back to the parent, writing an entry sets it on the child only. Changing
+``optimizer.lr`` therefore changes the learning rate of every parameter that
+has no override of its own, while ``param.update_rule.hyperparam.lr = x``
+overrides it for one parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar, overload
+
+__all__ = ["Hyperparameter", "HyperparameterProxy"]
+
+
+class Hyperparameter:
+    """A set of named hyperparameter entries with an optional parent.
+
+    Args:
+        parent: The hyperparameter object entries fall back to.
+
+    >>> root = Hyperparameter()
+    >>> root.lr = 0.1
+    >>> child = Hyperparameter(root)
+    >>> child.lr
+    0.1
+    >>> child.lr = 0.5
+    >>> (root.lr, child.lr)
+    (0.1, 0.5)
+    >>> child
+    Hyperparameter(lr=0.5)
+    """
+
+    def __init__(self, parent: Hyperparameter | None = None) -> None:
+        self._parent = parent
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup failed: fall back to the parent.
+        if "_parent" not in self.__dict__:
+            raise AttributeError("_parent is not set up yet")
+        parent = self._parent
+        if parent is None:
+            raise AttributeError(f"hyperparameter {name!r} is not set")
+        return getattr(parent, name)
+
+    def __repr__(self) -> str:
+        entries = self.get_dict()
+        body = ", ".join(f"{key}={entries[key]}" for key in sorted(entries))
+        return f"Hyperparameter({body})"
+
+    @property
+    def parent(self) -> Hyperparameter | None:
+        """The hyperparameter object this one falls back to."""
+        return self._parent
+
+    def get_dict(self) -> dict[str, Any]:
+        """All entries visible from this object: the parent's, then its own."""
+        entries = {} if self._parent is None else self._parent.get_dict()
+        entries.update((k, v) for k, v in self.__dict__.items() if k != "_parent")
+        return entries
+
+
+T = TypeVar("T")
+
+
+class HyperparameterProxy(Generic[T]):
+    """A class attribute that aliases ``self.hyperparam.<name>``.
+
+    ``lr = HyperparameterProxy("lr")`` in an optimizer class makes
+    ``optimizer.lr`` read and write ``optimizer.hyperparam.lr``.
+    """
+
+    def __init__(self, attr_name: str) -> None:
+        self._attr_name = attr_name
+        self.__doc__ = f"Alias to ``self.hyperparam.{attr_name}``."
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> HyperparameterProxy[T]: ...
+
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> T: ...
+
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj.hyperparam, self._attr_name)  # type: ignore[attr-defined]
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(obj.hyperparam, self._attr_name, value)  # type: ignore[attr-defined]

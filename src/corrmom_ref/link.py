@@ -1,0 +1,185 @@
+"""Parameters and links: the minimal containers an optimizer walks.
+
+They follow Chainer's protocol, so code written for ``chainer.Link`` reads the
+same: a :class:`Link` yields its own parameters sorted by name, then those of
+its child links sorted by name, with paths such as ``/l1/W``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from array_api_compat import array_namespace
+
+if TYPE_CHECKING:
+    from corrmom_ref.serializers.base import AbstractSerializer
+    from corrmom_ref.update_rule import UpdateRule
+
+__all__ = ["Link", "Parameter"]
+
+
+class Parameter:
+    """An array to optimise, with its gradient and update rule.
+
+    Args:
+        array: The parameter's value, an array of any Array API backend.
+        name: A name used in messages (links name their parameters by path).
+
+    Attributes:
+        grad: The gradient, an array like ``array`` or ``None`` (cleared).
+        update_rule: The rule an optimizer set up for this parameter.
+        loss_scale: The factor the current ``grad`` is scaled by (set by a
+            loss's ``backward(loss_scale=...)``); the update rule divides the
+            gradient by it before updating. ``None`` means unscaled.
+    """
+
+    def __init__(self, array: Any, name: str | None = None) -> None:
+        array_namespace(array)  # raises TypeError for a non-array
+        self.array = array
+        self.name = name
+        self.grad: Any = None
+        self.update_rule: UpdateRule | None = None
+        self.loss_scale: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+    @property
+    def data(self) -> Any:
+        """Alias of :attr:`array` (Chainer's older name)."""
+        return self.array
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self.array = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the parameter's array."""
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> Any:
+        """Data type of the parameter's array."""
+        return self.array.dtype
+
+    @property
+    def xp(self) -> Any:
+        """The Array API namespace of the parameter's array."""
+        return array_namespace(self.array)
+
+    def cleargrad(self) -> None:
+        """Forget the gradient (``grad = None``)."""
+        self.grad = None
+
+    def zerograd(self) -> None:
+        """Set the gradient to zeros of the parameter's shape, dtype and device."""
+        self.grad = self.xp.zeros_like(self.array)
+
+    def update(self) -> None:
+        """Update the array with its update rule, if it has one."""
+        if self.update_rule is not None:
+            self.update_rule.update(self)
+
+
+class Link:
+    """A tree of named parameters.
+
+    Args:
+        **children: :class:`Parameter` or :class:`Link` objects, by name. They
+            are reachable as attributes (``link.W``).
+
+    >>> import numpy as np
+    >>> model = Link(l1=Link(W=Parameter(np.zeros(2)), b=Parameter(np.zeros(1))))
+    >>> [path for path, _ in model.namedparams()]
+    ['/l1/W', '/l1/b']
+    """
+
+    def __init__(self, **children: Parameter | Link) -> None:
+        self._params: dict[str, Parameter] = {}
+        self._links: dict[str, Link] = {}
+        for name, child in children.items():
+            self.add(name, child)
+
+    def add(self, name: str, child: Parameter | Link) -> None:
+        """Register ``child`` under ``name``."""
+        if not name.isidentifier():
+            raise ValueError(f"child name must be an identifier, got {name!r}")
+        if name in self._params or name in self._links or hasattr(type(self), name):
+            raise KeyError(f"name {name!r} is already used in this link")
+        if isinstance(child, Parameter):
+            if child.name is None:
+                child.name = name
+            self._params[name] = child
+        elif isinstance(child, Link):
+            self._links[name] = child
+        else:
+            raise TypeError(
+                f"child {name!r} must be a Parameter or a Link, got {type(child).__name__}"
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        for table in ("_params", "_links"):
+            children = self.__dict__.get(table, {})
+            if name in children:
+                return children[name]
+        raise AttributeError(f"{type(self).__name__} has no child {name!r}")
+
+    def namedparams(self, include_uninit: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(path, parameter)`` pairs in Chainer's order.
+
+        Own parameters sorted by name first, then each child link's parameters
+        (children sorted by name), with ``/``-joined paths.
+        """
+        for name in sorted(self._params):
+            yield "/" + name, self._params[name]
+        for name in sorted(self._links):
+            for path, param in self._links[name].namedparams(include_uninit):
+                yield "/" + name + path, param
+
+    def params(self, include_uninit: bool = True) -> Iterator[Parameter]:
+        """Yield the parameters in :meth:`namedparams` order."""
+        for _, param in self.namedparams(include_uninit):
+            yield param
+
+    def cleargrads(self) -> None:
+        """Clear every parameter's gradient."""
+        for param in self.params():
+            param.cleargrad()
+
+    def zerograds(self) -> None:
+        """Set every parameter's gradient to zeros."""
+        for param in self.params():
+            param.zerograd()
+
+    def serialize(self, serializer: AbstractSerializer) -> None:
+        """Save or load every parameter's array under its name (Chainer's keys).
+
+        Loading validates every array first and assigns only when all are
+        valid, so a failed load changes nothing.
+        """
+        from corrmom_ref.serializers.base import Deserializer
+        from corrmom_ref.serializers.transfer import convert_like
+
+        named = list(self.namedparams())
+        if not isinstance(serializer, Deserializer):
+            for path, param in named:
+                _child(serializer, path)(path.rsplit("/", 1)[1], param.array)
+            return
+        loaded = []
+        for path, param in named:
+            value = _child(serializer, path)(path.rsplit("/", 1)[1], None)
+            if value is not None:
+                value = convert_like(value, param.array, what=f"parameter {path}")
+            loaded.append((param, value))
+        for param, value in loaded:
+            if value is not None:
+                param.array = value
+
+
+def _child(serializer: AbstractSerializer, path: str) -> AbstractSerializer:
+    """The serializer for the link that holds the parameter at ``path``."""
+    for part in path.strip("/").split("/")[:-1]:
+        serializer = serializer[part]
+    return serializer

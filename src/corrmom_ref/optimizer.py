@@ -1,0 +1,459 @@
+"""The optimizer machinery: :class:`Optimizer` and :class:`GradientMethod`.
+
+Behaviour follows Chainer 7.8.1 step for step (see ``docs/machinery`` for the
+order of operations inside :meth:`GradientMethod.update`). Where Chainer has a
+plain bug the reference fixes it and says so in the docstring; where a Chainer
+oddity changes numbers the reference keeps it, so trajectories match.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from array_api_compat import array_namespace
+
+from corrmom_ref._hooks import HookRegistry
+from corrmom_ref._validation import check_gradient
+from corrmom_ref.hyperparameter import Hyperparameter
+from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
+from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
+from corrmom_ref.update_rule import UpdateRule
+
+__all__ = ["GradientMethod", "Optimizer"]
+
+#: Snapshot keys of the loss-scaling state. Chainer does not save it; the dot
+#: makes the keys impossible as Chainer link or parameter names, and Chainer
+#: ignores keys it does not ask for, so such snapshots still load in Chainer.
+LOSS_SCALING_KEYS = (
+    "loss_scaling.dynamic",
+    "loss_scaling.interval",
+    "loss_scaling.nonfinite_ever",
+    "loss_scaling.scale",
+)
+
+
+class Optimizer:
+    """Base class of optimizers: target, counters, hooks, loss scaling, serialization.
+
+    Attributes:
+        target: The link (or any object with Chainer's ``params()`` /
+            ``namedparams()``) set by :meth:`setup`.
+        t: Number of :meth:`update` calls since :meth:`setup`, skipped
+            (non-finite) steps included.
+        epoch: Incremented by :meth:`new_epoch`.
+        use_auto_new_epoch: Set by a training loop that calls
+            ``new_epoch(auto=True)`` itself.
+    """
+
+    t = 0
+    epoch = 0
+    target: Any = None
+    use_auto_new_epoch = False
+    _hooks: HookRegistry | None = None
+    _loss_scale: float | None = None
+    _loss_scale_max = LOSS_SCALE_MAX
+    _loss_scaling_is_dynamic = False
+    _loss_scaling_interval: int | None = None
+    _loss_scaling_multiplier: float | None = None
+    _loss_scaling_isnan = False
+    _loss_scaling_isnan_ever = False
+
+    def setup(self, link: Any) -> Optimizer:
+        """Set ``link`` as the target; reset ``t``, ``epoch`` and the hooks; return ``self``.
+
+        Raises:
+            TypeError: ``link`` has no ``params()`` and ``namedparams()``.
+        """
+        if not (callable(getattr(link, "params", None)) and callable(getattr(link, "namedparams", None))):
+            raise TypeError(
+                f"optimization target must be a link (an object with params() and namedparams()), "
+                f"got {type(link).__name__}"
+            )
+        self.target = link
+        self.t = 0
+        self.epoch = 0
+        self._hooks = HookRegistry(invalid_auto_timing="pre")
+        return self
+
+    def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
+        """Update the target's parameters (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def new_epoch(self, auto: bool = False) -> None:
+        """Increment :attr:`epoch`.
+
+        Raises:
+            RuntimeError: ``auto`` disagrees with :attr:`use_auto_new_epoch`
+                (an updater and user code would both count epochs).
+        """
+        if auto and not self.use_auto_new_epoch:
+            raise RuntimeError(
+                "new_epoch(auto=True) called, but use_auto_new_epoch is False: "
+                "set optimizer.use_auto_new_epoch = True in the training loop that calls it"
+            )
+        if not auto and self.use_auto_new_epoch:
+            raise RuntimeError(
+                "new_epoch() called by hand while use_auto_new_epoch is True: "
+                "the training loop already counts epochs"
+            )
+        self.epoch += 1
+
+    # -- hooks -------------------------------------------------------------
+
+    def _registry(self) -> HookRegistry:
+        if self._hooks is None:
+            raise RuntimeError("Optimizer is not set up: call setup(link) first")
+        return self._hooks
+
+    def add_hook(
+        self,
+        hook: Callable[..., Any],
+        name: str | None = None,
+        timing: Literal["pre", "post", "auto"] = "auto",
+    ) -> None:
+        """Register a hook called once per :meth:`update`, before or after the updates.
+
+        A hook with a truthy ``call_for_each_param`` attribute is called as
+        ``hook(param.update_rule, param)`` for every parameter, in
+        ``target.params()`` order; any other as ``hook(optimizer)``.
+
+        Args:
+            hook: The callable.
+            name: Registration name; defaults to ``hook.name``, then
+                ``hook.__name__``.
+            timing: ``'pre'`` (before the updates; gradients still scaled by
+                the loss scale), ``'post'`` (after them), or ``'auto'``: the
+                hook's ``timing`` attribute, else ``'pre'`` (an invalid
+                attribute warns and falls back to ``'pre'``).
+
+        Raises:
+            RuntimeError: before :meth:`setup`.
+            TypeError: ``hook`` is not callable.
+            ValueError: bad ``timing``, or no name can be found.
+            KeyError: the name is already registered.
+        """
+        self._registry().add(hook, name, timing)
+
+    def remove_hook(self, name: str) -> None:
+        """Unregister the hook called ``name`` (``KeyError`` if unknown)."""
+        self._registry().remove(name)
+
+    def call_hooks(self, timing: Literal["pre", "post"] = "pre") -> None:
+        """Call the hooks of one timing in registration order."""
+        for hook in self._registry().of(timing):
+            self.call_hook(hook)
+
+    def call_hook(self, hook: Callable[..., Any]) -> None:
+        """Call one hook as :meth:`add_hook` describes."""
+        if getattr(hook, "call_for_each_param", False):
+            for param in self.target.params():
+                hook(param.update_rule, param)
+        else:
+            hook(self)
+
+    # -- loss scaling --------------------------------------------------------
+
+    @property
+    def loss_scale(self) -> float | None:
+        """The current loss scale (``None``: no loss scaling)."""
+        return self._loss_scale
+
+    def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
+        """Configure loss scaling: dynamic when ``scale`` is ``None``, else static.
+
+        Dynamic scaling restarts at 1.0 and follows
+        :func:`~corrmom_ref.loss_scaling.next_loss_scale`. Static scaling fixes
+        the scale. Chainer quirk, kept because it changes numbers: switching
+        from dynamic to static leaves the dynamic flag on, so the static value
+        keeps being doubled and halved; the reference warns when that happens.
+
+        Raises:
+            ValueError: ``interval < 1`` (dynamic) or ``scale <= 0`` (static).
+        """
+        if scale is None:
+            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+                raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+            self._loss_scaling_is_dynamic = True
+            self._loss_scale = 1.0
+            self._loss_scaling_interval = interval
+            self._loss_scaling_multiplier = growth_multiplier(interval)
+            self._loss_scaling_isnan_ever = False
+            return
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        if self._loss_scaling_is_dynamic:
+            warnings.warn(
+                "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
+                "dynamic policy stays on and will keep changing this scale",
+                stacklevel=2,
+            )
+        self._loss_scale = scale
+
+    def set_loss_scale(self, loss_scale: float) -> None:
+        """Static loss scaling with ``loss_scale`` (``loss_scaling(scale=loss_scale)``)."""
+        self.loss_scaling(scale=loss_scale)
+
+    def check_nan_in_grads(self) -> None:
+        """With dynamic scaling, flag this step as unsafe if any gradient is not finite.
+
+        Warns once per offending parameter, naming it, with the iteration and
+        the scale (Chainer's message).
+        """
+        self._loss_scaling_isnan = False
+        if not self._loss_scaling_is_dynamic:
+            return
+        named = [(name, p.grad) for name, p in self.target.namedparams() if p.grad is not None]
+        for (name, _), finite in zip(named, _finite_flags([g for _, g in named])):
+            if not finite:
+                self._loss_scaling_isnan = True
+                self._loss_scaling_isnan_ever = True
+                warnings.warn(
+                    f"Non finite number found in param.grad of {name} "
+                    f"(iteration: {self.t}, loss_scale: {self._loss_scale})",
+                    stacklevel=3,
+                )
+
+    def is_safe_to_update(self) -> bool:
+        """Whether the last :meth:`check_nan_in_grads` found only finite gradients.
+
+        Chainer raises ``AttributeError`` before the first check; the
+        reference returns ``True`` (no check has found anything).
+        """
+        return not self._loss_scaling_isnan
+
+    def update_loss_scale(self) -> None:
+        """Move the dynamic loss scale after a step (no-op for static or none)."""
+        if not self._loss_scaling_is_dynamic:
+            return
+        self._loss_scale = next_loss_scale(
+            self._loss_scale,
+            nonfinite_now=self._loss_scaling_isnan,
+            nonfinite_ever=self._loss_scaling_isnan_ever,
+            multiplier=self._loss_scaling_multiplier,
+            max_scale=self._loss_scale_max,
+        )
+
+    # -- serialization -------------------------------------------------------
+
+    def serialize(self, serializer: AbstractSerializer) -> None:
+        """Save or load ``t``, ``epoch``, each rule (``<path>/t``, ``<path>/<state>``)
+        and the loss-scaling state (extra keys Chainer ignores).
+
+        Loading reads and checks everything first and assigns only when all of
+        it is valid: a load that raises leaves the optimizer as it was. A
+        snapshot without loss-scaling keys (Chainer's) keeps the current
+        loss-scaling configuration. Hyperparameters and hooks are not saved.
+        """
+        if isinstance(serializer, Deserializer):
+            self._load(serializer)
+            return
+        serializer("t", self.t)
+        serializer("epoch", self.epoch)
+        for name, param, rule in self._rules():
+            rule.serialize(serializer[name])
+        self._save_loss_scaling(serializer)
+
+    def _rules(self) -> Iterator[tuple[str, Any, UpdateRule]]:
+        for name, param in self.target.namedparams():
+            rule = getattr(param, "update_rule", None)
+            if rule is not None:
+                yield name, param, rule
+
+    def _load(self, serializer: AbstractSerializer) -> None:
+        from corrmom_ref.serializers.transfer import to_int
+
+        t = to_int(serializer("t", self.t), where="optimizer t")
+        epoch = to_int(serializer("epoch", self.epoch), where="optimizer epoch")
+        loaded_rules = [
+            (rule, rule.read_snapshot(serializer[name], param, where=f"parameter {name}"))
+            for name, param, rule in self._rules()
+        ]
+        loss_scaling = self._read_loss_scaling(serializer)
+        self.t, self.epoch = t, epoch
+        for rule, loaded in loaded_rules:
+            rule.apply_loaded(loaded)
+        if loss_scaling is not None:
+            self.__dict__.update(loss_scaling)
+
+    def _save_loss_scaling(self, serializer: AbstractSerializer) -> None:
+        serializer("loss_scaling.dynamic", bool(self._loss_scaling_is_dynamic))
+        serializer("loss_scaling.nonfinite_ever", bool(self._loss_scaling_isnan_ever))
+        if self._loss_scaling_interval is not None:
+            serializer("loss_scaling.interval", int(self._loss_scaling_interval))
+        if self._loss_scale is not None:
+            serializer("loss_scaling.scale", float(self._loss_scale))
+
+    def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
+        from corrmom_ref.serializers.transfer import to_float, to_int
+
+        def read(key: str) -> Any:
+            try:
+                return serializer(key, None)
+            except KeyError:
+                return None
+
+        dynamic = read("loss_scaling.dynamic")
+        if dynamic is None:
+            return None  # a Chainer snapshot: keep the current configuration
+        interval = read("loss_scaling.interval")
+        scale = read("loss_scaling.scale")
+        ever = read("loss_scaling.nonfinite_ever")
+        interval_value = None if interval is None else to_int(interval, "loss_scaling.interval")
+        if interval_value is not None and interval_value < 1:
+            raise ValueError(f"loss_scaling.interval: must be >= 1, got {interval_value}")
+        scale_value = None if scale is None else to_float(scale, "loss_scaling.scale")
+        if scale_value is not None and not scale_value > 0:
+            raise ValueError(f"loss_scaling.scale: must be positive, got {scale_value}")
+        is_dynamic = bool(_scalar_item(dynamic))
+        if is_dynamic and (interval_value is None or scale_value is None):
+            raise ValueError("loss_scaling.*: a dynamic loss scale needs an interval and a scale")
+        return {
+            "_loss_scaling_is_dynamic": is_dynamic,
+            "_loss_scaling_interval": interval_value,
+            "_loss_scaling_multiplier": None if interval_value is None else growth_multiplier(interval_value),
+            "_loss_scaling_isnan_ever": bool(_scalar_item(ever)) if ever is not None else False,
+            "_loss_scale": scale_value,
+        }
+
+
+def _scalar_item(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _finite_flags(grads: list[Any]) -> list[bool]:
+    """``[all(isfinite(g)) for g in grads]`` with one host transfer when possible.
+
+    Lazy backends (Dask) compute once for all gradients instead of once per
+    gradient; when the gradients cannot be stacked (different devices), each
+    is checked on its own.
+    """
+    if not grads:
+        return []
+    per_grad = []
+    for g in grads:
+        xp = array_namespace(g)
+        per_grad.append(xp.all(xp.isfinite(g)))
+    try:
+        xp = array_namespace(*per_grad)
+        stacked = xp.stack(per_grad)
+        if bool(xp.all(stacked)):
+            return [True] * len(grads)
+    except (TypeError, ValueError, RuntimeError):
+        pass
+    return [bool(flag) for flag in per_grad]
+
+
+class GradientMethod(Optimizer):
+    """An optimizer that updates each parameter with its own :class:`UpdateRule`.
+
+    Subclasses implement :meth:`create_update_rule`. :attr:`hyperparam` is
+    the parent of every rule's hyperparameters.
+    """
+
+    def __init__(self) -> None:
+        self.hyperparam = Hyperparameter()
+        self._use_fp32_update = False
+        self._use_cleargrads = True
+
+    def setup(self, link: Any) -> GradientMethod:
+        """As :meth:`Optimizer.setup`, and give every parameter a fresh update rule.
+
+        Old rules and their state are discarded; rules get fp32 update if
+        :meth:`use_fp32_update` was called before.
+        """
+        super().setup(link)
+        for param in link.params():
+            rule = self.create_update_rule()
+            if self._use_fp32_update:
+                rule.use_fp32_update()
+            param.update_rule = rule
+        return self
+
+    def create_update_rule(self) -> UpdateRule:
+        """A new update rule for one parameter (implemented by subclasses)."""
+        raise NotImplementedError
+
+    def reallocate_cleared_grads(self) -> None:
+        """Give every parameter whose gradient is ``None`` a zero gradient."""
+        for _, param in self.target.namedparams():
+            if param.grad is None:
+                param.grad = array_namespace(param.array).zeros_like(param.array)
+
+    def call_hook(self, hook: Callable[..., Any]) -> None:
+        """Call one hook, then reallocate any gradient it cleared."""
+        super().call_hook(hook)
+        self.reallocate_cleared_grads()
+
+    def check_update_inputs(self) -> None:
+        """Raise, naming the parameter, unless every enabled rule can update.
+
+        Checks that each gradient matches its parameter (backend, shape,
+        dtype, device) and each hyperparameter is valid. Called by
+        :meth:`update` before anything is modified.
+        """
+        for name, param, rule in self._rules():
+            if rule.enabled:
+                check_gradient(param, name)
+                rule.check_hyperparameters(where=f"parameter {name}")
+
+    def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
+        """One optimization step, in Chainer's order.
+
+        1. With ``lossfun``: ``loss = lossfun(*args, **kwds)``; clear the
+           target's gradients (zero them after ``use_cleargrads(False)``);
+           ``loss.backward(loss_scale=<current loss scale>)``.
+        2. Reallocate cleared gradients as zeros (so a parameter without a
+           gradient still moves by its momentum).
+        3. Check every gradient and hyperparameter (nothing is modified if
+           this raises).
+        4. With dynamic loss scaling, check gradients for non-finite values.
+        5. Optimizer pre hooks (then the gradients are checked again).
+        6. ``t += 1``, also on a skipped step.
+        7. Unless a gradient was non-finite: each rule updates its parameter,
+           in ``target.params()`` order.
+        8. Reallocate cleared gradients; optimizer post hooks; move the
+           dynamic loss scale.
+
+        A hook that raises propagates: parameters updated before it stay
+        updated, and ``t`` has advanced if step 6 was reached.
+        """
+        if lossfun is not None:
+            loss = lossfun(*args, **kwds)
+            if self._use_cleargrads:
+                self.target.cleargrads()
+            else:
+                self.target.zerograds()
+            loss.backward(loss_scale=self._loss_scale)
+            del loss
+        self.reallocate_cleared_grads()
+        self.check_update_inputs()
+        self.check_nan_in_grads()
+        has_pre_hooks = bool(self._registry().names("pre"))
+        self.call_hooks("pre")
+        if has_pre_hooks:
+            self.check_update_inputs()
+        self.t += 1
+        if self.is_safe_to_update():
+            for _, param, rule in self._rules():
+                rule.update(param)
+        self.reallocate_cleared_grads()
+        self.call_hooks("post")
+        self.update_loss_scale()
+
+    def use_cleargrads(self, use: bool = True) -> None:
+        """Choose ``cleargrads`` (default) or ``zerograds`` in :meth:`update` (deprecated)."""
+        warnings.warn("GradientMethod.use_cleargrads is deprecated.", DeprecationWarning, stacklevel=2)
+        self._use_cleargrads = use
+
+    def use_fp32_update(self, flag: bool = True) -> None:
+        """Turn the float32 master update on or off for current and future rules.
+
+        Chainer turns it on for the current rules even when ``flag`` is false
+        (a plain bug); the reference passes ``flag`` on.
+        """
+        self._use_fp32_update = bool(flag)
+        if self.target is not None:
+            for _, _, rule in self._rules():
+                rule.use_fp32_update(self._use_fp32_update)

@@ -1,0 +1,32 @@
+"""Elementwise gradient clipping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_extra as xpx
+from array_api_compat import array_namespace
+
+
+class GradientHardClipping:
+    r"""Clip every gradient element into ``[lower_bound, upper_bound]``.
+
+    Args:
+        lower_bound: Smallest allowed value.
+        upper_bound: Largest allowed value.
+    """
+
+    name = "GradientHardClipping"
+    call_for_each_param = True
+    timing = "pre"
+
+    def __init__(self, lower_bound: float, upper_bound: float) -> None:
+        self.lower_bound = lower_bound
+        self.upper_bound = upper_bound
+
+    def __call__(self, rule: Any, param: Any) -> None:
+        grad = param.grad
+        if grad is None:
+            return
+        xp = array_namespace(grad)
+        param.grad = xpx.at(grad)[...].set(xp.clip(grad, self.lower_bound, self.upper_bound))

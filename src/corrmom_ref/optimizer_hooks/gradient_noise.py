@@ -1,0 +1,56 @@
+r"""Annealed Gaussian gradient noise (Neelakantan et al., 2015)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import array_api_extra as xpx
+from array_api_compat import array_namespace, device
+
+NoiseFunc = Callable[[Any, tuple[int, ...], Any, "GradientNoise", Any], Any]
+
+
+def exponential_decay_noise(
+    xp: Any, shape: tuple[int, ...], dtype: Any, hook: GradientNoise, rule: Any
+) -> Any:
+    r"""Gaussian noise with :math:`\sigma^2 = \eta / (1 + t)^{0.55}`, ``t`` the rule's count.
+
+    The Array API has no random numbers, so the noise is drawn on the host by
+    the hook's NumPy generator and moved to the gradient's device.
+    """
+    from corrmom_ref._backends.host import normal
+
+    std = math.sqrt(hook.eta / math.pow(1 + rule.t, 0.55))
+    return xp.asarray(normal(hook.rng, std, shape), dtype=dtype)
+
+
+class GradientNoise:
+    r"""Add noise to every gradient: :math:`g \leftarrow g + \epsilon`.
+
+    Args:
+        eta: The noise scale :math:`\eta`.
+        noise_func: ``noise_func(xp, shape, dtype, hook, rule)`` returning the
+            noise array (default :func:`exponential_decay_noise`).
+        seed: Seed of the host generator used by the default noise function.
+    """
+
+    name = "GradientNoise"
+    call_for_each_param = True
+    timing = "pre"
+
+    def __init__(self, eta: float, noise_func: NoiseFunc = exponential_decay_noise, seed: int | None = None) -> None:
+        from corrmom_ref._backends.host import generator
+
+        self.eta = eta
+        self.noise_func = noise_func
+        self.rng = generator(seed)
+
+    def __call__(self, rule: Any, param: Any) -> None:
+        g = param.grad
+        if g is None:
+            return
+        xp = array_namespace(g)
+        noise = self.noise_func(xp, tuple(g.shape), g.dtype, self, rule)
+        param.grad = xpx.at(g)[...].add(xp.asarray(noise, device=device(g)))

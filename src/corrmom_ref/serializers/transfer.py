@@ -1,0 +1,71 @@
+"""Checking and converting values read from a snapshot."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from array_api_compat import array_namespace, device
+
+__all__ = ["convert_like", "convert_loaded", "dtype_name", "to_float", "to_int"]
+
+
+def dtype_name(dtype: Any) -> str:
+    """A backend-neutral name for a dtype: ``'float32'`` for every backend's float32."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def convert_loaded(
+    value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str
+) -> Any:
+    """Check a loaded array against ``shape`` and ``dtype``; return it on ``xp`` and ``device``.
+
+    Raises:
+        ValueError: the shape differs (the message names ``what``).
+        TypeError: the dtype differs, or the value is not an array.
+    """
+    value_shape = getattr(value, "shape", None)
+    if value_shape is None:
+        raise TypeError(f"{what}: expected an array, got {type(value).__name__}")
+    if tuple(value_shape) != tuple(shape):
+        raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
+    if dtype_name(value.dtype) != dtype_name(dtype):
+        raise TypeError(
+            f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}"
+        )
+    return xp.asarray(value, dtype=dtype, device=device, copy=True)
+
+
+def convert_like(value: Any, like: Any, what: str) -> Any:
+    """:func:`convert_loaded` with the shape, dtype, backend and device of ``like``."""
+    return convert_loaded(
+        value,
+        xp=array_namespace(like),
+        shape=tuple(like.shape),
+        dtype=like.dtype,
+        device=device(like),
+        what=what,
+    )
+
+
+def _scalar(value: Any, what: str) -> Any:
+    shape = getattr(value, "shape", ())
+    if tuple(shape) != ():
+        raise ValueError(f"{what}: expected a scalar, got an array of shape {tuple(shape)}")
+    return value.item() if hasattr(value, "item") else value
+
+
+def to_int(value: Any, where: str) -> int:
+    """A loaded integer counter (``t``, ``epoch``) as a Python int."""
+    scalar = _scalar(value, where)
+    if isinstance(scalar, bool) or not isinstance(scalar, numbers.Integral):
+        raise TypeError(f"{where}: expected an integer, got {scalar!r}")
+    return int(scalar)
+
+
+def to_float(value: Any, where: str) -> float:
+    """A loaded real number as a Python float."""
+    scalar = _scalar(value, where)
+    if isinstance(scalar, bool) or not isinstance(scalar, numbers.Real):
+        raise TypeError(f"{where}: expected a real number, got {scalar!r}")
+    return float(scalar)

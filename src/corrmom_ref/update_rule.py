@@ -1,0 +1,207 @@
+"""The per-parameter half of a gradient method: :class:`UpdateRule`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from array_api_compat import array_namespace, device, is_writeable_array
+
+from corrmom_ref._hooks import HookRegistry
+from corrmom_ref._validation import check_nonnegative_finite
+from corrmom_ref.hyperparameter import Hyperparameter
+
+if TYPE_CHECKING:
+    from corrmom_ref.link import Parameter
+    from corrmom_ref.serializers.base import AbstractSerializer
+
+__all__ = ["UpdateRule"]
+
+
+class UpdateRule:
+    """How one parameter is updated from its gradient; holds that parameter's state.
+
+    Subclasses implement :meth:`update_core` and :meth:`init_state`, list
+    their state entries in :attr:`state_keys` and their non-negative
+    hyperparameters in :attr:`nonnegative_hyperparams`.
+
+    Args:
+        parent_hyperparam: The optimizer's hyperparameter this rule's
+            :attr:`hyperparam` falls back to.
+
+    Attributes:
+        enabled: When false, :meth:`update` does nothing (not even ``t += 1``).
+        hyperparam: This rule's hyperparameters; setting an entry overrides
+            the optimizer's value for this parameter only.
+        t: Number of updates this rule has made.
+    """
+
+    #: Names of the arrays in :attr:`state`, in serialization order.
+    state_keys: tuple[str, ...] = ()
+    #: Hyperparameters that must be finite and non-negative at update time.
+    nonnegative_hyperparams: tuple[str, ...] = ()
+
+    def __init__(self, parent_hyperparam: Hyperparameter | None = None) -> None:
+        self._state: dict[str, Any] | None = None
+        self.enabled = True
+        self.hyperparam = Hyperparameter(parent_hyperparam)
+        self.t = 0
+        self._use_fp32_update = False
+        self._fp32_param: Parameter | None = None
+        self._hooks = HookRegistry(invalid_auto_timing="post")
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """The state arrays by name; ``None`` until the first update or load."""
+        return self._state
+
+    def add_hook(
+        self,
+        hook: Callable[[UpdateRule, Parameter], Any],
+        name: str | None = None,
+        timing: Literal["pre", "post", "auto"] = "auto",
+    ) -> None:
+        """Register ``hook(rule, param)`` to run before or after :meth:`update_core`.
+
+        Naming and timing follow the optimizer's :meth:`~Optimizer.add_hook`,
+        except that with ``timing='auto'`` a hook whose ``timing`` attribute is
+        invalid is filed as ``'post'`` (Chainer does so silently; this warns).
+        """
+        self._hooks.add(hook, name, timing)
+
+    def remove_hook(self, name: str) -> None:
+        """Unregister the hook called ``name`` (``KeyError`` if unknown)."""
+        self._hooks.remove(name)
+
+    def use_fp32_update(self, flag: bool = True) -> None:
+        """Update float16 parameters through a float32 master copy.
+
+        With the flag on, the first update of a float16 parameter makes a
+        float32 copy of it; every update casts the gradient to float32, runs
+        hooks and the update on the copy (the state lives in float32 too), and
+        writes the copy, cast back to float16, into the parameter. The master
+        copy is not serialized, as in Chainer.
+        """
+        self._use_fp32_update = bool(flag)
+
+    def check_hyperparameters(self, where: str) -> None:
+        """Raise unless every value in :attr:`nonnegative_hyperparams` is valid."""
+        for name in self.nonnegative_hyperparams:
+            check_nonnegative_finite(name, getattr(self.hyperparam, name), where)
+
+    def update(self, param: Parameter) -> None:
+        """Update ``param`` in Chainer's order.
+
+        ``t += 1``; choose the master copy for float16 with fp32 update on;
+        create the state if there is none; divide the gradient by
+        ``param.loss_scale`` if set; pre hooks; :meth:`update_core`; post
+        hooks; copy the master back.
+        """
+        if not self.enabled:
+            return
+        self.t += 1
+        xp = array_namespace(param.array)
+        target = param
+        on_master = self._use_fp32_update and param.array.dtype == xp.float16
+        if on_master:
+            target = self._master_copy(param, xp)
+        if self._state is None:
+            self._state = {}
+            self.init_state(target)
+        if param.loss_scale is not None and target.grad is not None:
+            target.grad = _divide(target.grad, param.loss_scale)
+        for hook in self._hooks.of("pre"):
+            hook(self, target)
+        self.update_core(target)
+        for hook in self._hooks.of("post"):
+            hook(self, target)
+        if on_master:
+            param.array = xp.astype(target.array, param.array.dtype)
+            target.grad = None
+
+    def _master_copy(self, param: Parameter, xp: Any) -> Parameter:
+        from corrmom_ref.link import Parameter
+
+        if self._fp32_param is None:
+            self._fp32_param = Parameter(xp.astype(param.array, xp.float32), name=param.name)
+        master = self._fp32_param
+        master.grad = None if param.grad is None else xp.astype(param.grad, xp.float32)
+        return master
+
+    def init_state(self, param: Parameter) -> None:
+        """Create the entries of :attr:`state` for ``param`` (override)."""
+
+    def update_core(self, param: Parameter) -> None:
+        """Update ``param.array`` from ``param.grad`` and the state (override)."""
+        raise NotImplementedError
+
+    def state_template(self, param: Parameter) -> Mapping[str, tuple[tuple[int, ...], Any]]:
+        """Shape and dtype each state entry must have for ``param``."""
+        xp = array_namespace(param.array)
+        dtype = param.array.dtype
+        if self._use_fp32_update and dtype == xp.float16:
+            dtype = xp.float32
+        return {key: (tuple(param.array.shape), dtype) for key in self.state_keys}
+
+    def serialize(self, serializer: AbstractSerializer, param: Parameter | None = None) -> None:
+        """Save or load ``t`` and the state (Chainer's keys: ``t``, then each state key).
+
+        Loading needs ``param`` to check and place the arrays; it reads and
+        checks every value before assigning any, so a failed load leaves the
+        rule as it was.
+        """
+        from corrmom_ref.serializers.base import Deserializer
+
+        if isinstance(serializer, Deserializer):
+            if param is None:
+                raise TypeError("loading an update rule needs the parameter it updates")
+            self.apply_loaded(self.read_snapshot(serializer, param, where="update rule"))
+            return
+        serializer("t", self.t)
+        if self._state is not None:
+            for key in self.state_keys:
+                serializer(key, self._state[key])
+
+    def read_snapshot(
+        self, serializer: AbstractSerializer, param: Parameter, where: str
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Read and check ``t`` and the state from ``serializer``; assign nothing.
+
+        A state key missing from a strict snapshot raises ``KeyError`` for an
+        enabled rule; for a disabled rule, or a non-strict snapshot, the state
+        is left to be created lazily (``None``), as in Chainer.
+        """
+        from corrmom_ref.serializers.transfer import convert_loaded, to_int
+
+        t = to_int(serializer("t", self.t), where=f"{where} t")
+        template = self.state_template(param)
+        xp = array_namespace(param.array)
+        place = device(param.array)
+        state: dict[str, Any] | None = {}
+        for key in self.state_keys:
+            try:
+                value = serializer(key, None)
+            except KeyError:
+                if self.enabled:
+                    raise
+                value = None
+            if value is None:
+                state = None
+                break
+            shape, dtype = template[key]
+            state[key] = convert_loaded(
+                value, xp=xp, shape=shape, dtype=dtype, device=place, what=f"{where} state {key!r}"
+            )
+        return t, state
+
+    def apply_loaded(self, loaded: tuple[int, dict[str, Any] | None]) -> None:
+        """Assign what :meth:`read_snapshot` returned."""
+        self.t, self._state = loaded
+
+
+def _divide(grad: Any, scale: float) -> Any:
+    """``grad / scale``, in place when the backend allows (as Chainer does)."""
+    if is_writeable_array(grad):
+        grad /= scale
+        return grad
+    return grad / scale
