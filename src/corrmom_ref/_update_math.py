@@ -19,6 +19,7 @@ Fast paths for particular backends replace this module's functions only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -93,11 +94,13 @@ def _run_blocked(
     xp: Any, kernel: Kernel, p: Array, g: Array, v: Array, lr: float, m: float
 ) -> tuple[Array, Array]:
     """Apply ``kernel`` slice by slice of flat views when the backend has views, else whole."""
+    if math.prod(p.shape) <= BLOCK_ELEMENTS or not _slices_are_views(xp):
+        return kernel(p, g, v, lr, m)
     flats = [_flat_view(xp, a) for a in (p, g, v)]
-    n = flats[0].shape[0] if flats[0] is not None else 0
-    if n <= BLOCK_ELEMENTS or any(f is None for f in flats) or not _slices_are_views(xp):
+    if any(f is None for f in flats):
         return kernel(p, g, v, lr, m)
     fp, fg, fv = flats
+    n = fp.shape[0]
     for start in range(0, n, BLOCK_ELEMENTS):
         block = slice(start, min(start + BLOCK_ELEMENTS, n))
         kernel(fp[block], fg[block], fv[block], lr, m)

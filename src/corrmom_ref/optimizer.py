@@ -393,10 +393,18 @@ class GradientMethod(Optimizer):
         dtype, device) and each hyperparameter is valid. Called by
         :meth:`update` before anything is modified.
         """
+        checked_parents: set[int] = set()
         for name, param, rule in self._rules():
-            if rule.enabled:
-                check_gradient(param, name)
-                rule.check_hyperparameters(where=f"parameter {name}")
+            if not rule.enabled:
+                continue
+            check_gradient(param, name)
+            parent = rule.hyperparam.parent
+            if parent is self.hyperparam and id(type(rule)) in checked_parents:
+                rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
+                continue
+            rule.check_hyperparameters(where=f"parameter {name}")
+            if parent is self.hyperparam:
+                checked_parents.add(id(type(rule)))
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
         """One optimization step, in Chainer's order.

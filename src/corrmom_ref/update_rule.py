@@ -84,9 +84,16 @@ class UpdateRule:
         """
         self._use_fp32_update = bool(flag)
 
-    def check_hyperparameters(self, where: str) -> None:
-        """Raise unless every value in :attr:`nonnegative_hyperparams` is valid."""
+    def check_hyperparameters(self, where: str, own_only: bool = False) -> None:
+        """Raise unless every value in :attr:`nonnegative_hyperparams` is valid.
+
+        With ``own_only``, check only the values this rule overrides (the
+        caller has checked the parent's).
+        """
+        own = self.hyperparam.__dict__
         for name in self.nonnegative_hyperparams:
+            if own_only and name not in own:
+                continue
             check_nonnegative_finite(name, getattr(self.hyperparam, name), where)
 
     def update(self, param: Parameter) -> None:
@@ -110,11 +117,14 @@ class UpdateRule:
             self.init_state(target)
         if param.loss_scale is not None and target.grad is not None:
             target.grad = _divide(target.grad, param.loss_scale)
-        for hook in self._hooks.of("pre"):
-            hook(self, target)
+        hooks = self._hooks
+        if hooks:
+            for hook in hooks.of("pre"):
+                hook(self, target)
         self.update_core(target)
-        for hook in self._hooks.of("post"):
-            hook(self, target)
+        if hooks:
+            for hook in hooks.of("post"):
+                hook(self, target)
         if on_master:
             param.array = xp.astype(target.array, param.array.dtype)
             target.grad = None
