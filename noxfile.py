@@ -48,3 +48,12 @@ def tests(session: nox.Session, backend: str) -> None:
         *session.posargs,
         env={"CORRMOM_BACKENDS": backend},
     )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy over the library."""
+    session.install("ruff", "mypy", "numpy>=2", "-e", ".")
+    session.run("ruff", "check", "src")
+    session.run("ruff", "format", "--check", "src")
+    session.run("mypy")

@@ -69,9 +69,7 @@ def corrected_momentum_step(
     return p + lr * v, v
 
 
-def momentum_step(
-    xp: Any, p: Array, g: Array, v: Array, lr: float, m: float
-) -> tuple[Array, Array]:
+def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:
     r"""One uncorrected momentum step (Chainer's ``MomentumSGD``); returns ``(p, v)``.
 
     .. math::
@@ -96,10 +94,9 @@ def _run_blocked(
     """Apply ``kernel`` slice by slice of flat views when the backend has views, else whole."""
     if math.prod(p.shape) <= BLOCK_ELEMENTS or not _slices_are_views(xp):
         return kernel(p, g, v, lr, m)
-    flats = [_flat_view(xp, a) for a in (p, g, v)]
-    if any(f is None for f in flats):
+    fp, fg, fv = (_flat_view(xp, a) for a in (p, g, v))
+    if fp is None or fg is None or fv is None:
         return kernel(p, g, v, lr, m)
-    fp, fg, fv = flats
     n = fp.shape[0]
     for start in range(0, n, BLOCK_ELEMENTS):
         block = slice(start, min(start + BLOCK_ELEMENTS, n))

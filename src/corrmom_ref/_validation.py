@@ -54,8 +54,7 @@ def check_gradient(param: Parameter, path: str) -> None:
             )
     if tuple(grad.shape) != tuple(array.shape):
         raise ValueError(
-            f"gradient of parameter {path} has shape {tuple(grad.shape)}, "
-            f"expected {tuple(array.shape)}"
+            f"gradient of parameter {path} has shape {tuple(grad.shape)}, expected {tuple(array.shape)}"
         )
     if grad.dtype != array.dtype:
         raise TypeError(f"gradient of parameter {path} has dtype {grad.dtype}, expected {array.dtype}")

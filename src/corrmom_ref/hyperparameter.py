@@ -45,6 +45,10 @@ class Hyperparameter:
             raise AttributeError(f"hyperparameter {name!r} is not set")
         return getattr(parent, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Declared so that type checkers accept arbitrary entries.
+        object.__setattr__(self, name, value)
+
     def __repr__(self) -> str:
         entries = self.get_dict()
         body = ", ".join(f"{key}={entries[key]}" for key in sorted(entries))

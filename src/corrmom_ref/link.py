@@ -115,9 +115,7 @@ class Link:
         elif isinstance(child, Link):
             self._links[name] = child
         else:
-            raise TypeError(
-                f"child {name!r} must be a Parameter or a Link, got {type(child).__name__}"
-            )
+            raise TypeError(f"child {name!r} must be a Parameter or a Link, got {type(child).__name__}")
 
     def __getattr__(self, name: str) -> Any:
         for table in ("_params", "_links"):

@@ -205,7 +205,7 @@ class Optimizer:
         if not self._loss_scaling_is_dynamic:
             return
         named = [(name, p.grad) for name, p in self.target.namedparams() if p.grad is not None]
-        for (name, _), finite in zip(named, _finite_flags([g for _, g in named])):
+        for (name, _), finite in zip(named, _finite_flags([g for _, g in named]), strict=True):
             if not finite:
                 self._loss_scaling_isnan = True
                 self._loss_scaling_isnan_ever = True
@@ -227,6 +227,7 @@ class Optimizer:
         """Move the dynamic loss scale after a step (no-op for static or none)."""
         if not self._loss_scaling_is_dynamic:
             return
+        assert self._loss_scale is not None and self._loss_scaling_multiplier is not None
         self._loss_scale = next_loss_scale(
             self._loss_scale,
             nonfinite_now=self._loss_scaling_isnan,
@@ -251,7 +252,7 @@ class Optimizer:
             return
         serializer("t", self.t)
         serializer("epoch", self.epoch)
-        for name, param, rule in self._rules():
+        for name, _, rule in self._rules():
             rule.serialize(serializer[name])
         self._save_loss_scaling(serializer)
 

@@ -51,9 +51,9 @@ class UpdateRule:
         self._hooks = HookRegistry(invalid_auto_timing="post")
 
     @property
-    def state(self) -> dict[str, Any] | None:
+    def state(self) -> dict[str, Any]:
         """The state arrays by name; ``None`` until the first update or load."""
-        return self._state
+        return self._state  # type: ignore[return-value]
 
     def add_hook(
         self,
@@ -177,9 +177,10 @@ class UpdateRule:
     ) -> tuple[int, dict[str, Any] | None]:
         """Read and check ``t`` and the state from ``serializer``; assign nothing.
 
-        A state key missing from a strict snapshot raises ``KeyError`` for an
-        enabled rule; for a disabled rule, or a non-strict snapshot, the state
-        is left to be created lazily (``None``), as in Chainer.
+        As in Chainer: a state key missing from a strict snapshot raises
+        ``KeyError`` for an enabled rule; for a disabled rule, or a non-strict
+        snapshot, a rule without state is left to create it lazily (``None``)
+        and a rule with state keeps that entry.
         """
         from corrmom_ref.serializers.transfer import convert_loaded, to_int
 
@@ -187,17 +188,20 @@ class UpdateRule:
         template = self.state_template(param)
         xp = array_namespace(param.array)
         place = device(param.array)
-        state: dict[str, Any] | None = {}
+        state: dict[str, Any] = {}
         for key in self.state_keys:
+            current = None if self._state is None else self._state.get(key)
             try:
-                value = serializer(key, None)
+                value = serializer(key, current)
             except KeyError:
                 if self.enabled:
                     raise
-                value = None
+                value = current
             if value is None:
-                state = None
-                break
+                return t, None
+            if value is current:
+                state[key] = current
+                continue
             shape, dtype = template[key]
             state[key] = convert_loaded(
                 value, xp=xp, shape=shape, dtype=dtype, device=place, what=f"{where} state {key!r}"

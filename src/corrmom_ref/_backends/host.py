@@ -32,7 +32,10 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def save_npz_file(file: Any, arrays: dict[str, np.ndarray], compression: bool) -> None:
     """Write ``arrays`` to ``file`` (a path or a binary file object)."""
-    (np.savez_compressed if compression else np.savez)(file, **arrays)
+    if compression:
+        np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
+    else:
+        np.savez(file, **arrays)  # type: ignore[arg-type]
 
 
 def load_npz_file(file: Any) -> dict[str, np.ndarray]:

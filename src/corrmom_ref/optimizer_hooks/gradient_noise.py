@@ -40,7 +40,9 @@ class GradientNoise:
     call_for_each_param = True
     timing = "pre"
 
-    def __init__(self, eta: float, noise_func: NoiseFunc = exponential_decay_noise, seed: int | None = None) -> None:
+    def __init__(
+        self, eta: float, noise_func: NoiseFunc = exponential_decay_noise, seed: int | None = None
+    ) -> None:
         from corrmom_ref._backends.host import generator
 
         self.eta = eta

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 from corrmom_ref.serializers.base import Deserializer
 from corrmom_ref.serializers.dictionary import DictionarySerializer
 
 __all__ = ["NpzDeserializer", "load_npz", "save_npz"]
 
-IgnoreName = Union[str, Callable[[str], bool]]
-File = Union[str, os.PathLike, BinaryIO]
+IgnoreName = str | Callable[[str], bool]
+File = str | os.PathLike[str] | BinaryIO
 
 
 class NpzDeserializer(Deserializer):

@@ -15,9 +15,7 @@ def dtype_name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
-def convert_loaded(
-    value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str
-) -> Any:
+def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str) -> Any:
     """Check a loaded array against ``shape`` and ``dtype``; return it on ``xp`` and ``device``.
 
     Raises:
@@ -30,9 +28,7 @@ def convert_loaded(
     if tuple(value_shape) != tuple(shape):
         raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
     if dtype_name(value.dtype) != dtype_name(dtype):
-        raise TypeError(
-            f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}"
-        )
+        raise TypeError(f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}")
     return xp.asarray(value, dtype=dtype, device=device, copy=True)
 
 
