@@ -115,8 +115,9 @@ class UpdateRule:
         if self._state is None:
             self._state = {}
             self.init_state(target)
-        if param.loss_scale is not None and target.grad is not None:
-            target.grad = _divide(target.grad, param.loss_scale)
+        loss_scale = getattr(param, "loss_scale", None)
+        if loss_scale is not None and target.grad is not None:
+            target.grad = _divide(target.grad, loss_scale)
         hooks = self._hooks
         if hooks:
             for hook in hooks.of("pre"):
