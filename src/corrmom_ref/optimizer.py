@@ -15,6 +15,7 @@ from typing import Any, Literal
 from array_api_compat import array_namespace
 
 from corrmom_ref._hooks import HookRegistry
+from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_gradient
 from corrmom_ref.hyperparameter import Hyperparameter
 from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
@@ -334,7 +335,7 @@ def _finite_flags(grads: list[Any]) -> list[bool]:
         return []
     per_grad = []
     for g in grads:
-        xp = array_namespace(g)
+        xp = namespace_of(g)
         per_grad.append(xp.all(xp.isfinite(g)))
     try:
         xp = array_namespace(*per_grad)
@@ -380,7 +381,7 @@ class GradientMethod(Optimizer):
         """Give every parameter whose gradient is ``None`` a zero gradient."""
         for _, param in self.target.namedparams():
             if param.grad is None:
-                param.grad = array_namespace(param.array).zeros_like(param.array)
+                param.grad = namespace_of(param.array).zeros_like(param.array)
 
     def call_hook(self, hook: Callable[..., Any]) -> None:
         """Call one hook, then reallocate any gradient it cleared."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from array_api_compat import array_namespace, device, is_writeable_array
 
 from corrmom_ref._hooks import HookRegistry
+from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter
 
@@ -107,7 +108,7 @@ class UpdateRule:
         if not self.enabled:
             return
         self.t += 1
-        xp = array_namespace(param.array)
+        xp = namespace_of(param.array)
         target = param
         on_master = self._use_fp32_update and param.array.dtype == xp.float16
         if on_master:

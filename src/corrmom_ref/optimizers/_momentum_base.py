@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
+from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy
 from corrmom_ref.optimizer import GradientMethod
@@ -57,7 +58,7 @@ class MomentumRuleBase(UpdateRule):
         grad = param.grad
         if grad is None:
             return
-        xp = array_namespace(param.array)
+        xp = namespace_of(param.array)
         param.array, self.state["v"] = type(self).step(
             xp,
             param.array,
