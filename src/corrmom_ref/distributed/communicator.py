@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from corrmom_ref._backends import mpi_buffers
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref.distributed.buckets import group_into_buckets
 
@@ -56,6 +55,8 @@ class MpiCommunicator:
         Writable arrays are overwritten in place (references to them stay
         valid); read-only ones (JAX) are replaced.
         """
+        from corrmom_ref._backends import mpi_buffers
+
         for bucket in group_into_buckets(link.params(), lambda p: p.array):
             flat = mpi_buffers.bcast(self.mpi_comm, bucket.pack([p.array for p in bucket.members]), root)
             for param, value in zip(bucket.members, bucket.unpack(flat), strict=True):
@@ -79,6 +80,8 @@ class MpiCommunicator:
             ``None`` if ``nonfinite`` is ``None``, else whether any rank said
             ``True``.
         """
+        from corrmom_ref._backends import mpi_buffers
+
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
         agreed = None
         for index, bucket in enumerate(buckets):
