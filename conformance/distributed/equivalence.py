@@ -58,7 +58,10 @@ class LeastSquares:
         x, y = x[rows], y[rows]
         residual = x @ params["W"].T + params["c"] - y
         n = x.shape[0]
-        return {"W": (residual.T @ x / n).astype(self.dtype), "c": (residual.sum(axis=0) / n).astype(self.dtype)}
+        return {
+            "W": (residual.T @ x / n).astype(self.dtype),
+            "c": (residual.sum(axis=0) / n).astype(self.dtype),
+        }
 
 
 def oracle_trajectory(
@@ -143,6 +146,8 @@ def check_data_parallel_equivalence(
             max_rel = max(max_rel, float((diff / np.maximum(np.abs(want), np.finfo(want.dtype).tiny)).max()))
             ok &= bool(np.allclose(got[k], want, rtol=rtol, atol=atol))
         ok = all(mpi_comm.allgather(ok))
-        assert ok, f"step {step}: {optimizer} on {size} ranks left the one-process oracle (max abs {max_abs:g})"
+        assert ok, (
+            f"step {step}: {optimizer} on {size} ranks left the one-process oracle (max abs {max_abs:g})"
+        )
     assert identical, "ranks do not hold bitwise-identical parameters"
     return EquivalenceReport(size, b, problem.steps, max_abs, max_rel, identical)

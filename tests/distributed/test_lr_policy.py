@@ -34,7 +34,9 @@ def test_step_decay_multiplies_at_each_boundary():
 
 
 def test_goyal_schedule_combines_warmup_and_decay():
-    schedule = goyal_schedule(0.1, batch_size=1024, reference_batch_size=256, warmup_iterations=5, boundaries=[10])
+    schedule = goyal_schedule(
+        0.1, batch_size=1024, reference_batch_size=256, warmup_iterations=5, boundaries=[10]
+    )
     assert [schedule(t) for t in (0, 1, 5, 9, 10)] == pytest.approx([0.1, 0.16, 0.4, 0.4, 0.04])
 
 

@@ -86,7 +86,9 @@ class MpiCommunicator:
         agreed = None
         for index, bucket in enumerate(buckets):
             extra = (1.0 if nonfinite else 0.0,) if nonfinite is not None and index == 0 else ()
-            total = mpi_buffers.allreduce_sum(self.mpi_comm, bucket.pack([p.grad for p in bucket.members], extra))
+            total = mpi_buffers.allreduce_sum(
+                self.mpi_comm, bucket.pack([p.grad for p in bucket.members], extra)
+            )
             mean = total / self.size
             for param, grad in zip(bucket.members, bucket.unpack(mean), strict=True):
                 param.grad = grad
