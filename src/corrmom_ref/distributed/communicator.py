@@ -89,11 +89,11 @@ class MpiCommunicator:
             total = mpi_buffers.allreduce_sum(
                 self.mpi_comm, bucket.pack([p.grad for p in bucket.members], extra)
             )
-            mean = total / self.size
-            for param, grad in zip(bucket.members, bucket.unpack(mean), strict=True):
+            total /= self.size  # in place where the backend allows it
+            for param, grad in zip(bucket.members, bucket.unpack(total), strict=True):
                 param.grad = grad
             if extra:
-                agreed = bool(bucket.extras(total)[0] > 0)
+                agreed = bool(bucket.extras(total)[0] > 0)  # the mean of 0/1 verdicts
         if nonfinite is not None and agreed is None:  # a model without parameters
             agreed = self.any(nonfinite)
         return agreed
