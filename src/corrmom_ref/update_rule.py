@@ -110,7 +110,7 @@ class UpdateRule:
         self.t += 1
         xp = namespace_of(param.array)
         target = param
-        on_master = self._use_fp32_update and param.array.dtype == xp.float16
+        on_master = self._use_fp32_update and _is_float16(param.array.dtype)
         if on_master:
             target = self._master_copy(param, xp)
         if self._state is None:
@@ -151,7 +151,7 @@ class UpdateRule:
         """Shape and dtype each state entry must have for ``param``."""
         xp = array_namespace(param.array)
         dtype = param.array.dtype
-        if self._use_fp32_update and dtype == xp.float16:
+        if self._use_fp32_update and _is_float16(dtype):
             dtype = xp.float32
         return {key: (tuple(param.array.shape), dtype) for key in self.state_keys}
 
@@ -213,6 +213,16 @@ class UpdateRule:
     def apply_loaded(self, loaded: tuple[int, dict[str, Any] | None]) -> None:
         """Assign what :meth:`read_snapshot` returned."""
         self.t, self._state = loaded
+
+
+def _is_float16(dtype: Any) -> bool:
+    """Whether ``dtype`` is float16, on any backend.
+
+    Compared by name: float16 is not a standard dtype, so namespaces such as
+    array-api-strict's and array-api-compat's Dask wrapper have no
+    ``float16`` attribute to compare with.
+    """
+    return str(dtype).rsplit(".", 1)[-1] == "float16"
 
 
 def _divide(grad: Any, scale: float) -> Any:
