@@ -222,7 +222,9 @@ def _is_float16(dtype: Any) -> bool:
     array-api-strict's and array-api-compat's Dask wrapper have no
     ``float16`` attribute to compare with.
     """
-    return str(dtype).rsplit(".", 1)[-1] == "float16"
+    from corrmom_ref.serializers.transfer import dtype_name
+
+    return dtype_name(dtype) == "float16"
 
 
 def _divide(grad: Any, scale: float) -> Any:
