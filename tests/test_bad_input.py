@@ -257,3 +257,23 @@ def test_bad_link_snapshot(bk: Backend, change: Callable, error: type, match: st
     change(arrays)
     file = as_file(arrays)
     assert_fails_cleanly(bk, opt, lambda: cr.serializers.load_npz(file, opt.target), error, match)
+
+
+def test_pre_hook_that_breaks_a_gradient(bk: Backend) -> None:
+    """Gradients are checked again after the pre hooks: a hook that leaves a bad one
+    makes update() raise before t, any rule, or the loss-scaling state moves,
+    even on a step whose gradients were not finite."""
+    opt = trained(bk)
+    W = opt.target.l1.W
+    W.grad = bk.asarray(np.full((2, 3), np.inf), "float32")  # would set "overflow seen"
+
+    def reshape_grad(o: cr.GradientMethod) -> None:
+        o.target.l1.W.grad = bk.asarray(np.ones(6), "float32")
+
+    opt.add_hook(reshape_grad, name="reshape")
+    before = deep_snapshot(bk, opt)
+    with pytest.raises(ValueError, match=r"/l1/W has shape \(6,\)"), pytest.warns(UserWarning):
+        opt.update()
+    after = deep_snapshot(bk, opt)
+    after["/l1/W"]["grad"] = before["/l1/W"]["grad"]  # the hook's doing
+    assert_same_snapshot(before, after)
