@@ -57,3 +57,23 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "src")
     session.run("ruff", "format", "--check", "src")
     session.run("mypy")
+
+
+#: Real Chainer, for the fixtures: its last release installs only from an sdist
+#: whose setup.py needs pkg_resources, and it needs NumPy < 2.
+CHAINER = ["numpy==1.26.4", "setuptools<70", "wheel"]
+
+
+@nox.session
+def fixtures(session: nox.Session) -> None:
+    """Regenerate tests/fixtures/chainer with real Chainer 7.8.1, then check both ways.
+
+    Runs the scenarios of tools/make_chainer_fixtures.py in Chainer (commit the
+    changed files), then the Chainer-fixture tests with Chainer importable, so
+    that snapshots saved by corrmom_ref are also loaded and continued in Chainer.
+    """
+    session.install(*CHAINER)
+    session.install("--no-build-isolation", "chainer==7.8.1")
+    session.run("python", "tools/make_chainer_fixtures.py")
+    session.install("-e", ".[test]", "numpy==1.26.4")
+    session.run("pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"})
