@@ -240,3 +240,24 @@ def test_disabled_rule_does_nothing(bk: Backend) -> None:
     np.testing.assert_array_equal(bk.to_numpy(w.array), [1.0])
     assert w.update_rule.state is None
     np.testing.assert_array_equal(bk.to_numpy(u.array), [0.5])
+
+
+@pytest.mark.parametrize("kind", ["corrected", "uncorrected"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_zero_dim_parameter_keeps_its_type_and_dtype(bk: Backend, kind: str, dtype: str) -> None:
+    """A 0-d parameter stays a 0-d array of its dtype, also through loss scaling.
+
+    (NumPy 1.x casts 0-d arrays by value: on read-only arrays the update
+    returned float64 scalars.) lr = 1/2, m = 1/2, g = 1, scale 4: exact.
+    """
+    need_dtype(bk, dtype)
+    w = cr.Parameter(bk.asarray(1.0, dtype))
+    opt = OPTIMIZERS[kind](lr=0.5, momentum=0.5).setup(cr.Link(w=w))
+    opt.set_loss_scale(4.0)
+    for _ in range(2):
+        opt.update(lambda: cr.ScriptedLoss({w: bk.asarray(1.0, dtype)}))
+        for x in (w.array, w.update_rule.state["v"]):
+            assert type(x) is type(bk.asarray(0.0, dtype)) and x.dtype == bk.dtype(dtype)
+            assert tuple(x.shape) == ()
+    # v: -1, -1.5; w: 1 - 0.5 - 0.75 (corrected) or 1 - 0.5 - 0.75 (eq. 10 with lr inside v)
+    assert float(bk.to_numpy(w.array)) == 1.0 - 0.5 - 0.75
