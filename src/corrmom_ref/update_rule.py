@@ -232,4 +232,8 @@ def _divide(grad: Any, scale: float) -> Any:
     if is_writeable_array(grad):
         grad /= scale
         return grad
-    return grad / scale
+    quotient = grad / scale
+    if type(quotient) is not type(grad) or quotient.dtype != grad.dtype:
+        # NumPy 1.x: a 0-d float16 array divided by a Python float is a float64 scalar
+        quotient = namespace_of(grad).asarray(quotient, dtype=grad.dtype)
+    return quotient
