@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from backends import Backend
 
 import corrmom_ref as cr
-from backends import Backend
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chainer"
 OPTIMIZERS = {"CorrectedMomentumSGD": cr.CorrectedMomentumSGD, "MomentumSGD": cr.MomentumSGD}
@@ -66,8 +66,13 @@ def build_optimizer(spec: dict, model: cr.Link) -> cr.GradientMethod:
 
 
 def run_steps(
-    bk: Backend, spec: dict, inputs: dict[str, np.ndarray], model: cr.Link, opt: cr.GradientMethod,
-    first: int, last: int | None = None,
+    bk: Backend,
+    spec: dict,
+    inputs: dict[str, np.ndarray],
+    model: cr.Link,
+    opt: cr.GradientMethod,
+    first: int,
+    last: int | None = None,
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, list]]:
     """Run steps ``first..last`` (1-based); per-step arrays (NumPy) and scalars."""
     params = dict(model.namedparams())
@@ -82,7 +87,7 @@ def run_steps(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if step.get("via_loss"):
-                opt.update(lambda: cr.ScriptedLoss({params[p]: g for p, g in grads.items()}))
+                opt.update(cr.ScriptedLoss, {params[p]: g for p, g in grads.items()})
             else:
                 model.cleargrads()
                 for path, g in grads.items():

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import backends  # noqa: E402
+import backends
 
 settings.register_profile(
     "default",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from backends import Backend
 
 import corrmom_ref as cr
-from backends import Backend
 
 
 def nested_link(bk: Backend, dtype: str = "float32") -> cr.Link:

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-import corrmom_ref as cr
 from backends import Backend
 from helpers import assert_same_snapshot, deep_snapshot, nested_link, set_grads
+
+import corrmom_ref as cr
 
 
 def trained(bk: Backend, dtype: str = "float32") -> cr.GradientMethod:
@@ -205,22 +205,41 @@ def corrupt(bk: Backend, change: Callable[[dict], None]) -> io.BytesIO:
 
 
 SNAPSHOT_CASES = [
-    pytest.param(lambda a: a.__setitem__("l1/W/v", np.zeros((3, 2), np.float32)), ValueError,
-                 r"parameter /l1/W state 'v': snapshot has shape \(3, 2\)", id="state-shape"),
-    pytest.param(lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.float64)), TypeError,
-                 r"parameter /l1/W state 'v': snapshot has dtype float64", id="state-dtype"),
-    pytest.param(lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.int32)), TypeError,
-                 r"parameter /l1/W state 'v'", id="state-int"),
-    pytest.param(lambda a: a.__setitem__("l1/W/t", np.float64(1.5)), TypeError,
-                 r"l1/W/t", id="rule-t-float"),
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((3, 2), np.float32)),
+        ValueError,
+        r"parameter /l1/W state 'v': snapshot has shape \(3, 2\)",
+        id="state-shape",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.float64)),
+        TypeError,
+        r"parameter /l1/W state 'v': snapshot has dtype float64",
+        id="state-dtype",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.int32)),
+        TypeError,
+        r"parameter /l1/W state 'v'",
+        id="state-int",
+    ),
+    pytest.param(lambda a: a.__setitem__("l1/W/t", np.float64(1.5)), TypeError, r"l1/W/t", id="rule-t-float"),
     pytest.param(lambda a: a.__setitem__("t", np.arange(2)), ValueError, r"'t'|optimizer t", id="t-array"),
     pytest.param(lambda a: a.__setitem__("epoch", np.float64(0.5)), TypeError, "epoch", id="epoch-float"),
     pytest.param(lambda a: a.pop("l1/W/v"), KeyError, r"l1/W/v", id="missing-state"),
     pytest.param(lambda a: a.pop("t"), KeyError, r"'t'", id="missing-t"),
-    pytest.param(lambda a: a.__setitem__("loss_scaling.scale", np.float64(-1.0)), ValueError,
-                 "loss_scaling.scale", id="negative-scale"),
-    pytest.param(lambda a: a.__setitem__("loss_scaling.interval", np.int64(0)), ValueError,
-                 "loss_scaling.interval", id="zero-interval"),
+    pytest.param(
+        lambda a: a.__setitem__("loss_scaling.scale", np.float64(-1.0)),
+        ValueError,
+        "loss_scaling.scale",
+        id="negative-scale",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("loss_scaling.interval", np.int64(0)),
+        ValueError,
+        "loss_scaling.interval",
+        id="zero-interval",
+    ),
 ]
 
 
@@ -243,10 +262,18 @@ def test_pickled_snapshot_is_refused(bk: Backend) -> None:
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        pytest.param(lambda a: a.__setitem__("l1/W", np.zeros((3, 2), np.float32)), ValueError,
-                     r"parameter /l1/W: snapshot has shape", id="shape"),
-        pytest.param(lambda a: a.__setitem__("l1/W", np.zeros((2, 3), np.float16)), TypeError,
-                     r"parameter /l1/W: snapshot has dtype float16", id="dtype"),
+        pytest.param(
+            lambda a: a.__setitem__("l1/W", np.zeros((3, 2), np.float32)),
+            ValueError,
+            r"parameter /l1/W: snapshot has shape",
+            id="shape",
+        ),
+        pytest.param(
+            lambda a: a.__setitem__("l1/W", np.zeros((2, 3), np.float16)),
+            TypeError,
+            r"parameter /l1/W: snapshot has dtype float16",
+            id="dtype",
+        ),
         pytest.param(lambda a: a.pop("l1/b"), KeyError, r"l1/b", id="missing"),
     ],
 )

@@ -22,20 +22,18 @@ scales, ``t`` and rule ``t`` are Python numbers on both sides: equal.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import corrmom_ref as cr
 from backends import Backend
 from chainer_replay import FIXTURES, build_model, build_optimizer, load_scenario, run_steps, scenario_names
+
+import corrmom_ref as cr
 
 TOOLS = Path(__file__).parents[1] / "tools"
 NAMES = scenario_names()
@@ -53,8 +51,12 @@ def skip_unsupported(bk: Backend, spec: dict) -> None:
 
 
 def compare(
-    bk: Backend, record: dict, ours: dict[str, list[np.ndarray]], theirs: dict[str, np.ndarray],
-    prefix: str, first: int,
+    bk: Backend,
+    record: dict,
+    ours: dict[str, list[np.ndarray]],
+    theirs: dict[str, np.ndarray],
+    prefix: str,
+    first: int,
 ) -> None:
     bitwise = record["bitwise_on_numpy"] and bk.numpy_kernels
     eps = float(np.finfo(record["spec"]["dtype"]).eps)
@@ -141,8 +143,13 @@ def chainer_continuations(bk: Backend, tmp_path_factory: pytest.TempPathFactory)
         run_steps(bk, spec, arrays, model, opt, 1, spec["snapshot_after"])
         cr.serializers.save_npz(tmp / f"{name}.model.npz", model)
         cr.serializers.save_npz(tmp / f"{name}.optimizer.npz", opt)
-        jobs += [str(FIXTURES / f"{name}.json"), str(FIXTURES / f"{name}.npz"),
-                 str(tmp / f"{name}.model.npz"), str(tmp / f"{name}.optimizer.npz"), str(tmp / f"{name}.out.npz")]
+        jobs += [
+            str(FIXTURES / f"{name}.json"),
+            str(FIXTURES / f"{name}.npz"),
+            str(tmp / f"{name}.model.npz"),
+            str(tmp / f"{name}.optimizer.npz"),
+            str(tmp / f"{name}.out.npz"),
+        ]
         results[name] = {}
     done = subprocess.run([*runner, "resume", *jobs], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-
-import corrmom_ref as cr
 from backends import Backend
 from helpers import nested_link, set_grads
+
+import corrmom_ref as cr
 
 H = cr.optimizer_hooks
 
@@ -18,7 +18,7 @@ def setup(bk: Backend, **kw: float) -> cr.GradientMethod:
     return cr.CorrectedMomentumSGD(**kw).setup(nested_link(bk))
 
 
-def named(fn, name):  # noqa: ANN001, ANN201
+def named(fn, name):
     fn.__name__ = name
     return fn
 
@@ -87,7 +87,11 @@ def test_new_epoch_auto_rules() -> None:
 
 def test_class_defaults_and_hyperparameters() -> None:
     assert (cr.Optimizer.t, cr.Optimizer.epoch, cr.Optimizer.target, cr.Optimizer.use_auto_new_epoch) == (
-        0, 0, None, False)
+        0,
+        0,
+        None,
+        False,
+    )
     opt = cr.CorrectedMomentumSGD()
     assert (opt.lr, opt.momentum) == (0.01, 0.9)
     assert repr(opt.hyperparam) == "Hyperparameter(lr=0.01, momentum=0.9)"
@@ -113,12 +117,12 @@ def test_use_cleargrads_false_zeroes_instead(bk: Backend) -> None:
 # -- hooks that raise ----------------------------------------------------------------
 
 
-class Boom(Exception):
+class BoomError(Exception):
     pass
 
 
 def boom(*args: object) -> None:
-    raise Boom("from the hook")
+    raise BoomError("from the hook")
 
 
 def test_pre_hook_raising_propagates_before_t_advances(bk: Backend) -> None:
@@ -126,7 +130,7 @@ def test_pre_hook_raising_propagates_before_t_advances(bk: Backend) -> None:
     set_grads(bk, opt.target)
     before = bk.to_numpy(opt.target.a.array)
     opt.add_hook(boom, name="boom", timing="pre")
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         opt.update()
     assert opt.t == 0
     np.testing.assert_array_equal(bk.to_numpy(opt.target.a.array), before)
@@ -136,7 +140,7 @@ def test_post_hook_raising_propagates_after_the_update(bk: Backend) -> None:
     opt = setup(bk, lr=0.5)
     set_grads(bk, opt.target)
     opt.add_hook(boom, name="boom", timing="post")
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         opt.update()
     assert opt.t == 1 and opt.target.a.update_rule.t == 1
 
@@ -145,7 +149,7 @@ def test_rule_hook_raising_propagates(bk: Backend) -> None:
     opt = setup(bk)
     set_grads(bk, opt.target)
     opt.target.l1.W.update_rule.add_hook(boom, name="boom")
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         opt.update()
 
 
@@ -196,14 +200,16 @@ def test_gradient_lars(bk: Backend) -> None:
 
 
 def test_gradient_noise_with_custom_function(bk: Backend) -> None:
-    """noise_func(xp, shape, dtype, hook, rule) is added to the gradient; the rule's t is before the update."""
+    """noise_func(xp, shape, dtype, hook, rule) is added to the gradient (rule t: before the update)."""
     seen = []
 
-    def noise(xp, shape, dtype, hook, rule):  # noqa: ANN001, ANN202
+    def noise(xp, shape, dtype, hook, rule):
         seen.append((shape, rule.t, hook.eta))
         return xp.full(shape, 0.5, dtype=dtype)
 
-    np.testing.assert_array_equal(one(bk, [0.0, 0.0], [1.0, 2.0], H.GradientNoise(0.3, noise_func=noise)), [-1.5, -2.5])
+    np.testing.assert_array_equal(
+        one(bk, [0.0, 0.0], [1.0, 2.0], H.GradientNoise(0.3, noise_func=noise)), [-1.5, -2.5]
+    )
     assert seen == [((2,), 0, 0.3)]
 
 

@@ -10,10 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
-
-import corrmom_ref as cr
 from backends import Backend
 from helpers import assert_same_snapshot, deep_snapshot
+
+import corrmom_ref as cr
 
 
 def one_param(bk: Backend, value: list[float], dtype: str = "float32", **kw: float) -> tuple:
@@ -47,8 +47,16 @@ def test_loss_scaling_state_is_saved_under_extra_keys(bk: Backend) -> None:
     buffer.seek(0)
     with np.load(buffer) as npz:
         saved = {k: npz[k] for k in npz.files}
-    assert set(saved) == {"t", "epoch", "W/t", "W/v", "loss_scaling.dynamic", "loss_scaling.interval",
-                          "loss_scaling.nonfinite_ever", "loss_scaling.scale"}
+    assert set(saved) == {
+        "t",
+        "epoch",
+        "W/t",
+        "W/v",
+        "loss_scaling.dynamic",
+        "loss_scaling.interval",
+        "loss_scaling.nonfinite_ever",
+        "loss_scaling.scale",
+    }
     assert saved["loss_scaling.scale"] == 4.0 and bool(saved["loss_scaling.nonfinite_ever"])
     assert int(saved["loss_scaling.interval"]) == 2 and bool(saved["loss_scaling.dynamic"])
     W2, opt2 = one_param(bk, [1.0], lr=0.5)
@@ -72,7 +80,7 @@ def test_chainer_snapshot_keeps_current_loss_scaling(bk: Backend) -> None:
 
 def test_pickles_are_refused(bk: Backend) -> None:
     """Chainer loads with allow_pickle=True (a crafted file can run code); corrmom_ref refuses."""
-    W, opt = one_param(bk, [1.0])
+    _, opt = one_param(bk, [1.0])
     buffer = io.BytesIO()
     np.savez(buffer, t=np.array([object()], dtype=object), epoch=np.int64(0))
     buffer.seek(0)

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-import corrmom_ref as cr
 from backends import Backend, load
 from helpers import nested_link, set_grads
+
+import corrmom_ref as cr
 
 CHAINER_KEYS = {"t", "epoch", "a/t", "a/v", "l1/W/t", "l1/W/v", "l1/b/t", "l1/b/v"}
 LOSS_SCALING_KEYS = {"loss_scaling.dynamic", "loss_scaling.nonfinite_ever"}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from backends import Backend
 
 import corrmom_ref as cr
-from backends import Backend
 
 
 class Recorder:
@@ -82,7 +82,7 @@ def test_update_runs_in_chainers_order(bk: Backend) -> None:
         ("rule-post", "W", 2, [4.0, 8.0]),
         ("opt-post", 2, 2.0, [4.0, 8.0]),  # post hooks: t advanced, scale not yet moved
     ]
-    assert rec.log[len(rec.log) - len(second):] == second
+    assert rec.log[len(rec.log) - len(second) :] == second
     assert rec.log[1] == ("backward", 1.0, None, None)
     assert opt.loss_scale == 4.0  # moved after the post hooks
     # /a never had a gradient from the loss: it was reallocated as zeros and still moved

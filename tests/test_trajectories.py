@@ -12,12 +12,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from backends import Backend
 from hypothesis import given
 from hypothesis import strategies as st
+from oracle import UNIT_ROUNDOFF, closed_form_constant, exact, momentum_trajectory
 
 import corrmom_ref as cr
-from backends import Backend
-from oracle import UNIT_ROUNDOFF, closed_form_constant, exact, momentum_trajectory
 
 OPTIMIZERS = {"corrected": cr.CorrectedMomentumSGD, "uncorrected": cr.MomentumSGD}
 #: Smallest positive normal number per dtype: an absolute slack per operation
@@ -171,11 +171,13 @@ def test_trajectory_within_error_bound(bk: Backend, kind: str, case: dict) -> No
     for t in range(1, len(lrs) + 1):
         slack = 8 * t * tiny
         np.testing.assert_array_less(
-            np.abs(params[t] - model.param_array(t)), model.param_tolerance(t, eps) + slack,
+            np.abs(params[t] - model.param_array(t)),
+            model.param_tolerance(t, eps) + slack,
             err_msg=f"w after step {t}",
         )
         np.testing.assert_array_less(
-            np.abs(states[t] - model.state_array(t)), model.state_tolerance(t, eps) + slack,
+            np.abs(states[t] - model.state_array(t)),
+            model.state_tolerance(t, eps) + slack,
             err_msg=f"v after step {t}",
         )
 

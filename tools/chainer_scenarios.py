@@ -92,8 +92,14 @@ def build_optimizer(spec: dict, model: chainer.Chain) -> chainer.Optimizer:
 
 
 def run_steps(
-    spec: dict, inputs: dict[str, np.ndarray], model: chainer.Chain, opt: chainer.Optimizer,
-    first: int, prefix: str, arrays: dict[str, np.ndarray], scalars: dict[str, list],
+    spec: dict,
+    inputs: dict[str, np.ndarray],
+    model: chainer.Chain,
+    opt: chainer.Optimizer,
+    first: int,
+    prefix: str,
+    arrays: dict[str, np.ndarray],
+    scalars: dict[str, list],
     on_step: Any = None,
 ) -> None:
     """Run steps ``first..len(steps)`` (1-based), recording after each."""
@@ -106,10 +112,12 @@ def run_steps(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NaN warnings and fp16 overflow in forward
             if step.get("via_loss"):
-                def lossfun() -> chainer.Variable:
+
+                def lossfun(grads: dict[str, np.ndarray]) -> chainer.Variable:
                     terms = [F.sum(params[p] * chainer.Variable(g.copy())) for p, g in grads.items()]
                     return sum(terms[1:], terms[0])
-                opt.update(lossfun)
+
+                opt.update(lossfun, grads)
             else:
                 model.cleargrads()
                 for path, g in grads.items():

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import chainer_scenarios as cs  # noqa: E402
+import chainer_scenarios as cs
 
 NESTED = {"/W": [2, 3], "/l1/W": [3, 2], "/l1/b": [3]}
 ALL = list(NESTED)
@@ -49,8 +49,14 @@ def steps(n: int, *, lrs: list | None = None, via_loss: bool = False, omit: dict
 
 
 LR_SCHEDULE = {
-    "optimizer": "CorrectedMomentumSGD", "lr": 0.025, "momentum": 0.9, "dtype": "float32",
-    "params": NESTED, "fp32_update": False, "loss_scaling": None, "hooks": [],
+    "optimizer": "CorrectedMomentumSGD",
+    "lr": 0.025,
+    "momentum": 0.9,
+    "dtype": "float32",
+    "params": NESTED,
+    "fp32_update": False,
+    "loss_scaling": None,
+    "hooks": [],
     "overrides": {"/l1/b": {"lr": 0.05}},
     # step 3: /l1/b has no gradient (reallocated as zeros; still moves by momentum)
     "steps": steps(8, lrs=WARMUP_THEN_DECAY, omit={3: ["/l1/b"]}),
@@ -63,51 +69,89 @@ SCENARIOS: dict[str, tuple[dict, bool, float]] = {
     "momentum_sgd_lr_schedule": (dict(LR_SCHEDULE, optimizer="MomentumSGD"), True, 1.0),
     "fp16_dynamic_scaling_fp32_update": (
         {
-            "optimizer": "CorrectedMomentumSGD", "lr": 0.01, "momentum": 0.9, "dtype": "float16",
-            "params": NESTED, "fp32_update": True, "loss_scaling": {"interval": 2}, "hooks": [],
-            "overrides": {}, "steps": steps(12, via_loss=True), "snapshot_after": 8,
+            "optimizer": "CorrectedMomentumSGD",
+            "lr": 0.01,
+            "momentum": 0.9,
+            "dtype": "float16",
+            "params": NESTED,
+            "fp32_update": True,
+            "loss_scaling": {"interval": 2},
+            "hooks": [],
+            "overrides": {},
+            "steps": steps(12, via_loss=True),
+            "snapshot_after": 8,
         },
         True,
         1500.0,  # 1500 * 64 overflows float16: the 7th step is skipped
     ),
     "fp16_static_scaling": (
         {
-            "optimizer": "CorrectedMomentumSGD", "lr": 0.01, "momentum": 0.9, "dtype": "float16",
-            "params": NESTED, "fp32_update": False, "loss_scaling": {"scale": 8.0}, "hooks": [],
-            "overrides": {}, "steps": steps(6, via_loss=True), "snapshot_after": 3,
+            "optimizer": "CorrectedMomentumSGD",
+            "lr": 0.01,
+            "momentum": 0.9,
+            "dtype": "float16",
+            "params": NESTED,
+            "fp32_update": False,
+            "loss_scaling": {"scale": 8.0},
+            "hooks": [],
+            "overrides": {},
+            "steps": steps(6, via_loss=True),
+            "snapshot_after": 3,
         },
         True,
         1.0,
     ),
     "hooks_weight_decay_lasso_hard_clipping": (
         {
-            "optimizer": "CorrectedMomentumSGD", "lr": 0.05, "momentum": 0.9, "dtype": "float32",
-            "params": NESTED, "fp32_update": False, "loss_scaling": {"scale": 4.0},
+            "optimizer": "CorrectedMomentumSGD",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "dtype": "float32",
+            "params": NESTED,
+            "fp32_update": False,
+            "loss_scaling": {"scale": 4.0},
             "hooks": [
                 ["WeightDecay", {"rate": 0.01}],
                 ["Lasso", {"rate": 0.002}],
                 ["GradientHardClipping", {"lower_bound": -3.0, "upper_bound": 3.0}],
             ],
-            "overrides": {}, "steps": steps(6, via_loss=True), "snapshot_after": 3,
+            "overrides": {},
+            "steps": steps(6, via_loss=True),
+            "snapshot_after": 3,
         },
         True,
         1.0,
     ),
     "hooks_gradient_clipping": (
         {
-            "optimizer": "CorrectedMomentumSGD", "lr": 0.05, "momentum": 0.9, "dtype": "float32",
-            "params": NESTED, "fp32_update": False, "loss_scaling": None,
+            "optimizer": "CorrectedMomentumSGD",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "dtype": "float32",
+            "params": NESTED,
+            "fp32_update": False,
+            "loss_scaling": None,
             "hooks": [["WeightDecay", {"rate": 0.01}], ["GradientClipping", {"threshold": 1.0}]],
-            "overrides": {}, "steps": steps(6), "snapshot_after": 3,
+            "overrides": {},
+            "steps": steps(6),
+            "snapshot_after": 3,
         },
         False,  # Chainer computes the norm in float32, corrmom_ref in float64
         1.0,
     ),
     "dynamic_scaling_nan": (
         {
-            "optimizer": "CorrectedMomentumSGD", "lr": 0.1, "momentum": 0.5, "dtype": "float32",
-            "params": NESTED, "fp32_update": False, "loss_scaling": {"interval": 3}, "hooks": [],
-            "overrides": {}, "steps": steps(7, via_loss=True), "snapshot_after": 5,
+            "optimizer": "CorrectedMomentumSGD",
+            "lr": 0.1,
+            "momentum": 0.5,
+            "dtype": "float32",
+            "params": NESTED,
+            "fp32_update": False,
+            "loss_scaling": {"interval": 3},
+            "hooks": [],
+            "overrides": {},
+            "steps": steps(7, via_loss=True),
+            "snapshot_after": 5,
         },
         True,
         1.0,
