@@ -41,6 +41,21 @@ def test_dynamic_scale_schedule(bk: Backend, interval: int, flags: list[bool]) -
         assert W.update_rule.t == step - sum(flags[:step])
 
 
+def test_dynamic_scale_is_capped_at_float16_max(bk: Backend) -> None:
+    """16 doublings reach 65536 > 65504: capped at 65504 exactly; an overflow then halves it."""
+    W = cr.Parameter(bk.asarray([1.0], "float32"))
+    opt = cr.CorrectedMomentumSGD(lr=0.0).setup(cr.Link(W=W))
+    opt.loss_scaling(interval=1)
+    for step in range(1, 18):
+        W.grad = bk.asarray([1.0], "float32")
+        opt.update()
+        assert opt.loss_scale == min(2.0**step, 65504.0)
+    W.grad = bk.asarray([math.nan], "float32")
+    with pytest.warns(UserWarning, match="/W"):
+        opt.update()
+    assert opt.loss_scale == 65504.0 / 2
+
+
 def test_nonfinite_step_is_skipped(bk: Backend) -> None:
     """A NaN anywhere: t advances, no rule runs, nothing moves, the warning names the parameter."""
     link = nested_link(bk)
