@@ -14,8 +14,10 @@ ours (``bitwise_on_numpy``) and the backend computes with NumPy's kernels
 (NumPy, read-only NumPy, array-api-strict, Dask). Elsewhere (PyTorch, JAX,
 whose kernels may fuse or use wider intermediates; or a scenario with
 GradientClipping, whose norm Chainer takes in float32 and we in float64):
-``|ours - chainer| <= 8 eps (|chainer| + 1)`` per element for parameters and
-states, ``eps`` the dtype's machine epsilon times the step number. Loss
+``|ours - chainer| <= eps * k * (|chainer| + 1)`` per element for parameters
+and states after step ``k``, ``eps`` the dtype's machine epsilon (measured
+worst case: 0.16 of that, PyTorch float16 with a static loss scale; every
+other non-bitwise case below 0.011; most are bitwise anyway). Loss
 scales, ``t`` and rule ``t`` are Python numbers on both sides: equal.
 """
 
@@ -70,7 +72,7 @@ def compare(
                 assert got.dtype == want.dtype, where
                 np.testing.assert_array_equal(got, want, err_msg=where)
             else:
-                tol = 8 * eps * step * (np.abs(want.astype(np.float64)) + 1)
+                tol = eps * step * (np.abs(want.astype(np.float64)) + 1)
                 np.testing.assert_array_less(np.abs(got.astype(np.float64) - want), tol, err_msg=where)
 
 
