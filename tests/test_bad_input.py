@@ -67,7 +67,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("name", ["lr", "momentum"])
 @pytest.mark.parametrize(("value", "error"), BAD_VALUES)
 def test_bad_hyperparameter_in_constructor(name: str, value: Any, error: type) -> None:
-    for cls in (cr.CorrectedMomentumSGD, cr.MomentumSGD):
+    for cls in (cr.CorrectedMomentumSGD, cr.MomentumSGD, cr.CorrectedMomentumSGDRule, cr.MomentumSGDRule):
         with pytest.raises(error, match=name):
             cls(**{name: value})
 
