@@ -62,6 +62,8 @@ def build_optimizer(spec: dict, model: cr.Link) -> cr.GradientMethod:
     for path, values in spec.get("overrides", {}).items():
         for key, value in values.items():
             setattr(params[path].update_rule.hyperparam, key, value)
+    for path in spec.get("disabled", []):
+        params[path].update_rule.enabled = False
     return opt
 
 
@@ -77,7 +79,7 @@ def run_steps(
     """Run steps ``first..last`` (1-based); per-step arrays (NumPy) and scalars."""
     params = dict(model.namedparams())
     arrays: dict[str, list[np.ndarray]] = {}
-    scalars: dict[str, list] = {"loss_scale": [], "t": [], "rule_t": []}
+    scalars: dict[str, list] = {"loss_scale": [], "t": [], "epoch": [], "rule_t": []}
     last = len(spec["steps"]) if last is None else last
     for k in range(first, last + 1):
         step = spec["steps"][k - 1]
@@ -93,6 +95,8 @@ def run_steps(
                 for path, g in grads.items():
                     params[path].grad = g
                 opt.update()
+        if step.get("new_epoch"):
+            opt.new_epoch()
         for path, param in params.items():
             state = param.update_rule.state
             arrays.setdefault(f"param/{path}", []).append(bk.to_numpy(param.array))
@@ -100,5 +104,6 @@ def run_steps(
             arrays.setdefault(f"v/{path}", []).append(v)
         scalars["loss_scale"].append(opt.loss_scale)
         scalars["t"].append(opt.t)
+        scalars["epoch"].append(opt.epoch)
         scalars["rule_t"].append({p: q.update_rule.t for p, q in params.items()})
     return arrays, scalars

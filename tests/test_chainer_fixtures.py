@@ -79,6 +79,7 @@ def compare(
 def compare_scalars(ours: dict[str, list], theirs: dict[str, list]) -> None:
     assert ours["loss_scale"] == theirs["loss_scale"]
     assert ours["t"] == theirs["t"]
+    assert ours["epoch"] == theirs["epoch"]
     assert ours["rule_t"] == theirs["rule_t"]
 
 

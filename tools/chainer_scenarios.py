@@ -13,19 +13,21 @@ Spec keys:
 * ``hooks``: ``[[class name in chainer.optimizer_hooks, {kwargs}], ...]``,
   added in order with the default timing.
 * ``overrides``: ``{path: {hyperparameter: value}}`` on that parameter's rule.
-* ``steps``: a list of ``{"lr": float or None, "via_loss": bool, "grads": [paths]}``:
+* ``disabled``: paths whose rules are disabled (``rule.enabled = False``).
+* ``steps``: a list of ``{"lr": float or None, "via_loss": bool, "grads": [paths],
+  "new_epoch": bool}``:
   set ``optimizer.lr`` if given; the listed paths get gradient
   ``grad/<path>[k - 1]`` from the inputs (the others have none); with ``via_loss`` the gradients come
   from ``update(lossfun)`` with the loss ``sum_p sum(p * G_p)``, so that
   Chainer's backward applies the loss scale; else they are assigned to
-  ``param.grad`` and ``update()`` is called.
+  ``param.grad`` and ``update()`` is called; then ``new_epoch()`` if asked.
 * ``snapshot_after``: the step after which model and optimizer are saved.
 
 Inputs: ``init/<path>`` and ``grad/<path>`` (one row per step; rows of
 steps that do not list the path are unused zeros).
 
 Records (``<prefix>/param/<path>``, ``<prefix>/v/<path>``: one row per step
-run; JSON lists of loss scale, ``t`` and rule ``t`` per step) for the uninterrupted run
+run; JSON lists of loss scale, ``t``, ``epoch`` and rule ``t`` per step) for the uninterrupted run
 (prefix ``run``) and for a run resumed in a fresh process state from the
 Chainer snapshots (prefix ``resumed``; Chainer does not save the loss scale,
 so the two differ under dynamic loss scaling).
@@ -88,6 +90,8 @@ def build_optimizer(spec: dict, model: chainer.Chain) -> chainer.Optimizer:
     for path, values in spec.get("overrides", {}).items():
         for key, value in values.items():
             setattr(params[path].update_rule.hyperparam, key, value)
+    for path in spec.get("disabled", []):
+        params[path].update_rule.enabled = False
     return opt
 
 
@@ -123,6 +127,8 @@ def run_steps(
                 for path, g in grads.items():
                     params[path].grad = g.copy()
                 opt.update()
+        if step.get("new_epoch"):
+            opt.new_epoch()
         for path, param in params.items():
             state = param.update_rule.state
             v = np.zeros_like(param.array) if state is None else state["v"]
@@ -130,6 +136,7 @@ def run_steps(
                 arrays[key] = np.concatenate([arrays.get(key, value[None][:0]), value.copy()[None]])
         scalars.setdefault("loss_scale", []).append(opt._loss_scale)
         scalars.setdefault("t", []).append(int(opt.t))
+        scalars.setdefault("epoch", []).append(int(opt.epoch))
         scalars.setdefault("rule_t", []).append({p: int(q.update_rule.t) for p, q in params.items()})
         if on_step is not None:
             on_step(k, model, opt)

@@ -156,6 +156,25 @@ SCENARIOS: dict[str, tuple[dict, bool, float]] = {
         True,
         1.0,
     ),
+    "disabled_rule_and_epochs": (
+        {
+            "optimizer": "MomentumSGD",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "dtype": "float64",
+            "params": NESTED,
+            "fp32_update": False,
+            "loss_scaling": None,
+            "hooks": [],
+            "overrides": {"/W": {"momentum": 0.5}},
+            # /l1/W never updates: its rule has no state, so the snapshot has no l1/W/v
+            "disabled": ["/l1/W"],
+            "steps": [dict(s, new_epoch=k % 2 == 1) for k, s in enumerate(steps(6))],
+            "snapshot_after": 4,
+        },
+        True,
+        1.0,
+    ),
 }
 #: (scenario, step, path): a NaN is planted in that gradient.
 NANS = {("dynamic_scaling_nan", 4, "/l1/W")}
