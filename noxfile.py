@@ -77,3 +77,54 @@ def fixtures(session: nox.Session) -> None:
     session.run("python", "tools/make_chainer_fixtures.py")
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run("pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"})
+
+
+#: The recipe for real Chainer 7.8.1: its sdist's setup.py needs pkg_resources
+#: and it needs NumPy < 2 (chainer-semantics.md, "Installing real Chainer").
+CHAINER_PREREQUISITES = ["numpy==1.26.4", "setuptools<70", "wheel"]
+CHAINER = "chainer==7.8.1"
+
+#: What each --impl needs besides the suite (the reference's backend comes from --backend).
+IMPL_REQUIREMENTS: dict[str, list[str]] = {
+    "torch": ["numpy>=2", TORCH],
+    "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+}
+
+
+def _option(args: list[str], name: str, default: str) -> str:
+    """The value of ``--name=value`` or ``--name value`` in ``args``."""
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+    return default
+
+
+def _install_impl(session: nox.Session, impl: str, backend: str) -> None:
+    if impl == "chainer":
+        session.install(*CHAINER_PREREQUISITES)
+        session.install("--no-build-isolation", CHAINER)
+        session.install("-e", ".", "pytest", "hypothesis")
+    elif impl in IMPL_REQUIREMENTS:
+        session.install("-e", ".", "pytest", "hypothesis", *IMPL_REQUIREMENTS[impl])
+    else:
+        session.install("-e", ".", "pytest", "hypothesis", *BACKEND_REQUIREMENTS[backend])
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The conformance suite on one implementation (default: the reference on NumPy).
+
+    ``nox -s conformance -- --impl=chainer``; other pytest options pass through
+    (``--backend=torch``, ``--thorough``, ``--hypothesis-seed=N``, ``--report=PATH``).
+    """
+    args = list(session.posargs)
+    impl = _option(args, "impl", "ref")
+    backend = _option(args, "backend", "numpy")
+    if backend == "cupy" and not _has_cuda():
+        session.skip("no CUDA device on this machine")
+    _install_impl(session, impl, backend)
+    if not any(a.startswith("--report") for a in args):
+        args.append(f"--report=reports/conformance-{impl}-{backend if impl == 'ref' else 'native'}")
+    session.run("pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", *args)

@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(
 
     settings.load_profile("conformance-thorough" if config.getoption("--thorough") else "conformance-fast")
     adapter = _adapter(config)
-    _STATE["items"] = checks
+    _STATE["check_ids"] = {item.nodeid for item in checks}
     declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
     by_key = {d.check: d for d in declared}
     used: set[str] = set()
@@ -130,7 +130,7 @@ def adapter(pytestconfig: pytest.Config) -> Any:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     rep = _STATE.get("report")
-    if rep is None or CHECKS_DIR not in Path(report.fspath).resolve().parents:
+    if rep is None or report.nodeid not in _STATE["check_ids"]:
         return
     check = report.nodeid.split("checks/", 1)[-1]
     if report.when == "call":
