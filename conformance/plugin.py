@@ -47,6 +47,19 @@ def pytest_configure(config: pytest.Config) -> None:
     common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
     settings.register_profile("conformance-fast", max_examples=12, **common)
     settings.register_profile("conformance-thorough", max_examples=200, **common)
+    _STATE["profile"] = "conformance-thorough" if config.getoption("--thorough") else "conformance-fast"
+
+
+def load_profile() -> None:
+    """Make the run's Hypothesis profile current.
+
+    Called when :mod:`conformance.checks` is imported: ``@given`` binds its
+    settings when a check module is imported, so the profile must be loaded
+    before that, and only for conformance runs.
+    """
+    from hypothesis import settings
+
+    settings.load_profile(_STATE.get("profile", "conformance-fast"))
 
 
 def _adapter(config: pytest.Config) -> Any:
@@ -67,17 +80,14 @@ def pytest_collection_modifyitems(
     checks = [item for item in items if _is_check(item)]
     if not checks:
         return
-    from hypothesis import settings
-
-    settings.load_profile("conformance-thorough" if config.getoption("--thorough") else "conformance-fast")
     adapter = _adapter(config)
     _STATE["check_ids"] = {item.nodeid for item in checks}
     declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
     by_key = {d.check: d for d in declared}
     used: set[str] = set()
     for item in checks:
-        marker = item.get_closest_marker("requires")
-        missing = [c for c in (marker.args if marker else ()) if c not in adapter.capabilities]
+        needed = {c for marker in item.iter_markers("requires") for c in marker.args}
+        missing = sorted(needed - set(adapter.capabilities))
         if missing:
             item.add_marker(pytest.mark.skip(reason=NA_PREFIX + "lacks capability " + ", ".join(missing)))
             continue
@@ -106,7 +116,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         adapter = _adapter(config)
     except Exception as error:  # the header must not hide the real error, collection reports it
         return [f"corrmom conformance: cannot load the implementation: {error}"]
-    profile = "thorough" if config.getoption("--thorough") else "fast"
+    profile = _STATE.get("profile", "conformance-fast")
     seed = config.getoption("hypothesis_seed", default=None)
     return [
         f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",

@@ -57,16 +57,10 @@ class OptimizerMachine(RuleBasedStateMachine):
             ).reshape(s)
             for k, s in SHAPES.items()
         }
-        if poison is not None:
+        if poison is not None and self.model.loss.dynamic:  # only dynamic scaling skips such steps
             grads["b"][0] = poison
         if cleared is not None:
             grads[cleared] = None
-        if (
-            poison is not None
-            and not self.model.loss.dynamic
-            and "cleared_grads" in self.adapter.capabilities
-        ):
-            grads["b"] = None  # keep non-finite values to runs that can skip them
         if any(g is None for g in grads.values()) and "cleared_grads" not in self.adapter.capabilities:
             return
         with quiet():
