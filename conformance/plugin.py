@@ -38,16 +38,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--thorough", action="store_true", help="many more generated cases per check (slow)")
     group.addoption("--report", default=None, help="write the report to PATH.json and PATH.md")
+    group.addoption(
+        "--no-shrink",
+        action="store_true",
+        help="report the first counterexample found without shrinking it (quick pass/fail runs)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(*capabilities): the check needs these adapter capabilities")
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 
     common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
     settings.register_profile("conformance-fast", max_examples=12, **common)
     settings.register_profile("conformance-thorough", max_examples=200, **common)
-    _STATE["profile"] = "conformance-thorough" if config.getoption("--thorough") else "conformance-fast"
+    profile = "conformance-thorough" if config.getoption("--thorough") else "conformance-fast"
+    if config.getoption("--no-shrink"):
+        settings.register_profile(
+            profile + "-no-shrink", settings.get_profile(profile), phases=[Phase.explicit, Phase.generate]
+        )
+        profile += "-no-shrink"
+    _STATE["profile"] = profile
 
 
 def load_profile() -> None:
