@@ -76,7 +76,9 @@ def fixtures(session: nox.Session) -> None:
     session.install("--no-build-isolation", "chainer==7.8.1")
     session.run("python", "tools/make_chainer_fixtures.py")
     session.install("-e", ".[test]", "numpy==1.26.4")
-    session.run("pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"})
+    session.run(
+        "pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"}
+    )
 
 
 #: The recipe for real Chainer 7.8.1: its sdist's setup.py needs pkg_resources
@@ -112,7 +114,7 @@ def _install_impl(session: nox.Session, impl: str, backend: str) -> None:
         session.install("-e", ".", "pytest", "hypothesis", *BACKEND_REQUIREMENTS[backend])
 
 
-@nox.session
+@nox.session(reuse_venv=False)  # each run installs exactly its implementation's requirements
 def conformance(session: nox.Session) -> None:
     """The conformance suite on one implementation (default: the reference on NumPy).
 
@@ -128,3 +130,37 @@ def conformance(session: nox.Session) -> None:
     if not any(a.startswith("--report") for a in args):
         args.append(f"--report=reports/conformance-{impl}-{backend if impl == 'ref' else 'native'}")
     session.run("pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", *args)
+
+
+#: The runs of the matrix: (--impl, --backend).
+MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
+    ("chainer", "numpy"),
+    ("torch", "numpy"),
+    ("optax", "numpy"),
+]
+
+
+@nox.session(name="conformance-matrix")
+def conformance_matrix(session: nox.Session) -> None:
+    """Every implementation that runs here, each in its own virtualenv; writes the combined table for the docs."""
+    session.install("nox", "numpy")
+    reports = []
+    for impl, backend in MATRIX:
+        if backend == "cupy" and not _has_cuda():
+            session.log("skipping ref on cupy: no CUDA device")
+            continue
+        name = f"{impl}-{backend}" if impl == "ref" else impl
+        report = f"reports/matrix/{name}"
+        reports.append(report + ".json")
+        # a failing implementation is a result to tabulate, not an error of this session
+        session.run(
+            "nox",
+            "-s",
+            "conformance",
+            "--",
+            f"--impl={impl}",
+            f"--backend={backend}",
+            f"--report={report}",
+            success_codes=[0, 1],
+        )
+    session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
