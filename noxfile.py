@@ -8,6 +8,7 @@ python3 -m nox -s NAME``.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -164,3 +165,26 @@ def conformance_matrix(session: nox.Session) -> None:
             success_codes=[0, 1],
         )
     session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The step benchmark: every implementation side by side, real Chainer in its own virtualenv.
+
+    ``nox -s bench`` (``-- --quick`` for a smoke run). Writes benchmarks/results.{json,png}.
+    """
+    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
+    chainer_venv = Path(session.create_tmp()) / "chainer-venv"
+    if not (chainer_venv / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(chainer_venv))
+        pip = str(chainer_venv / "bin" / "pip")
+        session.run(pip, "install", "-q", *CHAINER_PREREQUISITES, external=True)
+        session.run(pip, "install", "-q", "--no-build-isolation", CHAINER, external=True)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks",
+        "--chainer-python",
+        str(chainer_venv / "bin" / "python"),
+        *session.posargs,
+    )
