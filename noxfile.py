@@ -53,10 +53,10 @@ def tests(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy over the library."""
+    """ruff (lint and format check) over the whole tree and mypy over the library."""
     session.install("ruff", "mypy", "numpy>=2", "-e", ".")
-    session.run("ruff", "check", "src")
-    session.run("ruff", "format", "--check", "src")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy")
 
 
