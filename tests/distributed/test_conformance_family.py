@@ -7,8 +7,9 @@ import pytest
 from conformance.distributed import LeastSquares, check_data_parallel_equivalence
 from conformance.distributed.adapters import corrmom_ref_factory
 
-#: Measured worst relative error vs the oracle (30 steps, warm-up lr):
-#: float64 ~1e-14, float32 ~1e-6; the tolerances leave room on other CPUs.
+#: Measured worst absolute error vs the oracle (30 steps, warm-up lr, |w| ~ 1,
+#: k = 2 and 3): float64 6e-16, float32 3.6e-7; the tolerances leave room for
+#: other CPUs and rank counts (relative error is large only near zero entries).
 TOLERANCES = {"float64": (1e-10, 1e-12), "float32": (1e-4, 1e-5)}
 
 
@@ -21,4 +22,6 @@ def test_k_ranks_match_one_process(mpi_comm, optimizer, dtype):
         corrmom_ref_factory, mpi_comm, optimizer, problem=problem, rtol=rtol, atol=atol
     )
     assert report.bitwise_identical_across_ranks
-    print(f"[{optimizer} {dtype} k={report.ranks}] max rel error {report.max_rel_error:.2e}")
+    print(
+        f"[{optimizer} {dtype} k={report.ranks}] max abs {report.max_abs_error:.1e} max rel {report.max_rel_error:.1e}"
+    )
