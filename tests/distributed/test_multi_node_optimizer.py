@@ -136,3 +136,26 @@ def test_checkpoint_from_two_ranks_resumes_on_all_ranks(mpi_comm, tmp_path):
     want = single_process(problem, name, problem.steps)
     for key, got in params_of(model).items():
         np.testing.assert_allclose(got, want[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+def test_other_backends_go_through_the_host_and_stay_identical(mpi_comm, backend):
+    xp = pytest.importorskip(backend)
+    from corrmom_ref._backends.host import to_numpy
+
+    k, rank = mpi_comm.Get_size(), mpi_comm.Get_rank()
+    problem = LeastSquares(global_batch=6 * k, steps=12)
+    model = cr.Link(**{n: cr.Parameter(xp.asarray(v + rank)) for n, v in problem.initial().items()})
+    opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(momentum=0.9)).setup(model)
+    opt.add_hook(LrSchedule(SCHEDULE))
+    for t in range(problem.steps):
+        host = {n.lstrip("/"): to_numpy(p.array) for n, p in model.namedparams()}
+        grads = problem.gradient(host, t, slice(6 * rank, 6 * (rank + 1)))
+        opt.update(
+            lambda grads=grads: cr.ScriptedLoss({getattr(model, n): xp.asarray(g) for n, g in grads.items()})
+        )
+        prints = mpi_comm.allgather(b"".join(to_numpy(p.array).tobytes() for _, p in model.namedparams()))
+        assert all(p == prints[0] for p in prints), f"ranks differ after step {t + 1}"
+    want = single_process(problem, "corrected", problem.steps)
+    for name, p in model.namedparams():
+        np.testing.assert_allclose(to_numpy(p.array), want[name], rtol=1e-10, atol=1e-12)
