@@ -159,3 +159,41 @@ def test_other_backends_go_through_the_host_and_stay_identical(mpi_comm, backend
     want = single_process(problem, "corrected", problem.steps)
     for name, p in model.namedparams():
         np.testing.assert_allclose(to_numpy(p.array), want[name], rtol=1e-10, atol=1e-12)
+
+
+def test_one_ranks_verdict_alone_makes_every_rank_skip(mpi_comm, monkeypatch):
+    """The agreement itself: rank 0 reports an overflow its neighbours' sums cannot see."""
+    from corrmom_ref.distributed import multi_node_optimizer
+
+    rank = mpi_comm.Get_rank()
+    if rank == 0:  # as if rank 0 had found a non-finite gradient (its values stay finite)
+        monkeypatch.setattr(multi_node_optimizer, "_all_finite", lambda grads: False)
+    problem = LeastSquares(global_batch=2 * mpi_comm.Get_size(), steps=1)
+    model = make_model(problem)
+    opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.1)).setup(model)
+    opt.loss_scaling()
+    before = params_of(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step(opt, model, problem, 0, slice(2 * rank, 2 * rank + 2))
+    unchanged = all(np.array_equal(before[n], v) for n, v in params_of(model).items())
+    assert mpi_comm.allgather((unchanged, opt.loss_scale, opt.t)) == [(True, 1.0, 1)] * mpi_comm.Get_size()
+
+
+def test_a_distributed_snapshot_loads_in_a_single_process(mpi_comm, tmp_path):
+    rank = mpi_comm.Get_rank()
+    problem = LeastSquares(global_batch=2 * mpi_comm.Get_size(), steps=3)
+    model = make_model(problem)
+    comm = distributed.create_communicator(mpi_comm)
+    opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(momentum=0.9), comm).setup(model)
+    for t in range(problem.steps):
+        step(opt, model, problem, t, slice(2 * rank, 2 * rank + 2))
+    path = mpi_comm.bcast(str(tmp_path / "opt.npz"))
+    distributed.save_npz(comm, path, opt)
+    if rank == 0:
+        alone = cr.CorrectedMomentumSGD(momentum=0.9).setup(make_model(problem))
+        cr.serializers.load_npz(path, alone)
+        assert alone.t == problem.steps
+        for (_, mine), (_, theirs) in zip(alone.target.namedparams(), model.namedparams(), strict=True):
+            np.testing.assert_array_equal(mine.update_rule.state["v"], theirs.update_rule.state["v"])
+    mpi_comm.Barrier()
