@@ -100,13 +100,13 @@ def test_overflow_on_one_rank_skips_the_step_on_all(mpi_comm):
         assert all(p == prints[0] for p in prints)
 
 
-def test_checkpoint_from_two_ranks_resumes_on_all_ranks(mpi_comm, tmp_path):
+def test_checkpoint_from_two_ranks_resumes_on_all_ranks(mpi_comm, shared_dir):
     """Train on ranks {0, 1}, save from rank 0, resume on every rank of the world."""
     k, rank = mpi_comm.Get_size(), mpi_comm.Get_rank()
     problem = LeastSquares(global_batch=6, steps=16)  # 6 splits over 2 and 3 ranks
     first, name = 9, "corrected"
-    model_file = mpi_comm.bcast(str(tmp_path / "model.npz"))
-    opt_file = mpi_comm.bcast(str(tmp_path / "optimizer.npz"))
+    model_file = str(shared_dir / "model.npz")
+    opt_file = str(shared_dir / "optimizer.npz")
 
     pair = mpi_comm.Split(0 if rank < 2 else 1, rank)
     if rank < 2:
@@ -180,7 +180,7 @@ def test_one_ranks_verdict_alone_makes_every_rank_skip(mpi_comm, monkeypatch):
     assert mpi_comm.allgather((unchanged, opt.loss_scale, opt.t)) == [(True, 1.0, 1)] * mpi_comm.Get_size()
 
 
-def test_a_distributed_snapshot_loads_in_a_single_process(mpi_comm, tmp_path):
+def test_a_distributed_snapshot_loads_in_a_single_process(mpi_comm, shared_dir):
     rank = mpi_comm.Get_rank()
     problem = LeastSquares(global_batch=2 * mpi_comm.Get_size(), steps=3)
     model = make_model(problem)
@@ -188,7 +188,7 @@ def test_a_distributed_snapshot_loads_in_a_single_process(mpi_comm, tmp_path):
     opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(momentum=0.9), comm).setup(model)
     for t in range(problem.steps):
         step(opt, model, problem, t, slice(2 * rank, 2 * rank + 2))
-    path = mpi_comm.bcast(str(tmp_path / "opt.npz"))
+    path = str(shared_dir / "opt.npz")
     distributed.save_npz(comm, path, opt)
     if rank == 0:
         alone = cr.CorrectedMomentumSGD(momentum=0.9).setup(make_model(problem))
