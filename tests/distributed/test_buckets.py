@@ -27,6 +27,9 @@ def test_buckets_group_by_dtype_in_order_and_round_trip():
         for got, want in zip(bucket.unpack(flat), bucket.members, strict=True):
             np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(bucket.extras(flat), [1.0])
+        reused = np.full_like(flat, np.nan)
+        assert bucket.pack(bucket.members, extra=(1.0,), out=reused) is reused
+        np.testing.assert_array_equal(reused, flat)
 
 
 def test_importing_the_package_imports_neither_mpi4py_nor_numpy():

@@ -44,22 +44,24 @@ def _back(host: np.ndarray, like: Any) -> Any:
 
 
 def allreduce_sum(mpi_comm: Any, flat: Any) -> Any:
-    """The elementwise sum of ``flat`` over all ranks (a new array, same backend).
+    """The elementwise sum of ``flat`` over all ranks, computed in ``flat``'s memory.
 
-    One ``MPI_Allreduce``. With a fixed number of ranks MPI's reduction order
-    is fixed, so every rank receives the same bits.
+    ``flat`` must be the caller's own scratch buffer (a packed bucket): one
+    ``MPI_Allreduce`` with ``MPI_IN_PLACE`` writes the sum into it, which
+    saves allocating (and page-faulting) a second buffer of the same size
+    every step. Returns the sum, an array of ``flat``'s backend (``flat``
+    itself for NumPy and CuPy). With a fixed number of ranks MPI's reduction
+    order is fixed, so every rank receives the same bits.
     """
     from mpi4py import MPI
 
     if _is_direct(flat):
-        out = namespace_of(flat).empty_like(flat)
         _synchronize(flat)
-        mpi_comm.Allreduce(flat, out, op=MPI.SUM)
-        return out
-    host = to_numpy(flat)
-    out_host = np.empty_like(host)
-    mpi_comm.Allreduce(host, out_host, op=MPI.SUM)
-    return _back(out_host, flat)
+        mpi_comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        return flat
+    host = np.array(to_numpy(flat), copy=True)
+    mpi_comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+    return _back(host, flat)
 
 
 def bcast(mpi_comm: Any, flat: Any, root: int = 0) -> Any:

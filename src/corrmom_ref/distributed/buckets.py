@@ -22,16 +22,32 @@ __all__ = ["Bucket", "group_into_buckets"]
 class Bucket:
     """Arrays of one backend, dtype and device, and their place in a flat vector."""
 
+    kind: tuple[Any, ...] = ()
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     members: list[Any] = field(default_factory=list)
 
-    def pack(self, arrays: Sequence[Any], extra: Sequence[float] = ()) -> Any:
-        """One flat vector: the arrays raveled in order, then the ``extra`` values."""
+    def pack(self, arrays: Sequence[Any], extra: Sequence[float] = (), out: Any = None) -> Any:
+        """One flat vector: the arrays raveled in order, then the ``extra`` values.
+
+        With ``out`` (a writable flat array of the right size, dtype and
+        device, e.g. the previous step's buffer) the values are written into
+        it and it is returned; else a new array is made.
+        """
         xp = namespace_of(arrays[0])
         parts = [xp.reshape(a, (-1,)) for a in arrays]
         if extra:
             parts.append(xp.asarray(list(extra), dtype=arrays[0].dtype, device=device(arrays[0])))
-        return xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
+        if out is None:
+            return xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
+        offset = 0
+        for part in parts:
+            out[offset : offset + part.shape[0]] = part
+            offset += part.shape[0]
+        return out
+
+    def key(self, extra: int = 0) -> tuple[Any, ...]:
+        """What identifies this bucket's flat vector: backend, dtype, device, shapes, extras."""
+        return (self.kind, tuple(self.shapes), extra)
 
     def unpack(self, flat: Any) -> list[Any]:
         """Views of ``flat`` with the arrays' shapes, in order (extra values left out)."""
@@ -58,7 +74,7 @@ def group_into_buckets(members: Iterable[Any], array_of: Any) -> list[Bucket]:
     for member in members:
         array = array_of(member)
         key = (type(array), str(array.dtype), str(device(array)))
-        bucket = buckets.setdefault(key, Bucket())
+        bucket = buckets.setdefault(key, Bucket(kind=key))
         bucket.members.append(member)
         bucket.shapes.append(tuple(array.shape))
     return list(buckets.values())

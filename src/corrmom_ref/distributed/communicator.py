@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from array_api_compat import is_writeable_array
+
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref.distributed.buckets import group_into_buckets
 
@@ -38,6 +40,8 @@ class MpiCommunicator:
 
             mpi_comm = MPI.COMM_WORLD
         self.mpi_comm = mpi_comm
+        #: The flat gradient buffer of each bucket layout, reused every step.
+        self._buffers: dict[tuple[Any, ...], Any] = {}
 
     @property
     def rank(self) -> int:
@@ -86,12 +90,14 @@ class MpiCommunicator:
         agreed = None
         for index, bucket in enumerate(buckets):
             extra = (1.0 if nonfinite else 0.0,) if nonfinite is not None and index == 0 else ()
-            total = mpi_buffers.allreduce_sum(
-                self.mpi_comm, bucket.pack([p.grad for p in bucket.members], extra)
-            )
+            key = bucket.key(len(extra))
+            flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
+            total = mpi_buffers.allreduce_sum(self.mpi_comm, flat)
             total /= self.size  # in place where the backend allows it
+            if is_writeable_array(total):
+                self._buffers[key] = total
             for param, grad in zip(bucket.members, bucket.unpack(total), strict=True):
-                param.grad = grad
+                _assign_grad(param, grad)
             if extra:
                 agreed = bool(bucket.extras(total)[0] > 0)  # the mean of 0/1 verdicts
         if nonfinite is not None and agreed is None:  # a model without parameters
@@ -124,9 +130,15 @@ class MpiCommunicator:
         self.mpi_comm.Barrier()
 
 
-def _assign(param: Any, value: Any) -> None:
-    from array_api_compat import is_writeable_array
+def _assign_grad(param: Any, value: Any) -> None:
+    """Copy into the gradient's own memory (the flat buffer is reused next step)."""
+    if is_writeable_array(param.grad):
+        param.grad[...] = value
+    else:
+        param.grad = namespace_of(value).asarray(value, copy=True)
 
+
+def _assign(param: Any, value: Any) -> None:
     if is_writeable_array(param.array):
         param.array[...] = value
     else:
