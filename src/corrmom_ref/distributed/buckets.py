@@ -73,7 +73,7 @@ def group_into_buckets(members: Iterable[Any], array_of: Any) -> list[Bucket]:
     buckets: dict[tuple[Any, ...], Bucket] = {}
     for member in members:
         array = array_of(member)
-        key = (type(array), str(array.dtype), str(device(array)))
+        key = (type(array), array.dtype, device(array))  # all hashable
         bucket = buckets.setdefault(key, Bucket(kind=key))
         bucket.members.append(member)
         bucket.shapes.append(tuple(array.shape))
