@@ -193,7 +193,7 @@ def bench(session: nox.Session) -> None:
 #: MPI for the ``distributed`` session, all from PyPI: the ``mpich`` wheel
 #: brings libmpi and ``mpiexec`` into the session's virtualenv, so the machine
 #: needs no system MPI (mpi4py's wheel loads whichever libmpi it finds first).
-MPI_REQUIREMENTS = ["mpich", "mpi4py>=4.0", "array-api-strict>=2.2"]
+MPI_REQUIREMENTS = ["mpich", "mpi4py>=4.0", "array-api-strict>=2.2", TORCH]
 
 
 @nox.session
