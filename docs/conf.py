@@ -32,6 +32,7 @@ extensions = [
 
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+myst_update_mathjax = False  # math is MathML; no MathJax classes or scripts
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "_generated", "_auto/*.md", "figures"]
 html_math_renderer = "mathml"
