@@ -12,6 +12,7 @@ fraction's numerator above its denominator), with a screenshot kept under
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -97,7 +98,11 @@ def test_figures_were_drawn(site: Path) -> None:
         assert image.exists() and image.stat().st_size > 10_000, name
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Debian's ``chromium`` (or the browser named by $CHROMIUM, e.g. a CI runner's Chrome).
+CHROMIUM = next(
+    filter(None, (shutil.which(n) for n in (os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser") if n)),
+    None,
+)
 FLAGS = [
     "--headless",
     "--no-sandbox",
