@@ -1,0 +1,197 @@
+"""One adapter for every implementation with Chainer's optimizer API.
+
+Real Chainer and :mod:`corrmom_ref` share the API (``setup``, ``update``,
+``update_rule``, hooks, ``loss_scaling``, npz serializers), so they differ here
+only in how a link of named parameters is built, how a scaled backward is
+scripted, and how arrays convert to NumPy: the :class:`Flavour`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conformance.protocol import HookEvent, HookSpec
+
+ALL_CAPABILITIES = frozenset(
+    {
+        "hyperparams",
+        "per_param_hyperparams",
+        "state",
+        "counters",
+        "cleared_grads",
+        "loss_scaling",
+        "fp32_master",
+        "hooks",
+        "rule_hooks",
+        "serialize_npz",
+        "epochs",
+        "warnings",
+        "float16",
+        "float64",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between Chainer-API implementations.
+
+    Attributes:
+        make_link: Builds the target link from ``{path: native array}`` and
+            returns it with ``{path: parameter object}``; paths may nest (``l1/W``).
+        make_optimizer: ``(lr, momentum) -> optimizer`` (not set up yet).
+        scaled_loss: ``[(parameter object, grad)] -> loss function`` whose
+            ``backward(loss_scale=s)`` gives each parameter ``s * g``.
+        save_npz, load_npz: The implementation's npz serializers.
+        to_native, to_numpy: Array conversion.
+    """
+
+    make_link: Callable[[Mapping[str, Any]], tuple[Any, dict[str, Any]]]
+    make_optimizer: Callable[[float, float], Any]
+    scaled_loss: Callable[[list[tuple[Any, Any]]], Callable[[], Any]]
+    save_npz: Callable[[str, Any], None]
+    load_npz: Callable[..., None]
+    to_native: Callable[[np.ndarray], Any]
+    to_numpy: Callable[[Any], np.ndarray]
+
+
+class ChainerStyleOptimizer:
+    """:class:`conformance.protocol.Optimizer` over a Chainer-API optimizer."""
+
+    def __init__(
+        self, flavour: Flavour, params: Mapping[str, np.ndarray], lr: float, momentum: float
+    ) -> None:
+        self._f = flavour
+        self.link, self._params = flavour.make_link({k: flavour.to_native(v) for k, v in params.items()})
+        self._names = {id(p): k for k, p in self._params.items()}
+        self._dtypes = {k: np.asarray(v).dtype for k, v in params.items()}
+        self.opt = flavour.make_optimizer(lr, momentum).setup(self.link)
+
+    # -- stepping ----------------------------------------------------------
+
+    def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
+        if getattr(self.opt, "_loss_scale", None) is None:
+            for name, param in self._params.items():
+                g = grads.get(name)
+                if g is None:
+                    param.cleargrad()
+                else:
+                    param.grad = self._f.to_native(np.asarray(g, dtype=self._dtypes[name]))
+            self.opt.update()
+            return
+        scripted = [
+            (self._params[name], self._f.to_native(np.asarray(g, dtype=self._dtypes[name])))
+            for name, g in grads.items()
+            if g is not None
+        ]
+        self.opt.update(self._f.scaled_loss(scripted))
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: self._f.to_numpy(p.array) for k, p in self._params.items()}
+
+    def state(self) -> dict[str, np.ndarray | None]:
+        out: dict[str, np.ndarray | None] = {}
+        for k, p in self._params.items():
+            state = p.update_rule.state
+            out[k] = None if not state or state.get("v") is None else self._f.to_numpy(state["v"])
+        return out
+
+    @property
+    def t(self) -> int:
+        return int(self.opt.t)
+
+    def rule_t(self, name: str) -> int:
+        return int(self._params[name].update_rule.t)
+
+    # -- hyperparameters -------------------------------------------------------
+
+    def set_lr(self, lr: float) -> None:
+        self.opt.lr = lr
+
+    def set_momentum(self, momentum: float) -> None:
+        self.opt.momentum = momentum
+
+    def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
+        setattr(self._params[name].update_rule.hyperparam, key, value)
+
+    # -- loss scaling and fp32 -------------------------------------------------
+
+    def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
+        self.opt.loss_scaling(interval=interval, scale=scale)
+
+    @property
+    def loss_scale(self) -> float | None:
+        scale = getattr(self.opt, "_loss_scale", None)
+        return None if scale is None else float(scale)
+
+    def use_fp32_update(self) -> None:
+        self.opt.use_fp32_update()
+
+    # -- hooks ---------------------------------------------------------------
+
+    def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
+        hook = self._build_hook(spec, record)
+        kwargs: dict[str, Any] = {"timing": spec.timing}
+        if spec.name is not None:
+            kwargs["name"] = spec.name
+        if spec.level == "rule":
+            assert spec.param is not None
+            self._params[spec.param].update_rule.add_hook(hook, **kwargs)
+        else:
+            self.opt.add_hook(hook, **kwargs)
+
+    def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
+        if level == "rule":
+            assert param is not None
+            self._params[param].update_rule.remove_hook(name)
+        else:
+            self.opt.remove_hook(name)
+
+    def _build_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> Any:
+        adapter = self
+        label = spec.name or spec.attr_name or "?"
+
+        class Hook:
+            def __call__(self, *args: Any) -> None:
+                if len(args) == 2:
+                    _, param = args
+                    name = adapter._names.get(id(param), getattr(param, "name", None))
+                    grads = {name: None if param.grad is None else adapter._f.to_numpy(param.grad)}
+                else:
+                    name = None
+                    grads = {
+                        k: None if p.grad is None else adapter._f.to_numpy(p.grad)
+                        for k, p in adapter._params.items()
+                    }
+                record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
+                if spec.clears_grad is not None:
+                    target = name if spec.clears_grad == "*" else spec.clears_grad
+                    if target in adapter._params:
+                        adapter._params[target].cleargrad()
+
+        hook = Hook()
+        hook.call_for_each_param = spec.per_param  # type: ignore[attr-defined]
+        if spec.attr_name is not None:
+            hook.name = spec.attr_name  # type: ignore[attr-defined]
+        if spec.attr_timing is not None:
+            hook.timing = spec.attr_timing  # type: ignore[attr-defined]
+        return hook
+
+    # -- serialization and epochs -------------------------------------------------
+
+    def save(self, path: str) -> None:
+        self._f.save_npz(path, self.opt)
+
+    def load(self, path: str, strict: bool = True) -> None:
+        self._f.load_npz(path, self.opt, strict=strict)
+
+    def new_epoch(self, auto: bool = False) -> None:
+        self.opt.new_epoch(auto=auto)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.opt.epoch)

@@ -1,0 +1,179 @@
+"""The adapter protocol: what an implementation gives the suite.
+
+An *adapter factory* is a zero-argument callable returning an :class:`Adapter`.
+The suite finds it by name (``--impl=ref``), as ``package.module:factory``, or
+from the ``CORRMOM_CONFORMANCE_IMPL`` environment variable.
+
+Everything crosses the boundary as NumPy arrays keyed by parameter name, so an
+adapter is a thin layer over the implementation's own API. An adapter declares
+its :attr:`Adapter.capabilities`; a check that needs a capability the adapter
+lacks is reported *not applicable* with the missing capability as the reason.
+
+Capabilities (see :data:`CAPABILITIES` for the one-line meaning of each):
+``hyperparams``, ``per_param_hyperparams``, ``state``, ``counters``,
+``cleared_grads``, ``loss_scaling``, ``fp32_master``, ``hooks``,
+``rule_hooks``, ``serialize_npz``, ``epochs``, ``warnings``, ``float16``, ``float64``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+#: Every capability an adapter may declare, with what it promises.
+CAPABILITIES: dict[str, str] = {
+    "hyperparams": "set_lr / set_momentum between steps",
+    "per_param_hyperparams": "set_param_hyperparam overrides lr or momentum for one parameter",
+    "state": "state() returns each parameter's momentum buffer; state_sign says its convention",
+    "counters": "t (optimizer steps) and rule_t(name) (updates of one parameter)",
+    "cleared_grads": "step() accepts None for a parameter whose gradient was cleared",
+    "loss_scaling": "loss_scaling(interval, scale) and loss_scale, with step() scaling grads as backward does",
+    "fp32_master": "use_fp32_update(): float16 parameters updated through a float32 master copy",
+    "hooks": "optimizer-level hooks (add_hook / remove_hook with Chainer's naming and timing rules)",
+    "rule_hooks": "update-rule-level hooks (add_hook with level='rule')",
+    "serialize_npz": "save(path) / load(path, strict) in Chainer's npz key layout",
+    "epochs": "new_epoch(auto) and epoch",
+    "warnings": "a skipped (non-finite) step warns, naming the parameter",
+    "float16": "float16 parameters",
+    "float64": "float64 parameters",
+}
+
+Timing = Literal["pre", "post", "auto"]
+
+
+@dataclass(frozen=True)
+class HookEvent:
+    """What a hook saw when it was called.
+
+    Attributes:
+        hook: The hook's registration name.
+        param: The parameter the call was for (``None`` for a whole-optimizer call).
+        grads: The gradient(s) the hook saw, as NumPy copies: for a
+            per-parameter call ``{param: grad}``, else every parameter's.
+        t: The optimizer's ``t`` at the call.
+    """
+
+    hook: str
+    param: str | None
+    grads: Mapping[str, np.ndarray | None]
+    t: int
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """A hook the suite asks the adapter to build and register.
+
+    Attributes:
+        name: ``name`` argument of ``add_hook`` (``None``: let the hook's own
+            ``name`` attribute decide).
+        attr_name: The hook object's ``name`` attribute (``None``: absent).
+        timing: ``timing`` argument of ``add_hook``.
+        attr_timing: The hook object's ``timing`` attribute (``None``: absent).
+        per_param: The hook object's ``call_for_each_param``.
+        level: ``'optimizer'`` or ``'rule'`` (then ``param`` names the rule's parameter).
+        param: For ``level='rule'``, the parameter whose rule gets the hook.
+        clears_grad: After recording, the hook clears this parameter's gradient
+            (``'*'``: the parameter it was called for).
+    """
+
+    name: str | None
+    attr_name: str | None = None
+    timing: Timing = "auto"
+    attr_timing: str | None = None
+    per_param: bool = False
+    level: Literal["optimizer", "rule"] = "optimizer"
+    param: str | None = None
+    clears_grad: str | None = None
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """One optimizer over named parameters, driven by the suite."""
+
+    def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
+        """One update with these *unscaled* gradients (``None``: cleared).
+
+        With loss scaling on, the adapter scales each gradient by the current
+        loss scale in the parameter's dtype, as a backward pass of a scaled
+        loss would, before the implementation's update.
+        """
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Every parameter's current value."""
+
+    def state(self) -> dict[str, np.ndarray | None]:
+        """Every parameter's momentum buffer (``None`` before it exists)."""
+
+    @property
+    def t(self) -> int:
+        """Optimizer step count."""
+
+    def rule_t(self, name: str) -> int:
+        """Number of updates the parameter ``name`` has received."""
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate for the next steps."""
+
+    def set_momentum(self, momentum: float) -> None:
+        """Set the momentum for the next steps."""
+
+    def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
+        """Override hyperparameter ``key`` for parameter ``name`` only."""
+
+    def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
+        """Configure loss scaling (``scale=None``: dynamic)."""
+
+    @property
+    def loss_scale(self) -> float | None:
+        """Current loss scale."""
+
+    def use_fp32_update(self) -> None:
+        """Turn on the float32 master update."""
+
+    def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
+        """Build a hook from ``spec`` that calls ``record`` and register it.
+
+        Errors of the implementation's ``add_hook`` propagate unchanged.
+        """
+
+    def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
+        """Unregister a hook (errors propagate)."""
+
+    def save(self, path: str) -> None:
+        """Save the optimizer's state to an npz file."""
+
+    def load(self, path: str, strict: bool = True) -> None:
+        """Load the optimizer's state from an npz file (errors propagate)."""
+
+    def new_epoch(self, auto: bool = False) -> None:
+        """Start a new epoch."""
+
+    @property
+    def epoch(self) -> int:
+        """Epoch count."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """An implementation, as the suite sees it."""
+
+    #: Short name shown in reports (``'chainer'``).
+    name: str
+    #: Version string of the implementation.
+    version: str
+    #: Array backend and device, for the report header (``'numpy'``, ``'torch:cpu'``).
+    backend: str
+    #: Names from :data:`CAPABILITIES`.
+    capabilities: frozenset[str]
+    #: What :meth:`Optimizer.state` holds, in Goyal et al.'s ``u`` of eq. (9):
+    #: ``-1.0`` if state is ``-u`` (Chainer), ``1.0`` if it is ``u`` (PyTorch, optax).
+    state_sign: float
+
+    def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> Optimizer:
+        """A corrected-momentum (eq. 9) optimizer over copies of ``params``."""
+
+
+AdapterFactory = Callable[[], Adapter]
