@@ -189,11 +189,17 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
     )
 
-    session.run("pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"})
-
 
 #: What the documentation build needs besides the library (figures use NumPy).
-DOCS_REQUIREMENTS = ["sphinx>=8", "myst-parser>=4", "furo", "latex2mathml>=3.77", "matplotlib>=3.8", "sympy>=1.12", "numpy>=2"]
+DOCS_REQUIREMENTS = [
+    "sphinx>=8",
+    "myst-parser>=4",
+    "furo",
+    "latex2mathml>=3.77",
+    "matplotlib>=3.8",
+    "sympy>=1.12",
+    "numpy>=2",
+]
 
 
 @nox.session

@@ -18,7 +18,7 @@ sys.path[:0] = [str(DOCS / "_ext"), str(DOCS), str(ROOT / "src")]
 
 project = "corrmom-ref"
 author = "corrmom-ref developers"
-copyright = "2026, corrmom-ref developers"  # noqa: A001 (Sphinx's name)
+copyright = "2026, corrmom-ref developers"
 
 extensions = [
     "myst_parser",
@@ -62,6 +62,9 @@ nitpick_ignore_regex = [
     # private base classes and type aliases of the library (not public API)
     ("py:class", r"corrmom_ref\.(\w+\.)*_\w+\..*"),
     ("py:(class|obj)", r"(corrmom_ref\.hyperparameter\.T|IgnoreName|NoiseFunc)"),
-    ("py:(class|obj|exc)", r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|"
-     r"TypeError|ValueError|KeyError|RuntimeError|AttributeError|UserWarning|DeprecationWarning)"),
+    (
+        "py:(class|obj|exc)",
+        r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|"
+        r"TypeError|ValueError|KeyError|RuntimeError|AttributeError|UserWarning|DeprecationWarning)",
+    ),
 ]

@@ -50,7 +50,9 @@ EQ10_W = _eq(w_t1, _add(w_t, _neg(v_t1)))
 #: The substitution that links the two forms.
 SUBSTITUTION = _eq(v_t, _mul(eta_t, u_t))
 #: Eq. (10) with the momentum correction factor eta_{t+1} / eta_t.
-EQ10_CORRECTED_V = _eq(v_t1, _add(_mul(m, _mul(eta_t1, sp.Pow(eta_t, -1, evaluate=False)), v_t), _mul(eta_t1, g_t)))
+EQ10_CORRECTED_V = _eq(
+    v_t1, _add(_mul(m, _mul(eta_t1, sp.Pow(eta_t, -1, evaluate=False)), v_t), _mul(eta_t1, g_t))
+)
 #: Chainer's CorrectedMomentumSGD: eq. (9) with the buffer's sign flipped.
 CHAINER_V = _eq(vhat_t1, _add(_mul(m, vhat_t), _neg(g_t)))
 CHAINER_W = _eq(w_t1, _add(w_t, _mul(eta_t1, vhat_t1)))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import derivation
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.directives.patches import MathDirective
-
-import derivation
 
 
 class DerivationEquation(MathDirective):
@@ -29,7 +28,9 @@ class DerivationEquation(MathDirective):
         if name not in derivation.EQUATIONS:
             raise self.error(f"unknown equation {name!r}; known: {', '.join(derivation.EQUATIONS)}")
         latex = derivation.latex(name)
-        node = nodes.math_block(latex, latex, docname=self.env.current_document.docname, number=None, label=name)
+        node = nodes.math_block(
+            latex, latex, docname=self.env.current_document.docname, number=None, label=name
+        )
         node["no-wrap"] = node["nowrap"] = False
         self.add_name(node)
         self.set_source_info(node)

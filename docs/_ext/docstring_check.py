@@ -42,8 +42,14 @@ def _documented_attributes() -> set[str]:
     return names
 
 
-def skip_documented_attribute(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> bool | None:
-    if what == "class" and name in app.config.documented_attributes and isinstance(obj, (int, float, str, type(None))):
+def skip_documented_attribute(
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    if (
+        what == "class"
+        and name in app.config.documented_attributes
+        and isinstance(obj, (int, float, str, type(None)))
+    ):
         return True
     return None
 

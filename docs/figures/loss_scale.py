@@ -54,9 +54,24 @@ def main(out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     ax.step(steps, scales, where="post", color="C0", label="loss scale used at the step")
     bad = [s for s, o in zip(steps, overflowed, strict=True) if o]
-    ax.plot(bad, [scales[s] for s in bad], "x", color="C3", ms=9, mew=2, label="overflow: step skipped, scale × 1/2")
+    ax.plot(
+        bad,
+        [scales[s] for s in bad],
+        "x",
+        color="C3",
+        ms=9,
+        mew=2,
+        label="overflow: step skipped, scale x 1/2",
+    )
     threshold = [65504 / (SPIKE if s in SPIKES else GRAD * DECAY**s) for s in steps]
-    ax.plot(steps, threshold, color="0.6", ls=":", lw=1, label="65504 / |g|: above it the scaled gradient overflows")
+    ax.plot(
+        steps,
+        threshold,
+        color="0.6",
+        ls=":",
+        lw=1,
+        label="65504 / |g|: above it the scaled gradient overflows",
+    )
     ax.axhline(65504, color="k", lw=0.8, ls="--", label="clamp 65504")
     ax.set_yscale("log", base=2)
     ax.set_xlabel("update")

@@ -57,14 +57,24 @@ def main(out: Path) -> None:
         (eq10c, r"eq. (10) with $\eta_{t+1}/\eta_t$ correction", dict(color="C2", ls=":", lw=2)),
     ):
         ax_w.plot(steps, path[:, 1], label=label, **style)
-    ax_w.set_ylabel(r"$w^{(2)}$ (curvature %g)" % schedule.CURVATURE[1])
+    ax_w.set_ylabel(rf"$w^{{(2)}}$ (curvature {schedule.CURVATURE[1]:g})")
     ax_w.legend(fontsize="small")
     ax_w.set_title("one coordinate of the weights")
     floor = 1e-18  # exact agreement (a gap of 0) is drawn here
-    ax_gap.semilogy(steps, np.maximum(np.abs(eq10 - eq9).max(axis=1), floor), color="C3", ls="--",
-                    label="uncorrected eq. (10) − eq. (9)")
-    ax_gap.semilogy(steps, np.maximum(np.abs(eq10c - eq9).max(axis=1), floor), color="C2", ls=":",
-                    label="corrected eq. (10) − eq. (9): rounding only (0 drawn at 1e-18)")
+    ax_gap.semilogy(
+        steps,
+        np.maximum(np.abs(eq10 - eq9).max(axis=1), floor),
+        color="C3",
+        ls="--",
+        label="uncorrected eq. (10) - eq. (9)",
+    )
+    ax_gap.semilogy(
+        steps,
+        np.maximum(np.abs(eq10c - eq9).max(axis=1), floor),
+        color="C2",
+        ls=":",
+        label="corrected eq. (10) - eq. (9): rounding only (0 drawn at 1e-18)",
+    )
     ax_gap.set_ylim(floor / 10, 10)
     ax_gap.set_ylabel(r"$\max_i |\Delta w^{(i)}|$")
     ax_gap.set_xlabel("step t")

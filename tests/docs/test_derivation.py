@@ -74,7 +74,17 @@ def test_chainer_sign_convention_is_eq9() -> None:
 
 def test_every_rendered_equation_is_used() -> None:
     """The page renders exactly the expressions proved above (no untested extras)."""
-    proved = {d.EQ9_U, d.EQ9_W, d.EQ10_V, d.EQ10_W, d.SUBSTITUTION, d.EQ10_CORRECTED_V, d.CHAINER_V, d.CHAINER_W, d.GAP}
+    proved = {
+        d.EQ9_U,
+        d.EQ9_W,
+        d.EQ10_V,
+        d.EQ10_W,
+        d.SUBSTITUTION,
+        d.EQ10_CORRECTED_V,
+        d.CHAINER_V,
+        d.CHAINER_W,
+        d.GAP,
+    }
     assert set(d.EQUATIONS.values()) == proved
     page = (DOCS / "maths.md").read_text(encoding="utf-8")
     for name in d.EQUATIONS:

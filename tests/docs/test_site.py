@@ -54,7 +54,9 @@ def test_no_page_loads_anything_from_the_network(site: Path) -> None:
         assert not EXTERNAL.search(html), f"{page.name} loads an external resource"
         assert not re.search(r"<script\b[^>]*(mathjax|katex)", html, re.I), f"{page.name} loads a math script"
     for css in site.rglob("*.css"):
-        assert not re.search(r"@import\s+url\(\s*[\"']?(https?:)?//", css.read_text(encoding="utf-8")), css.name
+        assert not re.search(r"@import\s+url\(\s*[\"']?(https?:)?//", css.read_text(encoding="utf-8")), (
+            css.name
+        )
 
 
 def test_maths_page_shows_the_derivation_expressions(site: Path) -> None:
@@ -100,7 +102,9 @@ def test_figures_were_drawn(site: Path) -> None:
 
 #: Debian's ``chromium`` (or the browser named by $CHROMIUM, e.g. a CI runner's Chrome).
 CHROMIUM = next(
-    filter(None, (shutil.which(n) for n in (os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser") if n)),
+    filter(
+        None, (shutil.which(n) for n in (os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser") if n)
+    ),
     None,
 )
 FLAGS = [
@@ -137,7 +141,10 @@ def chromium(tmp_path: Path, *args: str) -> str:
     profile = tmp_path / "profile"
     run = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return run.stdout
 
