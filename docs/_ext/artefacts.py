@@ -59,11 +59,23 @@ def benchmark() -> str:
     parts = []
     if BENCH_PNG.exists():
         shutil.copyfile(BENCH_PNG, AUTO / "benchmark.png")
-        parts.append("```{image} benchmark.png\n:alt: benchmark results (benchmarks/results.png)\n```\n")
+        parts.append(
+            "```{image} _auto/benchmark.png\n:alt: benchmark results (benchmarks/results.png)\n```\n"
+        )
     if BENCH_JSON.exists():
         results = json.loads(BENCH_JSON.read_text(encoding="utf-8"))
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.__main__ import table  # the benchmark's own text table
+
+        if results.get("quick"):
+            parts.append(
+                "```{warning}\nThese results come from a `--quick` smoke run (tiny workloads, few "
+                "repetitions): they show that the benchmark runs, not how fast anything is.\n```\n"
+            )
         parts.append(
-            "The raw results, `benchmarks/results.json`:\n\n```json\n"
+            "The results as the benchmark prints them (`python -m benchmarks`):\n\n```text\n"
+            + table(results)
+            + "\n```\n\nThe raw numbers, `benchmarks/results.json`:\n\n```json\n"
             + json.dumps(results, indent=2, sort_keys=True)
             + "\n```\n"
         )
