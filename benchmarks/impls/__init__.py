@@ -1,0 +1,1 @@
+"""One module per implementation under test; each exposes classes following :class:`base.Impl`."""
