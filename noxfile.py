@@ -7,6 +7,7 @@ python3 -m nox -s NAME``.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import nox
@@ -164,3 +165,20 @@ def conformance_matrix(session: nox.Session) -> None:
             success_codes=[0, 1],
         )
     session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark (benchmarks/): table on stdout, results.json, results.png.
+
+    Real Chainer runs in a worker process from its own virtualenv (built here
+    once, beside this session's). Options pass through: ``nox -s bench -- --quick``.
+    """
+    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
+    chainer_venv = os.path.join(os.path.dirname(session.virtualenv.location), "bench-chainer")
+    chainer_python = os.path.join(chainer_venv, "bin", "python")
+    if not os.path.exists(chainer_python):
+        session.run("python", "-m", "venv", chainer_venv)
+        session.run(chainer_python, "-m", "pip", "install", *CHAINER_PREREQUISITES, external=True)
+        session.run(chainer_python, "-m", "pip", "install", "--no-build-isolation", CHAINER, external=True)
+    session.run("python", "-m", "benchmarks", f"--chainer-python={chainer_python}", *session.posargs)

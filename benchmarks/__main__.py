@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="interpreter of a virtualenv with chainer==7.8.1 (default: $CORRMOM_CHAINER_PYTHON)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch.set_num_threads (default 1: NumPy and Chainer use one core)")
+    parser.add_argument("--impls", nargs="*", default=None,
+                        help="run only implementations whose name contains one of these strings")
     parser.add_argument("--only", nargs="*", default=None, help="workload names to run")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--chart", type=Path, default=HERE / "results.png")
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     probe_elements = (1 << 16) if args.quick else (1 << 25)
 
     impls, workers = build_impls(args)
+    if args.impls:
+        impls = [i for i in impls if any(pattern in i.name for pattern in args.impls)]
     probe = StreamProbe(probe_elements)
     results = []
     try:
