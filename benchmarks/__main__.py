@@ -30,7 +30,7 @@ def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     workers: list[Any] = []
     from benchmarks.impls.reference import Reference
 
-    impls.append(Reference("numpy"))
+    impls += [Reference("numpy", "generic"), Reference("numpy", "flat")]
     if args.chainer_python:
         from benchmarks.impls.chainer_proxy import ChainerProxy
 
@@ -45,7 +45,7 @@ def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         from benchmarks.impls.torch_sgd import VARIANTS, TorchSGD
 
         impls += [TorchSGD(v) for v in VARIANTS]
-        impls.append(Reference("torch"))
+        impls += [Reference("torch", mode) for mode in ("generic", "fast", "flat")]
     except ImportError as error:
         print(f"skipping torch: {error}", file=sys.stderr)
     try:
@@ -55,7 +55,7 @@ def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         from benchmarks.impls.optax_sgd import OptaxSGD
 
         impls.append(OptaxSGD())
-        impls.append(Reference("jax"))
+        impls += [Reference("jax", mode) for mode in ("generic", "fast")]
     except ImportError as error:
         print(f"skipping jax/optax: {error}", file=sys.stderr)
     return impls, workers
