@@ -8,6 +8,7 @@ smoke test; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -64,10 +65,8 @@ def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
 def _meta(args: argparse.Namespace, probe_elements: int) -> dict[str, Any]:
     versions = {}
     for mod in ("numpy", "torch", "jax", "optax", "array_api_compat"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
     return {
         "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -86,19 +85,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (smoke test)")
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds per workload")
-    parser.add_argument("--chainer-python", default=os.environ.get("CORRMOM_CHAINER_PYTHON"),
-                        help="interpreter of a virtualenv with chainer==7.8.1 (default: $CORRMOM_CHAINER_PYTHON)")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1: NumPy and Chainer use one core)")
-    parser.add_argument("--impls", nargs="*", default=None,
-                        help="run only implementations whose name contains one of these strings")
+    parser.add_argument(
+        "--chainer-python",
+        default=os.environ.get("CORRMOM_CHAINER_PYTHON"),
+        help="interpreter of a virtualenv with chainer==7.8.1 (default: $CORRMOM_CHAINER_PYTHON)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: NumPy and Chainer use one core)",
+    )
+    parser.add_argument(
+        "--impls",
+        nargs="*",
+        default=None,
+        help="run only implementations whose name contains one of these strings",
+    )
     parser.add_argument("--only", nargs="*", default=None, help="workload names to run")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--chart", type=Path, default=HERE / "results.png")
     args = parser.parse_args(argv)
     if args.rounds is None:
-        args.rounds = 3 if args.quick else 9
-    target_s = 0.002 if args.quick else 0.05
+        args.rounds = 3 if args.quick else 7
+    target_s = 0.002 if args.quick else 0.04
     probe_elements = (1 << 16) if args.quick else (1 << 25)
 
     impls, workers = build_impls(args)

@@ -1,4 +1,4 @@
-"""The streaming-bandwidth probe that sets each workload's memory floor.
+r"""The streaming-bandwidth probe that sets each workload's memory floor.
 
 The probe is NumPy's in-place add of two large float32 arrays, ``a += b``:
 it reads 8 and writes 4 bytes per element. An optimizer step reads the

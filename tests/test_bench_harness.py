@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("matplotlib")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
 
-import benchmarks.__main__ as bench_main  # noqa: E402
-from benchmarks.stats import summarize  # noqa: E402
-from benchmarks.workloads import default_workloads, resnet50_shapes  # noqa: E402
+import benchmarks.__main__ as bench_main
+from benchmarks.stats import summarize
+from benchmarks.workloads import default_workloads, resnet50_shapes
 
 
 def test_resnet50_has_its_published_parameter_count():

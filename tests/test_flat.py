@@ -22,7 +22,10 @@ def _native(name):
 def _model(to_native, seed=0):
     rng = np.random.default_rng(seed)
     link = cr.Link(
-        **{f"p{i}": cr.Parameter(to_native(rng.standard_normal(s).astype(np.float32))) for i, s in enumerate(SHAPES)}
+        **{
+            f"p{i}": cr.Parameter(to_native(rng.standard_normal(s).astype(np.float32)))
+            for i, s in enumerate(SHAPES)
+        }
     )
     grads = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     return link, grads
@@ -50,11 +53,16 @@ def test_flat_steps_equal_per_parameter_steps_bitwise(backend):
 
 
 def test_one_buffer_per_dtype():
-    link = cr.Link(a=cr.Parameter(np.zeros(3, np.float32)), b=cr.Parameter(np.ones(2, np.float64)),
-                   c=cr.Parameter(np.ones(4, np.float32)))
+    link = cr.Link(
+        a=cr.Parameter(np.zeros(3, np.float32)),
+        b=cr.Parameter(np.ones(2, np.float64)),
+        c=cr.Parameter(np.ones(4, np.float32)),
+    )
     buffers = dict(flat.flatten(link).namedparams())
     assert sorted((k, v.array.shape[0], str(v.array.dtype)) for k, v in buffers.items()) == [
-        ("/flat0", 7, "float32"), ("/flat1", 2, "float64")]
+        ("/flat0", 7, "float32"),
+        ("/flat1", 2, "float64"),
+    ]
     assert np.shares_memory(link.c.array, buffers["/flat0"].array)
 
 

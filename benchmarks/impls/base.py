@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Protocol
 
 LR = 0.01
@@ -39,7 +40,13 @@ class Impl(Protocol):
 
 
 def host_data(shapes: Sequence[Shape], seed: int = SEED) -> tuple[list, list]:
-    """NumPy float32 parameters and gradients for ``shapes`` (same values in every process)."""
+    """Fresh NumPy float32 parameters and gradients for ``shapes`` (same values in every process)."""
+    params, grads = _cached_host_data(tuple(tuple(s) for s in shapes), seed)
+    return [p.copy() for p in params], [g.copy() for g in grads]
+
+
+@lru_cache(maxsize=1)
+def _cached_host_data(shapes: tuple[Shape, ...], seed: int) -> tuple[list, list]:
     import numpy as np
 
     rng = np.random.default_rng(seed)

@@ -27,7 +27,7 @@ class ChainerStep:
         params, grads = host_data([tuple(s) for s in shapes])
         link = chainer.Link()
         with link.init_scope():
-            for i, (p, g) in enumerate(zip(params, grads)):
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                 param = chainer.Parameter(p, name=f"p{i:05d}")
                 param.grad = g
                 setattr(link, f"p{i:05d}", param)
