@@ -103,3 +103,14 @@ def test_declined_inputs_give_the_generic_result_bitwise(backend):
 
 def test_numpy_has_no_fast_path():
     assert corrected_kernel(array_namespace(np.zeros(1))) is None
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_strided_inputs_are_updated_correctly(backend):
+    """A transposed gradient and state (non-contiguous on torch) give the generic result."""
+    xp, to_native, to_numpy = BACKENDS[backend][0]()
+    p, g, v = _inputs(300 * 200, "float32", 2)
+    arrays = [p.reshape(300, 200), g.reshape(200, 300).T, v.reshape(200, 300).T]
+    fast = _run(xp, to_native, to_numpy, arrays, fast=True)
+    generic = _run(xp, to_native, to_numpy, arrays, fast=False)
+    _check_bound(arrays[0], arrays[2], fast, generic, "float32")

@@ -7,8 +7,8 @@ it becomes exactly our step on Chainer's sign of the state:
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
 reading ``p, g, v`` and writing ``p, v`` once (20 bytes per float32 element).
-The kernel skips the momentum buffer when ``m == 0``, so that case is left
-to the generic step.
+The kernel skips the momentum buffer when ``m == 0`` and walks memory
+linearly, so those cases and non-contiguous inputs are left to the generic step.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, An
         return None
     if not (p.device == g.device == v.device and p.shape == g.shape == v.shape):
         return None
+    if not (p.is_contiguous() and g.is_contiguous() and v.is_contiguous()):
+        return None  # the CPU kernel walks memory linearly
     with torch.no_grad():
         torch._fused_sgd_(
             [p],
