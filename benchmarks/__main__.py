@@ -56,7 +56,7 @@ def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         from benchmarks.impls.optax_sgd import OptaxSGD
 
         impls.append(OptaxSGD())
-        impls += [Reference("jax", mode) for mode in ("generic", "fast")]
+        impls += [Reference("jax", mode) for mode in ("generic", "fast", "fast+donate")]
     except ImportError as error:
         print(f"skipping jax/optax: {error}", file=sys.stderr)
     return impls, workers

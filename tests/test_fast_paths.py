@@ -117,3 +117,15 @@ def test_strided_inputs_are_updated_correctly(backend):
         with use_fast_paths(fast):
             results.append(tuple(map(to_numpy, _update_math.corrected_momentum_step(xp, pn, gn, vn, LR, M))))
     _check_bound(p.reshape(300, 200), v.reshape(200, 300).T, results[0], results[1], "float32")
+
+
+def test_jax_donation_gives_the_undonated_result_bitwise():
+    xp, to_native, to_numpy = _jax()
+    arrays = _inputs(1000, "float32", 3)
+    kept = _run(xp, to_native, to_numpy, arrays, fast=True)
+    p, g, v = (to_native(a.copy()) for a in arrays)
+    with use_fast_paths(True, donate=True):
+        donated = _update_math.corrected_momentum_step(xp, p, g, v, LR, M)
+    assert p.is_deleted() and v.is_deleted() and not g.is_deleted()
+    for a, b in zip(kept, donated, strict=True):
+        np.testing.assert_array_equal(a, to_numpy(b))

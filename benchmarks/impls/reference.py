@@ -2,6 +2,7 @@
 
 Modes: ``generic`` (the Array API step only, fast paths switched off),
 ``fast`` (the default dispatch: native fast path where the backend has one),
+``fast+donate`` (JAX: the fast path may donate the old buffers),
 ``flat`` (the opt-in flat-buffer mode, :mod:`corrmom_ref.flat`, with the default dispatch).
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from benchmarks.impls.base import LR, MOMENTUM, Shape, host_data, time_steps, traced_peak
 
-MODES = ("generic", "fast", "flat")
+MODES = ("generic", "fast", "fast+donate", "flat")
 
 
 def _convert(backend: str) -> tuple[Any, Any]:
@@ -58,7 +59,10 @@ class Reference:
             link = flat.flatten(link)
         self._params = list(link.params())
         self._opt = cr.CorrectedMomentumSGD(lr=LR, momentum=MOMENTUM).setup(link)
-        self._context = (lambda: use_fast_paths(False)) if self.mode == "generic" else nullcontext
+        self._context = {
+            "generic": lambda: use_fast_paths(False),
+            "fast+donate": lambda: use_fast_paths(True, donate=True),
+        }.get(self.mode, nullcontext)
         self.run(1)
 
     def _finish(self) -> None:

@@ -11,7 +11,10 @@ Fast paths contract ``m*v - g`` and ``p + lr*v`` into fused multiply-adds, so
 they agree with the generic step to within one rounding of each product (the
 bound ``tests/test_fast_paths.py`` checks), not bitwise.
 
-:func:`use_fast_paths` switches them off, e.g. to compare with the generic step.
+:func:`use_fast_paths` switches them off, e.g. to compare with the generic step,
+or lets immutable backends (JAX) donate the old parameter and state buffers
+to the new ones: the idiom of ``jax.jit(..., donate_argnums=...)``, opt-in
+because any other reference to the previous ``param.array`` becomes invalid.
 """
 
 from __future__ import annotations
@@ -23,22 +26,33 @@ from typing import Any
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_torch_namespace
 
-__all__ = ["corrected_kernel", "use_fast_paths"]
+__all__ = ["corrected_kernel", "donation_enabled", "use_fast_paths"]
 
 FastKernel = Callable[[Any, Any, Any, float, float], "tuple[Any, Any] | None"]
 
 _enabled = True
+_donate = False
 
 
 @contextmanager
-def use_fast_paths(enabled: bool) -> Iterator[None]:
-    """Within the block, use (``True``) or bypass (``False``) the native fast paths."""
-    global _enabled
-    previous, _enabled = _enabled, enabled
+def use_fast_paths(enabled: bool, *, donate: bool = False) -> Iterator[None]:
+    """Within the block, use (``True``) or bypass (``False``) the native fast paths.
+
+    ``donate=True`` lets the JAX fast path reuse the buffers of the old
+    parameter and state for the new ones (the old arrays are deleted).
+    """
+    global _enabled, _donate
+    previous = _enabled, _donate
+    _enabled, _donate = enabled, donate
     try:
         yield
     finally:
-        _enabled = previous
+        _enabled, _donate = previous
+
+
+def donation_enabled() -> bool:
+    """Whether fast paths of immutable backends may donate the old buffers."""
+    return _donate
 
 
 def corrected_kernel(xp: Any) -> FastKernel | None:
