@@ -91,6 +91,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     workloads = data["workloads"]
     fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4.5), squeeze=False)
@@ -102,6 +103,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ax.barh(names, ratios, color=colors)
         ax.axvline(1.0, color="k", lw=1, ls="--")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{w['name']} ({w['n_params']} params, {w['n_elements'] / 2**20:.1f} Mi el.)")
         ax.set_xlabel("time / memory floor (20 B/element)")
         ax.tick_params(axis="y", labelsize=8)
