@@ -7,8 +7,8 @@ python3 -m nox -s NAME``.
 
 from __future__ import annotations
 
-import os
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -53,10 +53,10 @@ def tests(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy over the library."""
+    """ruff (lint and format check) over the whole tree and mypy over the library."""
     session.install("ruff", "mypy", "numpy>=2", "-e", ".")
-    session.run("ruff", "check", "src")
-    session.run("ruff", "format", "--check", "src")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy")
 
 
@@ -169,16 +169,52 @@ def conformance_matrix(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The side-by-side benchmark (benchmarks/): table on stdout, results.json, results.png.
+    """The step benchmark: every implementation side by side, real Chainer in its own virtualenv.
 
-    Real Chainer runs in a worker process from its own virtualenv (built here
-    once, beside this session's). Options pass through: ``nox -s bench -- --quick``.
+    ``nox -s bench`` (``-- --quick`` for a smoke run). Writes benchmarks/results.{json,png}.
     """
     session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
-    chainer_venv = os.path.join(os.path.dirname(session.virtualenv.location), "bench-chainer")
-    chainer_python = os.path.join(chainer_venv, "bin", "python")
-    if not os.path.exists(chainer_python):
-        session.run("python", "-m", "venv", chainer_venv)
-        session.run(chainer_python, "-m", "pip", "install", *CHAINER_PREREQUISITES, external=True)
-        session.run(chainer_python, "-m", "pip", "install", "--no-build-isolation", CHAINER, external=True)
-    session.run("python", "-m", "benchmarks", f"--chainer-python={chainer_python}", *session.posargs)
+    chainer_venv = Path(session.create_tmp()) / "chainer-venv"
+    if not (chainer_venv / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(chainer_venv))
+        pip = str(chainer_venv / "bin" / "pip")
+        session.run(pip, "install", "-q", *CHAINER_PREREQUISITES, external=True)
+        session.run(pip, "install", "-q", "--no-build-isolation", CHAINER, external=True)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks",
+        "--chainer-python",
+        str(chainer_venv / "bin" / "python"),
+        *session.posargs,
+    )
+
+
+#: What the documentation build needs besides the library (figures use NumPy).
+DOCS_REQUIREMENTS = [
+    "sphinx>=8",
+    "myst-parser>=4",
+    "furo",
+    "latex2mathml>=3.77",
+    "matplotlib>=3.8",
+    "sympy>=1.12",
+    "numpy>=2",
+]
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site offline into docs/_build/html, then test it.
+
+    Fails on any Sphinx warning (broken reference, missing docstring of a
+    public name, math that cannot be rendered). Then runs every code example
+    on the pages and in the docstrings as a doctest, and tests/docs: the
+    derivation proved with sympy, the built site (no external resources; the
+    math laid out by headless Chromium, screenshot in docs/_build/screenshots;
+    skipped with the reason when Debian's ``chromium`` is not installed).
+    """
+    session.install("-e", ".[test]", *DOCS_REQUIREMENTS)
+    session.run("sphinx-build", "-E", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
+    pages = sorted(str(page) for page in Path("docs").glob("*.md"))
+    session.run("pytest", "--doctest-glob=*.md", "--doctest-modules", *pages, "src/corrmom_ref")
+    session.run("pytest", "tests/docs", *session.posargs, env={"CORRMOM_DOCS_TESTS": "1"})

@@ -1,135 +1,153 @@
-"""``python -m benchmarks``: run every implementation side by side and write the results.
+"""``python -m benchmarks [--quick] [--chainer-python PATH] [--out DIR]``.
 
-Prints a table, writes ``benchmarks/results.json`` and ``benchmarks/results.png``
-(paths configurable). ``--quick`` shrinks the workloads and repetitions for a
-smoke test; its numbers mean nothing.
+Runs every implementation that imports here on every workload, round-robin
+(each round times every implementation once, so drift hits all alike),
+measures the streaming bandwidth in the same run, and writes a table to
+stdout, ``results.json`` and ``results.png`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
+import json
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from benchmarks.bandwidth import StreamProbe
-from benchmarks.impls.base import Impl
-from benchmarks.runner import measure
-from benchmarks.workloads import default_workloads
+from benchmarks import measure
+from benchmarks.runners import RUNNERS
+from benchmarks.workloads import workloads
 
-HERE = Path(__file__).resolve().parent
-
-
-def build_impls(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
-    """The implementations to time (those whose library imports), and the Chainer worker if any."""
-    impls: list[Impl] = []
-    workers: list[Any] = []
-    from benchmarks.impls.reference import Reference
-
-    impls += [Reference("numpy", "generic"), Reference("numpy", "flat")]
-    if args.chainer_python:
-        from benchmarks.impls.chainer_proxy import ChainerProxy
-
-        proxy = ChainerProxy(args.chainer_python)
-        impls.append(proxy)
-        workers.append(proxy)
-    try:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-
-        from benchmarks.impls.torch_sgd import VARIANTS, TorchSGD
-
-        impls += [TorchSGD(v) for v in VARIANTS]
-        impls += [Reference("torch", mode) for mode in ("generic", "fast", "flat")]
-    except ImportError as error:
-        print(f"skipping torch: {error}", file=sys.stderr)
-    try:
-        import jax  # noqa: F401
-        import optax  # noqa: F401
-
-        from benchmarks.impls.optax_sgd import OptaxSGD
-
-        impls.append(OptaxSGD())
-        impls += [Reference("jax", mode) for mode in ("generic", "fast", "fast+donate")]
-    except ImportError as error:
-        print(f"skipping jax/optax: {error}", file=sys.stderr)
-    return impls, workers
+NUMPY_TRACED = {
+    "numpy in place (plain)",
+    "ref on numpy",
+    "ref on numpy, flat",
+}  # tracemalloc sees NumPy's allocations only
 
 
-def _meta(args: argparse.Namespace, probe_elements: int) -> dict[str, Any]:
-    versions = {}
-    for mod in ("numpy", "torch", "jax", "optax", "array_api_compat"):
-        with contextlib.suppress(ImportError):
-            versions[mod] = __import__(mod).__version__
+def run(quick: bool, chainer_python: str | None, only: list[str] | None) -> dict[str, Any]:
+    rounds, reps = (2, 3) if quick else (5, 10)
+    bw = measure.bandwidth(1 << (20 if quick else 24), reps=5 if quick else 20)
+    print(f"streaming bandwidth (a += b): {bw / 1e9:.1f} GB/s", flush=True)
+    results: dict[str, Any] = {}
+    for workload in workloads(quick):
+        steps, skipped = {}, {}
+        for name, factory in RUNNERS.items():
+            if only and name not in only:
+                continue
+            try:
+                steps[name] = factory(workload.shapes)
+            except ImportError as error:
+                skipped[name] = f"not installed: {error.name}"
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        chainer_times: list[float] = []
+        chainer_peak = None
+        for r in range(rounds):
+            for name, step in steps.items():
+                times[name] += measure.time_steps(step, reps)
+            if chainer_python:
+                out = measure.chainer_round(chainer_python, workload.shapes, reps)
+                chainer_times += out["times"]
+                chainer_peak = out["peak_extra_bytes"]
+            print(f"  {workload.name}: round {r + 1}/{rounds} done", flush=True)
+        if chainer_python:
+            times["chainer 7.8.1"] = chainer_times
+        floor = measure.BYTES_PER_ELEMENT * workload.elements / bw
+        rows = {}
+        for name, ts in times.items():
+            median = statistics.median(ts)
+            peak = (
+                chainer_peak
+                if name == "chainer 7.8.1"
+                else (measure.peak_extra_bytes(steps[name]) if name in NUMPY_TRACED else None)
+            )
+            rows[name] = {
+                "median_s": median,
+                "spread_s": [min(ts), max(ts)],
+                "ratio_to_floor": median / floor,
+                "us_per_param": median / len(workload.shapes) * 1e6,
+                "peak_extra_MiB": None if peak is None else peak / 2**20,
+            }
+        results[workload.name] = {
+            "elements": workload.elements,
+            "params": len(workload.shapes),
+            "floor_s": floor,
+            "rows": rows,
+            "not_run": skipped,
+        }
     return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks", *sys.argv[1:]]),
-        "quick": args.quick,
-        "torch_threads": args.torch_threads,
-        "rounds": args.rounds,
-        "probe_elements": probe_elements,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
+        "bandwidth_bytes_per_s": bw,
+        "quick": quick,
+        "workloads": results,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and few rounds (smoke test)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternated rounds per workload")
-    parser.add_argument(
-        "--chainer-python",
-        default=os.environ.get("CORRMOM_CHAINER_PYTHON"),
-        help="interpreter of a virtualenv with chainer==7.8.1 (default: $CORRMOM_CHAINER_PYTHON)",
-    )
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads (default 1: NumPy and Chainer use one core)",
-    )
-    parser.add_argument(
-        "--impls",
-        nargs="*",
-        default=None,
-        help="run only implementations whose name contains one of these strings",
-    )
-    parser.add_argument("--only", nargs="*", default=None, help="workload names to run")
-    parser.add_argument("--json", type=Path, default=HERE / "results.json")
-    parser.add_argument("--chart", type=Path, default=HERE / "results.png")
-    args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 3 if args.quick else 7
-    target_s = 0.002 if args.quick else 0.04
-    probe_elements = (1 << 16) if args.quick else (1 << 25)
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        f"bandwidth {result['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; floor = 20 bytes per float32 element"
+    ]
+    for wname, w in result["workloads"].items():
+        lines += [
+            "",
+            f"{wname}: {w['params']} parameters, {w['elements']:,} elements, floor {w['floor_s'] * 1e3:.2f} ms",
+            f"  {'implementation':28} {'median ms':>10} {'x floor':>8} {'us/param':>9} {'extra MiB':>10}",
+        ]
+        for name, row in sorted(w["rows"].items(), key=lambda kv: kv[1]["median_s"]):
+            peak = "n/a" if row["peak_extra_MiB"] is None else f"{row['peak_extra_MiB']:.2f}"
+            lines.append(
+                f"  {name:28} {row['median_s'] * 1e3:10.2f} {row['ratio_to_floor']:8.2f} "
+                f"{row['us_per_param']:9.2f} {peak:>10}"
+            )
+        for name, why in w["not_run"].items():
+            lines.append(f"  {name:28} not run ({why})")
+    return "\n".join(lines)
 
-    impls, workers = build_impls(args)
-    if args.impls:
-        impls = [i for i in impls if any(pattern in i.name for pattern in args.impls)]
-    probe = StreamProbe(probe_elements)
-    results = []
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({n for w in result["workloads"].values() for n in w["rows"]})
+    fig, axes = plt.subplots(
+        1, len(result["workloads"]), figsize=(5 * len(result["workloads"]), 4), sharey=True
+    )
+    for ax, (wname, w) in zip(axes, result["workloads"].items(), strict=True):
+        values = [w["rows"].get(n, {}).get("ratio_to_floor", 0) for n in names]
+        ax.barh(names, values)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_title(f"{wname} ({w['params']} params)")
+        ax.set_xlabel("step time / 20-byte floor")
+    fig.suptitle(f"one optimizer step, {result['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny workloads, few repetitions (smoke test)")
+    parser.add_argument("--chainer-python", help="interpreter of a virtualenv with Chainer 7.8.1")
+    parser.add_argument("--only", nargs="*", help="run only these implementations")
+    parser.add_argument("--out", default="benchmarks", help="folder for results.json and results.png")
+    args = parser.parse_args(argv)
+    result = run(args.quick, args.chainer_python, args.only)
+    print()
+    print(table(result))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
     try:
-        for workload in default_workloads(args.quick):
-            if args.only and workload.name not in args.only:
-                continue
-            print(f"workload {workload.name}", file=sys.stderr, flush=True)
-            results.append(measure(workload, impls, probe, args.rounds, target_s))
-    finally:
-        for worker in workers:
-            worker.shutdown()
-    data = report.to_dict(results, _meta(args, probe_elements))
-    print(report.table(data))
-    report.write_json(data, args.json)
-    report.chart(data, args.chart)
-    print(f"wrote {args.json} and {args.chart}")
+        chart(result, out / "results.png")
+    except ImportError:
+        print("matplotlib not installed: no chart", file=sys.stderr)
+    print(f"\nwrote {out / 'results.json'}")
     return 0
 
 
