@@ -22,7 +22,11 @@ from benchmarks import measure
 from benchmarks.runners import RUNNERS
 from benchmarks.workloads import workloads
 
-NUMPY_TRACED = {"numpy in place (plain)", "ref on numpy"}  # tracemalloc sees NumPy's allocations only
+NUMPY_TRACED = {
+    "numpy in place (plain)",
+    "ref on numpy",
+    "ref on numpy, flat",
+}  # tracemalloc sees NumPy's allocations only
 
 
 def run(quick: bool, chainer_python: str | None, only: list[str] | None) -> dict[str, Any]:

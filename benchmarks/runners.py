@@ -37,19 +37,36 @@ def numpy_plain(shapes: list[tuple[int, ...]]) -> Step:
 
 
 def _reference(
-    to_native: Callable[[np.ndarray], Any], block: Callable[[list[Any]], None] = lambda arrays: None
+    to_native: Callable[[np.ndarray], Any],
+    block: Callable[[list[Any]], None] = lambda arrays: None,
+    mode: str = "default",
 ) -> Callable[[list[tuple[int, ...]]], Step]:
+    """corrmom_ref's ``opt.update()``; ``mode`` picks the dispatch.
+
+    ``default``: native fast path where the backend has one (torch: fused SGD
+    kernel; JAX: jit); ``generic``: fast paths off, the Array API step only;
+    ``donate``: the JAX fast path donates the old buffers; ``flat``: the opt-in
+    flat-buffer mode (one buffer per dtype and device).
+    """
+
     def make(shapes: list[tuple[int, ...]]) -> Step:
         import corrmom_ref as cr
+        from corrmom_ref import flat
+        from corrmom_ref._backends.fast import use_fast_paths
 
         params = {f"p{i}": cr.Parameter(to_native(a)) for i, a in enumerate(_arrays(shapes))}
-        opt = cr.CorrectedMomentumSGD(lr=LR, momentum=MOMENTUM).setup(cr.Link(**params))
+        link = cr.Link(**params)
         for p, g in zip(params.values(), _arrays(shapes), strict=True):
             p.grad = to_native(g)
+        target = flat.flatten(link) if mode == "flat" else link
+        opt = cr.CorrectedMomentumSGD(lr=LR, momentum=MOMENTUM).setup(target)
+        dispatch = {"generic": (False, False), "donate": (True, True)}.get(mode, (True, False))
+        updated = list(target.params())
 
         def step() -> None:
-            opt.update()
-            block([p.array for p in params.values()])
+            with use_fast_paths(dispatch[0], donate=dispatch[1]):
+                opt.update()
+            block([p.array for p in updated])
 
         return step
 
@@ -57,19 +74,25 @@ def _reference(
 
 
 reference_numpy = _reference(lambda a: a)
+reference_numpy_flat = _reference(lambda a: a, mode="flat")
 
 
-def reference_torch(shapes: list[tuple[int, ...]]) -> Step:
-    import torch
+def _torch_reference(mode: str) -> Callable[[list[tuple[int, ...]]], Step]:
+    def make(shapes: list[tuple[int, ...]]) -> Step:
+        import torch
 
-    return _reference(torch.from_numpy)(shapes)
+        return _reference(torch.from_numpy, mode=mode)(shapes)
+
+    return make
 
 
-def reference_jax(shapes: list[tuple[int, ...]]) -> Step:
-    """The generic (pure, uncompiled) path on JAX: each step dispatches op by op."""
-    import jax
+def _jax_reference(mode: str) -> Callable[[list[tuple[int, ...]]], Step]:
+    def make(shapes: list[tuple[int, ...]]) -> Step:
+        import jax
 
-    return _reference(jax.numpy.asarray, jax.block_until_ready)(shapes)
+        return _reference(jax.numpy.asarray, jax.block_until_ready, mode=mode)(shapes)
+
+    return make
 
 
 def _torch_sgd(**flags: bool) -> Callable[[list[tuple[int, ...]]], Step]:
@@ -118,8 +141,13 @@ def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
 RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "numpy in place (plain)": numpy_plain,
     "ref on numpy": reference_numpy,
-    "ref on torch": reference_torch,
-    "ref on jax": reference_jax,
+    "ref on numpy, flat": reference_numpy_flat,
+    "ref on torch, generic": _torch_reference("generic"),
+    "ref on torch": _torch_reference("default"),
+    "ref on torch, flat": _torch_reference("flat"),
+    "ref on jax, generic": _jax_reference("generic"),
+    "ref on jax (jit)": _jax_reference("default"),
+    "ref on jax (jit, donated)": _jax_reference("donate"),
     "torch SGD for-loop": torch_loop,
     "torch SGD foreach": torch_foreach,
     "torch SGD fused": torch_fused,

@@ -14,7 +14,9 @@ equal to Chainer's:
 * corrected (eq. 9 with ``v = -u``): ``v *= m; v -= g; p += lr * v``
 * uncorrected (eq. 10): ``v *= m; v -= lr * g; p += v``
 
-Fast paths for particular backends replace this module's functions only.
+Fast paths for particular backends replace this module's functions only:
+:func:`corrected_momentum_step` first asks
+:func:`corrmom_ref._backends.fast.corrected_kernel` for a native kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from functools import cache
 from typing import Any
 
 from array_api_compat import is_writeable_array
+
+from corrmom_ref._backends.fast import corrected_kernel
 
 __all__ = ["BLOCK_ELEMENTS", "corrected_momentum_step", "momentum_step"]
 
@@ -63,6 +67,11 @@ def corrected_momentum_step(
 
     which is Goyal et al.'s eq. (9) for :math:`u = -v`.
     """
+    fast = corrected_kernel(xp)
+    if fast is not None:
+        stepped = fast(p, g, v, lr, m)
+        if stepped is not None:
+            return stepped
     if _can_update_in_place(p, v):
         return _run_blocked(xp, _corrected_in_place, p, g, v, lr, m)
     v = _keep_dtype(xp, m * v - g, v)

@@ -1,0 +1,77 @@
+"""Selection of native fast paths for the corrected-momentum step, by backend capability.
+
+:func:`corrected_kernel` returns, for an array namespace, a function
+``(p, g, v, lr, m) -> (p, v) | None`` that runs the whole step natively (one
+fused pass), or ``None`` when the backend has none; the backend module is
+imported only when its namespace is first seen. A kernel returns ``None`` for
+inputs it does not handle (mixed dtypes or devices, ``m == 0``, ...), and the
+caller then runs the generic Array API step.
+
+Fast paths contract ``m*v - g`` and ``p + lr*v`` into fused multiply-adds, so
+they agree with the generic step to within one rounding of each product (the
+bound ``tests/test_fast_paths.py`` checks), not bitwise.
+
+:func:`use_fast_paths` switches them off, e.g. to compare with the generic step,
+or lets immutable backends (JAX) donate the old parameter and state buffers
+to the new ones: the idiom of ``jax.jit(..., donate_argnums=...)``, opt-in
+because any other reference to the previous ``param.array`` becomes invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from array_api_compat import is_cupy_namespace, is_jax_namespace, is_torch_namespace
+
+__all__ = ["corrected_kernel", "donation_enabled", "use_fast_paths"]
+
+FastKernel = Callable[[Any, Any, Any, float, float], "tuple[Any, Any] | None"]
+
+_enabled = True
+_donate = False
+
+
+@contextmanager
+def use_fast_paths(enabled: bool, *, donate: bool = False) -> Iterator[None]:
+    """Within the block, use (``True``) or bypass (``False``) the native fast paths.
+
+    ``donate=True`` lets the JAX fast path reuse the buffers of the old
+    parameter and state for the new ones (the old arrays are deleted).
+    """
+    global _enabled, _donate
+    previous = _enabled, _donate
+    _enabled, _donate = enabled, donate
+    try:
+        yield
+    finally:
+        _enabled, _donate = previous
+
+
+def donation_enabled() -> bool:
+    """Whether fast paths of immutable backends may donate the old buffers."""
+    return _donate
+
+
+def corrected_kernel(xp: Any) -> FastKernel | None:
+    """The native corrected-momentum step for namespace ``xp``, if enabled and there is one."""
+    return _kernel_for(xp) if _enabled else None
+
+
+@cache
+def _kernel_for(xp: Any) -> FastKernel | None:
+    if is_torch_namespace(xp):
+        from corrmom_ref._backends import torch_update
+
+        return torch_update.corrected_step if torch_update.available() else None
+    if is_jax_namespace(xp):
+        from corrmom_ref._backends import jax_update
+
+        return jax_update.corrected_step
+    if is_cupy_namespace(xp):
+        from corrmom_ref._backends import cupy_update
+
+        return cupy_update.corrected_step
+    return None

@@ -1,0 +1,39 @@
+r"""JAX: the generic corrected-momentum step compiled once with ``jax.jit``.
+
+.. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
+
+XLA fuses both lines into one pass. ``lr`` and ``m`` are traced (weakly
+typed) arguments, so a changed learning rate does not recompile. The old
+``p`` and ``v`` are donated (their buffers reused for the results) only
+under ``use_fast_paths(True, donate=True)``: a user may still hold the
+previous parameter array. Without donation every step allocates two new
+arrays, which on the CPU costs several times the step itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from corrmom_ref._backends.fast import donation_enabled
+
+__all__ = ["corrected_step"]
+
+
+def _corrected(p: Any, g: Any, v: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    v = m * v - g
+    return p + lr * v, v
+
+
+_KEEP = jax.jit(_corrected)
+_DONATE = jax.jit(_corrected, donate_argnums=(0, 2))
+
+
+def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
+    """The new ``(p, v)``; ``None`` if the inputs differ in dtype or shape."""
+    if not (p.dtype == g.dtype == v.dtype and p.shape == g.shape == v.shape):
+        return None
+    if donation_enabled() and p is not v and p is not g and g is not v:
+        return _DONATE(p, g, v, lr, m)
+    return _KEEP(p, g, v, lr, m)

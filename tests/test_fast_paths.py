@@ -1,0 +1,131 @@
+r"""Native fast paths of the corrected-momentum step against the generic Array API step.
+
+The fast paths fuse ``m*v - g`` and ``p + lr*v`` into multiply-adds (PyTorch's
+fused SGD kernel, XLA), so they skip one rounding of each product. With
+:math:`\epsilon` the dtype's machine epsilon the stated bound is
+
+.. math::
+
+    |v_f - v_g| \le \epsilon\,(|m v| + |v_g|), \qquad
+    |p_f - p_g| \le \eta\,\epsilon\,(|m v| + |v_g|) + \epsilon\,(|\eta v_g| + |p_g|)
+
+(one rounding of each product and result in either path, at most half an
+ulp each). Where a fast path declines the inputs, the result is the generic
+one bitwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+from corrmom_ref import _update_math
+from corrmom_ref._backends.fast import corrected_kernel, use_fast_paths
+
+LR, M = 0.013, 0.9
+
+
+def _inputs(n: int, dtype: str, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scale = rng.choice([1e-3, 1.0, 1e3], size=(3, n))  # mixed magnitudes provoke cancellation
+    arrays = [(rng.standard_normal(n) * s).astype(dtype) for s in scale]
+    arrays[2][:5] = 0.0  # the first step's zero state
+    return arrays
+
+
+def _check_bound(p0, v0, fast, generic, dtype):
+    eps = np.finfo(dtype).eps
+    (pf, vf), (pg, vg) = fast, generic
+    bound_v = eps * (np.abs(M * v0.astype(np.float64)) + np.abs(vg))
+    assert np.all(np.abs(vf.astype(np.float64) - vg) <= bound_v)
+    bound_p = LR * bound_v + eps * (np.abs(LR * vg.astype(np.float64)) + np.abs(pg))
+    assert np.all(np.abs(pf.astype(np.float64) - pg) <= bound_p)
+
+
+def _run(xp, to_native, to_numpy, arrays, fast: bool, lr=LR, m=M):
+    p, g, v = (to_native(a.copy()) for a in arrays)
+    with use_fast_paths(fast):
+        p, v = _update_math.corrected_momentum_step(xp, p, g, v, lr, m)
+    return to_numpy(p), to_numpy(v)
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    return array_namespace(torch.zeros(1)), torch.from_numpy, lambda t: t.numpy().copy()
+
+
+def _jax():
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    return array_namespace(jnp.zeros(1)), jnp.asarray, np.asarray
+
+
+BACKENDS = {"torch": (_torch, ("float32", "float64")), "jax": (_jax, ("float32",))}
+CASES = [(b, d) for b, (_, dtypes) in BACKENDS.items() for d in dtypes]
+
+
+@pytest.mark.parametrize(("backend", "dtype"), CASES)
+@pytest.mark.parametrize("n", [1, 1000, 70_001])
+def test_fast_path_within_stated_bound_of_generic(backend, dtype, n):
+    xp, to_native, to_numpy = BACKENDS[backend][0]()
+    assert corrected_kernel(xp) is not None
+    arrays = _inputs(n, dtype, seed=n)
+    fast = _run(xp, to_native, to_numpy, arrays, fast=True)
+    generic = _run(xp, to_native, to_numpy, arrays, fast=False)
+    _check_bound(arrays[0], arrays[2], fast, generic, dtype)
+
+
+def test_fast_path_is_taken_on_torch():
+    torch = pytest.importorskip("torch")
+    xp = array_namespace(torch.zeros(1))
+    p, g, v = (torch.from_numpy(a) for a in _inputs(8, "float32", 0))
+    assert corrected_kernel(xp)(p, g, v, LR, M) is not None
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_declined_inputs_give_the_generic_result_bitwise(backend):
+    """``m == 0`` (torch) and mixed dtypes (both) fall back to the generic step."""
+    xp, to_native, to_numpy = BACKENDS[backend][0]()
+    arrays = _inputs(100, "float32", 1)
+    fast = _run(xp, to_native, to_numpy, arrays, fast=True, m=0.0)
+    generic = _run(xp, to_native, to_numpy, arrays, fast=False, m=0.0)
+    if backend == "torch":
+        np.testing.assert_array_equal(fast[0], generic[0])
+        np.testing.assert_array_equal(fast[1], generic[1])
+    else:
+        _check_bound(arrays[0], arrays[2], fast, generic, "float32")
+    mixed = [arrays[0], arrays[1].astype("float16"), arrays[2]]
+    p, g, v = (to_native(a) for a in mixed)
+    assert corrected_kernel(xp)(p, g, v, LR, M) is None
+
+
+def test_numpy_has_no_fast_path():
+    assert corrected_kernel(array_namespace(np.zeros(1))) is None
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_strided_inputs_are_updated_correctly(backend):
+    """A transposed gradient and state (non-contiguous on torch) give the generic result."""
+    xp, to_native, to_numpy = BACKENDS[backend][0]()
+    p, g, v = _inputs(300 * 200, "float32", 2)
+    results = []
+    for fast in (True, False):
+        pn = to_native(p.reshape(300, 200).copy())
+        gn, vn = (xp.permute_dims(to_native(a.reshape(200, 300).copy()), (1, 0)) for a in (g, v))
+        with use_fast_paths(fast):
+            results.append(tuple(map(to_numpy, _update_math.corrected_momentum_step(xp, pn, gn, vn, LR, M))))
+    _check_bound(p.reshape(300, 200), v.reshape(200, 300).T, results[0], results[1], "float32")
+
+
+def test_jax_donation_gives_the_undonated_result_bitwise():
+    xp, to_native, to_numpy = _jax()
+    arrays = _inputs(1000, "float32", 3)
+    kept = _run(xp, to_native, to_numpy, arrays, fast=True)
+    p, g, v = (to_native(a.copy()) for a in arrays)
+    with use_fast_paths(True, donate=True):
+        donated = _update_math.corrected_momentum_step(xp, p, g, v, LR, M)
+    assert p.is_deleted() and v.is_deleted() and not g.is_deleted()
+    for a, b in zip(kept, donated, strict=True):
+        np.testing.assert_array_equal(a, to_numpy(b))
