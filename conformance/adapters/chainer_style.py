@@ -35,7 +35,7 @@ class ChainerStyleAPI:
 
     optimizer_class: Callable[..., Any]
     make_link: Callable[[Mapping[str, Any]], tuple[Any, dict[str, Any]]]
-    make_loss: Callable[[Mapping[Any, Any]], Any]
+    make_loss: Callable[[list[tuple[Any, Any]]], Any]
     save_npz: Callable[..., None]
     load_npz: Callable[..., None]
 
@@ -54,7 +54,7 @@ class ChainerStyleRun:
         self.opt.setup(self.link)
 
     def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
-        given = {self.param[n]: self._backend.to_backend(g) for n, g in grads.items() if g is not None}
+        given = [(self.param[n], self._backend.to_backend(g)) for n, g in grads.items() if g is not None]
         with np.errstate(all="ignore"):
             self.opt.update(self._api.make_loss, given)
 
@@ -117,16 +117,14 @@ class ChainerStyleRun:
         return self.opt
 
 
-@dataclass
 class ChainerStyleAdapter:
     """An :class:`conformance.protocol.Adapter` for a :class:`ChainerStyleAPI`."""
 
-    name: str
-    version: str
-    backend: str
-    capabilities: frozenset[str]
-    api: ChainerStyleAPI
-    arrays: Backend
+    def __init__(self, name: str, version: str, backend: str, capabilities: frozenset[str],
+                 api: ChainerStyleAPI, arrays: Backend) -> None:
+        self.name, self.version, self.backend = name, version, backend
+        self.capabilities = capabilities
+        self.api, self.arrays = api, arrays
 
     def __repr__(self) -> str:
         return f"<{self.name} {self.version} on {self.backend}>"
@@ -147,7 +145,7 @@ def ref_api(optimizer_class: Callable[..., Any] | None = None) -> ChainerStyleAP
     return ChainerStyleAPI(
         optimizer_class=optimizer_class or cr.CorrectedMomentumSGD,
         make_link=make_link,
-        make_loss=cr.ScriptedLoss,
+        make_loss=lambda pairs: cr.ScriptedLoss(dict(pairs)),
         save_npz=cr.serializers.save_npz,
         load_npz=cr.serializers.load_npz,
     )
@@ -168,11 +166,11 @@ def ref(backend: str = "numpy", optimizer_class: Callable[..., Any] | None = Non
 class _ChainerLoss:
     """``sum_p sum(p * g_p)``: its backward gives each parameter the gradient ``g_p``."""
 
-    def __init__(self, grads: Mapping[Any, Any]) -> None:
+    def __init__(self, grads: list[tuple[Any, Any]]) -> None:
         import chainer.functions as F  # noqa: N812
 
         self._loss = None
-        for param, grad in grads.items():
+        for param, grad in grads:
             term = F.sum(param * grad)
             self._loss = term if self._loss is None else self._loss + term
 
