@@ -26,6 +26,23 @@ _PACKAGE_DIR = Path(__file__).parent
 
 FAST = "corrmom-conformance-fast"
 THOROUGH = "corrmom-conformance-thorough"
+#: For the suite's own mutant tests: no shrinking, stop at the first failing example.
+KILL = "corrmom-conformance-kill"
+
+
+def _register_profiles() -> None:
+    """Registered at import, so ``--hypothesis-profile`` can name them."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile(FAST, max_examples=12, deadline=None, suppress_health_check=quiet)
+    settings.register_profile(THOROUGH, max_examples=300, deadline=None, suppress_health_check=quiet)
+    settings.register_profile(KILL, max_examples=12, deadline=None, suppress_health_check=quiet,
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
+                              print_blob=False)
+
+
+_register_profiles()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,12 +61,6 @@ def _is_conformance_item(item: pytest.Item) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from hypothesis import HealthCheck, settings
-
-    settings.register_profile(FAST, max_examples=12, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    settings.register_profile(THOROUGH, max_examples=300, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow])
     config.stash[_STATE] = {"results": {}, "deviations": [], "active": False}
     if config.getoption("impl") is not None or any("conformance" in str(a) for a in config.args):
         _activate(config)
