@@ -124,7 +124,7 @@ def test_per_parameter_overrides(impl: object, data: st.DataObject) -> None:
 @given(data=st.data())
 def test_state_sign_convention(impl: object, data: st.DataObject) -> None:
     """The exposed state is v = -u of eq. (9) after every step (Chainer's sign)."""
-    require(impl, "state", "chainer_sign", "zero_initial_state")
+    require(impl, "state", "chainer_sign")
     case = data.draw(cases(cleared=_cleared_ok(impl)))
     run = _run(impl, case)
     drive(run, case.steps, oracle.eq9(case.w0, case.steps, exact=True), case.dtype, check_state=True,
