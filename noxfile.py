@@ -8,6 +8,7 @@ python3 -m nox -s NAME``.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import nox
 
@@ -59,75 +60,131 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-# -- conformance suite ------------------------------------------------------------
-
-#: One virtualenv per conformance environment: what it installs, in order
-#: (each inner list is one ``pip install``), and the suite options it implies.
-CONFORMANCE_ENVS: dict[str, tuple[list[list[str]], list[str]]] = {
-    **{
-        f"ref-{backend}": ([requirements], ["--impl=ref", f"--backend={backend}"])
-        for backend, requirements in BACKEND_REQUIREMENTS.items()
-    },
-    "chainer": (
-        [["numpy==1.26.4", "setuptools<70", "wheel"], ["--no-build-isolation", "chainer==7.8.1"]],
-        ["--impl=chainer"],
-    ),
-    "torch": ([["numpy>=2", TORCH]], ["--impl=torch"]),
-    "optax": ([["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"]], ["--impl=optax"]),
-}
-
-
-def _conformance_env(args: list[str]) -> str:
-    """The environment name for ``--impl``/``--backend`` in ``args`` (defaults: ref on numpy)."""
-    options = {"--impl": "ref", "--backend": "numpy"}
-    for i, arg in enumerate(args):
-        for key in options:
-            if arg.startswith(key + "="):
-                options[key] = arg.split("=", 1)[1]
-            elif arg == key and i + 1 < len(args):
-                options[key] = args[i + 1]
-    impl, backend = options["--impl"], options["--backend"]
-    if impl in ("chainer", "torch", "optax"):
-        return impl
-    return f"ref-{backend}"  # ref, or a module:factory adapter run on that backend
-
-
-@nox.session(venv_backend="none")
-def conformance(session: nox.Session) -> None:
-    """The conformance suite for one implementation: ``nox -s conformance -- --impl=chainer``."""
-    env = _conformance_env(session.posargs)
-    if env == "ref-cupy" and not _has_cuda():
-        session.skip("no CUDA device on this machine")
-    session.notify(f"conformance_env(env='{env}')", posargs=session.posargs)
+#: Real Chainer, for the fixtures: its last release installs only from an sdist
+#: whose setup.py needs pkg_resources, and it needs NumPy < 2.
+CHAINER = ["numpy==1.26.4", "setuptools<70", "wheel"]
 
 
 @nox.session
-@nox.parametrize("env", list(CONFORMANCE_ENVS))
-def conformance_env(session: nox.Session, env: str) -> None:
-    """The suite in the virtualenv of one implementation (run through ``conformance``)."""
-    steps, implied = CONFORMANCE_ENVS[env]
-    for requirements in steps:
-        session.install(*requirements)
-    session.install("-e", ".[conformance]")
-    given = {arg.split("=", 1)[0] for arg in session.posargs}
-    defaults = [arg for arg in implied if arg.split("=", 1)[0] not in given]
-    session.run("pytest", "conformance", "-p", "no:cacheprovider", *defaults, *session.posargs)
+def fixtures(session: nox.Session) -> None:
+    """Regenerate tests/fixtures/chainer with real Chainer 7.8.1, then check both ways.
+
+    Runs the scenarios of tools/make_chainer_fixtures.py in Chainer (commit the
+    changed files), then the Chainer-fixture tests with Chainer importable, so
+    that snapshots saved by corrmom_ref are also loaded and continued in Chainer.
+    """
+    session.install(*CHAINER)
+    session.install("--no-build-isolation", "chainer==7.8.1")
+    session.run("python", "tools/make_chainer_fixtures.py")
+    session.install("-e", ".[test]", "numpy==1.26.4")
+    session.run(
+        "pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"}
+    )
 
 
-@nox.session(name="conformance-matrix", venv_backend="none")
+#: The recipe for real Chainer 7.8.1: its sdist's setup.py needs pkg_resources
+#: and it needs NumPy < 2 (chainer-semantics.md, "Installing real Chainer").
+CHAINER_PREREQUISITES = ["numpy==1.26.4", "setuptools<70", "wheel"]
+CHAINER = "chainer==7.8.1"
+
+#: What each --impl needs besides the suite (the reference's backend comes from --backend).
+IMPL_REQUIREMENTS: dict[str, list[str]] = {
+    "torch": ["numpy>=2", TORCH],
+    "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+}
+
+
+def _option(args: list[str], name: str, default: str) -> str:
+    """The value of ``--name=value`` or ``--name value`` in ``args``."""
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+    return default
+
+
+def _install_impl(session: nox.Session, impl: str, backend: str) -> None:
+    if impl == "chainer":
+        session.install(*CHAINER_PREREQUISITES)
+        session.install("--no-build-isolation", CHAINER)
+        session.install("-e", ".", "pytest", "hypothesis")
+    elif impl in IMPL_REQUIREMENTS:
+        session.install("-e", ".", "pytest", "hypothesis", *IMPL_REQUIREMENTS[impl])
+    else:
+        session.install("-e", ".", "pytest", "hypothesis", *BACKEND_REQUIREMENTS[backend])
+
+
+@nox.session(reuse_venv=False)  # each run installs exactly its implementation's requirements
+def conformance(session: nox.Session) -> None:
+    """The conformance suite on one implementation (default: the reference on NumPy).
+
+    ``nox -s conformance -- --impl=chainer``; other pytest options pass through
+    (``--backend=torch``, ``--thorough``, ``--hypothesis-seed=N``, ``--report=PATH``).
+    """
+    args = list(session.posargs)
+    impl = _option(args, "impl", "ref")
+    backend = _option(args, "backend", "numpy")
+    if backend == "cupy" and not _has_cuda():
+        session.skip("no CUDA device on this machine")
+    _install_impl(session, impl, backend)
+    if not any(a.startswith("--report") for a in args):
+        args.append(f"--report=reports/conformance-{impl}-{backend if impl == 'ref' else 'native'}")
+    session.run("pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", *args)
+
+
+#: The runs of the matrix: (--impl, --backend).
+MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
+    ("chainer", "numpy"),
+    ("torch", "numpy"),
+    ("optax", "numpy"),
+]
+
+
+@nox.session(name="conformance-matrix")
 def conformance_matrix(session: nox.Session) -> None:
-    """Every implementation available here; the combined table in docs/_generated/conformance-matrix.md."""
-    reports = "docs/_generated/conformance"
-    shutil.rmtree(reports, ignore_errors=True)
-    for env in CONFORMANCE_ENVS:
-        if env == "ref-cupy" and not _has_cuda():
+    """Every implementation that runs here, each in its own virtualenv; writes the combined table for the docs."""
+    session.install("nox", "numpy")
+    reports = []
+    for impl, backend in MATRIX:
+        if backend == "cupy" and not _has_cuda():
+            session.log("skipping ref on cupy: no CUDA device")
             continue
-        session.notify(f"conformance_env(env='{env}')", posargs=[f"--report={reports}", *session.posargs])
-    session.notify("conformance_combine")
+        name = f"{impl}-{backend}" if impl == "ref" else impl
+        report = f"reports/matrix/{name}"
+        reports.append(report + ".json")
+        # a failing implementation is a result to tabulate, not an error of this session
+        session.run(
+            "nox",
+            "-s",
+            "conformance",
+            "--",
+            f"--impl={impl}",
+            f"--backend={backend}",
+            f"--report={report}",
+            success_codes=[0, 1],
+        )
+    session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
 
 
-@nox.session(venv_backend="none")
-def conformance_combine(session: nox.Session) -> None:
-    """Combine the reports under docs/_generated/conformance into one Markdown table."""
-    session.run("python3", "-m", "conformance.matrix", "docs/_generated/conformance",
-                "docs/_generated/conformance-matrix.md")
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The step benchmark: every implementation side by side, real Chainer in its own virtualenv.
+
+    ``nox -s bench`` (``-- --quick`` for a smoke run). Writes benchmarks/results.{json,png}.
+    """
+    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
+    chainer_venv = Path(session.create_tmp()) / "chainer-venv"
+    if not (chainer_venv / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(chainer_venv))
+        pip = str(chainer_venv / "bin" / "pip")
+        session.run(pip, "install", "-q", *CHAINER_PREREQUISITES, external=True)
+        session.run(pip, "install", "-q", "--no-build-isolation", CHAINER, external=True)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks",
+        "--chainer-python",
+        str(chainer_venv / "bin" / "python"),
+        *session.posargs,
+    )

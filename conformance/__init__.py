@@ -1,6 +1,7 @@
-"""corrmom-ref conformance suite: checks an optimizer against Goyal et al. eq. (9)/(10) and Chainer's machinery.
+"""The corrmom conformance suite: checks any momentum-SGD implementation.
 
-Run it with ``pytest --impl=NAME`` (the plugin in :mod:`conformance.plugin`),
-or ``nox -s conformance -- --impl=NAME``. An implementation is plugged in
-through the small adapter protocol in :mod:`conformance.protocol`.
+It compares an implementation, through a small adapter (:mod:`conformance.protocol`),
+with an oracle written here from Goyal et al.'s equations and Chainer 7.8.1's
+documented machinery, independent of :mod:`corrmom_ref`. Run it with
+``pytest --pyargs conformance.checks --impl=NAME`` or ``nox -s conformance``.
 """

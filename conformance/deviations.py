@@ -1,51 +1,50 @@
-"""Expected deviations: one reviewed TOML file per implementation.
+"""Expected deviations: known, deliberate differences of one implementation.
 
-``conformance/expected_deviations/<impl>.toml`` holds entries::
+Each implementation keeps them in one reviewed file,
+``conformance/expected_deviations/<impl>.toml`` (or the path in its adapter's
+``expected_deviations`` attribute)::
 
     [[deviation]]
-    check = "test_loss_scaling.py::test_resume_*"   # fnmatch pattern on the test id
-    reason = "why this implementation deliberately differs"
+    check = "test_equations::test_zero_initial_state"
+    reason = "PyTorch starts the momentum buffer at the first gradient"
 
-A matching check is run as an expected failure: it shows as *expected
-deviation*, and if it passes, as *deviation now passes*. An entry that
-matches no collected check is reported as stale.
+``check`` is ``<module>::<function>``; it covers every parametrisation. A
+matching check runs as usual and is reported *expected deviation* when it
+fails, *deviation now passes* when it passes; an entry that matches no
+collected check is reported as stale.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Deviation", "load_deviations"]
-
-DIRECTORY = Path(__file__).parent / "expected_deviations"
+DEVIATIONS_DIR = Path(__file__).parent / "expected_deviations"
 
 
 @dataclass(frozen=True)
 class Deviation:
-    """One declared difference of an implementation."""
-
     check: str
     reason: str
 
-    def matches(self, nodeid: str) -> bool:
-        """Whether the check pattern matches a test id (compared from the file name on)."""
-        tail = nodeid.split("/")[-1]
-        return fnmatch.fnmatchcase(tail, self.check) or fnmatch.fnmatchcase(tail.split("[")[0], self.check)
 
-
-def load_deviations(impl: str) -> list[Deviation]:
-    """The declared deviations of ``impl`` (none if it has no file)."""
-    path = DIRECTORY / f"{impl}.toml"
-    if not path.exists():
+def load(impl_name: str, path: str | Path | None = None) -> list[Deviation]:
+    """The deviations declared for ``impl_name`` (none if it has no file)."""
+    file = Path(path) if path is not None else DEVIATIONS_DIR / f"{impl_name}.toml"
+    if not file.exists():
         return []
-    with path.open("rb") as f:
+    with file.open("rb") as f:
         data = tomllib.load(f)
-    deviations = []
-    for entry in data.get("deviation", []):
-        if not entry.get("reason"):
-            raise ValueError(f"{path}: deviation {entry.get('check')!r} has no reason")
-        deviations.append(Deviation(entry["check"], entry["reason"]))
-    return deviations
+    entries = data.get("deviation", [])
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("check") or not entry.get("reason"):
+            raise ValueError(f"{file}: deviation #{i + 1} needs both 'check' and 'reason'")
+        out.append(Deviation(str(entry["check"]), str(entry["reason"])))
+    return out
+
+
+def check_key(module_stem: str, function_name: str) -> str:
+    """The key a deviation uses for a check."""
+    return f"{module_stem}::{function_name}"

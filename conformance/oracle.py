@@ -1,125 +1,144 @@
-r"""The suite's own model of the maths, independent of every implementation.
+r"""The suite's own model of momentum SGD and of Chainer's machinery.
 
-Goyal et al. (2017), section 3, with learning rate :math:`\eta_{t+1}` used at
-step :math:`t`:
+Written from Goyal et al. (2017) section 3 and Chainer 7.8.1's documented
+behaviour, independently of any implementation under test. The arithmetic is
+generic: NumPy ``float64`` arrays for large cases, object arrays of
+:class:`fractions.Fraction` for exact ones.
 
-.. math::
-
-    \text{(9)}\quad u_{t+1} = m u_t + g_t,\quad w_{t+1} = w_t - \eta_{t+1} u_{t+1}
-
-    \text{(10) corrected}\quad v_{t+1} = m \frac{\eta_{t+1}}{\eta_t} v_t + \eta_{t+1} g_t,
-    \quad w_{t+1} = w_t - v_{t+1}
-
-Both start at :math:`u_0 = v_0 = 0`; in exact arithmetic
-:math:`v_t = \eta_t u_t` and the two give the same :math:`w_t`. A cleared
-gradient counts as zero (Chainer reallocates it), a skipped step changes
-nothing. With ``exact=True`` every value is a :class:`fractions.Fraction`
-(the float inputs converted exactly), else float64.
-
-The dynamic loss-scale policy is modelled in :func:`loss_scale_sequence`.
+Eq. (9): :math:`u_{t+1} = m u_t + g_t,\ w_{t+1} = w_t - \eta_{t+1} u_{t+1}`.
+Eq. (10): :math:`v_{t+1} = m \frac{\eta_{t+1}}{\eta_t} v_t + \eta_{t+1} g_t,\
+w_{t+1} = w_t - v_{t+1}`, the factor present only with momentum correction.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["OracleState", "Step", "eq9", "eq10_corrected", "loss_scale_sequence"]
+LOSS_SCALE_MAX = 65504.0
 
 
-@dataclass(frozen=True)
-class Step:
-    """One update: gradients (``None``: cleared), per-parameter ``lr`` and ``momentum``."""
+def exact(a: np.ndarray | float) -> np.ndarray:
+    """``a`` as an object array of exact Fractions."""
+    arr = np.asarray(a, dtype=np.float64)
+    out = np.empty(arr.shape, dtype=object)
+    for index in np.ndindex(arr.shape):
+        out[index] = Fraction(float(arr[index]))
+    return out
 
-    grads: Mapping[str, np.ndarray | None]
-    lr: Mapping[str, float]
-    momentum: Mapping[str, float]
-    skip: bool = False
+
+def eq9(
+    w0: np.ndarray, grads: Sequence[np.ndarray], lrs: Sequence[float], momenta: Sequence[float]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Eq. (9) from zero state: ``[(w_t, u_t)]`` after each step."""
+    w, u = w0, w0 * 0
+    out = []
+    for g, lr, m in zip(grads, lrs, momenta, strict=True):
+        u = m * u + g
+        w = w - lr * u
+        out.append((w, u))
+    return out
+
+
+def eq10(
+    w0: np.ndarray,
+    grads: Sequence[np.ndarray],
+    lrs: Sequence[float],
+    momenta: Sequence[float],
+    corrected: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Eq. (10) from zero state, with or without the correction factor: ``[(w_t, v_t)]``."""
+    w, v = w0, w0 * 0
+    out = []
+    previous_lr = None
+    for g, lr, m in zip(grads, lrs, momenta, strict=True):
+        factor = lr / previous_lr if corrected and previous_lr else 1
+        v = m * factor * v + lr * g
+        w = w - v
+        out.append((w, v))
+        previous_lr = lr
+    return out
 
 
 @dataclass
-class OracleState:
-    """Parameters ``w`` and momentum ``u`` of eq. (9) (``v = -u`` in Chainer's sign)."""
+class LossScaleModel:
+    """Chainer's loss-scale policy (semantics file: "Loss scaling")."""
+
+    scale: float | None = None
+    dynamic: bool = False
+    interval: int = 1000
+    nonfinite_ever: bool = False
+
+    def configure(self, interval: int = 1000, scale: float | None = None) -> None:
+        if scale is None:
+            self.dynamic, self.interval, self.scale, self.nonfinite_ever = True, interval, 1.0, False
+        else:
+            self.scale = scale
+
+    def after_step(self, nonfinite: bool) -> None:
+        if not self.dynamic:
+            return
+        assert self.scale is not None
+        if nonfinite:
+            self.nonfinite_ever = True
+            factor = 0.5
+        elif self.nonfinite_ever:
+            factor = 2.0 ** (1.0 / self.interval)
+        else:
+            factor = 2.0
+        self.scale = max(1.0, min(LOSS_SCALE_MAX, self.scale * factor))
+
+
+@dataclass
+class ChainerModel:
+    """Chainer's ``CorrectedMomentumSGD`` semantics over named parameters, without hooks.
+
+    ``u`` holds eq. (9)'s buffer (Chainer stores ``-u``); gradients cleared
+    (``None``) count as zeros, so such a parameter still moves; a step with a
+    non-finite gradient under dynamic loss scaling changes no parameter or
+    state, advances ``t`` but no rule counter.
+    """
 
     w: dict[str, np.ndarray]
-    u: dict[str, np.ndarray] = field(default_factory=dict)
+    lr: float
+    momentum: float
+    u: dict[str, np.ndarray | None] = field(default_factory=dict)
+    overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    t: int = 0
+    rule_t: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0
+    loss: LossScaleModel = field(default_factory=LossScaleModel)
+
+    def __post_init__(self) -> None:
+        for name in self.w:
+            self.u.setdefault(name, None)
+            self.rule_t.setdefault(name, 0)
+
+    def hyper(self, name: str, key: str) -> float:
+        return self.overrides.get(name, {}).get(key, getattr(self, key))
+
+    def step(self, grads: Mapping[str, np.ndarray | None]) -> bool:
+        """Apply one update; return whether it was skipped."""
+        full = {k: (grads.get(k) if grads.get(k) is not None else self.w[k] * 0) for k in self.w}
+        skipped = self.loss.dynamic and not all(
+            np.all(np.isfinite(np.asarray(g, dtype=float))) for g in full.values()
+        )
+        self.t += 1
+        if not skipped:
+            for name, g in full.items():
+                lr, m = self.hyper(name, "lr"), self.hyper(name, "momentum")
+                previous = self.u[name]
+                u = m * (self.w[name] * 0 if previous is None else previous) + g
+                self.u[name] = u
+                self.w[name] = self.w[name] - lr * u
+                self.rule_t[name] += 1
+        self.loss.after_step(skipped)
+        return skipped
 
 
-def _lift(a: np.ndarray, exact: bool) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if not exact:
-        return a.copy()
-    return np.array([Fraction(float(x)) for x in a.ravel()], dtype=object).reshape(a.shape)
-
-
-def _arr(x: object, exact: bool) -> np.ndarray:
-    """Keep 0-d results arrays (object arrays of Fractions decay to scalars)."""
-    return np.asarray(x, dtype=object if exact else np.float64)
-
-
-def _num(x: float, exact: bool) -> Fraction | float:
-    return Fraction(float(x)) if exact else float(x)
-
-
-def eq9(w0: Mapping[str, np.ndarray], steps: Sequence[Step], exact: bool = False) -> list[OracleState]:
-    """States after each step of eq. (9); element ``k`` is after ``k + 1`` steps."""
-    w = {n: _lift(a, exact) for n, a in w0.items()}
-    u = {n: _lift(np.zeros_like(a, dtype=np.float64), exact) for n, a in w0.items()}
-    out = []
-    for step in steps:
-        if not step.skip:
-            for n in w:
-                g = step.grads.get(n)
-                g = _lift(np.zeros(np.shape(w[n])) if g is None else g, exact)
-                u[n] = _arr(_num(step.momentum[n], exact) * u[n] + g, exact)
-                w[n] = _arr(w[n] - _num(step.lr[n], exact) * u[n], exact)
-        out.append(OracleState({n: a.copy() for n, a in w.items()}, {n: a.copy() for n, a in u.items()}))
-    return out
-
-
-def eq10_corrected(w0: Mapping[str, np.ndarray], steps: Sequence[Step],
-                   exact: bool = False) -> list[OracleState]:
-    """States of eq. (10) with the correction :math:`\\eta_{t+1}/\\eta_t` (needs ``lr > 0``).
-
-    ``u`` is reported as :math:`v_t / \\eta_t` so it is comparable with :func:`eq9`.
-    """
-    w = {n: _lift(a, exact) for n, a in w0.items()}
-    v = {n: _lift(np.zeros_like(a, dtype=np.float64), exact) for n, a in w0.items()}
-    prev_lr: dict[str, Fraction | float | None] = {n: None for n in w0}
-    out = []
-    for step in steps:
-        if not step.skip:
-            for n in w:
-                g = step.grads.get(n)
-                g = _lift(np.zeros(np.shape(w[n])) if g is None else g, exact)
-                lr = _num(step.lr[n], exact)
-                ratio = 1 if prev_lr[n] is None else lr / prev_lr[n]
-                v[n] = _arr(_num(step.momentum[n], exact) * ratio * v[n] + lr * g, exact)
-                w[n] = _arr(w[n] - v[n], exact)
-                prev_lr[n] = lr
-        out.append(OracleState({n: a.copy() for n, a in w.items()},
-                               {n: _arr(v[n] / (prev_lr[n] or 1), exact) for n in w}))
-    return out
-
-
-def loss_scale_sequence(overflows: Sequence[bool], interval: int, start: float = 1.0,
-                        lo: float = 1.0, hi: float = 65504.0) -> list[float]:
-    """The dynamic loss scale *used* at each step, then the scale after the last.
-
-    Before the first overflow ever the scale doubles after every step; on an
-    overflow it halves; after the first overflow it grows by
-    :math:`2^{1/\\mathrm{interval}}` per clean step (doubling once per
-    ``interval`` clean steps); always clamped to ``[lo, hi]``.
-    """
-    scales = [start]
-    seen = False
-    growth = math.pow(2.0, 1.0 / interval)
-    for overflow in overflows:
-        seen = seen or overflow
-        factor = 0.5 if overflow else (growth if seen else 2.0)
-        scales.append(min(hi, max(lo, scales[-1] * factor)))
-    return scales
+def finite_everywhere(arrays: Mapping[str, np.ndarray | None]) -> bool:
+    """Whether every array is free of NaN and infinities."""
+    return all(a is None or bool(np.all(np.isfinite(a))) for a in arrays.values())

@@ -1,165 +1,199 @@
-"""The pytest plugin of the conformance suite (entry point ``corrmom_conformance``).
+"""The pytest plugin: options, the ``adapter`` fixture, capabilities, deviations, the report.
 
-Inert unless ``--impl`` is given or checks from this package are collected.
-Options: ``--impl`` (a registered name or ``module:factory``), ``--backend``,
-``--thorough`` (the long hypothesis profile; the default one is fast),
-``--report DIR`` (JSON and Markdown report). Hypothesis' own
-``--hypothesis-seed`` reproduces a run.
+Inert unless the suite's checks are collected (``pytest --pyargs
+conformance.checks`` or ``nox -s conformance``): it only adds options and
+fixtures.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.adapters import resolve
-from conformance.backends import BACKENDS
-from conformance.deviations import Deviation, load_deviations
-from conformance.report import classify, write_report
+from conformance import deviations as deviations_module
+from conformance.report import Report
 
-_ADAPTER = pytest.StashKey[Any]()
-_STATE = pytest.StashKey[dict[str, Any]]()
-_PACKAGE_DIR = Path(__file__).parent
+CHECKS_DIR = Path(__file__).parent / "checks"
+NA_PREFIX = "not applicable: "
 
-FAST = "corrmom-conformance-fast"
-THOROUGH = "corrmom-conformance-thorough"
-#: For the suite's own mutant tests: no shrinking, stop at the first failing example.
-KILL = "corrmom-conformance-kill"
-
-
-def _register_profiles() -> None:
-    """Registered at import, so ``--hypothesis-profile`` can name them."""
-    try:
-        from hypothesis import HealthCheck, Phase, settings
-    except ImportError:  # the suite needs hypothesis; other pytest runs must not break without it
-        return
-
-    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
-    settings.register_profile(FAST, max_examples=12, deadline=None, suppress_health_check=quiet)
-    settings.register_profile(THOROUGH, max_examples=300, deadline=None, suppress_health_check=quiet)
-    settings.register_profile(KILL, max_examples=12, deadline=None, suppress_health_check=quiet,
-                              phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None,
-                              print_blob=False)
-
-
-_register_profiles()
+_STATE: dict[str, Any] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("corrmom-conformance", "corrmom-ref conformance suite")
-    group.addoption("--impl", default=None,
-                    help="implementation under test: ref (default), chainer, torch, optax or module:factory")
-    group.addoption("--backend", default="numpy", choices=BACKENDS,
-                    help="array backend for --impl=ref (default numpy)")
-    group.addoption("--thorough", action="store_true", help="many more hypothesis examples per check")
-    group.addoption("--report", default=None, metavar="DIR",
-                    help="write <impl>-<backend>.json and .md with every check's outcome to DIR")
-
-
-def _is_conformance_item(item: pytest.Item) -> bool:
-    return _PACKAGE_DIR in Path(str(item.path)).parents
+    group = parser.getgroup("corrmom conformance")
+    group.addoption(
+        "--impl",
+        default=None,
+        help="implementation: a registered adapter (ref, chainer, torch, optax), 'package.module:factory', "
+        "or $CORRMOM_CONFORMANCE_IMPL; default ref",
+    )
+    group.addoption(
+        "--backend",
+        default=os.environ.get("CORRMOM_CONFORMANCE_BACKEND", "numpy"),
+        help="array backend for --impl=ref: numpy, numpy1, array_api_strict, torch, jax, dask, cupy (default numpy)",
+    )
+    group.addoption("--thorough", action="store_true", help="many more generated cases per check (slow)")
+    group.addoption("--report", default=None, help="write the report to PATH.json and PATH.md")
+    group.addoption(
+        "--no-shrink",
+        action="store_true",
+        help="report the first counterexample found without shrinking it (quick pass/fail runs)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_STATE] = {"results": {}, "deviations": [], "active": False}
-    if config.getoption("impl") is not None or any("conformance" in str(a) for a in config.args):
-        _activate(config)
+    config.addinivalue_line("markers", "requires(*capabilities): the check needs these adapter capabilities")
+    from hypothesis import HealthCheck, Phase, settings
+
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
+    settings.register_profile("conformance-fast", max_examples=12, **common)
+    settings.register_profile("conformance-thorough", max_examples=200, **common)
+    profile = "conformance-thorough" if config.getoption("--thorough") else "conformance-fast"
+    if config.getoption("--no-shrink"):
+        settings.register_profile(
+            profile + "-no-shrink", settings.get_profile(profile), phases=[Phase.explicit, Phase.generate]
+        )
+        profile += "-no-shrink"
+    _STATE["profile"] = profile
 
 
-def _activate(config: pytest.Config) -> None:
+def load_profile() -> None:
+    """Make the run's Hypothesis profile current.
+
+    Called when :mod:`conformance.checks` is imported: ``@given`` binds its
+    settings when a check module is imported, so the profile must be loaded
+    before that, and only for conformance runs.
+    """
     from hypothesis import settings
 
-    state = config.stash[_STATE]
-    if state["active"]:
+    settings.load_profile(_STATE.get("profile", "conformance-fast"))
+
+
+def _adapter(config: pytest.Config) -> Any:
+    if "adapter" not in _STATE:
+        from conformance.adapters import resolve
+
+        _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+    return _STATE["adapter"]
+
+
+def _is_check(item: pytest.Item) -> bool:
+    return CHECKS_DIR in Path(str(item.fspath)).parents
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    checks = [item for item in items if _is_check(item)]
+    if not checks:
         return
-    state["active"] = True
-    if config.getoption("hypothesis_profile", None) is None:
-        settings.load_profile(THOROUGH if config.getoption("thorough") else FAST)
-
-
-def adapter_of(config: pytest.Config) -> Any:
-    """The adapter for this run (resolved once)."""
-    if _ADAPTER not in config.stash:
-        config.stash[_ADAPTER] = resolve(config.getoption("impl"), config.getoption("backend"))
-    return config.stash[_ADAPTER]
-
-
-@pytest.fixture(scope="session")
-def impl(request: pytest.FixtureRequest) -> Any:
-    """The adapter of the implementation under test (:class:`conformance.protocol.Adapter`)."""
-    return adapter_of(request.config)
+    adapter = _adapter(config)
+    _STATE["check_ids"] = {item.nodeid for item in checks}
+    declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
+    by_key = {d.check: d for d in declared}
+    used: set[str] = set()
+    for item in checks:
+        needed = {c for marker in item.iter_markers("requires") for c in marker.args}
+        missing = sorted(needed - set(adapter.capabilities))
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=NA_PREFIX + "lacks capability " + ", ".join(missing)))
+            continue
+        key = deviations_module.check_key(
+            Path(str(item.fspath)).stem, getattr(item, "originalname", item.name)
+        )
+        if key in by_key:
+            used.add(key)
+            item.add_marker(pytest.mark.xfail(reason=by_key[key].reason, strict=False))
+    stale = sorted(set(by_key) - used)
+    for key in stale:
+        warnings.warn(
+            f"expected deviation {key!r} of {adapter.name} matches no collected check", stacklevel=1
+        )
+    _STATE["report"] = Report(
+        adapter.name, adapter.version, adapter.backend, sorted(adapter.capabilities), stale_deviations=stale
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not config.stash[_STATE]["active"]:
-        return None
-    from hypothesis import settings
+    if not config.getoption("--impl") and not os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
+        args = " ".join(str(a) for a in config.args)
+        if "conformance" not in args:
+            return None
+    try:
+        adapter = _adapter(config)
+    except Exception as error:  # the header must not hide the real error, collection reports it
+        return [f"corrmom conformance: cannot load the implementation: {error}"]
+    profile = _STATE.get("profile", "conformance-fast")
+    seed = config.getoption("hypothesis_seed", default=None)
+    return [
+        f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",
+        f"  capabilities: {', '.join(sorted(adapter.capabilities))}",
+        f"  hypothesis profile: {profile}, seed: {seed if seed is not None else 'random (see --hypothesis-seed)'}",
+    ]
 
-    adapter = adapter_of(config)
-    seed = config.getoption("hypothesis_seed", None)
-    return [f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend} "
-            f"device=cpu hypothesis profile={settings._current_profile} "
-            f"seed={'random' if seed is None else seed}",
-            f"capabilities: {', '.join(sorted(adapter.capabilities))}"]
+
+def current_adapter() -> Any:
+    """The implementation under test, for code that cannot take fixtures (state machines)."""
+    if "adapter" not in _STATE:
+        raise RuntimeError("no conformance run is in progress")
+    return _STATE["adapter"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if _is_conformance_item(item)]
-    if not ours:
+@pytest.fixture(scope="session")
+def adapter(pytestconfig: pytest.Config) -> Any:
+    """The implementation under test (see :mod:`conformance.protocol`)."""
+    return _adapter(pytestconfig)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    rep = _STATE.get("report")
+    if rep is None or report.nodeid not in _STATE["check_ids"]:
         return
-    _activate(config)
-    adapter = adapter_of(config)
-    deviations = load_deviations(adapter.name)
-    used: set[Deviation] = set()
-    for item in ours:
-        for deviation in deviations:
-            if deviation.matches(item.nodeid):
-                used.add(deviation)
-                item.add_marker(pytest.mark.xfail(reason=f"expected deviation: {deviation.reason}",
-                                                  strict=False))
-                break
-    stale = [d for d in deviations if d not in used]
-    config.stash[_STATE]["stale"] = stale
-    for deviation in stale:
-        warnings.warn(f"expected deviation of {adapter.name} matches no collected check: {deviation.check}",
-                      stacklevel=1)
+    check = report.nodeid.split("checks/", 1)[-1]
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            outcome = "deviation now passes" if report.passed else "expected deviation"
+            rep.record(check, outcome, report.wasxfail)
+        elif report.passed:
+            rep.record(check, "pass")
+        else:
+            rep.record(check, "fail", _first_line(report.longreprtext))
+    elif report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if hasattr(report, "wasxfail"):
+            rep.record(check, "expected deviation", report.wasxfail)
+        elif reason.startswith(NA_PREFIX):
+            rep.record(check, "not applicable", reason.removeprefix(NA_PREFIX))
+        else:
+            rep.record(check, "not applicable", reason)
+    elif report.failed:
+        rep.record(check, "error", _first_line(report.longreprtext))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    if _is_conformance_item(item):
-        decided = classify(report)
-        if decided is not None:
-            item.config.stash[_STATE]["results"][_check_id(item.nodeid)] = decided
-    return report
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("E "):
+            return line[2:].strip()
+    return text.strip().splitlines()[-1] if text.strip() else ""
 
 
-def _check_id(nodeid: str) -> str:
-    return nodeid.split("conformance/")[-1]
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    state = config.stash[_STATE]
-    if not state["results"]:
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    rep: Report | None = _STATE.get("report")
+    if rep is None:
         return
-    passing = sorted(k for k, (o, _) in state["results"].items() if o == "deviation now passes")
-    if passing:
-        terminalreporter.write_sep("=", "expected deviations that now pass (update the deviation file)")
-        for check in passing:
-            terminalreporter.write_line(check)
-    for deviation in state.get("stale", []):
-        terminalreporter.write_line(f"stale expected deviation (matches nothing): {deviation.check}")
-    directory = config.getoption("report")
-    if directory:
-        adapter = adapter_of(config)
-        from hypothesis import settings
-
-        header = {"impl": adapter.name, "version": adapter.version, "backend": adapter.backend,
-                  "capabilities": sorted(adapter.capabilities), "profile": settings._current_profile,
-                  "seed": config.getoption("hypothesis_seed", None)}
-        path = write_report(Path(directory), header, state["results"])
-        terminalreporter.write_line(f"conformance report: {path} (and .md)")
+    terminalreporter.section("corrmom conformance")
+    terminalreporter.write_line(f"{rep.impl} {rep.version} on {rep.backend}: {rep.summary_line()}")
+    for entry in rep.entries.values():
+        if entry.outcome == "deviation now passes":
+            terminalreporter.write_line(f"  deviation now passes (update the deviations file): {entry.check}")
+    for key in rep.stale_deviations:
+        terminalreporter.write_line(f"  stale expected deviation: {key}")
+    path = config.getoption("--report")
+    if path:
+        json_path, md_path = rep.write(path)
+        terminalreporter.write_line(f"report: {json_path} and {md_path}")

@@ -1,138 +1,179 @@
-"""The adapter protocol: what an implementation under test provides to the suite.
+"""The adapter protocol: what an implementation gives the suite.
 
-An *adapter* is any object with a ``name``, a ``version``, a ``backend``, a
-frozenset of ``capabilities`` and a ``make`` method. ``--impl=pkg.mod:factory``
-calls ``factory(backend=...)`` (the ``--backend`` option) and uses the adapter
-it returns. ``make(params, lr, momentum, fp32_update=False)`` returns a fresh :class:`Run`: one
-optimizer set up on named parameters, driven only with host NumPy arrays.
+An *adapter factory* is a zero-argument callable returning an :class:`Adapter`.
+The suite finds it by name (``--impl=ref``), as ``package.module:factory``, or
+from the ``CORRMOM_CONFORMANCE_IMPL`` environment variable.
 
-Conventions every adapter follows:
+Everything crosses the boundary as NumPy arrays keyed by parameter name, so an
+adapter is a thin layer over the implementation's own API. An adapter declares
+its :attr:`Adapter.capabilities`; a check that needs a capability the adapter
+lacks is reported *not applicable* with the missing capability as the reason.
 
-* Parameter names are ``/``-free identifiers; the optimizer visits them in
-  sorted order (Chainer's order for a flat link).
-* ``step(grads)`` performs one optimizer update with the given *unscaled*
-  gradients; a name missing from ``grads`` (or mapped to ``None``) means a
-  cleared gradient. When loss scaling is on, the adapter must feed the
-  gradients through its scaling mechanism (multiply by the current scale as
-  a backward pass would), not around it.
-* ``velocity(name)`` returns the momentum state in Chainer's sign convention
-  (``v = -u`` of eq. (9)), or ``None`` before the state exists.
-
-A check that needs a feature the adapter does not declare is reported
-*not applicable* with the missing capability named, never as a pass.
+Capabilities (see :data:`CAPABILITIES` for the one-line meaning of each):
+``hyperparams``, ``per_param_hyperparams``, ``state``, ``counters``,
+``cleared_grads``, ``loss_scaling``, ``fp32_master``, ``hooks``,
+``rule_hooks``, ``serialize_npz``, ``epochs``, ``warnings``, ``float16``, ``float64``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["CAPABILITIES", "Adapter", "HookSpec", "Run"]
-
-#: Every capability an adapter may declare, with what declaring it promises.
-CAPABILITIES: Mapping[str, str] = {
-    "eq9": "the update is Goyal et al. eq. (9) (momentum-corrected under changing lr)",
-    "state": "velocity(name) exposes the momentum state",
-    "chainer_sign": "the exposed state holds v = -u (Chainer's sign)",
-    "zero_initial_state": "the momentum state starts at zeros before the first step",
-    "cleared_grad_moves": "a parameter whose gradient was cleared still moves by its momentum",
-    "per_param_hyperparams": "set_lr/set_momentum accept one parameter's name (an override)",
-    "float16_master": "float16 parameters are updated through a float32 master copy",
-    "step_counters": "t() counts optimizer steps and rule_t(name) each parameter's updates",
-    "dynamic_loss_scaling": "loss_scaling(interval) follows Chainer's dynamic policy",
-    "static_loss_scaling": "loss_scaling(scale=s) scales gradients by a fixed s",
-    "loss_scaling_validation": "loss_scaling rejects interval < 1 and scale <= 0 with ValueError",
-    "nan_skipping": "with dynamic scaling a non-finite gradient skips the whole step, with a warning",
-    "serialize": "save(path)/load(path) round-trip the optimizer state",
-    "npz_layout": "save writes Chainer's npz keys (t, epoch, <param>/t, <param>/v)",
-    "load_chainer_npz": "load reads a snapshot written by Chainer's save_npz",
-    "hooks": "add_hook/remove_hook/call_hooks follow Chainer's hook machinery",
-    "epochs": "new_epoch() and epoch() as Chainer",
+#: Every capability an adapter may declare, with what it promises.
+CAPABILITIES: dict[str, str] = {
+    "hyperparams": "set_lr / set_momentum between steps",
+    "per_param_hyperparams": "set_param_hyperparam overrides lr or momentum for one parameter",
+    "state": "state() returns each parameter's momentum buffer; state_sign says its convention",
+    "counters": "t (optimizer steps) and rule_t(name) (updates of one parameter)",
+    "cleared_grads": "step() accepts None for a parameter whose gradient was cleared",
+    "loss_scaling": "loss_scaling(interval, scale) and loss_scale, with step() scaling grads as backward does",
+    "fp32_master": "use_fp32_update(): float16 parameters updated through a float32 master copy",
+    "hooks": "optimizer-level hooks (add_hook / remove_hook with Chainer's naming and timing rules)",
+    "rule_hooks": "update-rule-level hooks (add_hook with level='rule')",
+    "serialize_npz": "save(path) / load(path, strict) in Chainer's npz key layout",
+    "epochs": "new_epoch(auto) and epoch",
+    "warnings": "a skipped (non-finite) step warns, naming the parameter",
+    "float16": "float16 parameters",
+    "float64": "float64 parameters",
 }
 
+Timing = Literal["pre", "post", "auto"]
 
-class HookSpec(Protocol):
-    """A hook as Chainer defines it: a callable with optional attributes."""
 
-    name: str
-    timing: str
-    call_for_each_param: bool
+@dataclass(frozen=True)
+class HookEvent:
+    """What a hook saw when it was called.
 
-    def __call__(self, *args: Any) -> None: ...
+    Attributes:
+        hook: The hook's registration name.
+        param: The parameter the call was for (``None`` for a whole-optimizer call).
+        grads: The gradient(s) the hook saw, as NumPy copies: for a
+            per-parameter call ``{param: grad}``, else every parameter's.
+        t: The optimizer's ``t`` at the call.
+    """
+
+    hook: str
+    param: str | None
+    grads: Mapping[str, np.ndarray | None]
+    t: int
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """A hook the suite asks the adapter to build and register.
+
+    Attributes:
+        name: ``name`` argument of ``add_hook`` (``None``: let the hook's own
+            ``name`` attribute decide).
+        attr_name: The hook object's ``name`` attribute (``None``: absent).
+        timing: ``timing`` argument of ``add_hook``.
+        attr_timing: The hook object's ``timing`` attribute (``None``: absent).
+        per_param: The hook object's ``call_for_each_param``.
+        level: ``'optimizer'`` or ``'rule'`` (then ``param`` names the rule's parameter).
+        param: For ``level='rule'``, the parameter whose rule gets the hook.
+        clears_grad: After recording, the hook clears this parameter's gradient
+            (``'*'``: the parameter it was called for).
+    """
+
+    name: str | None
+    attr_name: str | None = None
+    timing: Timing = "auto"
+    attr_timing: str | None = None
+    per_param: bool = False
+    level: Literal["optimizer", "rule"] = "optimizer"
+    param: str | None = None
+    clears_grad: str | None = None
 
 
 @runtime_checkable
-class Run(Protocol):
-    """One optimizer set up on named parameters (see the module docstring)."""
+class Optimizer(Protocol):
+    """One optimizer over named parameters, driven by the suite."""
 
     def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
-        """One update with unscaled gradients (missing or ``None``: cleared)."""
+        """One update with these *unscaled* gradients (``None``: cleared).
+
+        With loss scaling on, the adapter scales each gradient by the current
+        loss scale in the parameter's dtype, as a backward pass of a scaled
+        loss would, before the implementation's update.
+        """
 
     def params(self) -> dict[str, np.ndarray]:
-        """Host copies of every parameter, by name."""
+        """Every parameter's current value."""
 
-    def set_lr(self, lr: float, name: str | None = None) -> None:
-        """Set the learning rate (for one parameter if ``name`` is given)."""
+    def state(self) -> dict[str, np.ndarray | None]:
+        """Every parameter's momentum buffer (``None`` before it exists)."""
 
-    def set_momentum(self, momentum: float, name: str | None = None) -> None:
-        """Set the momentum (for one parameter if ``name`` is given)."""
-
-    def velocity(self, name: str) -> np.ndarray | None:
-        """The momentum state of one parameter, Chainer's sign, or ``None`` before it exists."""
-
+    @property
     def t(self) -> int:
         """Optimizer step count."""
 
     def rule_t(self, name: str) -> int:
-        """Number of updates applied to one parameter."""
+        """Number of updates the parameter ``name`` has received."""
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate for the next steps."""
+
+    def set_momentum(self, momentum: float) -> None:
+        """Set the momentum for the next steps."""
+
+    def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
+        """Override hyperparameter ``key`` for parameter ``name`` only."""
 
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
-        """Configure loss scaling (dynamic when ``scale`` is ``None``)."""
+        """Configure loss scaling (``scale=None``: dynamic)."""
 
+    @property
     def loss_scale(self) -> float | None:
-        """The current loss scale, ``None`` without loss scaling."""
+        """Current loss scale."""
+
+    def use_fp32_update(self) -> None:
+        """Turn on the float32 master update."""
+
+    def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
+        """Build a hook from ``spec`` that calls ``record`` and register it.
+
+        Errors of the implementation's ``add_hook`` propagate unchanged.
+        """
+
+    def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
+        """Unregister a hook (errors propagate)."""
 
     def save(self, path: str) -> None:
-        """Write a snapshot of the optimizer state."""
+        """Save the optimizer's state to an npz file."""
 
     def load(self, path: str, strict: bool = True) -> None:
-        """Read a snapshot into this (freshly made) optimizer."""
+        """Load the optimizer's state from an npz file (errors propagate)."""
 
-    def add_hook(self, hook: Callable[..., Any], name: str | None = None, timing: str = "auto",
-                 param: str | None = None) -> None:
-        """Register an optimizer hook, or an update-rule hook of parameter ``param``."""
+    def new_epoch(self, auto: bool = False) -> None:
+        """Start a new epoch."""
 
-    def remove_hook(self, name: str, param: str | None = None) -> None:
-        """Remove a hook by name (of parameter ``param``'s rule if given)."""
-
-    def call_hooks(self, timing: str = "pre") -> None:
-        """Call the optimizer hooks of one timing."""
-
-    def new_epoch(self) -> None:
-        """Advance the epoch counter."""
-
+    @property
     def epoch(self) -> int:
-        """The epoch counter."""
-
-    def native(self) -> Any:
-        """The underlying optimizer object (for messages and hook arguments)."""
+        """Epoch count."""
 
 
 @runtime_checkable
 class Adapter(Protocol):
-    """What ``--impl`` resolves to."""
+    """An implementation, as the suite sees it."""
 
+    #: Short name shown in reports (``'chainer'``).
     name: str
+    #: Version string of the implementation.
     version: str
+    #: Array backend and device, for the report header (``'numpy'``, ``'torch:cpu'``).
     backend: str
+    #: Names from :data:`CAPABILITIES`.
     capabilities: frozenset[str]
+    #: What :meth:`Optimizer.state` holds, in Goyal et al.'s ``u`` of eq. (9):
+    #: ``-1.0`` if state is ``-u`` (Chainer), ``1.0`` if it is ``u`` (PyTorch, optax).
+    state_sign: float
 
-    def make(self, params: Mapping[str, np.ndarray], lr: float, momentum: float,
-             fp32_update: bool = False) -> Run:
-        """A fresh optimizer on copies of ``params`` moved to the backend.
+    def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> Optimizer:
+        """A corrected-momentum (eq. 9) optimizer over copies of ``params``."""
 
-        ``fp32_update`` asks for the float32 master update of float16
-        parameters (only meaningful with the ``float16_master`` capability).
-        """
+
+AdapterFactory = Callable[[], Adapter]

@@ -1,32 +1,62 @@
-"""Adapters for the implementations the suite knows by name, and ``--impl`` resolution."""
+"""Adapters shipped with the suite, and how ``--impl`` finds one."""
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from collections.abc import Callable
 
-__all__ = ["REGISTERED", "resolve"]
+from conformance.protocol import CAPABILITIES, Adapter
 
-#: ``--impl`` names and the factories they stand for.
-REGISTERED = {
-    "ref": "conformance.adapters.chainer_style:ref",
-    "chainer": "conformance.adapters.chainer_style:chainer",
-    "torch": "conformance.adapters.torch_sgd:factory",
-    "optax": "conformance.adapters.optax_sgd:factory",
+#: Registered adapters: name -> "module:factory" (imported lazily).
+REGISTRY: dict[str, str] = {
+    "ref": "conformance.adapters.reference:make_adapter",
+    "chainer": "conformance.adapters.chainer:make_adapter",
+    "torch": "conformance.adapters.torch_sgd:make_adapter",
+    "optax": "conformance.adapters.optax_sgd:make_adapter",
 }
 
+ENV_VAR = "CORRMOM_CONFORMANCE_IMPL"
 
-def resolve(impl: str | None, backend: str) -> Any:
-    """The adapter for ``--impl``: a registered name, else ``module:factory``.
 
-    Without ``--impl`` the ``CORRMOM_CONFORMANCE_IMPL`` environment variable is
-    used, then ``ref``.
+def resolve(impl: str | None, backend: str | None = None) -> Adapter:
+    """The adapter for ``--impl``: a registered name, then ``module:factory``, then ``$CORRMOM_CONFORMANCE_IMPL``.
+
+    ``backend`` is passed to factories that accept it (the reference adapter).
     """
-    impl = impl or os.environ.get("CORRMOM_CONFORMANCE_IMPL") or "ref"
-    target = REGISTERED.get(impl, impl)
+    spec = impl or os.environ.get(ENV_VAR) or "ref"
+    target = REGISTRY.get(spec, spec)
     if ":" not in target:
-        raise ValueError(f"--impl={impl!r}: not one of {sorted(REGISTERED)} and not 'module:factory'")
+        raise ValueError(
+            f"--impl={spec!r} is neither a registered adapter ({', '.join(REGISTRY)}) "
+            "nor 'package.module:factory'"
+        )
     module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    return factory(backend=backend)
+    factory: Callable[..., Adapter] = getattr(importlib.import_module(module_name), attr)
+    adapter = factory(backend=backend) if backend is not None and _accepts_backend(factory) else factory()
+    _check(adapter, spec)
+    return adapter
+
+
+def _accepts_backend(factory: Callable[..., object]) -> bool:
+    import inspect
+
+    try:
+        return "backend" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check(adapter: object, spec: str) -> None:
+    missing = [
+        a
+        for a in ("name", "version", "backend", "capabilities", "state_sign", "create")
+        if not hasattr(adapter, a)
+    ]
+    if missing:
+        raise TypeError(
+            f"adapter from {spec!r} lacks {', '.join(missing)} (see conformance.protocol.Adapter)"
+        )
+    unknown = set(adapter.capabilities) - set(CAPABILITIES)  # type: ignore[attr-defined]
+    if unknown:
+        raise ValueError(f"adapter from {spec!r} declares unknown capabilities: {', '.join(sorted(unknown))}")

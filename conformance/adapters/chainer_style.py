@@ -1,11 +1,9 @@
 """One adapter for every implementation with Chainer's optimizer API.
 
-corrmom_ref mirrors Chainer 7.8.1's API, so the same :class:`ChainerStyleRun`
-drives real Chainer (``--impl=chainer``) and the reference (``--impl=ref``);
-only how a link of named parameters is built, how scripted gradients reach
-``update(lossfun)`` and which serializers exist differ, and those live in a
-:class:`ChainerStyleAPI`. A third party with a Chainer-compatible optimizer
-passes its own optimizer class to :func:`ref` (see ``tests/mutants.py``).
+Real Chainer and :mod:`corrmom_ref` share the API (``setup``, ``update``,
+``update_rule``, hooks, ``loss_scaling``, npz serializers), so they differ here
+only in how a link of named parameters is built, how a scaled backward is
+scripted, and how arrays convert to NumPy: the :class:`Flavour`.
 """
 
 from __future__ import annotations
@@ -16,189 +14,184 @@ from typing import Any
 
 import numpy as np
 
-from conformance.backends import Backend, load_backend
+from conformance.protocol import HookEvent, HookSpec
 
-__all__ = ["ChainerStyleAPI", "ChainerStyleAdapter", "ChainerStyleRun", "chainer", "ref"]
-
-#: What both Chainer and corrmom_ref can do through this adapter.
-FULL_CAPABILITIES = frozenset({
-    "eq9", "state", "chainer_sign", "zero_initial_state", "cleared_grad_moves",
-    "per_param_hyperparams", "float16_master", "step_counters", "dynamic_loss_scaling",
-    "static_loss_scaling", "loss_scaling_validation", "nan_skipping", "serialize", "npz_layout",
-    "load_chainer_npz", "hooks", "epochs",
-})
+ALL_CAPABILITIES = frozenset(
+    {
+        "hyperparams",
+        "per_param_hyperparams",
+        "state",
+        "counters",
+        "cleared_grads",
+        "loss_scaling",
+        "fp32_master",
+        "hooks",
+        "rule_hooks",
+        "serialize_npz",
+        "epochs",
+        "warnings",
+        "float16",
+        "float64",
+    }
+)
 
 
 @dataclass(frozen=True)
-class ChainerStyleAPI:
-    """The few places where Chainer and corrmom_ref differ for the suite."""
+class Flavour:
+    """What differs between Chainer-API implementations.
 
-    optimizer_class: Callable[..., Any]
+    Attributes:
+        make_link: Builds the target link from ``{path: native array}`` and
+            returns it with ``{path: parameter object}``; paths may nest (``l1/W``).
+        make_optimizer: ``(lr, momentum) -> optimizer`` (not set up yet).
+        scaled_loss: ``[(parameter object, grad)] -> loss function`` whose
+            ``backward(loss_scale=s)`` gives each parameter ``s * g``.
+        save_npz, load_npz: The implementation's npz serializers.
+        to_native, to_numpy: Array conversion.
+    """
+
     make_link: Callable[[Mapping[str, Any]], tuple[Any, dict[str, Any]]]
-    make_loss: Callable[[list[tuple[Any, Any]]], Any]
-    save_npz: Callable[..., None]
+    make_optimizer: Callable[[float, float], Any]
+    scaled_loss: Callable[[list[tuple[Any, Any]]], Callable[[], Any]]
+    save_npz: Callable[[str, Any], None]
     load_npz: Callable[..., None]
+    to_native: Callable[[np.ndarray], Any]
+    to_numpy: Callable[[Any], np.ndarray]
 
 
-class ChainerStyleRun:
-    """A :class:`conformance.protocol.Run` over a Chainer-API optimizer."""
+class ChainerStyleOptimizer:
+    """:class:`conformance.protocol.Optimizer` over a Chainer-API optimizer."""
 
-    def __init__(self, api: ChainerStyleAPI, backend: Backend, params: Mapping[str, np.ndarray],
-                 lr: float, momentum: float, fp32_update: bool) -> None:
-        self._api = api
-        self._backend = backend
-        self.link, self.param = api.make_link({n: backend.to_backend(a) for n, a in params.items()})
-        self.opt = api.optimizer_class(lr=lr, momentum=momentum)
-        if fp32_update:
-            self.opt.use_fp32_update()
-        self.opt.setup(self.link)
+    def __init__(
+        self, flavour: Flavour, params: Mapping[str, np.ndarray], lr: float, momentum: float
+    ) -> None:
+        self._f = flavour
+        self.link, self._params = flavour.make_link({k: flavour.to_native(v) for k, v in params.items()})
+        self._names = {id(p): k for k, p in self._params.items()}
+        self._dtypes = {k: np.asarray(v).dtype for k, v in params.items()}
+        self.opt = flavour.make_optimizer(lr, momentum).setup(self.link)
+
+    # -- stepping ----------------------------------------------------------
 
     def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
-        given = [(self.param[n], self._backend.to_backend(g)) for n, g in grads.items() if g is not None]
-        with np.errstate(all="ignore"):
-            self.opt.update(self._api.make_loss, given)
+        if getattr(self.opt, "_loss_scale", None) is None:
+            for name, param in self._params.items():
+                g = grads.get(name)
+                if g is None:
+                    param.cleargrad()
+                else:
+                    param.grad = self._f.to_native(np.asarray(g, dtype=self._dtypes[name]))
+            self.opt.update()
+            return
+        scripted = [
+            (self._params[name], self._f.to_native(np.asarray(g, dtype=self._dtypes[name])))
+            for name, g in grads.items()
+            if g is not None
+        ]
+        self.opt.update(self._f.scaled_loss(scripted))
 
     def params(self) -> dict[str, np.ndarray]:
-        return {n: self._backend.to_host(p.array) for n, p in self.param.items()}
+        return {k: self._f.to_numpy(p.array) for k, p in self._params.items()}
 
-    def _hyperparam(self, name: str | None) -> Any:
-        return self.opt.hyperparam if name is None else self.param[name].update_rule.hyperparam
+    def state(self) -> dict[str, np.ndarray | None]:
+        out: dict[str, np.ndarray | None] = {}
+        for k, p in self._params.items():
+            state = p.update_rule.state
+            out[k] = None if not state or state.get("v") is None else self._f.to_numpy(state["v"])
+        return out
 
-    def set_lr(self, lr: float, name: str | None = None) -> None:
-        self._hyperparam(name).lr = lr
-
-    def set_momentum(self, momentum: float, name: str | None = None) -> None:
-        self._hyperparam(name).momentum = momentum
-
-    def velocity(self, name: str) -> np.ndarray | None:
-        state = self.param[name].update_rule.state
-        if not state or state.get("v") is None:
-            return None
-        return self._backend.to_host(state["v"])
-
+    @property
     def t(self) -> int:
         return int(self.opt.t)
 
     def rule_t(self, name: str) -> int:
-        return int(self.param[name].update_rule.t)
+        return int(self._params[name].update_rule.t)
+
+    # -- hyperparameters -------------------------------------------------------
+
+    def set_lr(self, lr: float) -> None:
+        self.opt.lr = lr
+
+    def set_momentum(self, momentum: float) -> None:
+        self.opt.momentum = momentum
+
+    def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
+        setattr(self._params[name].update_rule.hyperparam, key, value)
+
+    # -- loss scaling and fp32 -------------------------------------------------
 
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
         self.opt.loss_scaling(interval=interval, scale=scale)
 
+    @property
     def loss_scale(self) -> float | None:
-        scale = self.opt._loss_scale
+        scale = getattr(self.opt, "_loss_scale", None)
         return None if scale is None else float(scale)
 
+    def use_fp32_update(self) -> None:
+        self.opt.use_fp32_update()
+
+    # -- hooks ---------------------------------------------------------------
+
+    def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
+        hook = self._build_hook(spec, record)
+        kwargs: dict[str, Any] = {"timing": spec.timing}
+        if spec.name is not None:
+            kwargs["name"] = spec.name
+        if spec.level == "rule":
+            assert spec.param is not None
+            self._params[spec.param].update_rule.add_hook(hook, **kwargs)
+        else:
+            self.opt.add_hook(hook, **kwargs)
+
+    def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
+        if level == "rule":
+            assert param is not None
+            self._params[param].update_rule.remove_hook(name)
+        else:
+            self.opt.remove_hook(name)
+
+    def _build_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> Any:
+        adapter = self
+        label = spec.name or spec.attr_name or "?"
+
+        class Hook:
+            def __call__(self, *args: Any) -> None:
+                if len(args) == 2:
+                    _, param = args
+                    name = adapter._names.get(id(param), getattr(param, "name", None))
+                    grads = {name: None if param.grad is None else adapter._f.to_numpy(param.grad)}
+                else:
+                    name = None
+                    grads = {
+                        k: None if p.grad is None else adapter._f.to_numpy(p.grad)
+                        for k, p in adapter._params.items()
+                    }
+                record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
+                if spec.clears_grad is not None:
+                    target = name if spec.clears_grad == "*" else spec.clears_grad
+                    if target in adapter._params:
+                        adapter._params[target].cleargrad()
+
+        hook = Hook()
+        hook.call_for_each_param = spec.per_param  # type: ignore[attr-defined]
+        if spec.attr_name is not None:
+            hook.name = spec.attr_name  # type: ignore[attr-defined]
+        if spec.attr_timing is not None:
+            hook.timing = spec.attr_timing  # type: ignore[attr-defined]
+        return hook
+
+    # -- serialization and epochs -------------------------------------------------
+
     def save(self, path: str) -> None:
-        self._api.save_npz(path, self.opt)
+        self._f.save_npz(path, self.opt)
 
     def load(self, path: str, strict: bool = True) -> None:
-        self._api.load_npz(path, self.opt, strict=strict)
+        self._f.load_npz(path, self.opt, strict=strict)
 
-    def add_hook(self, hook: Callable[..., Any], name: str | None = None, timing: str = "auto",
-                 param: str | None = None) -> None:
-        owner = self.opt if param is None else self.param[param].update_rule
-        owner.add_hook(hook, name=name, timing=timing)
+    def new_epoch(self, auto: bool = False) -> None:
+        self.opt.new_epoch(auto=auto)
 
-    def remove_hook(self, name: str, param: str | None = None) -> None:
-        owner = self.opt if param is None else self.param[param].update_rule
-        owner.remove_hook(name)
-
-    def call_hooks(self, timing: str = "pre") -> None:
-        self.opt.call_hooks(timing)
-
-    def new_epoch(self) -> None:
-        self.opt.new_epoch()
-
+    @property
     def epoch(self) -> int:
         return int(self.opt.epoch)
-
-    def native(self) -> Any:
-        return self.opt
-
-
-class ChainerStyleAdapter:
-    """An :class:`conformance.protocol.Adapter` for a :class:`ChainerStyleAPI`."""
-
-    def __init__(self, name: str, version: str, backend: str, capabilities: frozenset[str],
-                 api: ChainerStyleAPI, arrays: Backend) -> None:
-        self.name, self.version, self.backend = name, version, backend
-        self.capabilities = capabilities
-        self.api, self.arrays = api, arrays
-
-    def __repr__(self) -> str:
-        return f"<{self.name} {self.version} on {self.backend}>"
-
-    def make(self, params: Mapping[str, np.ndarray], lr: float, momentum: float,
-             fp32_update: bool = False) -> ChainerStyleRun:
-        return ChainerStyleRun(self.api, self.arrays, params, lr, momentum, fp32_update)
-
-
-def ref_api(optimizer_class: Callable[..., Any] | None = None) -> ChainerStyleAPI:
-    """corrmom_ref's API, optionally with another optimizer class (for variants)."""
-    import corrmom_ref as cr
-
-    def make_link(arrays: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-        param = {n: cr.Parameter(a, name=n) for n, a in arrays.items()}
-        return cr.Link(**param), param
-
-    return ChainerStyleAPI(
-        optimizer_class=optimizer_class or cr.CorrectedMomentumSGD,
-        make_link=make_link,
-        make_loss=lambda pairs: cr.ScriptedLoss(dict(pairs)),
-        save_npz=cr.serializers.save_npz,
-        load_npz=cr.serializers.load_npz,
-    )
-
-
-def ref(backend: str = "numpy", optimizer_class: Callable[..., Any] | None = None,
-        name: str = "ref", capabilities: frozenset[str] = FULL_CAPABILITIES) -> ChainerStyleAdapter:
-    """corrmom_ref's CorrectedMomentumSGD on ``backend``."""
-    import corrmom_ref as cr
-
-    arrays = load_backend(backend)
-    if not arrays.has_float16:
-        capabilities = capabilities - {"float16_master"}
-    return ChainerStyleAdapter(name, cr.__version__, backend, capabilities,
-                               ref_api(optimizer_class), arrays)
-
-
-class _ChainerLoss:
-    """``sum_p sum(p * g_p)``: its backward gives each parameter the gradient ``g_p``."""
-
-    def __init__(self, grads: list[tuple[Any, Any]]) -> None:
-        import chainer.functions as F  # noqa: N812
-
-        self._loss = None
-        for param, grad in grads:
-            term = F.sum(param * grad)
-            self._loss = term if self._loss is None else self._loss + term
-
-    def backward(self, loss_scale: float | None = None) -> None:
-        if self._loss is not None:
-            self._loss.backward(loss_scale=loss_scale)
-
-
-def chainer(backend: str = "numpy") -> ChainerStyleAdapter:
-    """Real Chainer 7.8.1's CorrectedMomentumSGD (NumPy 1.x only)."""
-    import chainer as ch
-
-    if backend not in ("numpy", "numpy1"):
-        raise ValueError(f"--impl=chainer runs on NumPy only, not --backend={backend}")
-
-    def make_link(arrays: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-        link = ch.Link()
-        with link.init_scope():
-            for n, a in arrays.items():
-                setattr(link, n, ch.Parameter(a, name=n))
-        return link, {n: getattr(link, n) for n in arrays}
-
-    api = ChainerStyleAPI(
-        optimizer_class=ch.optimizers.CorrectedMomentumSGD,
-        make_link=make_link,
-        make_loss=_ChainerLoss,
-        save_npz=ch.serializers.save_npz,
-        load_npz=ch.serializers.load_npz,
-    )
-    return ChainerStyleAdapter("chainer", ch.__version__, backend, FULL_CAPABILITIES, api,
-                               load_backend("numpy1"))

@@ -65,8 +65,8 @@ def corrected_momentum_step(
     """
     if _can_update_in_place(p, v):
         return _run_blocked(xp, _corrected_in_place, p, g, v, lr, m)
-    v = m * v - g
-    return p + lr * v, v
+    v = _keep_dtype(xp, m * v - g, v)
+    return _keep_dtype(xp, p + lr * v, p), v
 
 
 def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:
@@ -80,8 +80,20 @@ def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) ->
     """
     if _can_update_in_place(p, v):
         return _run_blocked(xp, _uncorrected_in_place, p, g, v, lr, m)
-    v = m * v - lr * g
-    return p + v, v
+    v = _keep_dtype(xp, m * v - lr * g, v)
+    return _keep_dtype(xp, p + v, p), v
+
+
+def _keep_dtype(xp: Any, result: Array, like: Array) -> Array:
+    """``result`` as an array of ``like``'s dtype.
+
+    NumPy 1.x applies value-based casting to 0-d arrays, so ``0.9 * v`` for a
+    0-d float16 ``v`` is a float64 *scalar*; the in-place path cannot change
+    the dtype, this one must not either. A no-op when the dtype already matches.
+    """
+    if type(result) is type(like) and result.dtype == like.dtype:
+        return result
+    return xp.asarray(result, dtype=like.dtype)
 
 
 def _can_update_in_place(p: Array, v: Array) -> bool:

@@ -42,5 +42,9 @@ class ScriptedLoss:
         """Set each parameter's gradient (scaled by ``loss_scale``) and its loss scale."""
         for param, grad in self.grads.items():
             xp = array_namespace(grad)
-            param.grad = xp.asarray(grad, copy=True) if loss_scale is None else grad * loss_scale
+            if loss_scale is None:
+                param.grad = xp.asarray(grad, copy=True)
+            else:
+                # asarray: NumPy 1.x turns a 0-d array times a float into a float64 scalar
+                param.grad = xp.asarray(grad * loss_scale, dtype=grad.dtype)
             param.loss_scale = loss_scale

@@ -439,11 +439,17 @@ class GradientMethod(Optimizer):
             del loss
         self.reallocate_cleared_grads()
         self.check_update_inputs()
+        nonfinite_ever = self._loss_scaling_isnan_ever
         self.check_nan_in_grads()
         has_pre_hooks = bool(self._registry().names("pre"))
-        self.call_hooks("pre")
-        if has_pre_hooks:
-            self.check_update_inputs()
+        try:
+            self.call_hooks("pre")
+            if has_pre_hooks:
+                self.check_update_inputs()
+        except BaseException:
+            # the step did not happen: forget what its NaN check recorded
+            self._loss_scaling_isnan_ever = nonfinite_ever
+            raise
         self.t += 1
         if self.is_safe_to_update():
             for _, param, rule in self._rules():

@@ -110,7 +110,7 @@ class UpdateRule:
         self.t += 1
         xp = namespace_of(param.array)
         target = param
-        on_master = self._use_fp32_update and param.array.dtype == xp.float16
+        on_master = self._use_fp32_update and _is_float16(param.array.dtype)
         if on_master:
             target = self._master_copy(param, xp)
         if self._state is None:
@@ -151,7 +151,7 @@ class UpdateRule:
         """Shape and dtype each state entry must have for ``param``."""
         xp = array_namespace(param.array)
         dtype = param.array.dtype
-        if self._use_fp32_update and dtype == xp.float16:
+        if self._use_fp32_update and _is_float16(dtype):
             dtype = xp.float32
         return {key: (tuple(param.array.shape), dtype) for key in self.state_keys}
 
@@ -215,9 +215,25 @@ class UpdateRule:
         self.t, self._state = loaded
 
 
+def _is_float16(dtype: Any) -> bool:
+    """Whether ``dtype`` is float16, on any backend.
+
+    Compared by name: float16 is not a standard dtype, so namespaces such as
+    array-api-strict's and array-api-compat's Dask wrapper have no
+    ``float16`` attribute to compare with.
+    """
+    from corrmom_ref.serializers.transfer import dtype_name
+
+    return dtype_name(dtype) == "float16"
+
+
 def _divide(grad: Any, scale: float) -> Any:
     """``grad / scale``, in place when the backend allows (as Chainer does)."""
     if is_writeable_array(grad):
         grad /= scale
         return grad
-    return grad / scale
+    quotient = grad / scale
+    if type(quotient) is not type(grad) or quotient.dtype != grad.dtype:
+        # NumPy 1.x: a 0-d float16 array divided by a Python float is a float64 scalar
+        quotient = namespace_of(grad).asarray(quotient, dtype=grad.dtype)
+    return quotient

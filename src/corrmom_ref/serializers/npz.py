@@ -59,11 +59,13 @@ class NpzDeserializer(Deserializer):
 
     def __call__(self, key: str, value: Any) -> Any:
         full_key = self.path + key.lstrip("/")
+        # As in Chainer, an ignored key is skipped before it is looked up, so it
+        # may be missing even from a strict snapshot.
+        if any(n == full_key if isinstance(n, str) else n(full_key) for n in self.ignore_names):
+            return value
         if full_key not in self.npz:
             if self.strict:
                 raise KeyError(f"{full_key!r} is not a key of the snapshot")
-            return value
-        if any(n == full_key if isinstance(n, str) else n(full_key) for n in self.ignore_names):
             return value
         stored = self.npz[full_key]
         if value is None or hasattr(value, "shape"):

@@ -11,7 +11,14 @@ __all__ = ["convert_like", "convert_loaded", "dtype_name", "to_float", "to_int"]
 
 
 def dtype_name(dtype: Any) -> str:
-    """A backend-neutral name for a dtype: ``'float32'`` for every backend's float32."""
+    """A backend-neutral name for a dtype: ``'float32'`` for every backend's float32.
+
+    NumPy and JAX spell dtypes in their namespaces as scalar types
+    (``numpy.float32`` is a class whose ``str`` is ``"<class 'numpy.float32'>"``);
+    their ``__name__`` is the name.
+    """
+    if isinstance(dtype, type):
+        return dtype.__name__
     return str(dtype).rsplit(".", 1)[-1]
 
 

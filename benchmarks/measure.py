@@ -1,0 +1,62 @@
+"""Timing, bandwidth and memory measurement."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BYTES_PER_ELEMENT = 20  # read p, g, v; write p, v (float32)
+
+
+def time_steps(step: Callable[[], None], reps: int) -> list[float]:
+    """Seconds per call of ``step``, ``reps`` times (after one warm-up call)."""
+    step()
+    out = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def bandwidth(elements: int, reps: int) -> float:
+    """Streaming bandwidth in bytes/s of ``a += b`` (reads 8, writes 4 bytes per float32 element)."""
+    a = np.ones(elements, np.float32)
+    b = np.ones(elements, np.float32)
+
+    def add() -> None:
+        np.add(a, b, out=a)
+
+    return 12 * elements / statistics.median(time_steps(add, reps))
+
+
+def peak_extra_bytes(step: Callable[[], None]) -> int:
+    """Peak memory one step allocates beyond what it holds before (NumPy allocations, via tracemalloc)."""
+    step()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    step()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def chainer_round(python: str, shapes: list[tuple[int, ...]], reps: int) -> dict:
+    """One round of Chainer timings in its own interpreter."""
+    worker = Path(__file__).with_name("chainer_worker.py")
+    done = subprocess.run(
+        [python, str(worker), json.dumps(shapes), str(reps)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,136 @@
+"""Family 5: serialize round-trips, key layout, strictness, and snapshots across implementations."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.checks._support import assert_trajectory, first_difference, gradients, problem, quiet, run
+
+pytestmark = pytest.mark.requires("serialize_npz")
+
+SHAPES = {"W": (2, 3), "b": (3,), "l1/W": (4,)}
+GOLDEN = Path(__file__).parent.parent / "fixtures"
+
+
+def _lockstep(adapter, tmp_path, *, scaling: bool, steps_before: int = 4, steps_after: int = 5):
+    params = problem(11, SHAPES)
+    grads = gradients(11, params, steps_before + steps_after)
+    if scaling:
+        grads[steps_before + 1]["b"][0] = np.inf  # an overflow after the resume
+    lrs = [0.1, 0.2, 0.4, 0.4, 0.1, 0.1, 0.05, 0.05, 0.05][: steps_before + steps_after]
+    first = adapter.create(params, lr=lrs[0], momentum=0.9)
+    if scaling:
+        first.loss_scaling(interval=2)
+    run(first, grads[:steps_before], lrs[:steps_before])
+    path = str(tmp_path / "snapshot.npz")
+    first.save(path)
+    second = adapter.create(first.params(), lr=0.5, momentum=0.9)  # other lr: hyperparameters are not saved
+    with quiet():
+        second.load(path)
+    rest, rest_lrs = grads[steps_before:], lrs[steps_before:]
+    return first, second, run(first, rest, rest_lrs), run(second, rest, rest_lrs)
+
+
+def test_round_trip_continues_identically(adapter, tmp_path):
+    """Save mid-run, load into a fresh optimizer, continue both: bitwise the same at every step."""
+    _first, _second, a, b = _lockstep(adapter, tmp_path, scaling=False)
+    diff = first_difference(a, b)
+    assert diff is None, f"resumed run departs at step {diff[0]} of the continuation, parameter {diff[1]!r}"
+
+
+@pytest.mark.requires("counters")
+def test_round_trip_restores_counters(adapter, tmp_path):
+    first, second, _, _ = _lockstep(adapter, tmp_path, scaling=False)
+    assert (second.t, [second.rule_t(k) for k in SHAPES]) == (first.t, [first.rule_t(k) for k in SHAPES])
+
+
+@pytest.mark.requires("loss_scaling")
+def test_round_trip_restores_dynamic_loss_scale(adapter, tmp_path):
+    """A resumed dynamic-scaling run continues with the same scale sequence (Chainer does not save it)."""
+    first, second, a, b = _lockstep(adapter, tmp_path, scaling=True)
+    assert second.loss_scale == first.loss_scale, (
+        f"scale after resume {second.loss_scale}, uninterrupted {first.loss_scale}"
+    )
+    assert first_difference(a, b) is None
+
+
+def test_npz_key_layout(adapter, tmp_path):
+    """Chainer's keys: t, epoch, and <path>/t, <path>/v for every parameter (nested paths included)."""
+    opt = adapter.create(problem(12, SHAPES), lr=0.1, momentum=0.9)
+    run(opt, gradients(12, problem(12, SHAPES), 2))
+    opt.save(str(tmp_path / "s.npz"))
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
+        keys = set(npz.files)
+        expected = {"t", "epoch"} | {f"{k}/{e}" for k in SHAPES for e in ("t", "v")}
+        assert expected <= keys, f"missing keys {sorted(expected - keys)}; has {sorted(keys)}"
+        assert int(npz["t"]) == 2 and int(npz["W/t"]) == 2
+
+
+def test_strict_load_of_missing_key_raises(adapter, tmp_path):
+    opt = adapter.create(problem(13, SHAPES), lr=0.1, momentum=0.9)
+    run(opt, gradients(13, problem(13, SHAPES), 2))
+    opt.save(str(tmp_path / "full.npz"))
+    with np.load(tmp_path / "full.npz", allow_pickle=False) as npz:
+        partial = {k: npz[k] for k in npz.files if k != "b/v"}
+    np.savez(tmp_path / "partial.npz", **partial)
+    fresh = adapter.create(problem(13, SHAPES), lr=0.1, momentum=0.9)
+    with pytest.raises(KeyError):
+        fresh.load(str(tmp_path / "partial.npz"), strict=True)
+
+
+def test_non_strict_load_of_missing_state_starts_it_at_zero(adapter, tmp_path):
+    """Non-strict loading skips a missing state; the rule then starts it lazily, at zero."""
+    params = problem(14, SHAPES)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    run(opt, gradients(14, params, 2))
+    opt.save(str(tmp_path / "full.npz"))
+    with np.load(tmp_path / "full.npz", allow_pickle=False) as npz:
+        partial = {k: npz[k] for k in npz.files if k != "b/v"}
+    np.savez(tmp_path / "partial.npz", **partial)
+    fresh = adapter.create(opt.params(), lr=0.1, momentum=0.9)
+    with quiet():
+        fresh.load(str(tmp_path / "partial.npz"), strict=False)
+    g = gradients(15, params, 1)
+    got = run(fresh, g)
+    expected_b = opt.params()["b"].astype(float) - 0.1 * g[0]["b"].astype(float)
+    assert_trajectory([{"b": got[0]["b"]}], [{"b": expected_b}], np.float32)
+
+
+def test_chainer_snapshot_continues_as_in_chainer(adapter):
+    """A snapshot written by real Chainer 7.8.1 loads and continues exactly as Chainer continued it."""
+    with np.load(GOLDEN / "golden.npz", allow_pickle=False) as npz:
+        golden = {k: npz[k] for k in npz.files}
+    params = {k: golden[f"snapshot_param/{k}"] for k in SHAPES}
+    lrs = golden["lrs"]
+    opt = adapter.create(params, lr=float(lrs[0]), momentum=0.9)
+    with quiet():
+        opt.load(str(GOLDEN / "golden_optimizer.npz"))
+    steps = range(4, len(lrs))
+    got = run(
+        opt, [{k: golden[f"grad/{s}/{k}"] for k in SHAPES} for s in steps], [float(lrs[s]) for s in steps]
+    )
+    expected = [{k: golden[f"param/{s}/{k}"] for k in SHAPES} for s in steps]
+    assert_trajectory(got, expected, np.float32, what="parameter after resuming Chainer's snapshot,")
+
+
+def test_snapshot_continues_in_the_reference(adapter, tmp_path):
+    """A snapshot this implementation writes continues identically in corrmom_ref (when installed)."""
+    if importlib.util.find_spec("corrmom_ref") is None:
+        pytest.skip("corrmom_ref is not installed beside this implementation")
+    from conformance.adapters.reference import make_adapter
+
+    reference = make_adapter("numpy")
+    params = problem(16, SHAPES)
+    grads = gradients(16, params, 8)
+    lrs = [0.1, 0.2, 0.4, 0.4, 0.1, 0.1, 0.05, 0.05]
+    mine = adapter.create(params, lr=lrs[0], momentum=0.9)
+    run(mine, grads[:4], lrs[:4])
+    mine.save(str(tmp_path / "s.npz"))
+    theirs = reference.create(mine.params(), lr=lrs[0], momentum=0.9)
+    with quiet():
+        theirs.load(str(tmp_path / "s.npz"))
+    assert_trajectory(run(theirs, grads[4:], lrs[4:]), run(mine, grads[4:], lrs[4:]), np.float32)

@@ -1,0 +1,48 @@
+"""Test configuration: the ``bk`` backend fixture and the hypothesis profile.
+
+``CORRMOM_BACKENDS`` (comma list, see :mod:`backends`) picks the backends;
+without it every backend importable here runs. A backend named explicitly
+that cannot be loaded is an error, except ``cupy`` without a GPU, which is
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import backends
+
+settings.register_profile(
+    "default",
+    max_examples=int(os.environ.get("CORRMOM_HYPOTHESIS_EXAMPLES", "20")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+_EXPLICIT = bool(os.environ.get("CORRMOM_BACKENDS", "").strip())
+
+
+@functools.cache
+def _load(name: str) -> backends.Backend | str:
+    return backends.load(name)
+
+
+@pytest.fixture(params=backends.requested(), scope="session")
+def bk(request: pytest.FixtureRequest) -> backends.Backend:
+    """The array backend under test."""
+    loaded = _load(request.param)
+    if isinstance(loaded, str):
+        if _EXPLICIT and request.param != "cupy":
+            pytest.fail(f"requested backend cannot be used: {loaded}", pytrace=False)
+        pytest.skip(loaded)
+    return loaded

@@ -1,0 +1,309 @@
+"""Every bad input raises a clear error naming the culprit, and changes nothing.
+
+Each test brings an optimizer into a mid-training state (states exist,
+counters advanced, a dynamic loss scale that has moved), takes a deep
+snapshot (:func:`helpers.deep_snapshot`), does the bad thing, and checks the
+error type, that the message names the parameter path or key, and that the
+snapshot is unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from backends import Backend
+from helpers import assert_same_snapshot, deep_snapshot, nested_link, set_grads
+
+import corrmom_ref as cr
+
+
+def trained(bk: Backend, dtype: str = "float32") -> cr.GradientMethod:
+    """An optimizer on :func:`nested_link` after two clean steps with dynamic scaling."""
+    link = nested_link(bk, dtype)
+    opt = cr.CorrectedMomentumSGD(lr=0.25, momentum=0.5).setup(link)
+    opt.loss_scaling(interval=3)
+    for _ in range(2):
+        set_grads(bk, link)
+        opt.update()
+    set_grads(bk, link, scale=3.0)  # fresh, valid gradients for the next step
+    return opt
+
+
+def assert_fails_cleanly(
+    bk: Backend, opt: cr.GradientMethod, action: Callable[[], Any], error: type, match: str
+) -> None:
+    """``action()`` raises ``error`` matching ``match`` and leaves ``opt`` as it was."""
+    before = deep_snapshot(bk, opt)
+    with pytest.raises(error, match=match):
+        action()
+    assert_same_snapshot(before, deep_snapshot(bk, opt))
+
+
+def pre_hook_must_not_run(opt: cr.GradientMethod) -> None:
+    def hook(_: Any) -> None:
+        raise AssertionError("a pre hook ran although the inputs were invalid")
+
+    opt.add_hook(hook, name="must_not_run")
+
+
+# -- hyperparameters -----------------------------------------------------------
+
+BAD_VALUES = [
+    pytest.param(-0.1, ValueError, id="negative"),
+    pytest.param(math.nan, ValueError, id="nan"),
+    pytest.param(math.inf, ValueError, id="inf"),
+    pytest.param("0.1", TypeError, id="str"),
+    pytest.param(None, TypeError, id="None"),
+    pytest.param(True, TypeError, id="bool"),
+    pytest.param(np.array([0.1, 0.2]), TypeError, id="array"),
+]
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum"])
+@pytest.mark.parametrize(("value", "error"), BAD_VALUES)
+def test_bad_hyperparameter_in_constructor(name: str, value: Any, error: type) -> None:
+    classes = [cr.CorrectedMomentumSGD, cr.MomentumSGD]
+    if value is not None:  # for a rule, None means "use the optimizer's value"
+        classes += [cr.CorrectedMomentumSGDRule, cr.MomentumSGDRule]
+    for cls in classes:
+        with pytest.raises(error, match=name):
+            cls(**{name: value})
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum"])
+@pytest.mark.parametrize(("value", "error"), BAD_VALUES)
+def test_bad_optimizer_hyperparameter_at_update(bk: Backend, name: str, value: Any, error: type) -> None:
+    opt = trained(bk)
+    setattr(opt, name, value)
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, error, rf"parameter /a: hyperparameter '{name}'")
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum"])
+@pytest.mark.parametrize(("value", "error"), BAD_VALUES)
+def test_bad_per_parameter_hyperparameter(bk: Backend, name: str, value: Any, error: type) -> None:
+    opt = trained(bk)
+    setattr(opt.target.l1.W.update_rule.hyperparam, name, value)
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, error, rf"parameter /l1/W: hyperparameter '{name}'")
+
+
+# -- gradients -----------------------------------------------------------------
+
+
+def test_gradient_of_wrong_shape(bk: Backend) -> None:
+    opt = trained(bk)
+    opt.target.l1.W.grad = bk.asarray(np.ones((3, 2)), "float32")
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, ValueError, r"/l1/W has shape \(3, 2\), expected \(2, 3\)")
+
+
+def test_gradient_of_wrong_dtype(bk: Backend) -> None:
+    opt = trained(bk)
+    opt.target.l1.W.grad = bk.asarray(np.ones((2, 3)), "float64")
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, TypeError, r"/l1/W has dtype .*float64")
+
+
+def test_gradient_from_another_backend(bk: Backend) -> None:
+    """A gradient from another library (or a list) is refused, naming both types."""
+    opt = trained(bk)
+    foreign: Any = [[1.0] * 3] * 2
+    if bk.module is not np:
+        foreign = np.ones((2, 3), np.float32)
+    opt.target.l1.W.grad = foreign
+    assert_fails_cleanly(bk, opt, opt.update, TypeError, r"gradient of parameter /l1/W is a ")
+
+
+def test_gradient_on_another_device(bk: Backend) -> None:
+    if bk.other_device is None:
+        pytest.skip(f"{bk.name} offers no second device here")
+    opt = trained(bk)
+    W = opt.target.l1.W
+    W.grad = bk.module.asarray(W.grad, device=bk.other_device) if bk.name != "torch" else W.grad.to("meta")
+    assert_fails_cleanly(bk, opt, opt.update, ValueError, r"/l1/W is on device")
+
+
+def test_bad_gradient_from_lossfun(bk: Backend) -> None:
+    """A loss whose backward produces a bad gradient: parameters, states, counters unchanged."""
+    opt = trained(bk)
+    W = opt.target.l1.W
+    bad = bk.asarray(np.ones(4), "float32")
+    before = deep_snapshot(bk, opt)
+    with pytest.raises(ValueError, match=r"/l1/W has shape \(4,\)"):
+        opt.update(lambda: cr.ScriptedLoss({W: bad}))
+    after = deep_snapshot(bk, opt)
+    for path, _ in opt.target.namedparams():  # backward legitimately replaced the gradients
+        for key in ("grad", "loss_scale"):
+            after[path][key] = before[path][key]
+    assert_same_snapshot(before, after)
+
+
+# -- setup, hooks, loss scaling ---------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [None, 3, np.zeros(2), cr.Parameter(np.zeros(2))])
+def test_setup_needs_a_link(target: Any) -> None:
+    with pytest.raises(TypeError, match="link"):
+        cr.CorrectedMomentumSGD().setup(target)
+
+
+@pytest.mark.parametrize("value", [None, 1.5, [1.0, 2.0], "x"])
+def test_parameter_needs_an_array(value: Any) -> None:
+    with pytest.raises(TypeError):
+        cr.Parameter(value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"interval": 0}, "interval"),
+        ({"interval": -3}, "interval"),
+        ({"interval": 1.5}, "interval"),
+        ({"scale": 0.0}, "loss scale"),
+        ({"scale": -2.0}, "loss scale"),
+        ({"scale": math.nan}, "loss scale"),
+    ],
+)
+def test_bad_loss_scaling_configuration(bk: Backend, kwargs: dict, match: str) -> None:
+    opt = trained(bk)
+    assert_fails_cleanly(bk, opt, lambda: opt.loss_scaling(**kwargs), ValueError, match)
+
+
+# -- snapshots -----------------------------------------------------------------------
+
+
+def saved(obj: Any) -> dict[str, np.ndarray]:
+    buffer = io.BytesIO()
+    cr.serializers.save_npz(buffer, obj)
+    buffer.seek(0)
+    with np.load(buffer) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def as_file(arrays: dict[str, Any]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    return buffer
+
+
+def other_run(bk: Backend) -> cr.GradientMethod:
+    """A differently trained optimizer on the same structure: valid snapshot contents."""
+    opt = trained(bk)
+    set_grads(bk, opt.target, scale=-5.0)
+    opt.update()
+    return opt
+
+
+def corrupt(bk: Backend, change: Callable[[dict], None]) -> io.BytesIO:
+    arrays = saved(other_run(bk))
+    change(arrays)
+    return as_file(arrays)
+
+
+SNAPSHOT_CASES = [
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((3, 2), np.float32)),
+        ValueError,
+        r"parameter /l1/W state 'v': snapshot has shape \(3, 2\)",
+        id="state-shape",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.float64)),
+        TypeError,
+        r"parameter /l1/W state 'v': snapshot has dtype float64",
+        id="state-dtype",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("l1/W/v", np.zeros((2, 3), np.int32)),
+        TypeError,
+        r"parameter /l1/W state 'v'",
+        id="state-int",
+    ),
+    pytest.param(lambda a: a.__setitem__("l1/W/t", np.float64(1.5)), TypeError, r"l1/W/t", id="rule-t-float"),
+    pytest.param(lambda a: a.__setitem__("t", np.arange(2)), ValueError, r"'t'|optimizer t", id="t-array"),
+    pytest.param(lambda a: a.__setitem__("epoch", np.float64(0.5)), TypeError, "epoch", id="epoch-float"),
+    pytest.param(lambda a: a.pop("l1/W/v"), KeyError, r"l1/W/v", id="missing-state"),
+    pytest.param(lambda a: a.pop("t"), KeyError, r"'t'", id="missing-t"),
+    pytest.param(
+        lambda a: a.__setitem__("loss_scaling.scale", np.float64(-1.0)),
+        ValueError,
+        "loss_scaling.scale",
+        id="negative-scale",
+    ),
+    pytest.param(
+        lambda a: a.__setitem__("loss_scaling.interval", np.int64(0)),
+        ValueError,
+        "loss_scaling.interval",
+        id="zero-interval",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "match"), SNAPSHOT_CASES)
+def test_bad_optimizer_snapshot(bk: Backend, change: Callable, error: type, match: str) -> None:
+    opt = trained(bk)
+    file = corrupt(bk, change)
+    assert_fails_cleanly(bk, opt, lambda: cr.serializers.load_npz(file, opt), error, match)
+
+
+def test_pickled_snapshot_is_refused(bk: Backend) -> None:
+    """An object array would need unpickling (which can run code): refused, nothing loaded."""
+    opt = trained(bk)
+    arrays: dict[str, Any] = saved(other_run(bk))
+    arrays["l1/W/v"] = np.array([{"payload": 1}, None], dtype=object)
+    file = as_file(arrays)
+    assert_fails_cleanly(bk, opt, lambda: cr.serializers.load_npz(file, opt), ValueError, r"'l1/W/v'.*pickle")
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        pytest.param(
+            lambda a: a.__setitem__("l1/W", np.zeros((3, 2), np.float32)),
+            ValueError,
+            r"parameter /l1/W: snapshot has shape",
+            id="shape",
+        ),
+        pytest.param(
+            lambda a: a.__setitem__("l1/W", np.zeros((2, 3), np.float16)),
+            TypeError,
+            r"parameter /l1/W: snapshot has dtype float16",
+            id="dtype",
+        ),
+        pytest.param(lambda a: a.pop("l1/b"), KeyError, r"l1/b", id="missing"),
+    ],
+)
+def test_bad_link_snapshot(bk: Backend, change: Callable, error: type, match: str) -> None:
+    """Loading a model: /a (valid, first) must not be assigned when /l1/W is bad."""
+    opt = trained(bk)
+    arrays = saved(other_run(bk).target)
+    change(arrays)
+    file = as_file(arrays)
+    assert_fails_cleanly(bk, opt, lambda: cr.serializers.load_npz(file, opt.target), error, match)
+
+
+def test_pre_hook_that_breaks_a_gradient(bk: Backend) -> None:
+    """Gradients are checked again after the pre hooks: a hook that leaves a bad one
+    makes update() raise before t, any rule, or the loss-scaling state moves,
+    even on a step whose gradients were not finite."""
+    opt = trained(bk)
+    W = opt.target.l1.W
+    W.grad = bk.asarray(np.full((2, 3), np.inf), "float32")  # would set "overflow seen"
+
+    def reshape_grad(o: cr.GradientMethod) -> None:
+        o.target.l1.W.grad = bk.asarray(np.ones(6), "float32")
+
+    opt.add_hook(reshape_grad, name="reshape")
+    before = deep_snapshot(bk, opt)
+    with pytest.raises(ValueError, match=r"/l1/W has shape \(6,\)"), pytest.warns(UserWarning):
+        opt.update()
+    after = deep_snapshot(bk, opt)
+    after["/l1/W"]["grad"] = before["/l1/W"]["grad"]  # the hook's doing
+    assert_same_snapshot(before, after)
