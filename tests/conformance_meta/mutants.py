@@ -222,3 +222,15 @@ KILLS: list[tuple[str, str]] = [
     ("nan_not_skipped", "test_state_machine"),
     ("interval_plus_one", "test_state_machine"),
 ]
+
+
+def no_clamp_declared() -> ReferenceAdapter:
+    """:func:`no_clamp` with the deviations file named by ``CORRMOM_TEST_DEVIATIONS``.
+
+    For the meta-test of expected deviations (declared, now passing, stale).
+    """
+    import os
+
+    adapter = no_clamp()
+    adapter.expected_deviations = os.environ["CORRMOM_TEST_DEVIATIONS"]
+    return adapter
