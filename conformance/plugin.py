@@ -165,7 +165,9 @@ def _without_shrinking(item: pytest.Item) -> None:
         cls.settings = settings(cls.settings, phases=phases)
         return
     test = getattr(item, "obj", None)
-    if getattr(test, "is_hypothesis_test", False):
+    done = _STATE.setdefault("unshrunk", set())  # parametrised items share one test function
+    if getattr(test, "is_hypothesis_test", False) and id(test) not in done:
+        done.add(id(test))
         settings(settings.default, phases=phases)(test)
 
 
