@@ -77,7 +77,10 @@ def _adapter(config: pytest.Config) -> Any:
     if "adapter" not in _STATE:
         from conformance.adapters import resolve
 
-        _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+        try:
+            _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+        except (ImportError, RuntimeError, ValueError, TypeError) as error:
+            raise pytest.UsageError(f"cannot set up the implementation under test: {error}") from error
     return _STATE["adapter"]
 
 
