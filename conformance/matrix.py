@@ -31,7 +31,7 @@ def combine(reports: list[dict]) -> str:
             row[i].add(entry["outcome"])
     lines = ["| check | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for check in sorted(cells):
-        shown = [" / ".join(SYMBOLS[o] for o in sorted(outcomes)) or "–" for outcomes in cells[check]]
+        shown = [" / ".join(SYMBOLS[o] for o in sorted(outcomes)) or "-" for outcomes in cells[check]]
         lines.append(f"| `{check}` | " + " | ".join(shown) + " |")
     totals = [", ".join(f"{n} {o}" for o, n in r["counts"].items() if n) for r in reports]
     lines += ["", "Totals: " + "; ".join(f"{c}: {t}" for c, t in zip(columns, totals, strict=True))]
@@ -64,7 +64,9 @@ def main(argv: list[str]) -> int:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
     print(text)
-    broken = [r["impl"] + " (" + r["backend"] + ")" for r in reports if r["counts"]["fail"] or r["counts"]["error"]]
+    broken = [
+        r["impl"] + " (" + r["backend"] + ")" for r in reports if r["counts"]["fail"] or r["counts"]["error"]
+    ]
     if broken or missing:
         print("undeclared failures in: " + ", ".join(broken + missing), file=sys.stderr)
         return 1

@@ -31,6 +31,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _EXPLICIT = bool(os.environ.get("CORRMOM_BACKENDS", "").strip())
 
+#: tests/docs builds the documentation site; only ``nox -s docs`` runs it
+#: (it sets CORRMOM_DOCS_TESTS), not the per-backend ``nox -s tests``.
+collect_ignore = [] if os.environ.get("CORRMOM_DOCS_TESTS") else ["docs"]
+
 
 @functools.cache
 def _load(name: str) -> backends.Backend | str:

@@ -27,6 +27,9 @@ class Parameter:
         name: A name used in messages (links name their parameters by path).
 
     Attributes:
+        array: The parameter's value (replaced, not mutated, by backends
+            whose arrays are immutable).
+        name: The name given at construction, or ``None``.
         grad: The gradient, an array like ``array`` or ``None`` (cleared).
         update_rule: The rule an optimizer set up for this parameter.
         loss_scale: The factor the current ``grad`` is scaled by (set by a

@@ -352,6 +352,10 @@ class GradientMethod(Optimizer):
 
     Subclasses implement :meth:`create_update_rule`. :attr:`hyperparam` is
     the parent of every rule's hyperparameters.
+
+    Attributes:
+        hyperparam: The optimizer's :class:`Hyperparameter` (``lr``,
+            ``momentum``, ...); each rule's own hyperparameter falls back to it.
     """
 
     def __init__(self) -> None:
