@@ -60,11 +60,6 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-#: Real Chainer, for the fixtures: its last release installs only from an sdist
-#: whose setup.py needs pkg_resources, and it needs NumPy < 2.
-CHAINER = ["numpy==1.26.4", "setuptools<70", "wheel"]
-
-
 @nox.session
 def fixtures(session: nox.Session) -> None:
     """Regenerate tests/fixtures/chainer with real Chainer 7.8.1, then check both ways.
@@ -73,8 +68,8 @@ def fixtures(session: nox.Session) -> None:
     changed files), then the Chainer-fixture tests with Chainer importable, so
     that snapshots saved by corrmom_ref are also loaded and continued in Chainer.
     """
-    session.install(*CHAINER)
-    session.install("--no-build-isolation", "chainer==7.8.1")
+    session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
+    session.install("--no-build-isolation", CHAINER)
     session.run("python", "tools/make_chainer_fixtures.py")
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(

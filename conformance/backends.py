@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,13 @@ class Backend:
 
 def _numpy() -> Backend:
     return Backend("numpy", lambda a: np.array(a, copy=True), lambda x: np.array(x, copy=True))
+
+
+def _numpy1() -> Backend:
+    """NumPy, insisting on a 1.x release (value-based casting), so the label cannot lie."""
+    if not np.__version__.startswith("1."):
+        raise RuntimeError(f"--backend=numpy1 needs NumPy 1.x; this environment has NumPy {np.__version__}")
+    return replace(_numpy(), name="numpy1")
 
 
 def _strict() -> Backend:
@@ -60,7 +67,7 @@ def _cupy() -> Backend:
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "numpy": _numpy,
-    "numpy1": _numpy,
+    "numpy1": _numpy1,
     "array_api_strict": _strict,
     "torch": _torch,
     "jax": _jax,

@@ -8,7 +8,8 @@ Each implementation keeps them in one reviewed file,
     check = "test_equations::test_zero_initial_state"
     reason = "PyTorch starts the momentum buffer at the first gradient"
 
-``check`` is ``<module>::<function>``; it covers every parametrisation. A
+``check`` is ``<module>::<function>``, covering every parametrisation, or
+``<module>::<function>[<id>]`` for one parametrisation only. A
 matching check runs as usual and is reported *expected deviation* when it
 fails, *deviation now passes* when it passes; an entry that matches no
 collected check is reported as stale.

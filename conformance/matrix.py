@@ -35,7 +35,23 @@ def combine(reports: list[dict]) -> str:
         lines.append(f"| `{check}` | " + " | ".join(shown) + " |")
     totals = [", ".join(f"{n} {o}" for o, n in r["counts"].items() if n) for r in reports]
     lines += ["", "Totals: " + "; ".join(f"{c}: {t}" for c, t in zip(columns, totals, strict=True))]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _reasons(reports, columns)) + "\n"
+
+
+def _reasons(reports: list[dict], columns: list[str]) -> list[str]:
+    """Why a cell is not a pass: one line per distinct (column, check, outcome, reason)."""
+    lines = []
+    for column, report in zip(columns, reports, strict=True):
+        seen = set()
+        for entry in report["entries"]:
+            if entry["outcome"] == "pass":
+                continue
+            check = entry["check"].split("[", 1)[0].removesuffix(".py")
+            key = (check, entry["outcome"], entry.get("reason", ""))
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"- {column}, `{check}`: {entry['outcome']}: {key[2] or '(no reason given)'}")
+    return ["", "## Reasons", "", *lines] if lines else []
 
 
 def main(argv: list[str]) -> int:

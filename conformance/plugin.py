@@ -77,7 +77,10 @@ def _adapter(config: pytest.Config) -> Any:
     if "adapter" not in _STATE:
         from conformance.adapters import resolve
 
-        _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+        try:
+            _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+        except (ImportError, RuntimeError, ValueError, TypeError) as error:
+            raise pytest.UsageError(f"cannot set up the implementation under test: {error}") from error
     return _STATE["adapter"]
 
 
@@ -102,12 +105,14 @@ def pytest_collection_modifyitems(
         if missing:
             item.add_marker(pytest.mark.skip(reason=NA_PREFIX + "lacks capability " + ", ".join(missing)))
             continue
-        key = deviations_module.check_key(
-            Path(str(item.fspath)).stem, getattr(item, "originalname", item.name)
-        )
-        if key in by_key:
+        stem = Path(str(item.fspath)).stem
+        keys = [deviations_module.check_key(stem, item.name)]  # one parametrisation first
+        keys.append(deviations_module.check_key(stem, getattr(item, "originalname", item.name)))
+        key = next((k for k in keys if k in by_key), None)
+        if key is not None:
             used.add(key)
             item.add_marker(pytest.mark.xfail(reason=by_key[key].reason, strict=False))
+            _without_shrinking(item)
     stale = sorted(set(by_key) - used)
     for key in stale:
         warnings.warn(
@@ -147,6 +152,26 @@ def current_adapter() -> Any:
 def adapter(pytestconfig: pytest.Config) -> Any:
     """The implementation under test (see :mod:`conformance.protocol`)."""
     return _adapter(pytestconfig)
+
+
+def _without_shrinking(item: pytest.Item) -> None:
+    """Run an expected deviation's Hypothesis search without the shrink phase.
+
+    Its failure is expected, so minimising the counterexample only costs time
+    (minutes for a state machine); a pass is still found by full generation.
+    """
+    from hypothesis import Phase, settings
+
+    phases = [p for p in settings.default.phases if p is not Phase.shrink]
+    cls = getattr(item, "cls", None)
+    if cls is not None and hasattr(cls, "settings"):  # a RuleBasedStateMachine.TestCase
+        cls.settings = settings(cls.settings, phases=phases)
+        return
+    test = getattr(item, "obj", None)
+    done = _STATE.setdefault("unshrunk", set())  # parametrised items share one test function
+    if getattr(test, "is_hypothesis_test", False) and id(test) not in done:
+        done.add(id(test))
+        settings(settings.default, phases=phases)(test)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

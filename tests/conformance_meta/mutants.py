@@ -224,3 +224,15 @@ KILLS: list[tuple[str, str]] = [
     ("momentum_after_step", "test_state_machine"),
     ("cleared_gradient_frozen", "test_state_machine"),
 ]
+
+
+def no_clamp_declared() -> ReferenceAdapter:
+    """:func:`no_clamp` with the deviations file named by ``CORRMOM_TEST_DEVIATIONS``.
+
+    For the meta-test of expected deviations (declared, now passing, stale).
+    """
+    import os
+
+    adapter = no_clamp()
+    adapter.expected_deviations = os.environ["CORRMOM_TEST_DEVIATIONS"]
+    return adapter
