@@ -218,3 +218,20 @@ def docs(session: nox.Session) -> None:
     pages = sorted(str(page) for page in Path("docs").glob("*.md"))
     session.run("pytest", "--doctest-glob=*.md", "--doctest-modules", *pages, "src/corrmom_ref")
     session.run("pytest", "tests/docs", *session.posargs, env={"CORRMOM_DOCS_TESTS": "1"})
+
+
+#: MPI for the ``distributed`` session, all from PyPI: the ``mpich`` wheel
+#: brings libmpi and ``mpiexec`` into the session's virtualenv, so the machine
+#: needs no system MPI (mpi4py's wheel loads whichever libmpi it finds first).
+MPI_REQUIREMENTS = ["mpich", "mpi4py>=4.0", "array-api-strict>=2.2", TORCH]
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Data-parallel tests under real MPI: ``mpiexec -n 2`` and ``-n 3`` (and the serial skips)."""
+    session.install("-e", ".[test,mpi]", *MPI_REQUIREMENTS)
+    pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/distributed", *session.posargs]
+    session.run("python", *pytest_args)
+    for ranks in ("2", "3"):
+        # MPIEXEC_TIMEOUT (hydra): a deadlocked collective fails the run instead of hanging CI.
+        session.run("mpiexec", "-n", ranks, "python", *pytest_args, env={"MPIEXEC_TIMEOUT": "600"})

@@ -1,0 +1,98 @@
+"""Allreduce overhead per step of the data-parallel optimizer, measured side by side.
+
+Run under MPI, e.g.::
+
+    mpiexec -n 2 python benchmarks/allreduce_overhead.py
+
+For models of a few sizes (float32 parameters), rank 0 prints the median
+time of one step of
+
+* ``local``: :class:`~corrmom_ref.CorrectedMomentumSGD` alone, no
+  communication (what every rank would do without MPI);
+* ``bucketed``: :class:`~corrmom_ref.distributed.MultiNodeOptimizer`, one
+  allreduce of a flat buffer per step;
+* ``per-param``: one allreduce per parameter, then the same update (the
+  naive scheme the bucketing replaces);
+
+and the ratios to ``local``. The numbers depend on the machine, the MPI
+and the ranks sharing cores; only the ratios measured in one run compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+import corrmom_ref as cr
+from corrmom_ref import distributed
+
+
+def make_model(n_params: int, size: int) -> cr.Link:
+    rng = np.random.default_rng(0)
+    return cr.Link(
+        **{f"p{i}": cr.Parameter(rng.normal(size=size).astype(np.float32)) for i in range(n_params)}
+    )
+
+
+def set_grads(model: cr.Link) -> None:
+    for p in model.params():
+        p.grad = np.full_like(p.array, 1e-3)
+
+
+def per_param_update(opt: cr.CorrectedMomentumSGD, comm: MPI.Comm) -> None:
+    for p in opt.target.params():
+        out = np.empty_like(p.grad)
+        comm.Allreduce(p.grad, out, op=MPI.SUM)
+        p.grad = out / comm.Get_size()
+    opt.update()
+
+
+def median_step_seconds(step, model: cr.Link, comm: MPI.Comm, repeats: int) -> float:
+    times = []
+    for i in range(repeats + 5):
+        set_grads(model)
+        comm.Barrier()
+        start = time.perf_counter()
+        step()
+        elapsed = time.perf_counter() - start
+        if i >= 5:  # the first steps allocate state
+            times.append(comm.allreduce(elapsed, op=MPI.MAX))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    communicator = distributed.create_communicator(comm)
+    if comm.rank == 0:
+        print(f"{comm.size} ranks, {MPI.Get_library_version().splitlines()[0]}")
+        print(
+            f"{'params x floats':>18} {'local ms':>9} {'bucketed ms':>12} {'per-param ms':>13} "
+            f"{'bucketed/local':>15} {'per-param/local':>16}"
+        )
+    for n_params, size in [(20, 1_000), (20, 50_000), (200, 5_000), (8, 500_000)]:
+        local_model, mn_model, pp_model = (make_model(n_params, size) for _ in range(3))
+        local = cr.CorrectedMomentumSGD(lr=0.01).setup(local_model)
+        bucketed = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.01), communicator)
+        bucketed.setup(mn_model)
+        naive = cr.CorrectedMomentumSGD(lr=0.01).setup(pp_model)
+        t_local = median_step_seconds(local.update, local_model, comm, args.repeats)
+        t_bucketed = median_step_seconds(bucketed.update, mn_model, comm, args.repeats)
+        t_naive = median_step_seconds(
+            lambda naive=naive: per_param_update(naive, comm), pp_model, comm, args.repeats
+        )
+        if comm.rank == 0:
+            print(
+                f"{f'{n_params} x {size}':>18} {1e3 * t_local:9.3f} {1e3 * t_bucketed:12.3f} "
+                f"{1e3 * t_naive:13.3f} {t_bucketed / t_local:15.2f} {t_naive / t_local:16.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

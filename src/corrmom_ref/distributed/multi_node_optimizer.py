@@ -1,0 +1,122 @@
+r"""A multi-node optimizer: any optimizer of ours, fed with gradients averaged over MPI ranks.
+
+:meth:`MultiNodeOptimizer.update` runs the wrapped optimizer's step (Chainer's
+order, see :meth:`corrmom_ref.GradientMethod.update`) on averaged gradients:
+
+1. with ``lossfun``: forward, clear gradients, backward with the current
+   loss scale :math:`s` (the same on every rank);
+2. reallocate cleared gradients as zeros;
+3. average the still-scaled gradients, :math:`\bar g = \tfrac1k\sum_r s\,g^{(r)}
+   = s\,\tfrac1k\sum_r g^{(r)}`, in one allreduce that also carries each
+   rank's "non-finite gradient" verdict (dynamic loss scaling only);
+4. the wrapped optimizer's own update, whose NaN check is OR-ed with the
+   agreed verdict, so if one rank overflowed every rank skips the step and
+   halves its loss scale; the rules then divide by :math:`s` as usual.
+
+Every rank starts from rank 0's parameters (broadcast by :meth:`setup`) and
+applies the same update to the same bits, so all ranks stay bitwise equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from corrmom_ref.distributed.communicator import MpiCommunicator
+
+__all__ = ["MultiNodeOptimizer", "create_multi_node_optimizer"]
+
+_OWN = frozenset({"actual_optimizer", "communicator", "_agreed_nonfinite"})
+
+
+class MultiNodeOptimizer:
+    """Wraps ``actual_optimizer``; every other attribute reads and writes through to it.
+
+    So ``opt.lr = 0.1``, ``opt.add_hook(...)``, ``opt.loss_scaling()``,
+    ``opt.t`` and ``opt.serialize(...)`` behave as on the wrapped optimizer,
+    and its snapshots have the same keys (they load into a single-process
+    optimizer and back).
+
+    Args:
+        actual_optimizer: A :class:`~corrmom_ref.GradientMethod` (e.g.
+            :class:`~corrmom_ref.CorrectedMomentumSGD`), not yet set up or set
+            up on the link to train.
+        communicator: The :class:`MpiCommunicator` to average over.
+    """
+
+    def __init__(self, actual_optimizer: Any, communicator: MpiCommunicator) -> None:
+        object.__setattr__(self, "actual_optimizer", actual_optimizer)
+        object.__setattr__(self, "communicator", communicator)
+        object.__setattr__(self, "_agreed_nonfinite", False)
+        if actual_optimizer.target is not None:
+            self._install(actual_optimizer.target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.actual_optimizer, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.actual_optimizer, name, value)
+
+    def setup(self, link: Any) -> MultiNodeOptimizer:
+        """Set up the wrapped optimizer on ``link`` and broadcast rank 0's parameters."""
+        self.actual_optimizer.setup(link)
+        self._install(link)
+        return self
+
+    def _install(self, link: Any) -> None:
+        self.communicator.bcast_data(link)
+        actual = self.actual_optimizer
+        local_check = type(actual).check_nan_in_grads
+
+        def agreed_check_nan_in_grads() -> None:
+            local_check(actual)
+            if self._agreed_nonfinite and not actual._loss_scaling_isnan:
+                actual._loss_scaling_isnan = True
+                actual._loss_scaling_isnan_ever = True
+
+        # The wrapped optimizer's update calls its own check; this instance
+        # attribute makes that check include the other ranks' verdicts.
+        actual.check_nan_in_grads = agreed_check_nan_in_grads
+
+    def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
+        """One data-parallel step (see the module docstring for the order)."""
+        actual = self.actual_optimizer
+        if lossfun is not None:
+            loss = lossfun(*args, **kwds)
+            if actual._use_cleargrads:
+                actual.target.cleargrads()
+            else:
+                actual.target.zerograds()
+            loss.backward(loss_scale=actual._loss_scale)
+            del loss
+        actual.reallocate_cleared_grads()
+        verdict = None
+        if actual._loss_scaling_is_dynamic:
+            verdict = not _all_finite([p.grad for p in actual.target.params()])
+        self._agreed_nonfinite = bool(self.communicator.mean_grads(actual.target, verdict))
+        actual.update()
+
+    def serialize(self, serializer: Any) -> None:
+        """Save or load the wrapped optimizer (same keys as without MPI)."""
+        self.actual_optimizer.serialize(serializer)
+
+
+def _all_finite(grads: list[Any]) -> bool:
+    from corrmom_ref.optimizer import _finite_flags
+
+    return all(_finite_flags(grads))
+
+
+def create_multi_node_optimizer(
+    actual_optimizer: Any, communicator: MpiCommunicator | None = None
+) -> MultiNodeOptimizer:
+    """Wrap ``actual_optimizer`` for data-parallel training (ChainerMN's name).
+
+    >>> # under mpiexec -n K:
+    >>> # comm = corrmom_ref.distributed.create_communicator()
+    >>> # opt = create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.1), comm).setup(model)
+    """
+    return MultiNodeOptimizer(actual_optimizer, communicator or MpiCommunicator())
