@@ -75,7 +75,17 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref
 
     html = (site / "api.html").read_text(encoding="utf-8")
-    for module in (corrmom_ref, corrmom_ref.optimizer_hooks, corrmom_ref.serializers):
+    import corrmom_ref.distributed
+    import corrmom_ref.lr_policy
+
+    public = (
+        corrmom_ref,
+        corrmom_ref.optimizer_hooks,
+        corrmom_ref.serializers,
+        corrmom_ref.lr_policy,
+        corrmom_ref.distributed,
+    )
+    for module in public:
         for name in module.__all__:
             if name.startswith("_") or inspect.ismodule(getattr(module, name)):
                 continue
