@@ -22,7 +22,10 @@ class Backend:
 
 
 def _numpy() -> Backend:
-    return Backend("numpy", lambda a: np.array(a, copy=True), lambda x: np.array(x, copy=True))
+    # the version in the name tells the numpy and numpy1 legs apart in the matrix
+    return Backend(
+        f"numpy {np.__version__}", lambda a: np.array(a, copy=True), lambda x: np.array(x, copy=True)
+    )
 
 
 def _numpy1() -> Backend:

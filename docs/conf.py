@@ -56,12 +56,12 @@ nitpicky = True
 #: Names in signatures that have no page here (standard library and typing;
 #: intersphinx would need the network).
 nitpick_ignore_regex = [
-    ("py:class", r"(typing|collections\.abc|types)\..*"),
+    ("py:class", r"(typing|collections\.abc|types|io)\..*"),
     ("py:class", r"(Any|Callable|Iterator|Iterable|Mapping|Literal|Sequence|IO|BinaryIO|PathLike|Self)"),
     ("py:class", r"(optional|array|Array|os\.PathLike.*|pathlib\..*)"),
     # private base classes and type aliases of the library (not public API)
     ("py:class", r"corrmom_ref\.(\w+\.)*_\w+\..*"),
-    ("py:(class|obj)", r"(corrmom_ref\.hyperparameter\.T|IgnoreName|NoiseFunc)"),
+    ("py:(class|obj)", r"(corrmom_ref\.hyperparameter\.T|IgnoreName|NoiseFunc|Schedule)"),
     (
         "py:(class|obj|exc)",
         r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|"
