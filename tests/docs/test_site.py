@@ -76,6 +76,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
 
     html = (site / "api.html").read_text(encoding="utf-8")
     import corrmom_ref.distributed
+    import corrmom_ref.flat
     import corrmom_ref.lr_policy
 
     public = (
@@ -83,6 +84,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.optimizer_hooks,
         corrmom_ref.serializers,
         corrmom_ref.lr_policy,
+        corrmom_ref.flat,
         corrmom_ref.distributed,
     )
     for module in public:
