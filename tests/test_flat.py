@@ -43,8 +43,9 @@ def test_flat_steps_equal_per_parameter_steps_bitwise(backend):
     with use_fast_paths(False):
         for step in range(3):
             for p_ref, p_flat, g in zip(reference.params(), model.params(), grads, strict=True):
-                p_ref.grad = to_native(np.asarray(g * (step + 1)))
-                p_flat.grad[...] = to_native(np.asarray(g * (step + 1)))  # written into the view
+                scaled = np.asarray(g * (step + 1), dtype=g.dtype)  # NumPy 1.x would make 0-d float64
+                p_ref.grad = to_native(scaled)
+                p_flat.grad[...] = to_native(scaled)  # written into the view
             per_param.update()
             flat_opt.update()
     for p_ref, p_flat in zip(reference.params(), model.params(), strict=True):
