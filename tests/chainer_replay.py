@@ -15,6 +15,7 @@ import numpy as np
 from backends import Backend
 
 import corrmom_ref as cr
+from tools.scenario_spec import configure_optimizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chainer"
 OPTIMIZERS = {"CorrectedMomentumSGD": cr.CorrectedMomentumSGD, "MomentumSGD": cr.MomentumSGD}
@@ -48,23 +49,7 @@ def build_model(bk: Backend, spec: dict, inputs: dict[str, np.ndarray]) -> cr.Li
 
 def build_optimizer(spec: dict, model: cr.Link) -> cr.GradientMethod:
     opt = OPTIMIZERS[spec["optimizer"]](lr=spec["lr"], momentum=spec["momentum"]).setup(model)
-    if spec.get("fp32_update"):
-        opt.use_fp32_update()
-    scaling = spec.get("loss_scaling")
-    if scaling is not None:
-        if "scale" in scaling:
-            opt.loss_scaling(scale=scaling["scale"])
-        else:
-            opt.loss_scaling(interval=scaling["interval"])
-    for name, kwargs in spec.get("hooks", []):
-        opt.add_hook(getattr(cr.optimizer_hooks, name)(**kwargs))
-    params = dict(model.namedparams())
-    for path, values in spec.get("overrides", {}).items():
-        for key, value in values.items():
-            setattr(params[path].update_rule.hyperparam, key, value)
-    for path in spec.get("disabled", []):
-        params[path].update_rule.enabled = False
-    return opt
+    return configure_optimizer(spec, opt, model, cr.optimizer_hooks)
 
 
 def run_steps(

@@ -50,6 +50,7 @@ from typing import Any
 import chainer
 import chainer.functions as F
 import numpy as np
+from scenario_spec import configure_optimizer
 
 
 def build_model(spec: dict, inputs: dict[str, np.ndarray]) -> chainer.Chain:
@@ -76,23 +77,7 @@ def build_optimizer(spec: dict, model: chainer.Chain) -> chainer.Optimizer:
     cls = getattr(chainer.optimizers, spec["optimizer"])
     opt = cls(lr=spec["lr"], momentum=spec["momentum"])
     opt.setup(model)
-    if spec.get("fp32_update"):
-        opt.use_fp32_update()
-    scaling = spec.get("loss_scaling")
-    if scaling is not None:
-        if "scale" in scaling:
-            opt.loss_scaling(scale=scaling["scale"])
-        else:
-            opt.loss_scaling(interval=scaling["interval"])
-    for name, kwargs in spec.get("hooks", []):
-        opt.add_hook(getattr(chainer.optimizer_hooks, name)(**kwargs))
-    params = dict(model.namedparams())
-    for path, values in spec.get("overrides", {}).items():
-        for key, value in values.items():
-            setattr(params[path].update_rule.hyperparam, key, value)
-    for path in spec.get("disabled", []):
-        params[path].update_rule.enabled = False
-    return opt
+    return configure_optimizer(spec, opt, model, chainer.optimizer_hooks)
 
 
 def run_steps(
