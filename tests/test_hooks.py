@@ -10,6 +10,7 @@ from backends import Backend
 from helpers import nested_link, set_grads
 
 import corrmom_ref as cr
+from corrmom_ref.hyperparameter import read_entry
 
 H = cr.optimizer_hooks
 
@@ -221,3 +222,29 @@ def test_gradient_noise_default_is_seeded_gaussian(bk: Backend) -> None:
     np.testing.assert_array_equal(got, again)  # seeded
     std = float(np.std(got))
     assert abs(std - math.sqrt(0.25)) < 5 * 0.5 / math.sqrt(2 * n)  # 5 standard errors
+
+
+def test_read_entry_is_getattr_with_the_parent_chain() -> None:
+    """The hot path's reader agrees with attribute access: own entry, parent's, grandparent's, missing."""
+    root = cr.Hyperparameter()
+    root.lr = 0.5
+    middle = cr.Hyperparameter(root)
+    middle.momentum = 0.25
+    leaf = cr.Hyperparameter(middle)
+    leaf.lr = 0.125
+    for name in ("lr", "momentum"):
+        assert read_entry(leaf, name) == getattr(leaf, name)
+    assert (read_entry(leaf, "lr"), read_entry(leaf, "momentum"), read_entry(middle, "lr")) == (
+        0.125,
+        0.25,
+        0.5,
+    )
+    with pytest.raises(AttributeError, match="'rho' is not set"):
+        read_entry(leaf, "rho")
+
+    class Scheduled(cr.Hyperparameter):
+        @property
+        def lr(self) -> float:
+            return 0.75
+
+    assert read_entry(cr.Hyperparameter(Scheduled()), "lr") == 0.75

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from array_api_compat import is_writeable_array
+from array_api_compat import is_numpy_array, is_writeable_array
 
 from corrmom_ref._backends.fast import corrected_kernel
 
@@ -106,7 +106,21 @@ def _keep_dtype(xp: Any, result: Array, like: Array) -> Array:
 
 
 def _can_update_in_place(p: Array, v: Array) -> bool:
-    return is_writeable_array(p) and is_writeable_array(v)
+    return _is_writeable(p) and _is_writeable(v)
+
+
+#: Per array type: whether its arrays can be written in place, or ``None``
+#: where that is a property of each array (NumPy's ``flags.writeable``).
+_WRITEABLE_BY_TYPE: dict[type, bool | None] = {}
+
+
+def _is_writeable(x: Array) -> bool:
+    """``array_api_compat.is_writeable_array(x)``, with the per-type part looked up once."""
+    kind = type(x)
+    if kind not in _WRITEABLE_BY_TYPE:
+        _WRITEABLE_BY_TYPE[kind] = None if is_numpy_array(x) else is_writeable_array(x)
+    writeable = _WRITEABLE_BY_TYPE[kind]
+    return bool(x.flags.writeable) if writeable is None else writeable
 
 
 def _run_blocked(

@@ -11,7 +11,7 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_numpy_array
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -25,7 +25,10 @@ def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
     Hyperparameters are kept as Python floats at the point of use: a NumPy
     scalar would upcast float16/float32 arrays under NumPy 2's promotion rules.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is float:  # the common case, without the ABC check below
+        if math.isfinite(value) and value >= 0:
+            return value
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where}: hyperparameter {name!r} must be a real number, got {value!r}")
     as_float = float(value)
     if not math.isfinite(as_float) or as_float < 0:
@@ -52,14 +55,27 @@ def check_gradient(param: Parameter, path: str) -> None:
                 f"gradient of parameter {path} is a {type(grad).__module__}.{type(grad).__name__}, "
                 f"but the parameter is a {type(array).__module__}.{type(array).__name__}"
             )
-    if tuple(grad.shape) != tuple(array.shape):
+    if grad.shape != array.shape and tuple(grad.shape) != tuple(array.shape):
         raise ValueError(
             f"gradient of parameter {path} has shape {tuple(grad.shape)}, expected {tuple(array.shape)}"
         )
     if grad.dtype != array.dtype:
         raise TypeError(f"gradient of parameter {path} has dtype {grad.dtype}, expected {array.dtype}")
-    if device(grad) != device(array):
+    if not _single_device(array) and device(grad) != device(array):
         raise ValueError(
             f"gradient of parameter {path} is on device {device(grad)}, "
             f"but the parameter is on {device(array)}"
         )
+
+
+#: Per array type: whether all its arrays live on one device (NumPy's CPU).
+_SINGLE_DEVICE_BY_TYPE: dict[type, bool] = {}
+
+
+def _single_device(x: Any) -> bool:
+    """Whether ``x``'s type has one device only, so no device check is needed."""
+    kind = type(x)
+    single = _SINGLE_DEVICE_BY_TYPE.get(kind)
+    if single is None:
+        single = _SINGLE_DEVICE_BY_TYPE[kind] = is_numpy_array(x)
+    return single

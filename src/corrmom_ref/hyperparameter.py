@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Hyperparameter", "HyperparameterProxy"]
+__all__ = ["Hyperparameter", "HyperparameterProxy", "read_entry"]
 
 
 class Hyperparameter:
@@ -64,6 +64,26 @@ class Hyperparameter:
         entries = {} if self._parent is None else self._parent.get_dict()
         entries.update((k, v) for k, v in self.__dict__.items() if k != "_parent")
         return entries
+
+
+def read_entry(hyperparam: Hyperparameter, name: str) -> Any:
+    """``hyperparam.<name>``, parent fallback included, for the per-parameter hot path.
+
+    Equal to ``getattr(hyperparam, name)``. Plain attribute access reaches the
+    parent through a failed lookup on the child, which costs about a
+    microsecond per read; this walks the chain of entry dictionaries instead.
+    Subclasses of :class:`Hyperparameter` (which may compute entries) are read
+    with ``getattr``.
+    """
+    node: Hyperparameter | None = hyperparam
+    while type(node) is Hyperparameter:
+        entries = node.__dict__
+        if name in entries:
+            return entries[name]
+        node = entries["_parent"]
+    if node is None:
+        raise AttributeError(f"hyperparameter {name!r} is not set")
+    return getattr(node, name)
 
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from array_api_compat import array_namespace, device, is_writeable_array
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
-from corrmom_ref.hyperparameter import Hyperparameter
+from corrmom_ref.hyperparameter import Hyperparameter, read_entry
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -95,7 +95,7 @@ class UpdateRule:
         for name in self.nonnegative_hyperparams:
             if own_only and name not in own:
                 continue
-            check_nonnegative_finite(name, getattr(self.hyperparam, name), where)
+            check_nonnegative_finite(name, read_entry(self.hyperparam, name), where)
 
     def update(self, param: Parameter) -> None:
         """Update ``param`` in Chainer's order.

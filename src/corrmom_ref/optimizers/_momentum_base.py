@@ -9,7 +9,7 @@ from array_api_compat import array_namespace
 
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
-from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy
+from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
 from corrmom_ref.optimizer import GradientMethod
 from corrmom_ref.update_rule import UpdateRule
 
@@ -58,14 +58,16 @@ class MomentumRuleBase(UpdateRule):
         grad = param.grad
         if grad is None:
             return
-        xp = namespace_of(param.array)
-        param.array, self.state["v"] = type(self).step(
-            xp,
-            param.array,
+        hyperparam = self.hyperparam
+        state = self.state
+        array = param.array
+        param.array, state["v"] = type(self).step(
+            namespace_of(array),
+            array,
             grad,
-            self.state["v"],
-            float(self.hyperparam.lr),
-            float(self.hyperparam.momentum),
+            state["v"],
+            float(read_entry(hyperparam, "lr")),
+            float(read_entry(hyperparam, "momentum")),
         )
 
     #: The elementwise step ``(xp, p, g, v, lr, m) -> (p, v)``.
