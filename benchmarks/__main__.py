@@ -1,9 +1,11 @@
 """``python -m benchmarks [--quick] [--chainer-python PATH] [--out DIR]``.
 
-Runs every implementation that imports here on every workload, round-robin
-(each round times every implementation once, so drift hits all alike),
-measures the streaming bandwidth in the same run, and writes a table to
-stdout, ``results.json`` and ``results.png`` into ``--out``.
+Runs every implementation that imports here on every workload in rounds:
+each round probes the streaming bandwidth (``a += b``) and then times every
+implementation once, in an order rotated by one per round, so drift on a
+shared machine hits all alike. Each ratio to the 20-byte floor is taken
+against the bandwidth of its own round. Writes a table to stdout,
+``results.json`` and ``results.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from benchmarks import measure
 from benchmarks.runners import RUNNERS
 from benchmarks.workloads import workloads
 
+CHAINER = "chainer 7.8.1"
 NUMPY_TRACED = {
     "numpy in place (plain)",
     "ref on numpy",
@@ -29,80 +32,145 @@ NUMPY_TRACED = {
 }  # tracemalloc sees NumPy's allocations only
 
 
-def run(quick: bool, chainer_python: str | None, only: list[str] | None) -> dict[str, Any]:
-    rounds, reps = (2, 3) if quick else (5, 10)
-    bw = measure.bandwidth(1 << (20 if quick else 24), reps=5 if quick else 20)
-    print(f"streaming bandwidth (a += b): {bw / 1e9:.1f} GB/s", flush=True)
+def run(
+    quick: bool, chainer_python: str | None, only: list[str] | None, torch_threads: int | None
+) -> dict[str, Any]:
+    rounds, reps = (2, 3) if quick else (7, 10)
+    probe_elements, probe_reps = (1 << 20, 3) if quick else (1 << 24, 5)
+    if torch_threads is not None:
+        _pin_torch_threads(torch_threads)
+    bandwidths: list[float] = []
     results: dict[str, Any] = {}
     for workload in workloads(quick):
-        steps, skipped = {}, {}
-        for name, factory in RUNNERS.items():
-            if only and name not in only:
-                continue
-            try:
-                steps[name] = factory(workload.shapes)
-            except ImportError as error:
-                skipped[name] = f"not installed: {error.name}"
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        chainer_times: list[float] = []
-        chainer_peak = None
+        timers, skipped = _timers(workload.shapes, reps, chainer_python, only)
+        times: dict[str, list[float]] = {name: [] for name in timers}
+        ratios: dict[str, list[float]] = {name: [] for name in timers}
+        floors: list[float] = []
+        names = list(timers)
         for r in range(rounds):
-            for name, step in steps.items():
-                times[name] += measure.time_steps(step, reps)
-            if chainer_python:
-                out = measure.chainer_round(chainer_python, workload.shapes, reps)
-                chainer_times += out["times"]
-                chainer_peak = out["peak_extra_bytes"]
-            print(f"  {workload.name}: round {r + 1}/{rounds} done", flush=True)
-        if chainer_python:
-            times["chainer 7.8.1"] = chainer_times
-        floor = measure.BYTES_PER_ELEMENT * workload.elements / bw
+            # Each round probes the bandwidth and times every implementation once,
+            # in an order rotated by one per round, so that drift on a shared
+            # machine hits all alike; ratios are to this round's floor.
+            bw = measure.bandwidth(probe_elements, reps=probe_reps)
+            bandwidths.append(bw)
+            floor = measure.BYTES_PER_ELEMENT * workload.elements / bw
+            floors.append(floor)
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                ts = timers[name]()
+                times[name] += ts
+                ratios[name].append(statistics.median(ts) / floor)
+            print(f"  {workload.name}: round {r + 1}/{rounds} done ({bw / 1e9:.1f} GB/s)", flush=True)
         rows = {}
         for name, ts in times.items():
             median = statistics.median(ts)
-            peak = (
-                chainer_peak
-                if name == "chainer 7.8.1"
-                else (measure.peak_extra_bytes(steps[name]) if name in NUMPY_TRACED else None)
-            )
             rows[name] = {
                 "median_s": median,
                 "spread_s": [min(ts), max(ts)],
-                "ratio_to_floor": median / floor,
+                "ratio_to_floor": statistics.median(ratios[name]),
+                "ratio_spread": [min(ratios[name]), max(ratios[name])],
                 "us_per_param": median / len(workload.shapes) * 1e6,
-                "peak_extra_MiB": None if peak is None else peak / 2**20,
+                "peak_extra_MiB": _peak_extra_mib(name, timers[name]),
             }
         results[workload.name] = {
             "elements": workload.elements,
             "params": len(workload.shapes),
-            "floor_s": floor,
+            "floor_s": statistics.median(floors),
+            "round_floors_s": floors,
             "rows": rows,
             "not_run": skipped,
         }
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
-        "bandwidth_bytes_per_s": bw,
+        "torch_threads": torch_threads,
+        "bandwidth_bytes_per_s": statistics.median(bandwidths),
+        "bandwidth_spread": [min(bandwidths), max(bandwidths)],
         "quick": quick,
         "workloads": results,
     }
 
 
+class _Timer:
+    """``timer() -> [seconds per step] * reps`` for one implementation, and its peak extra memory."""
+
+    def __init__(self, step: Any, reps: int, traced: bool) -> None:
+        self.step, self.reps, self.traced = step, reps, traced
+
+    def __call__(self) -> list[float]:
+        return measure.time_steps(self.step, self.reps)
+
+    def peak_extra_bytes(self) -> int | None:
+        return measure.peak_extra_bytes(self.step) if self.traced else None
+
+
+class _ChainerTimer(_Timer):
+    """Real Chainer in its own interpreter: one worker run per round (it reports its own peak)."""
+
+    def __init__(self, python: str, shapes: list[tuple[int, ...]], reps: int) -> None:
+        super().__init__(None, reps, traced=False)
+        self.python, self.shapes = python, shapes
+        self.peak_bytes: int | None = None
+
+    def __call__(self) -> list[float]:
+        out = measure.chainer_round(self.python, self.shapes, self.reps)
+        self.peak_bytes = out["peak_extra_bytes"]
+        return list(out["times"])
+
+    def peak_extra_bytes(self) -> int | None:
+        return self.peak_bytes
+
+
+def _timers(
+    shapes: list[tuple[int, ...]], reps: int, chainer_python: str | None, only: list[str] | None
+) -> tuple[dict[str, _Timer], dict[str, str]]:
+    timers: dict[str, _Timer] = {}
+    skipped: dict[str, str] = {}
+    for name, factory in RUNNERS.items():
+        if only and name not in only:
+            continue
+        try:
+            timers[name] = _Timer(factory(shapes), reps, traced=name in NUMPY_TRACED)
+        except ImportError as error:
+            skipped[name] = f"not installed: {error.name}"
+    if chainer_python and (not only or CHAINER in only):
+        timers[CHAINER] = _ChainerTimer(chainer_python, shapes, reps)
+    return timers, skipped
+
+
+def _peak_extra_mib(name: str, timer: _Timer) -> float | None:
+    peak = timer.peak_extra_bytes()
+    return None if peak is None else peak / 2**20
+
+
+def _pin_torch_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def table(result: dict[str, Any]) -> str:
+    low, high = result.get("bandwidth_spread", [result["bandwidth_bytes_per_s"]] * 2)
     lines = [
-        f"bandwidth {result['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; floor = 20 bytes per float32 element"
+        f"bandwidth {result['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (median of the rounds' probes, "
+        f"{low / 1e9:.1f} to {high / 1e9:.1f}); floor = 20 bytes per float32 element",
+        "x floor = median over rounds of (step time / that round's floor); range = min to max over rounds",
     ]
+    if result.get("torch_threads") is not None:
+        lines.append(f"torch threads: {result['torch_threads']}")
     for wname, w in result["workloads"].items():
         lines += [
             "",
             f"{wname}: {w['params']} parameters, {w['elements']:,} elements, floor {w['floor_s'] * 1e3:.2f} ms",
-            f"  {'implementation':28} {'median ms':>10} {'x floor':>8} {'us/param':>9} {'extra MiB':>10}",
+            f"  {'implementation':28} {'median ms':>10} {'x floor':>8} {'range':>11} {'us/param':>9} {'extra MiB':>10}",
         ]
         for name, row in sorted(w["rows"].items(), key=lambda kv: kv[1]["median_s"]):
             peak = "n/a" if row["peak_extra_MiB"] is None else f"{row['peak_extra_MiB']:.2f}"
+            lo, hi = row.get("ratio_spread", [row["ratio_to_floor"]] * 2)
             lines.append(
                 f"  {name:28} {row['median_s'] * 1e3:10.2f} {row['ratio_to_floor']:8.2f} "
-                f"{row['us_per_param']:9.2f} {peak:>10}"
+                f"{f'{lo:.2f}-{hi:.2f}':>11} {row['us_per_param']:9.2f} {peak:>10}"
             )
         for name, why in w["not_run"].items():
             lines.append(f"  {name:28} not run ({why})")
@@ -135,9 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny workloads, few repetitions (smoke test)")
     parser.add_argument("--chainer-python", help="interpreter of a virtualenv with Chainer 7.8.1")
     parser.add_argument("--only", nargs="*", help="run only these implementations")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads for the run (default 1, as NumPy's single thread; 0 leaves torch's default)",
+    )
     parser.add_argument("--out", default="benchmarks", help="folder for results.json and results.png")
     args = parser.parse_args(argv)
-    result = run(args.quick, args.chainer_python, args.only)
+    result = run(args.quick, args.chainer_python, args.only, args.torch_threads or None)
     print()
     print(table(result))
     out = Path(args.out)

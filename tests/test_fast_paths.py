@@ -84,6 +84,21 @@ def test_fast_path_is_taken_on_torch():
     assert corrected_kernel(xp)(p, g, v, LR, M) is not None
 
 
+def test_torch_fast_path_updates_tensors_that_require_grad():
+    """An ``nn.Parameter`` (``requires_grad``) is updated in place, as a plain tensor is, and records no graph."""
+    torch = pytest.importorskip("torch")
+    xp = array_namespace(torch.zeros(1))
+    arrays = _inputs(64, "float32", 4)
+    plain = [torch.from_numpy(a.copy()) for a in arrays]
+    p, g, v = (torch.from_numpy(a.copy()) for a in arrays)
+    p = torch.nn.Parameter(p)
+    corrected_kernel(xp)(*plain, LR, M)
+    assert corrected_kernel(xp)(p, g, v, LR, M) is not None
+    assert p.grad_fn is None and p.requires_grad
+    np.testing.assert_array_equal(p.detach().numpy(), plain[0].numpy())
+    np.testing.assert_array_equal(v.numpy(), plain[2].numpy())
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_declined_inputs_give_the_generic_result_bitwise(backend):
     """``m == 0`` (torch) and mixed dtypes (both) fall back to the generic step."""

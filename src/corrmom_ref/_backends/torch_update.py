@@ -35,17 +35,24 @@ def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, An
         return None
     if not (p.is_contiguous() and g.is_contiguous() and v.is_contiguous()):
         return None  # the CPU kernel walks memory linearly
-    with torch.no_grad():
-        torch._fused_sgd_(
-            [p],
-            [g],
-            [v],
-            weight_decay=0.0,
-            momentum=m,
-            lr=-lr,
-            dampening=0.0,
-            nesterov=False,
-            maximize=True,
-            is_first_step=False,
-        )
+    if p.requires_grad or g.requires_grad or v.requires_grad:
+        with torch.no_grad():  # ~2 us per call: entered only when autograd could record
+            _fused_corrected(p, g, v, lr, m)
+    else:
+        _fused_corrected(p, g, v, lr, m)
     return p, v
+
+
+def _fused_corrected(p: Any, g: Any, v: Any, lr: float, m: float) -> None:
+    torch._fused_sgd_(
+        [p],
+        [g],
+        [v],
+        weight_decay=0.0,
+        momentum=m,
+        lr=-lr,
+        dampening=0.0,
+        nesterov=False,
+        maximize=True,
+        is_first_step=False,
+    )
