@@ -16,7 +16,9 @@ equal to Chainer's:
 
 Fast paths for particular backends replace this module's functions only:
 :func:`corrected_momentum_step` first asks
-:func:`corrmom_ref._backends.fast.corrected_kernel` for a native kernel.
+:func:`corrmom_ref._backends.fast.corrected_kernel` for a native kernel, and
+:func:`corrected_momentum_steps` (many parameters at once)
+:func:`~corrmom_ref._backends.fast.corrected_multi_kernel`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from typing import Any
 
 from array_api_compat import is_numpy_array, is_writeable_array
 
-from corrmom_ref._backends.fast import corrected_kernel
+from corrmom_ref._backends.fast import corrected_kernel, corrected_multi_kernel
 
-__all__ = ["BLOCK_ELEMENTS", "corrected_momentum_step", "momentum_step"]
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "corrected_momentum_step",
+    "corrected_momentum_steps",
+    "momentum_step",
+    "momentum_steps",
+]
 
 #: Elements per block of the in-place passes: 64 Ki elements keeps the three
 #: float32 operand slices and the temporary within a typical 1 MiB L2 cache.
@@ -76,6 +84,47 @@ def corrected_momentum_step(
         return _run_blocked(xp, _corrected_in_place, p, g, v, lr, m)
     v = _keep_dtype(xp, m * v - g, v)
     return _keep_dtype(xp, p + lr * v, p), v
+
+
+def corrected_momentum_steps(
+    xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
+) -> tuple[list[Array], list[Array]]:
+    """:func:`corrected_momentum_step` on each ``(p, g, v)``; returns the new ``(ps, vs)``.
+
+    One native call for all of them where the backend has a multi-tensor
+    kernel (PyTorch's fused SGD, one JAX ``jit`` over the lists), else one
+    step per triple. All arrays share one namespace, dtype and device.
+    """
+    fast = corrected_multi_kernel(xp)
+    if fast is not None:
+        stepped = fast(ps, gs, vs, lr, m)
+        if stepped is not None:
+            return stepped
+    return _each(corrected_momentum_step, xp, ps, gs, vs, lr, m)
+
+
+def momentum_steps(
+    xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
+) -> tuple[list[Array], list[Array]]:
+    """:func:`momentum_step` on each ``(p, g, v)``; returns the new ``(ps, vs)``."""
+    return _each(momentum_step, xp, ps, gs, vs, lr, m)
+
+
+def _each(
+    step: Callable[..., tuple[Array, Array]],
+    xp: Any,
+    ps: list[Array],
+    gs: list[Array],
+    vs: list[Array],
+    lr: float,
+    m: float,
+) -> tuple[list[Array], list[Array]]:
+    new_ps, new_vs = [], []
+    for p, g, v in zip(ps, gs, vs, strict=True):
+        p, v = step(xp, p, g, v, lr, m)
+        new_ps.append(p)
+        new_vs.append(v)
+    return new_ps, new_vs
 
 
 def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:

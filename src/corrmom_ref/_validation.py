@@ -11,7 +11,9 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-from array_api_compat import array_namespace, device, is_numpy_array
+from array_api_compat import array_namespace, device
+
+from corrmom_ref._namespace import device_of
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -61,21 +63,8 @@ def check_gradient(param: Parameter, path: str) -> None:
         )
     if grad.dtype != array.dtype:
         raise TypeError(f"gradient of parameter {path} has dtype {grad.dtype}, expected {array.dtype}")
-    if not _single_device(array) and device(grad) != device(array):
+    if device_of(grad) != device_of(array):
         raise ValueError(
             f"gradient of parameter {path} is on device {device(grad)}, "
             f"but the parameter is on {device(array)}"
         )
-
-
-#: Per array type: whether all its arrays live on one device (NumPy's CPU).
-_SINGLE_DEVICE_BY_TYPE: dict[type, bool] = {}
-
-
-def _single_device(x: Any) -> bool:
-    """Whether ``x``'s type has one device only, so no device check is needed."""
-    kind = type(x)
-    single = _SINGLE_DEVICE_BY_TYPE.get(kind)
-    if single is None:
-        single = _SINGLE_DEVICE_BY_TYPE[kind] = is_numpy_array(x)
-    return single

@@ -20,7 +20,7 @@ from corrmom_ref._validation import check_gradient
 from corrmom_ref.hyperparameter import Hyperparameter
 from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
-from corrmom_ref.update_rule import UpdateRule
+from corrmom_ref.update_rule import UpdateRule, update_all
 
 __all__ = ["GradientMethod", "Optimizer"]
 
@@ -426,7 +426,8 @@ class GradientMethod(Optimizer):
         5. Optimizer pre hooks (then the gradients are checked again).
         6. ``t += 1``, also on a skipped step.
         7. Unless a gradient was non-finite: each rule updates its parameter,
-           in ``target.params()`` order.
+           in ``target.params()`` order (when no rule has hooks, rules of one
+           kind, dtype and device run as one batch: :func:`~corrmom_ref.update_rule.update_all`).
         8. Reallocate cleared gradients; optimizer post hooks; move the
            dynamic loss scale.
 
@@ -456,8 +457,7 @@ class GradientMethod(Optimizer):
             raise
         self.t += 1
         if self.is_safe_to_update():
-            for _, param, rule in self._rules():
-                rule.update(param)
+            update_all([(param, rule) for _, param, rule in self._rules()])
         self.reallocate_cleared_grads()
         self.call_hooks("post")
         self.update_loss_scale()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from array_api_compat import array_namespace, device, is_writeable_array
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
     from corrmom_ref.serializers.base import AbstractSerializer
 
-__all__ = ["UpdateRule"]
+__all__ = ["UpdateRule", "update_all"]
 
 
 class UpdateRule:
@@ -131,6 +131,22 @@ class UpdateRule:
             param.array = xp.astype(target.array, param.array.dtype)
             target.grad = None
 
+    def batch_key(self, param: Parameter) -> Hashable | None:
+        """A key under which this rule's next update may run together with others'.
+
+        Rules whose keys are equal are updated by one call of
+        ``type(rule).update_batch`` (see :func:`update_all`), which must
+        leave every parameter and rule as :meth:`update` would. ``None``
+        (the default) means: update alone, with :meth:`update`.
+        """
+        return None
+
+    @classmethod
+    def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
+        """Update each ``(param, rule)`` of one batch; the default calls :meth:`update` on each."""
+        for param, rule in members:
+            rule.update(param)
+
     def _master_copy(self, param: Parameter, xp: Any) -> Parameter:
         from corrmom_ref.link import Parameter
 
@@ -213,6 +229,30 @@ class UpdateRule:
     def apply_loaded(self, loaded: tuple[int, dict[str, Any] | None]) -> None:
         """Assign what :meth:`read_snapshot` returned."""
         self.t, self._state = loaded
+
+
+def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
+    """``rule.update(param)`` for every pair, with the same result as that loop.
+
+    Rules with equal :meth:`UpdateRule.batch_key` are updated together by one
+    :meth:`UpdateRule.update_batch` call (on PyTorch and JAX: one native
+    kernel for all of them), the others one by one. Batching needs that no
+    rule has hooks: a rule hook receives one parameter but may look at
+    others, so with hooks every rule updates in turn, in order, as in Chainer.
+    """
+    if any(rule._hooks for _, rule in pairs):
+        for param, rule in pairs:
+            rule.update(param)
+        return
+    batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
+    for param, rule in pairs:
+        key = rule.batch_key(param)
+        if key is None:
+            rule.update(param)
+        else:
+            batches.setdefault(key, []).append((param, rule))
+    for members in batches.values():
+        type(members[0][1]).update_batch(members)
 
 
 def _is_float16(dtype: Any) -> bool:

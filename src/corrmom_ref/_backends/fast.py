@@ -26,9 +26,12 @@ from typing import Any
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_torch_namespace
 
-__all__ = ["corrected_kernel", "donation_enabled", "use_fast_paths"]
+__all__ = ["corrected_kernel", "corrected_multi_kernel", "donation_enabled", "use_fast_paths"]
 
 FastKernel = Callable[[Any, Any, Any, float, float], "tuple[Any, Any] | None"]
+FastMultiKernel = Callable[
+    [list[Any], list[Any], list[Any], float, float], "tuple[list[Any], list[Any]] | None"
+]
 
 _enabled = True
 _donate = False
@@ -58,6 +61,29 @@ def donation_enabled() -> bool:
 def corrected_kernel(xp: Any) -> FastKernel | None:
     """The native corrected-momentum step for namespace ``xp``, if enabled and there is one."""
     return _kernel_for(xp) if _enabled else None
+
+
+def corrected_multi_kernel(xp: Any) -> FastMultiKernel | None:
+    """The native corrected-momentum step over lists ``(ps, gs, vs, lr, m)`` for ``xp``, if any.
+
+    It returns the new ``(ps, vs)``, or ``None`` for inputs it does not take
+    (the caller then steps each triple with :func:`corrected_kernel`'s kernel
+    or the generic step). The arrays of one call share dtype and device.
+    """
+    return _multi_kernel_for(xp) if _enabled else None
+
+
+@cache
+def _multi_kernel_for(xp: Any) -> FastMultiKernel | None:
+    if is_torch_namespace(xp):
+        from corrmom_ref._backends import torch_update
+
+        return torch_update.corrected_steps if torch_update.available() else None
+    if is_jax_namespace(xp):
+        from corrmom_ref._backends import jax_update
+
+        return jax_update.corrected_steps
+    return None
 
 
 @cache

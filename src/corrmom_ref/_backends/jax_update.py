@@ -18,7 +18,7 @@ import jax
 
 from corrmom_ref._backends.fast import donation_enabled
 
-__all__ = ["corrected_step"]
+__all__ = ["corrected_step", "corrected_steps"]
 
 
 def _corrected(p: Any, g: Any, v: Any, lr: Any, m: Any) -> tuple[Any, Any]:
@@ -30,6 +30,15 @@ _KEEP = jax.jit(_corrected)
 _DONATE = jax.jit(_corrected, donate_argnums=(0, 2))
 
 
+def _corrected_lists(ps: Any, gs: Any, vs: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    stepped = [_corrected(p, g, v, lr, m) for p, g, v in zip(ps, gs, vs, strict=True)]
+    return [p for p, _ in stepped], [v for _, v in stepped]
+
+
+_KEEP_LISTS = jax.jit(_corrected_lists)
+_DONATE_LISTS = jax.jit(_corrected_lists, donate_argnums=(0, 2))
+
+
 def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
     """The new ``(p, v)``; ``None`` if the inputs differ in dtype or shape."""
     if not (p.dtype == g.dtype == v.dtype and p.shape == g.shape == v.shape):
@@ -37,3 +46,19 @@ def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, An
     if donation_enabled() and p is not v and p is not g and g is not v:
         return _DONATE(p, g, v, lr, m)
     return _KEEP(p, g, v, lr, m)
+
+
+def corrected_steps(
+    ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float
+) -> tuple[list[Any], list[Any]] | None:
+    """The new ``(ps, vs)`` from one compiled call over the lists; ``None`` if a triple differs in dtype or shape.
+
+    Compiled once per list of shapes and dtypes (a model's parameters do not
+    change between steps). Donation needs every donated array to be distinct.
+    """
+    for p, g, v in zip(ps, gs, vs, strict=True):
+        if not (p.dtype == g.dtype == v.dtype and p.shape == g.shape == v.shape):
+            return None
+    if donation_enabled() and len({id(a) for a in (*ps, *gs, *vs)}) == 3 * len(ps):
+        return _DONATE_LISTS(ps, gs, vs, lr, m)
+    return _KEEP_LISTS(ps, gs, vs, lr, m)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "corrected_step"]
+__all__ = ["available", "corrected_step", "corrected_steps"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -29,25 +29,47 @@ def available() -> bool:
 
 def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
     """Update ``p`` and ``v`` in place; ``None`` if the inputs are not for the fused kernel."""
-    if m == 0 or not (p.dtype == g.dtype == v.dtype and p.dtype in _DTYPES):
+    stepped = corrected_steps([p], [g], [v], lr, m)
+    return None if stepped is None else (p, v)
+
+
+def corrected_steps(
+    ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float
+) -> tuple[list[Any], list[Any]] | None:
+    """Update every ``p`` and ``v`` in place with one kernel call; ``None`` if any input is not for it.
+
+    The kernel takes one dtype and device per call, skips the momentum
+    buffer when ``m == 0`` and walks memory linearly; a tensor given twice
+    (tied parameters) would be read before its first update is written, so
+    such lists are declined too and stepped one by one.
+    """
+    if m == 0 or not ps:
         return None
-    if not (p.device == g.device == v.device and p.shape == g.shape == v.shape):
+    dtype, device = ps[0].dtype, ps[0].device
+    if dtype not in _DTYPES:
         return None
-    if not (p.is_contiguous() and g.is_contiguous() and v.is_contiguous()):
-        return None  # the CPU kernel walks memory linearly
-    if p.requires_grad or g.requires_grad or v.requires_grad:
-        with torch.no_grad():  # ~2 us per call: entered only when autograd could record
-            _fused_corrected(p, g, v, lr, m)
+    for p, g, v in zip(ps, gs, vs, strict=True):
+        if not (p.dtype == g.dtype == v.dtype == dtype and p.device == g.device == v.device == device):
+            return None
+        if not (
+            p.shape == g.shape == v.shape and p.is_contiguous() and g.is_contiguous() and v.is_contiguous()
+        ):
+            return None
+    if len({id(t) for t in (*ps, *vs)}) != 2 * len(ps):
+        return None
+    if any(t.requires_grad for t in (*ps, *gs, *vs)):
+        with torch.no_grad():  # ~2 us: entered only when autograd could record
+            _fused_corrected(ps, gs, vs, lr, m)
     else:
-        _fused_corrected(p, g, v, lr, m)
-    return p, v
+        _fused_corrected(ps, gs, vs, lr, m)
+    return ps, vs
 
 
-def _fused_corrected(p: Any, g: Any, v: Any, lr: float, m: float) -> None:
+def _fused_corrected(ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
     torch._fused_sgd_(
-        [p],
-        [g],
-        [v],
+        ps,
+        gs,
+        vs,
         weight_decay=0.0,
         momentum=m,
         lr=-lr,

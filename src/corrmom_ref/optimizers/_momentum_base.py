@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from array_api_compat import array_namespace
 
-from corrmom_ref._namespace import namespace_of
+from corrmom_ref._namespace import device_of, namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
 from corrmom_ref.optimizer import GradientMethod
-from corrmom_ref.update_rule import UpdateRule
+from corrmom_ref.update_rule import UpdateRule, _is_float16
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -20,6 +20,7 @@ DEFAULT_LR = 0.01
 DEFAULT_MOMENTUM = 0.9
 
 Step = Callable[[Any, Any, Any, Any, float, float], tuple[Any, Any]]
+Steps = Callable[[Any, list[Any], list[Any], list[Any], float, float], tuple[list[Any], list[Any]]]
 
 
 def default_hyperparam() -> Hyperparameter:
@@ -70,8 +71,49 @@ class MomentumRuleBase(UpdateRule):
             float(read_entry(hyperparam, "momentum")),
         )
 
+    def batch_key(self, param: Parameter) -> Hashable | None:
+        """Batch with rules of the same class, array type, dtype, device, ``lr`` and ``momentum``.
+
+        Only a plain step batches: the rule is enabled, has its state, has a
+        gradient, no loss scale to divide by, no float32 master copy, and its
+        class keeps this class's :meth:`update` and :meth:`update_core`.
+        """
+        cls = type(self)
+        if not (self.enabled and self._state is not None and _plain_update(cls)):
+            return None
+        array = param.array
+        if param.grad is None or getattr(param, "loss_scale", None) is not None:
+            return None
+        if self._use_fp32_update and _is_float16(array.dtype):
+            return None
+        hyperparam = self.hyperparam
+        lr = float(read_entry(hyperparam, "lr"))
+        momentum = float(read_entry(hyperparam, "momentum"))
+        return cls, type(array), array.dtype, device_of(array), lr, momentum
+
+    @classmethod
+    def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
+        """One :attr:`steps` call for the batch: the parameters and ``v`` as :meth:`update` leaves them."""
+        rules = [cast(MomentumRuleBase, rule) for _, rule in members]
+        params = [param for param, _ in members]
+        hyperparam = rules[0].hyperparam
+        new_ps, new_vs = cls.steps(
+            namespace_of(params[0].array),
+            [param.array for param in params],
+            [param.grad for param in params],
+            [rule.state["v"] for rule in rules],
+            float(read_entry(hyperparam, "lr")),
+            float(read_entry(hyperparam, "momentum")),
+        )
+        for param, rule, new_p, new_v in zip(params, rules, new_ps, new_vs, strict=True):
+            rule.t += 1
+            param.array = new_p
+            rule.state["v"] = new_v
+
     #: The elementwise step ``(xp, p, g, v, lr, m) -> (p, v)``.
     step: Step
+    #: The same step over lists of arrays: ``(xp, ps, gs, vs, lr, m) -> (ps, vs)``.
+    steps: Steps
 
 
 class MomentumMethodBase(GradientMethod):
@@ -91,3 +133,30 @@ class MomentumMethodBase(GradientMethod):
     def create_update_rule(self) -> MomentumRuleBase:
         """A rule whose hyperparameters fall back to this optimizer's."""
         return self.rule_class(self.hyperparam)
+
+
+#: Per rule class: whether it updates as :class:`MomentumRuleBase` does.
+_PLAIN_UPDATE: dict[type, bool] = {}
+
+
+def _plain_update(cls: type[MomentumRuleBase]) -> bool:
+    """Whether ``cls`` updates as :class:`MomentumRuleBase` does, so that :attr:`~MomentumRuleBase.steps` may batch it.
+
+    A subclass may override :meth:`update` or :meth:`update_core`, or give
+    a new :attr:`~MomentumRuleBase.step` without a matching ``steps``; any of
+    these keeps its rules updating one by one.
+    """
+    plain = _PLAIN_UPDATE.get(cls)
+    if plain is None:
+        plain = (
+            cls.update is UpdateRule.update
+            and cls.update_core is MomentumRuleBase.update_core
+            and issubclass(_defined_in(cls, "steps"), _defined_in(cls, "step"))
+        )
+        _PLAIN_UPDATE[cls] = plain
+    return plain
+
+
+def _defined_in(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO whose body defines ``name``."""
+    return next(klass for klass in cls.__mro__ if name in vars(klass))

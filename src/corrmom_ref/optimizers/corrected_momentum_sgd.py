@@ -38,6 +38,7 @@ class CorrectedMomentumSGDRule(MomentumRuleBase):
     """
 
     step = staticmethod(_update_math.corrected_momentum_step)
+    steps = staticmethod(_update_math.corrected_momentum_steps)
 
 
 class CorrectedMomentumSGD(MomentumMethodBase):

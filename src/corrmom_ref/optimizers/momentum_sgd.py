@@ -28,6 +28,7 @@ class MomentumSGDRule(MomentumRuleBase):
     """
 
     step = staticmethod(_update_math.momentum_step)
+    steps = staticmethod(_update_math.momentum_steps)
 
 
 class MomentumSGD(MomentumMethodBase):

@@ -1,0 +1,144 @@
+"""Batched updates (``update_all``) leave everything exactly as rules updating one by one do.
+
+With no rule hooks, :meth:`GradientMethod.update` hands rules of one class,
+dtype, device, ``lr`` and ``momentum`` to one ``update_batch`` call. A rule
+hook anywhere makes every rule update in turn (Chainer's loop), so a no-op
+hook on each rule gives the one-by-one reference to compare with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from backends import Backend
+from helpers import assert_same_snapshot, deep_snapshot
+
+import corrmom_ref as cr
+
+
+def _model(bk: Backend) -> cr.Link:
+    """float32 parameters (one with its own ``lr``, one whose gradient is cleared), one float64, one disabled."""
+    return cr.Link(
+        a=cr.Parameter(bk.asarray(np.linspace(-1, 1, 7), "float32")),
+        b=cr.Parameter(bk.asarray(np.arange(6).reshape(2, 3) / 3, "float32")),
+        c=cr.Parameter(bk.asarray([0.5, -0.25], "float32")),
+        frozen=cr.Parameter(bk.asarray([1.0, 2.0], "float32")),
+        cleared=cr.Parameter(bk.asarray([3.0], "float32")),
+        wide=cr.Parameter(bk.asarray([0.125, -4.0, 9.0], "float64")),
+    )
+
+
+def _train(bk: Backend, optimizer: type[cr.GradientMethod], one_by_one: bool) -> dict:
+    link = _model(bk)
+    opt = optimizer(lr=0.1, momentum=0.9).setup(link)
+    link.c.update_rule.hyperparam.lr = 0.03
+    link.frozen.update_rule.enabled = False
+    if one_by_one:
+        for param in link.params():
+            param.update_rule.add_hook(lambda rule, param: None, name="noop")
+    for step in range(4):
+        for k, (_, param) in enumerate(link.namedparams()):
+            values = np.cos(np.arange(int(np.prod(param.shape))) + 3 * step + k).reshape(param.shape)
+            param.grad = bk.asarray(values, str(param.dtype).rsplit(".", 1)[-1])
+        link.cleared.grad = None  # update() reallocates it as zeros: it moves by momentum
+        if step == 2:
+            opt.lr = 0.05  # corrected momentum needs no correction when lr changes
+        opt.update()
+    return deep_snapshot(bk, opt)
+
+
+@pytest.mark.parametrize("optimizer", [cr.CorrectedMomentumSGD, cr.MomentumSGD])
+def test_batched_equals_one_by_one(bk: Backend, optimizer, monkeypatch) -> None:
+    batches: list[list[str]] = []
+    rule_class = optimizer.rule_class
+    original = rule_class.update_batch.__func__
+
+    def spy(cls, members):
+        batches.append(sorted(param.name or "" for param, _ in members))
+        original(cls, members)
+
+    monkeypatch.setattr(rule_class, "update_batch", classmethod(spy))
+    batched = _train(bk, optimizer, one_by_one=False)
+    assert ["a", "b", "cleared"] in batches, "the batched path was not taken"
+    batches.clear()
+    one_by_one = _train(bk, optimizer, one_by_one=True)
+    assert not batches, "a rule hook must make every rule update in turn"
+    assert_same_snapshot(one_by_one, batched)
+
+
+def test_batches_group_by_dtype_and_learning_rate(bk: Backend, monkeypatch) -> None:
+    seen: list[tuple[int, ...]] = []
+    original = cr.CorrectedMomentumSGDRule.update_batch.__func__
+
+    def spy(cls, members):
+        seen.append(tuple(int(np.prod(param.shape)) for param, _ in members))
+        original(cls, members)
+
+    monkeypatch.setattr(cr.CorrectedMomentumSGDRule, "update_batch", classmethod(spy))
+    _train(bk, cr.CorrectedMomentumSGD, one_by_one=False)
+    # 3 steps with state (the first creates it, one by one); per step (a, b, cleared)
+    # together, c (its own lr) and wide (float64) apart, the disabled rule not at all
+    assert sorted(seen) == sorted([(7, 6, 1), (2,), (3,)] * 3)
+
+
+def test_a_rule_subclass_that_overrides_update_core_is_not_batched(bk: Backend) -> None:
+    calls = []
+
+    class Logged(cr.CorrectedMomentumSGDRule):
+        def update_core(self, param: cr.Parameter) -> None:
+            calls.append(param.name)
+            super().update_core(param)
+
+    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))
+    opt = cr.CorrectedMomentumSGD(lr=0.5).setup(link)
+    for param in link.params():
+        param.update_rule = Logged(opt.hyperparam)
+    for _ in range(2):
+        for param in link.params():
+            param.grad = bk.asarray(np.ones(param.shape))
+        opt.update()
+    assert calls == ["u", "w"] * 2
+
+
+def test_tied_parameters_update_as_one_by_one(bk: Backend) -> None:
+    """Two parameters holding the same array (tied weights) see the same sequence of updates."""
+
+    def run(one_by_one: bool) -> list[np.ndarray]:
+        shared = bk.asarray([1.0, -2.0, 0.5])
+        link = cr.Link(first=cr.Parameter(shared), second=cr.Parameter(shared))
+        opt = cr.CorrectedMomentumSGD(lr=0.25, momentum=0.5).setup(link)
+        if one_by_one:
+            link.first.update_rule.add_hook(lambda rule, param: None, name="noop")
+        for step in range(3):
+            link.first.grad = bk.asarray([0.5, 1.0, -1.0 + step])
+            link.second.grad = bk.asarray([2.0, -0.5, 0.25 * step])
+            opt.update()
+        return [bk.to_numpy(p.array) for p in link.params()]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_rule_subclass_with_its_own_step_is_not_batched(bk: Backend) -> None:
+    """A new ``step`` without a matching ``steps`` must be used, not the parent's batched ``steps``."""
+
+    class Halved(cr.CorrectedMomentumSGDRule):
+        @staticmethod
+        def step(xp, p, g, v, lr, m):
+            return cr.CorrectedMomentumSGDRule.step(xp, p, g, v, lr / 2, m)
+
+    def run(rule_class) -> np.ndarray:
+        link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0, 4.0])))
+        opt = cr.CorrectedMomentumSGD(lr=0.5).setup(link)
+        for param in link.params():
+            param.update_rule = rule_class(opt.hyperparam)
+        for _ in range(3):
+            for param in link.params():
+                param.grad = bk.asarray(np.ones(param.shape))
+            opt.update()
+        return bk.to_numpy(link.w.array)
+
+    halved, reference = run(Halved), run(cr.CorrectedMomentumSGDRule)
+    # 3 steps of g = 1 from v = 0: v = -(1, 1.9, 2.71), moved by lr * v summed
+    np.testing.assert_allclose(reference, [1.0 - 0.5 * 5.61, 2.0 - 0.5 * 5.61], rtol=1e-6)
+    np.testing.assert_allclose(halved, [1.0 - 0.25 * 5.61, 2.0 - 0.25 * 5.61], rtol=1e-6)
