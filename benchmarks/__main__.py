@@ -182,17 +182,27 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     names = sorted({n for w in result["workloads"].values() for n in w["rows"]})
     fig, axes = plt.subplots(
         1, len(result["workloads"]), figsize=(5 * len(result["workloads"]), 4), sharey=True
     )
     for ax, (wname, w) in zip(axes, result["workloads"].items(), strict=True):
-        values = [w["rows"].get(n, {}).get("ratio_to_floor", 0) for n in names]
-        ax.barh(names, values)
+        rows = [w["rows"].get(n) for n in names]
+        values = [row["ratio_to_floor"] if row else float("nan") for row in rows]
+        spreads = [row.get("ratio_spread", [row["ratio_to_floor"]] * 2) if row else [0, 0] for row in rows]
+        errors = [
+            [max(v - lo, 0) if row else 0 for v, (lo, _), row in zip(values, spreads, rows, strict=True)],
+            [max(hi - v, 0) if row else 0 for v, (_, hi), row in zip(values, spreads, rows, strict=True)],
+        ]
+        ax.barh(names, values, xerr=errors, capsize=2)
         ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{wname} ({w['params']} params)")
-        ax.set_xlabel("step time / 20-byte floor")
+        ax.set_xlabel("step time / 20-byte floor (log; bars: range over rounds)")
     fig.suptitle(f"one optimizer step, {result['date']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
