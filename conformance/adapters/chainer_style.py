@@ -9,6 +9,7 @@ scripted, and how arrays convert to NumPy: the :class:`Flavour`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,8 @@ class Flavour:
             ``backward(loss_scale=s)`` gives each parameter ``s * g``.
         save_npz, load_npz: The implementation's npz serializers.
         to_native, to_numpy: Array conversion.
+        dispatch: A context manager entered around every ``update()`` (the
+            reference's generic variant switches its fast paths off in it).
     """
 
     make_link: Callable[[Mapping[str, Any]], tuple[Any, dict[str, Any]]]
@@ -57,6 +60,7 @@ class Flavour:
     load_npz: Callable[..., None]
     to_native: Callable[[np.ndarray], Any]
     to_numpy: Callable[[Any], np.ndarray]
+    dispatch: Callable[[], AbstractContextManager[Any]] = nullcontext
 
 
 class ChainerStyleOptimizer:
@@ -81,14 +85,16 @@ class ChainerStyleOptimizer:
                     param.cleargrad()
                 else:
                     param.grad = self._f.to_native(np.asarray(g, dtype=self._dtypes[name]))
-            self.opt.update()
+            with self._f.dispatch():
+                self.opt.update()
             return
         scripted = [
             (self._params[name], self._f.to_native(np.asarray(g, dtype=self._dtypes[name])))
             for name, g in grads.items()
             if g is not None
         ]
-        self.opt.update(self._f.scaled_loss(scripted))
+        with self._f.dispatch():
+            self.opt.update(self._f.scaled_loss(scripted))
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: self._f.to_numpy(p.array) for k, p in self._params.items()}

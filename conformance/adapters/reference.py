@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
 
 from conformance.adapters import _links
 from conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
@@ -10,25 +14,45 @@ from conformance.backends import get_backend
 
 
 class ReferenceAdapter:
-    """The reference implementation, on one backend."""
+    """The reference implementation, on one backend.
+
+    Args:
+        backend: The array library (``--backend``).
+        optimizer_class: The optimizer to check (mutants in the meta-tests).
+        fast_paths: ``False`` for the generic variant: every step runs the
+            Array API arithmetic, no native kernel.
+    """
 
     name = "ref"
     state_sign = -1.0
 
-    def __init__(self, backend: str = "numpy", optimizer_class: Any = None) -> None:
+    def __init__(self, backend: str = "numpy", optimizer_class: Any = None, fast_paths: bool = True) -> None:
         import corrmom_ref as cr
+        from corrmom_ref._backends.fast import corrected_kernel
 
         self._cr = cr
+        self._backend_key = backend
         self._backend = get_backend(backend)
         self._optimizer_class = optimizer_class or cr.CorrectedMomentumSGD
+        self._fast_paths = fast_paths
         self.version = cr.__version__
-        self.backend = self._backend.name
-        caps = set(ALL_CAPABILITIES)
+        self.backend = self._backend.name if fast_paths else f"{self._backend.name} (generic)"
+        caps = set(ALL_CAPABILITIES) | {"generic_variant"}
         if not self._backend.has_float16:
             caps -= {"float16", "fp32_master"}
         self.capabilities = frozenset(caps)
+        # A native kernel fuses each product into a multiply-add: one rounding apart
+        # from the generic step per product. Without one, the two must agree bitwise.
+        xp = array_namespace(self._backend.to_native(np.zeros(1, np.float32)))
+        self.fast_path_roundings = 0.0 if corrected_kernel(xp) is None else 1.0
+
+    def generic_variant(self) -> ReferenceAdapter:
+        """The reference on the same backend with its native fast paths off."""
+        return ReferenceAdapter(self._backend_key, self._optimizer_class, fast_paths=False)
 
     def flavour(self) -> Flavour:
+        from corrmom_ref._backends.fast import use_fast_paths
+
         cr = self._cr
         return Flavour(
             make_link=lambda arrays: _links.build(_links.nest(arrays), cr.Parameter, lambda c: cr.Link(**c)),
@@ -38,6 +62,7 @@ class ReferenceAdapter:
             load_npz=cr.serializers.load_npz,
             to_native=self._backend.to_native,
             to_numpy=self._backend.to_numpy,
+            dispatch=(lambda: nullcontext()) if self._fast_paths else (lambda: use_fast_paths(False)),
         )
 
     def create(self, params: Any, *, lr: float, momentum: float) -> ChainerStyleOptimizer:

@@ -201,6 +201,51 @@ def loss_scale_not_saved() -> ReferenceAdapter:
     return _adapter("loss_scale_not_saved", Optimizer)
 
 
+# -- fast paths ----------------------------------------------------------------
+
+
+def _broken_fast_path(name: str, fast_step: Any) -> ReferenceAdapter:
+    """The reference on NumPy, whose step runs ``fast_step`` while fast paths are on.
+
+    NumPy has no native kernel, so the adapter demands bitwise agreement with
+    the generic variant (``use_fast_paths(False)``); ``fast_step`` stands in
+    for a native kernel that gets the arithmetic slightly wrong.
+    """
+    from corrmom_ref import _update_math
+    from corrmom_ref._backends import fast
+
+    def step(xp, p, g, v, lr, m):
+        if fast._enabled:  # the switch use_fast_paths flips
+            return fast_step(xp, p, g, v, lr, m)
+        return _update_math.corrected_momentum_step(xp, p, g, v, lr, m)
+
+    return _adapter(name, _with_rule(step))
+
+
+def fast_path_one_ulp_off() -> ReferenceAdapter:
+    """The fast path's parameter is one ulp above the generic step's."""
+    import numpy as np
+
+    from corrmom_ref import _update_math
+
+    def fast_step(xp, p, g, v, lr, m):
+        p, v = _update_math.corrected_momentum_step(xp, p, g, v, lr, m)
+        return np.nextafter(p, np.inf).astype(p.dtype), v
+
+    return _broken_fast_path("fast_path_one_ulp_off", fast_step)
+
+
+def fast_path_fused_but_claims_bitwise() -> ReferenceAdapter:
+    """The fast path rounds ``p + lr * v`` once (a fused multiply-add) on a backend promised bitwise."""
+    import numpy as np
+
+    def fast_step(xp, p, g, v, lr, m):
+        v = (m * v - g).astype(v.dtype)
+        return (p.astype(np.float64) + lr * v.astype(np.float64)).astype(p.dtype), v
+
+    return _broken_fast_path("fast_path_fused_but_claims_bitwise", fast_step)
+
+
 #: Which family (check module) must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("uncorrected", "test_equations"),
@@ -218,6 +263,8 @@ KILLS: list[tuple[str, str]] = [
     ("state_not_restored", "test_serialization"),
     ("loss_scale_not_saved", "test_serialization"),
     ("wrong_state_sign", "test_serialization"),
+    ("fast_path_one_ulp_off", "test_fast_paths"),
+    ("fast_path_fused_but_claims_bitwise", "test_fast_paths"),
     # the state machine's kills need only its commonest rules (steps, lr changes, cleared
     # gradients), so a small fixed-seed budget finds them every time
     ("uncorrected", "test_state_machine"),

@@ -22,6 +22,7 @@ from tests.conformance_meta.mutants import KILLS
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = [
     "test_equations",
+    "test_fast_paths",
     "test_hooks",
     "test_loss_scaling",
     "test_nan_skipping",
