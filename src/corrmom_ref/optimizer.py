@@ -435,13 +435,7 @@ class GradientMethod(Optimizer):
         updated, and ``t`` has advanced if step 6 was reached.
         """
         if lossfun is not None:
-            loss = lossfun(*args, **kwds)
-            if self._use_cleargrads:
-                self.target.cleargrads()
-            else:
-                self.target.zerograds()
-            loss.backward(loss_scale=self._loss_scale)
-            del loss
+            self.backward_loss(lossfun, *args, **kwds)
         self.reallocate_cleared_grads()
         self.check_update_inputs()
         nonfinite_ever = self._loss_scaling_isnan_ever
@@ -461,6 +455,20 @@ class GradientMethod(Optimizer):
         self.reallocate_cleared_grads()
         self.call_hooks("post")
         self.update_loss_scale()
+
+    def backward_loss(self, lossfun: Callable[..., Any], *args: Any, **kwds: Any) -> None:
+        """Step 1 of :meth:`update`: compute the loss, clear the gradients, backpropagate.
+
+        ``loss = lossfun(*args, **kwds)``; ``target.cleargrads()`` (or
+        ``zerograds()`` after ``use_cleargrads(False)``);
+        ``loss.backward(loss_scale=<current loss scale>)``.
+        """
+        loss = lossfun(*args, **kwds)
+        if self._use_cleargrads:
+            self.target.cleargrads()
+        else:
+            self.target.zerograds()
+        loss.backward(loss_scale=self._loss_scale)
 
     def use_cleargrads(self, use: bool = True) -> None:
         """Choose ``cleargrads`` (default) or ``zerograds`` in :meth:`update` (deprecated)."""

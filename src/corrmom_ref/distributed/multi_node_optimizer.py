@@ -85,13 +85,7 @@ class MultiNodeOptimizer:
         """One data-parallel step (see the module docstring for the order)."""
         actual = self.actual_optimizer
         if lossfun is not None:
-            loss = lossfun(*args, **kwds)
-            if actual._use_cleargrads:
-                actual.target.cleargrads()
-            else:
-                actual.target.zerograds()
-            loss.backward(loss_scale=actual._loss_scale)
-            del loss
+            actual.backward_loss(lossfun, *args, **kwds)
         actual.reallocate_cleared_grads()
         verdict = None
         if actual._loss_scaling_is_dynamic:
