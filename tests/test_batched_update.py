@@ -142,3 +142,21 @@ def test_a_rule_subclass_with_its_own_step_is_not_batched(bk: Backend) -> None:
     # 3 steps of g = 1 from v = 0: v = -(1, 1.9, 2.71), moved by lr * v summed
     np.testing.assert_allclose(reference, [1.0 - 0.5 * 5.61, 2.0 - 0.5 * 5.61], rtol=1e-6)
     np.testing.assert_allclose(halved, [1.0 - 0.25 * 5.61, 2.0 - 0.25 * 5.61], rtol=1e-6)
+
+
+def test_an_unhashable_batch_key_updates_one_by_one(bk: Backend, monkeypatch) -> None:
+    """A device object that cannot be hashed (possible on some backend) must not break the step."""
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+    original = cr.CorrectedMomentumSGDRule.batch_key
+
+    def key_with_unhashable_device(self, param):
+        key = original(self, param)
+        return None if key is None else (*key, Unhashable())
+
+    monkeypatch.setattr(cr.CorrectedMomentumSGDRule, "batch_key", key_with_unhashable_device)
+    batched = _train(bk, cr.CorrectedMomentumSGD, one_by_one=False)
+    monkeypatch.undo()
+    assert_same_snapshot(_train(bk, cr.CorrectedMomentumSGD, one_by_one=True), batched)

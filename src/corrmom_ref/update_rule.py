@@ -247,10 +247,14 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
     for param, rule in pairs:
         key = rule.batch_key(param)
-        if key is None:
+        try:
+            batch = None if key is None else batches.setdefault(key, [])
+        except TypeError:  # a backend whose device or dtype objects cannot be hashed
+            batch = None
+        if batch is None:
             rule.update(param)
         else:
-            batches.setdefault(key, []).append((param, rule))
+            batch.append((param, rule))
     for members in batches.values():
         type(members[0][1]).update_batch(members)
 

@@ -76,7 +76,8 @@ class MomentumRuleBase(UpdateRule):
 
         Only a plain step batches: the rule is enabled, has its state, has a
         gradient, no loss scale to divide by, no float32 master copy, and its
-        class keeps this class's :meth:`update` and :meth:`update_core`.
+        class keeps this class's :meth:`update`, :meth:`update_core` and
+        :attr:`step` (or gives a matching :attr:`steps`).
         """
         cls = type(self)
         if not (self.enabled and self._state is not None and _plain_update(cls)):
