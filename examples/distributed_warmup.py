@@ -2,7 +2,7 @@ r"""Data-parallel training with the linear scaling rule and gradual warm-up, ove
 
 Run (K ranks, each with a minibatch of 32; the global batch is 32 K)::
 
-    mpiexec -n 2 python examples/distributed_warmup.py --plot docs/images/distributed_warmup.png
+    mpiexec -n 2 python examples/distributed_warmup.py --plot distributed_warmup.png
 
 A small tanh MLP learns a synthetic 3-class problem twice, from the same
 start and on the same data: once with :class:`~corrmom_ref.CorrectedMomentumSGD`
@@ -13,7 +13,8 @@ paper's schedule: warm-up from the reference rate to the linearly scaled rate,
 then two decays by 10. While the rate is constant the two forms take the same
 steps; whenever it changes (every warm-up step, each decay) they do not, and
 the distance between their parameters grows exactly there. The plot shows
-the rate, both training losses and that distance.
+the rate, both training losses and that distance; the documentation draws
+the same plot at build time with :func:`train_serial` (no MPI needed).
 """
 
 from __future__ import annotations
@@ -78,6 +79,46 @@ def train(optimizer_class: type, comm: distributed.MpiCommunicator, schedule, st
     return np.array(losses), np.array(params)
 
 
+def train_serial(optimizer_class: type, ranks: int, schedule, steps: int):
+    """What ``ranks`` ranks of :func:`train` compute together, in one process without MPI.
+
+    Every rank's batch has the same size, so the mean of the ranks' mean
+    losses and gradients is the mean over their concatenated batches: one
+    process stepping on the global batch takes the same steps, up to float
+    rounding (``tests/distributed`` checks that equivalence under MPI). The
+    documentation draws its figure this way.
+    """
+    model = init_model()
+    opt = optimizer_class(momentum=0.9).setup(model)
+    opt.add_hook(LrSchedule(schedule))
+    losses, params = [], []
+    for step in range(steps):
+        batches = [data(step, rank) for rank in range(ranks)]
+        x = np.concatenate([x for x, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        loss, grads = loss_and_grads(model, x, labels)
+        opt.update(lambda grads=grads: cr.ScriptedLoss(grads))
+        losses.append(loss)
+        params.append(np.concatenate([p.array.ravel() for p in model.params()]))
+    return np.array(losses), np.array(params)
+
+
+def schedule_for(ranks: int, steps: int, base_lr: float):
+    """The paper's schedule for ``ranks`` ranks: warm-up over the first sixth, /10 at 1/2 and 5/6."""
+    warmup, boundaries = steps // 6, [steps // 2, 5 * steps // 6]
+    return goyal_schedule(base_lr, PER_RANK_BATCH * ranks, REFERENCE_BATCH, warmup, boundaries)
+
+
+def compare(train_one, schedule, steps: int) -> tuple[dict, np.ndarray]:
+    """Both optimizers through ``train_one(optimizer_class, schedule, steps)``; runs and parameter distance."""
+    runs = {
+        "CorrectedMomentumSGD (eq. 9)": train_one(cr.CorrectedMomentumSGD, schedule, steps),
+        "MomentumSGD (eq. 10, uncorrected)": train_one(cr.MomentumSGD, schedule, steps),
+    }
+    (_, w9), (_, w10) = runs.values()
+    return runs, np.linalg.norm(w9 - w10, axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -87,15 +128,15 @@ def main() -> None:
 
     comm = distributed.create_communicator()
     warmup, boundaries = args.steps // 6, [args.steps // 2, 5 * args.steps // 6]
-    schedule = goyal_schedule(args.base_lr, PER_RANK_BATCH * comm.size, REFERENCE_BATCH, warmup, boundaries)
-    runs = {
-        "CorrectedMomentumSGD (eq. 9)": train(cr.CorrectedMomentumSGD, comm, schedule, args.steps),
-        "MomentumSGD (eq. 10, uncorrected)": train(cr.MomentumSGD, comm, schedule, args.steps),
-    }
+    schedule = schedule_for(comm.size, args.steps, args.base_lr)
+    runs, distance = compare(
+        lambda optimizer_class, schedule, steps: train(optimizer_class, comm, schedule, steps),
+        schedule,
+        args.steps,
+    )
     if comm.rank != 0:
         return
-    (_, (loss9, w9)), (_, (loss10, w10)) = runs.items()
-    distance = np.linalg.norm(w9 - w10, axis=1)
+    (loss9, _), (loss10, _) = runs.values()
     lrs = [schedule(t) for t in range(args.steps)]
     print(f"{comm.size} ranks x batch {PER_RANK_BATCH}; lr {lrs[0]:g} -> {max(lrs):g}", end=" ")
     print(f"over {warmup} steps, /10 at {boundaries}")

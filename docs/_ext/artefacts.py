@@ -2,8 +2,8 @@
 
 At ``builder-inited`` this writes into ``docs/_auto/`` (ignored by git):
 
-* ``trajectories.png`` and ``loss_scale.png``, drawn by ``figures/*.py``
-  from the library itself;
+* ``trajectories.png``, ``loss_scale.png`` and ``distributed_warmup.png``,
+  drawn by ``figures/*.py`` from the library (and its MPI example) itself;
 * ``conformance-matrix.md``: ``docs/_generated/conformance-matrix.md`` (written
   by the conformance matrix session) when it exists, otherwise a note that no
   results have been generated;
@@ -34,11 +34,13 @@ BENCH_PNG = ROOT / "benchmarks" / "results.png"
 def draw_figures() -> None:
     """Run each figure script's ``main`` into ``_auto``."""
     sys.path.insert(0, str(DOCS / "figures"))
+    import distributed_warmup
     import loss_scale
     import trajectories
 
     trajectories.main(AUTO)
     loss_scale.main(AUTO)
+    distributed_warmup.main(AUTO)
 
 
 def conformance_matrix() -> str:
