@@ -39,10 +39,7 @@ CAPABILITIES: dict[str, str] = {
     "warnings": "a skipped (non-finite) step warns, naming the parameter",
     "float16": "float16 parameters",
     "float64": "float64 parameters",
-    "generic_variant": (
-        "generic_variant() returns the same implementation with its native fast paths off; "
-        "fast_path_roundings says how far a fast step may be from it (0: bitwise)"
-    ),
+    "generic_variant": "generic_variant(): the same without native kernels; fast_path_roundings: k (0: bitwise)",
 }
 
 Timing = Literal["pre", "post", "auto"]

@@ -89,7 +89,7 @@ def corrected_momentum_step(
 def corrected_momentum_steps(
     xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
 ) -> tuple[list[Array], list[Array]]:
-    """:func:`corrected_momentum_step` on each ``(p, g, v)``; returns the new ``(ps, vs)``.
+    """``corrected_momentum_step`` on each ``(p, g, v)``; returns the new ``(ps, vs)``.
 
     One native call for all of them where the backend has a multi-tensor
     kernel (PyTorch's fused SGD, one JAX ``jit`` over the lists), else one
@@ -106,7 +106,7 @@ def corrected_momentum_steps(
 def momentum_steps(
     xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
 ) -> tuple[list[Array], list[Array]]:
-    """:func:`momentum_step` on each ``(p, g, v)``; returns the new ``(ps, vs)``."""
+    """``momentum_step`` on each ``(p, g, v)``; returns the new ``(ps, vs)``."""
     return _each(momentum_step, xp, ps, gs, vs, lr, m)
 
 

@@ -135,7 +135,7 @@ class UpdateRule:
         """A key under which this rule's next update may run together with others'.
 
         Rules whose keys are equal are updated by one call of
-        ``type(rule).update_batch`` (see :func:`update_all`), which must
+        ``type(rule).update_batch`` (see :func:`~corrmom_ref.update_rule.update_all`), which must
         leave every parameter and rule as :meth:`update` would. ``None``
         (the default) means: update alone, with :meth:`update`.
         """
@@ -234,8 +234,8 @@ class UpdateRule:
 def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     """``rule.update(param)`` for every pair, with the same result as that loop.
 
-    Rules with equal :meth:`UpdateRule.batch_key` are updated together by one
-    :meth:`UpdateRule.update_batch` call (on PyTorch and JAX: one native
+    Rules with equal :meth:`~corrmom_ref.UpdateRule.batch_key` are updated together by one
+    :meth:`~corrmom_ref.UpdateRule.update_batch` call (on PyTorch and JAX: one native
     kernel for all of them), the others one by one. Batching needs that no
     rule has hooks: a rule hook receives one parameter but may look at
     others, so with hooks every rule updates in turn, in order, as in Chainer.
