@@ -160,3 +160,22 @@ def test_an_unhashable_batch_key_updates_one_by_one(bk: Backend, monkeypatch) ->
     batched = _train(bk, cr.CorrectedMomentumSGD, one_by_one=False)
     monkeypatch.undo()
     assert_same_snapshot(_train(bk, cr.CorrectedMomentumSGD, one_by_one=True), batched)
+
+
+def test_a_rule_whose_update_core_is_replaced_on_the_instance_is_not_batched(bk: Backend) -> None:
+    calls = []
+    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))
+    opt = cr.CorrectedMomentumSGD(lr=0.5).setup(link)
+    rule = link.w.update_rule
+    original = rule.update_core
+
+    def logged(param: cr.Parameter) -> None:
+        calls.append(param.name)
+        original(param)
+
+    rule.update_core = logged
+    for _ in range(3):
+        for param in link.params():
+            param.grad = bk.asarray(np.ones(param.shape))
+        opt.update()
+    assert calls == ["w"] * 3

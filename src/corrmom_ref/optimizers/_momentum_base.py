@@ -76,12 +76,15 @@ class MomentumRuleBase(UpdateRule):
 
         Only a plain step batches: the rule is enabled, has its state, has a
         gradient, no loss scale to divide by, no float32 master copy, and its
-        class keeps this class's :meth:`update`, :meth:`update_core` and
-        :attr:`step` (or gives a matching :attr:`steps`).
+        class and the rule itself keep this class's :meth:`update`,
+        :meth:`update_core` and :attr:`step` (or give a matching :attr:`steps`).
         """
         cls = type(self)
         if not (self.enabled and self._state is not None and _plain_update(cls)):
             return None
+        own = self.__dict__
+        if "update" in own or "update_core" in own or "step" in own:
+            return None  # replaced on this instance
         array = param.array
         if param.grad is None or getattr(param, "loss_scale", None) is not None:
             return None
