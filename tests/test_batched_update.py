@@ -89,15 +89,21 @@ def test_a_rule_subclass_that_overrides_update_core_is_not_batched(bk: Backend) 
             calls.append(param.name)
             super().update_core(param)
 
-    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))
+    _train_with_rules(bk, Logged, steps=2)
+    assert calls == ["u", "w"] * 2
+
+
+def _train_with_rules(bk: Backend, rule_class: type, steps: int) -> cr.Link:
+    """``w`` = (1, 2) and ``u`` = (3, 4) under ``rule_class`` rules, ``steps`` steps of unit gradients at lr 0.5."""
+    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0, 4.0])))
     opt = cr.CorrectedMomentumSGD(lr=0.5).setup(link)
     for param in link.params():
-        param.update_rule = Logged(opt.hyperparam)
-    for _ in range(2):
+        param.update_rule = rule_class(opt.hyperparam)
+    for _ in range(steps):
         for param in link.params():
             param.grad = bk.asarray(np.ones(param.shape))
         opt.update()
-    assert calls == ["u", "w"] * 2
+    return link
 
 
 def test_tied_parameters_update_as_one_by_one(bk: Backend) -> None:
@@ -128,15 +134,7 @@ def test_a_rule_subclass_with_its_own_step_is_not_batched(bk: Backend) -> None:
             return cr.CorrectedMomentumSGDRule.step(xp, p, g, v, lr / 2, m)
 
     def run(rule_class) -> np.ndarray:
-        link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0, 4.0])))
-        opt = cr.CorrectedMomentumSGD(lr=0.5).setup(link)
-        for param in link.params():
-            param.update_rule = rule_class(opt.hyperparam)
-        for _ in range(3):
-            for param in link.params():
-                param.grad = bk.asarray(np.ones(param.shape))
-            opt.update()
-        return bk.to_numpy(link.w.array)
+        return bk.to_numpy(_train_with_rules(bk, rule_class, steps=3).w.array)
 
     halved, reference = run(Halved), run(cr.CorrectedMomentumSGDRule)
     # 3 steps of g = 1 from v = 0: v = -(1, 1.9, 2.71), moved by lr * v summed

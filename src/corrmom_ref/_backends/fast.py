@@ -60,7 +60,7 @@ def donation_enabled() -> bool:
 
 def corrected_kernel(xp: Any) -> FastKernel | None:
     """The native corrected-momentum step for namespace ``xp``, if enabled and there is one."""
-    return _kernel_for(xp) if _enabled else None
+    return _kernels_for(xp)[0] if _enabled else None
 
 
 def corrected_multi_kernel(xp: Any) -> FastMultiKernel | None:
@@ -70,34 +70,24 @@ def corrected_multi_kernel(xp: Any) -> FastMultiKernel | None:
     (the caller then steps each triple with :func:`corrected_kernel`'s kernel
     or the generic step). The arrays of one call share dtype and device.
     """
-    return _multi_kernel_for(xp) if _enabled else None
+    return _kernels_for(xp)[1] if _enabled else None
 
 
 @cache
-def _multi_kernel_for(xp: Any) -> FastMultiKernel | None:
+def _kernels_for(xp: Any) -> tuple[FastKernel | None, FastMultiKernel | None]:
+    """``(one-parameter kernel, multi-parameter kernel)`` of ``xp``'s backend, each ``None`` if absent."""
     if is_torch_namespace(xp):
         from corrmom_ref._backends import torch_update
 
-        return torch_update.corrected_steps if torch_update.available() else None
+        if not torch_update.available():
+            return None, None
+        return torch_update.corrected_step, torch_update.corrected_steps
     if is_jax_namespace(xp):
         from corrmom_ref._backends import jax_update
 
-        return jax_update.corrected_steps
-    return None
-
-
-@cache
-def _kernel_for(xp: Any) -> FastKernel | None:
-    if is_torch_namespace(xp):
-        from corrmom_ref._backends import torch_update
-
-        return torch_update.corrected_step if torch_update.available() else None
-    if is_jax_namespace(xp):
-        from corrmom_ref._backends import jax_update
-
-        return jax_update.corrected_step
+        return jax_update.corrected_step, jax_update.corrected_steps
     if is_cupy_namespace(xp):
         from corrmom_ref._backends import cupy_update
 
-        return cupy_update.corrected_step
-    return None
+        return cupy_update.corrected_step, None
+    return None, None
