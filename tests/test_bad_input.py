@@ -129,6 +129,23 @@ def test_gradient_on_another_device(bk: Backend) -> None:
     assert_fails_cleanly(bk, opt, opt.update, ValueError, r"/l1/W is on device")
 
 
+def test_gradient_on_the_same_device_under_another_sharding_is_accepted(bk: Backend) -> None:
+    """JAX: arrays are compared by sharding first (cheap); equal devices under unequal shardings still match."""
+    if bk.name != "jax":
+        pytest.skip("shardings are JAX's")
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    opt = trained(bk)
+    W = opt.target.l1.W
+    one_device_mesh = Mesh(np.array(jax.devices()[:1]), ("x",))
+    W.grad = jax.device_put(W.grad, NamedSharding(one_device_mesh, PartitionSpec()))
+    assert W.grad.sharding != W.array.sharding
+    before = bk.to_numpy(W.array)
+    opt.update()
+    assert not np.array_equal(bk.to_numpy(W.array), before)
+
+
 def test_bad_gradient_from_lossfun(bk: Backend) -> None:
     """A loss whose backward produces a bad gradient: parameters, states, counters unchanged."""
     opt = trained(bk)

@@ -24,13 +24,14 @@ Fast paths for particular backends replace this module's functions only:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
 from array_api_compat import is_numpy_array, is_writeable_array
 
 from corrmom_ref._backends.fast import corrected_kernel, corrected_multi_kernel
+from corrmom_ref._namespace import device_of
 
 __all__ = [
     "BLOCK_ELEMENTS",
@@ -80,10 +81,8 @@ def corrected_momentum_step(
         stepped = fast(p, g, v, lr, m)
         if stepped is not None:
             return stepped
-    if _can_update_in_place(p, v):
-        return _run_blocked(xp, _corrected_in_place, p, g, v, lr, m)
-    v = _keep_dtype(xp, m * v - g, v)
-    return _keep_dtype(xp, p + lr * v, p), v
+    new_ps, new_vs = _CORRECTED.steps(xp, [p], [g], [v], lr, m)
+    return new_ps[0], new_vs[0]
 
 
 def corrected_momentum_steps(
@@ -100,31 +99,9 @@ def corrected_momentum_steps(
         stepped = fast(ps, gs, vs, lr, m)
         if stepped is not None:
             return stepped
-    return _each(corrected_momentum_step, xp, ps, gs, vs, lr, m)
-
-
-def momentum_steps(
-    xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
-) -> tuple[list[Array], list[Array]]:
-    """``momentum_step`` on each ``(p, g, v)``; returns the new ``(ps, vs)``."""
-    return _each(momentum_step, xp, ps, gs, vs, lr, m)
-
-
-def _each(
-    step: Callable[..., tuple[Array, Array]],
-    xp: Any,
-    ps: list[Array],
-    gs: list[Array],
-    vs: list[Array],
-    lr: float,
-    m: float,
-) -> tuple[list[Array], list[Array]]:
-    new_ps, new_vs = [], []
-    for p, g, v in zip(ps, gs, vs, strict=True):
-        p, v = step(xp, p, g, v, lr, m)
-        new_ps.append(p)
-        new_vs.append(v)
-    return new_ps, new_vs
+    if corrected_kernel(xp) is not None:  # declined as a whole: the one-parameter kernel, triple by triple
+        return _unzip(corrected_momentum_step(xp, p, g, v, lr, m) for p, g, v in zip(ps, gs, vs, strict=True))
+    return _CORRECTED.steps(xp, ps, gs, vs, lr, m)
 
 
 def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:
@@ -136,10 +113,110 @@ def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) ->
 
     which is Goyal et al.'s eq. (10) with the sign of ``v`` flipped.
     """
-    if _can_update_in_place(p, v):
-        return _run_blocked(xp, _uncorrected_in_place, p, g, v, lr, m)
+    new_ps, new_vs = _UNCORRECTED.steps(xp, [p], [g], [v], lr, m)
+    return new_ps[0], new_vs[0]
+
+
+def momentum_steps(
+    xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
+) -> tuple[list[Array], list[Array]]:
+    """``momentum_step`` on each ``(p, g, v)``; returns the new ``(ps, vs)``."""
+    return _UNCORRECTED.steps(xp, ps, gs, vs, lr, m)
+
+
+def _unzip(pairs: Iterable[tuple[Array, Array]]) -> tuple[list[Array], list[Array]]:
+    new_ps, new_vs = [], []
+    for p, v in pairs:
+        new_ps.append(p)
+        new_vs.append(v)
+    return new_ps, new_vs
+
+
+class _GenericStep:
+    """One momentum update written with Array API operators: in place where it can, else pure."""
+
+    def __init__(self, in_place: Kernel, pure: Callable[..., tuple[Array, Array]]) -> None:
+        self.in_place = in_place
+        self.pure = pure
+
+    def steps(
+        self, xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: float, m: float
+    ) -> tuple[list[Array], list[Array]]:
+        """Step each ``(p, g, v)``; the new ``(ps, vs)``.
+
+        A triple whose ``p`` and ``v`` can be written is updated in place
+        (in cache-sized blocks of flat views when it is large and the
+        backend has views), any other is computed anew. When the in-place
+        operations run more than once (several triples, or blocks), ``lr``
+        and ``m`` are converted to arrays once (:class:`_ScalarOperands`).
+        """
+        views = _slices_are_views(xp)
+        in_place = self.in_place
+        operands = _ScalarOperands(xp, lr, m)
+        many = len(ps) > 1
+        new_ps, new_vs = [], []
+        for p, g, v in zip(ps, gs, vs, strict=True):
+            if not (_is_writeable(p) and _is_writeable(v)):
+                p, v = self.pure(xp, p, g, v, lr, m)
+            elif views and math.prod(p.shape) > BLOCK_ELEMENTS:
+                p, v = _run_blocked(xp, in_place, p, g, v, *operands.of(p, g, v))
+            else:
+                p, v = in_place(p, g, v, *(operands.of(p, g, v) if many else (lr, m)))
+            new_ps.append(p)
+            new_vs.append(v)
+        return new_ps, new_vs
+
+
+class _ScalarOperands:
+    r"""``(lr, m)`` as 0-d arrays of the operands' dtype where that changes no result.
+
+    The standard converts a Python scalar operand to a 0-d array of the
+    other operand's dtype, so ``v * m`` and ``v * xp.asarray(m, dtype=v.dtype)``
+    are the same product; NumPy 2 spends about half a microsecond on that
+    conversion in every operation, so a batch converts once per dtype. Only
+    values within the range of float32 or float64 are converted: NumPy 1.x
+    widens the result for a Python float beyond the dtype's range, and
+    PyTorch multiplies float16 by a float32 copy of the scalar.
+    """
+
+    def __init__(self, xp: Any, lr: float, m: float) -> None:
+        self.xp = xp
+        self.floats = (lr, m)
+        self.by_dtype: dict[Any, tuple[Any, Any]] = {}
+
+    def of(self, p: Array, g: Array, v: Array) -> tuple[Any, Any]:
+        """The ``(lr, m)`` to use for one triple."""
+        dtype = v.dtype
+        if not dtype == p.dtype == g.dtype:
+            return self.floats
+        operands = self.by_dtype.get(dtype)
+        if operands is None:
+            operands = self.by_dtype[dtype] = self._converted(dtype, device_of(v))
+        return operands
+
+    def _converted(self, dtype: Any, place: Any) -> tuple[Any, Any]:
+        xp = self.xp
+        if dtype not in (xp.float32, xp.float64):
+            return self.floats
+        largest = xp.finfo(dtype).max
+        if not all(abs(value) <= largest for value in self.floats):
+            return self.floats
+        lr, m = (xp.asarray(value, dtype=dtype, device=place) for value in self.floats)
+        return lr, m
+
+
+def _corrected_pure(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:
+    v = _keep_dtype(xp, m * v - g, v)
+    return _keep_dtype(xp, p + lr * v, p), v
+
+
+def _uncorrected_pure(xp: Any, p: Array, g: Array, v: Array, lr: float, m: float) -> tuple[Array, Array]:
     v = _keep_dtype(xp, m * v - lr * g, v)
     return _keep_dtype(xp, p + v, p), v
+
+
+_CORRECTED = _GenericStep(_corrected_in_place, _corrected_pure)
+_UNCORRECTED = _GenericStep(_uncorrected_in_place, _uncorrected_pure)
 
 
 def _keep_dtype(xp: Any, result: Array, like: Array) -> Array:
@@ -152,10 +229,6 @@ def _keep_dtype(xp: Any, result: Array, like: Array) -> Array:
     if type(result) is type(like) and result.dtype == like.dtype:
         return result
     return xp.asarray(result, dtype=like.dtype)
-
-
-def _can_update_in_place(p: Array, v: Array) -> bool:
-    return _is_writeable(p) and _is_writeable(v)
 
 
 #: Per array type: whether its arrays can be written in place, or ``None``
@@ -175,9 +248,7 @@ def _is_writeable(x: Array) -> bool:
 def _run_blocked(
     xp: Any, kernel: Kernel, p: Array, g: Array, v: Array, lr: float, m: float
 ) -> tuple[Array, Array]:
-    """Apply ``kernel`` slice by slice of flat views when the backend has views, else whole."""
-    if math.prod(p.shape) <= BLOCK_ELEMENTS or not _slices_are_views(xp):
-        return kernel(p, g, v, lr, m)
+    """Apply ``kernel`` slice by slice of flat views (whole if the arrays have none)."""
     fp, fg, fv = (_flat_view(xp, a) for a in (p, g, v))
     if fp is None or fg is None or fv is None:
         return kernel(p, g, v, lr, m)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace, device
 
-from corrmom_ref._namespace import device_of
+from corrmom_ref._namespace import same_device
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -63,7 +63,7 @@ def check_gradient(param: Parameter, path: str) -> None:
         )
     if grad.dtype != array.dtype:
         raise TypeError(f"gradient of parameter {path} has dtype {grad.dtype}, expected {array.dtype}")
-    if device_of(grad) != device_of(array):
+    if not same_device(grad, array):
         raise ValueError(
             f"gradient of parameter {path} is on device {device(grad)}, "
             f"but the parameter is on {device(array)}"

@@ -392,25 +392,29 @@ class GradientMethod(Optimizer):
         super().call_hook(hook)
         self.reallocate_cleared_grads()
 
-    def check_update_inputs(self) -> None:
+    def check_update_inputs(self) -> list[tuple[str, Any, UpdateRule]]:
         """Raise, naming the parameter, unless every enabled rule can update.
 
         Checks that each gradient matches its parameter (backend, shape,
         dtype, device) and each hyperparameter is valid. Called by
-        :meth:`update` before anything is modified.
+        :meth:`update` before anything is modified. Returns the
+        ``(path, param, rule)`` of every parameter with a rule, in order.
         """
+        entries = list(self._rules())
         checked_parents: set[int] = set()
-        for name, param, rule in self._rules():
+        root = self.hyperparam
+        for name, param, rule in entries:
             if not rule.enabled:
                 continue
             check_gradient(param, name)
-            parent = rule.hyperparam.parent
-            if parent is self.hyperparam and id(type(rule)) in checked_parents:
+            own_only = rule.hyperparam.parent is root
+            if own_only and id(type(rule)) in checked_parents:
                 rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
                 continue
             rule.check_hyperparameters(where=f"parameter {name}")
-            if parent is self.hyperparam:
+            if own_only:
                 checked_parents.add(id(type(rule)))
+        return entries
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
         """One optimization step, in Chainer's order.
@@ -437,21 +441,21 @@ class GradientMethod(Optimizer):
         if lossfun is not None:
             self.backward_loss(lossfun, *args, **kwds)
         self.reallocate_cleared_grads()
-        self.check_update_inputs()
+        entries = self.check_update_inputs()
         nonfinite_ever = self._loss_scaling_isnan_ever
         self.check_nan_in_grads()
         has_pre_hooks = bool(self._registry().names("pre"))
         try:
             self.call_hooks("pre")
-            if has_pre_hooks:
-                self.check_update_inputs()
+            if has_pre_hooks:  # the hooks may have changed anything: walk and check again
+                entries = self.check_update_inputs()
         except BaseException:
             # the step did not happen: forget what its NaN check recorded
             self._loss_scaling_isnan_ever = nonfinite_ever
             raise
         self.t += 1
         if self.is_safe_to_update():
-            update_all([(param, rule) for _, param, rule in self._rules()])
+            update_all([(param, rule) for _, param, rule in entries])
         self.reallocate_cleared_grads()
         self.call_hooks("post")
         self.update_loss_scale()

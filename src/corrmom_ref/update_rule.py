@@ -240,13 +240,15 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     rule has hooks: a rule hook receives one parameter but may look at
     others, so with hooks every rule updates in turn, in order, as in Chainer.
     """
-    if any(rule._hooks for _, rule in pairs):
-        for param, rule in pairs:
-            rule.update(param)
-        return
-    batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
+    keys = []
     for param, rule in pairs:
-        key = rule.batch_key(param)
+        if rule._hooks:
+            for param, rule in pairs:
+                rule.update(param)
+            return
+        keys.append(rule.batch_key(param))
+    batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
+    for (param, rule), key in zip(pairs, keys, strict=True):
         try:
             batch = None if key is None else batches.setdefault(key, [])
         except TypeError:  # a backend whose device or dtype objects cannot be hashed

@@ -48,16 +48,21 @@ def corrected_steps(
     dtype, device = ps[0].dtype, ps[0].device
     if dtype not in _DTYPES:
         return None
+    records_autograd = False
     for p, g, v in zip(ps, gs, vs, strict=True):
-        if not (p.dtype == g.dtype == v.dtype == dtype and p.device == g.device == v.device == device):
+        # torch dtypes are singletons; a tensor's device is a new object on every read
+        if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype):
+            return None
+        if not (p.device == device and g.device == device and v.device == device):
             return None
         if not (
             p.shape == g.shape == v.shape and p.is_contiguous() and g.is_contiguous() and v.is_contiguous()
         ):
             return None
+        records_autograd = records_autograd or p.requires_grad or g.requires_grad or v.requires_grad
     if len({id(t) for t in (*ps, *vs)}) != 2 * len(ps):
         return None
-    if any(t.requires_grad for t in (*ps, *gs, *vs)):
+    if records_autograd:
         with torch.no_grad():  # ~2 us: entered only when autograd could record
             _fused_corrected(ps, gs, vs, lr, m)
     else:

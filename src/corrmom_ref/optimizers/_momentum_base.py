@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from array_api_compat import array_namespace
 
-from corrmom_ref._namespace import device_of, namespace_of
+from corrmom_ref._namespace import namespace_of, placement_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
 from corrmom_ref.optimizer import GradientMethod
@@ -72,7 +72,7 @@ class MomentumRuleBase(UpdateRule):
         )
 
     def batch_key(self, param: Parameter) -> Hashable | None:
-        """Batch with rules of the same class, array type, dtype, device, ``lr`` and ``momentum``.
+        """Batch with rules of the same class, array type, dtype, placement (device), ``lr`` and ``momentum``.
 
         Only a plain step batches: the rule is enabled, has its state, has a
         gradient, no loss scale to divide by, no float32 master copy, and its
@@ -93,26 +93,31 @@ class MomentumRuleBase(UpdateRule):
         hyperparam = self.hyperparam
         lr = float(read_entry(hyperparam, "lr"))
         momentum = float(read_entry(hyperparam, "momentum"))
-        return cls, type(array), array.dtype, device_of(array), lr, momentum
+        return cls, type(array), array.dtype, placement_of(array), lr, momentum
 
     @classmethod
     def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
         """One :attr:`steps` call for the batch: the parameters and ``v`` as :meth:`update` leaves them."""
-        rules = [cast(MomentumRuleBase, rule) for _, rule in members]
-        params = [param for param, _ in members]
-        hyperparam = rules[0].hyperparam
+        arrays, grads, velocities, states = [], [], [], []
+        for param, rule in members:
+            state = cast(dict[str, Any], rule._state)
+            arrays.append(param.array)
+            grads.append(param.grad)
+            velocities.append(state["v"])
+            states.append(state)
+        hyperparam = members[0][1].hyperparam
         new_ps, new_vs = cls.steps(
-            namespace_of(params[0].array),
-            [param.array for param in params],
-            [param.grad for param in params],
-            [rule.state["v"] for rule in rules],
+            namespace_of(arrays[0]),
+            arrays,
+            grads,
+            velocities,
             float(read_entry(hyperparam, "lr")),
             float(read_entry(hyperparam, "momentum")),
         )
-        for param, rule, new_p, new_v in zip(params, rules, new_ps, new_vs, strict=True):
+        for (param, rule), state, new_p, new_v in zip(members, states, new_ps, new_vs, strict=True):
             rule.t += 1
             param.array = new_p
-            rule.state["v"] = new_v
+            state["v"] = new_v
 
     #: The elementwise step ``(xp, p, g, v, lr, m) -> (p, v)``.
     step: Step
