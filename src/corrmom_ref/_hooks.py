@@ -24,6 +24,8 @@ class HookRegistry:
     def __init__(self, invalid_auto_timing: Literal["pre", "post"]) -> None:
         self._hooks: dict[str, dict[str, Callable[..., Any]]] = {"pre": {}, "post": {}}
         self._invalid_auto_timing = invalid_auto_timing
+        #: Whether any hook is registered (read once per parameter and step).
+        self.any = False
 
     def add(self, hook: Callable[..., Any], name: str | None, timing: Timing) -> None:
         """Register ``hook``; raises before registering anything on bad input."""
@@ -47,12 +49,14 @@ class HookRegistry:
         if name in self._hooks["pre"] or name in self._hooks["post"]:
             raise KeyError(f"hook {name!r} already exists")
         self._hooks[timing][name] = hook
+        self.any = True
 
     def remove(self, name: str) -> None:
         """Unregister the hook called ``name``; ``KeyError`` if there is none."""
         for hooks in self._hooks.values():
             if name in hooks:
                 del hooks[name]
+                self.any = bool(self._hooks["pre"] or self._hooks["post"])
                 return
         raise KeyError(f"no hook named {name!r}")
 
@@ -69,4 +73,4 @@ class HookRegistry:
         return list(self._hooks[timing])
 
     def __bool__(self) -> bool:
-        return bool(self._hooks["pre"] or self._hooks["post"])
+        return self.any

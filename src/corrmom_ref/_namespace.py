@@ -81,4 +81,4 @@ def same_device(a: Any, b: Any) -> bool:
 def _placement_reader(x: Any) -> Callable[[Any], Any]:
     if is_jax_array(x) and hasattr(x, "sharding"):
         return attrgetter("sharding")
-    return device_of
+    return _device_reader(x)

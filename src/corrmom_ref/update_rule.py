@@ -242,7 +242,7 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     """
     keys = []
     for param, rule in pairs:
-        if rule._hooks:
+        if rule._hooks.any:
             for param, rule in pairs:
                 rule.update(param)
             return
