@@ -144,3 +144,29 @@ def test_jax_donation_gives_the_undonated_result_bitwise():
     assert p.is_deleted() and v.is_deleted() and not g.is_deleted()
     for a, b in zip(kept, donated, strict=True):
         np.testing.assert_array_equal(a, to_numpy(b))
+
+
+@pytest.mark.parametrize("which", ["p", "g", "v"])
+@pytest.mark.parametrize("mismatch", ["device", "dtype", "shape", "strides"])
+def test_torch_multi_kernel_declines_a_mismatched_tensor_anywhere_in_the_lists(which, mismatch):
+    """torch's fused kernel checks nothing itself (a float64 buffer among float32 ones corrupts
+    the heap), so one odd tensor in the middle of the lists must make the kernel decline untouched."""
+    torch = pytest.importorskip("torch")
+    from corrmom_ref._backends import torch_update
+
+    lists = {name: [torch.ones(6) * (k + 1) for k in range(3)] for name in "pgv"}
+    odd = lists[which][1]
+    lists[which][1] = {
+        "device": lambda t: t.to("meta"),
+        "dtype": lambda t: t.to(torch.float64),
+        "shape": lambda t: t.reshape(2, 3),
+        "strides": lambda t: torch.stack([t, t], dim=1)[:, 0],
+    }[mismatch](odd)
+    before = {
+        name: [t.clone() for t in tensors if t.device.type != "meta"] for name, tensors in lists.items()
+    }
+    assert torch_update.corrected_steps(lists["p"], lists["g"], lists["v"], LR, M) is None
+    for name, tensors in lists.items():
+        kept = [t for t in tensors if t.device.type != "meta"]
+        for a, b in zip(kept, before[name], strict=True):
+            assert torch.equal(a, b)

@@ -401,19 +401,20 @@ class GradientMethod(Optimizer):
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = list(self._rules())
-        checked_parents: set[int] = set()
+        checked_parents: set[type] = set()  # rule classes whose view of the root was checked
         root = self.hyperparam
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
             check_gradient(param, name)
-            own_only = rule.hyperparam.parent is root
-            if own_only and id(type(rule)) in checked_parents:
+            hyperparam = rule.hyperparam
+            if hyperparam.parent is not root:
+                rule.check_hyperparameters(where=f"parameter {name}")
+            elif type(rule) not in checked_parents:
+                rule.check_hyperparameters(where=f"parameter {name}")
+                checked_parents.add(type(rule))
+            elif len(vars(hyperparam)) > 1:  # entries of its own besides the parent link
                 rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
-                continue
-            rule.check_hyperparameters(where=f"parameter {name}")
-            if own_only:
-                checked_parents.add(id(type(rule)))
         return entries
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:

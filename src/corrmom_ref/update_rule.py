@@ -248,15 +248,17 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
             return
         keys.append(rule.batch_key(param))
     batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
-    for (param, rule), key in zip(pairs, keys, strict=True):
+    for pair, key in zip(pairs, keys, strict=True):
         try:
-            batch = None if key is None else batches.setdefault(key, [])
+            batch = None if key is None else batches.get(key)
         except TypeError:  # a backend whose device or dtype objects cannot be hashed
-            batch = None
-        if batch is None:
-            rule.update(param)
+            batch = key = None
+        if batch is not None:
+            batch.append(pair)
+        elif key is not None:
+            batches[key] = [pair]
         else:
-            batch.append((param, rule))
+            pair[1].update(pair[0])
     for members in batches.values():
         type(members[0][1]).update_batch(members)
 

@@ -13,6 +13,8 @@ linearly, so those cases and non-contiguous inputs are left to the generic step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -45,15 +47,14 @@ def corrected_steps(
     """
     if m == 0 or not ps:
         return None
-    dtype, device = ps[0].dtype, ps[0].device
+    dtype, on_device = ps[0].dtype, _on_device_of(ps[0])
     if dtype not in _DTYPES:
         return None
     records_autograd = False
     for p, g, v in zip(ps, gs, vs, strict=True):
-        # torch dtypes are singletons; a tensor's device is a new object on every read
-        if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype):
+        if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype):  # dtypes are singletons
             return None
-        if not (p.device == device and g.device == device and v.device == device):
+        if not (on_device(p) and on_device(g) and on_device(v)):
             return None
         if not (
             p.shape == g.shape == v.shape and p.is_contiguous() and g.is_contiguous() and v.is_contiguous()
@@ -68,6 +69,22 @@ def corrected_steps(
     else:
         _fused_corrected(ps, gs, vs, lr, m)
     return ps, vs
+
+
+def _on_device_of(t: Any) -> Callable[[Any], bool]:
+    """A test of whether a tensor is on ``t``'s device.
+
+    A tensor's ``device`` is a new object on every read, and comparing two
+    costs as much again; the CPU (one device) and CUDA (a type and an index)
+    have cheaper tests.
+    """
+    device = t.device
+    if device.type == "cpu":
+        return attrgetter("is_cpu")
+    if device.type == "cuda":
+        index = t.get_device()
+        return lambda other: other.is_cuda and other.get_device() == index
+    return lambda other: other.device == device
 
 
 def _fused_corrected(ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
