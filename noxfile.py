@@ -185,6 +185,17 @@ def bench(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="bench-compare")
+def bench_compare(session: nox.Session) -> None:
+    """Two versions of the library timed interleaved on one implementation and workload.
+
+    ``nox -s bench-compare -- OLD [NEW] --impl "ref on torch" --workload small``, OLD and NEW
+    being git revisions or folders (NEW defaults to this tree); prints new / old.
+    """
+    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2")
+    session.run("python", "-m", "benchmarks.compare", *session.posargs)
+
+
 #: What the documentation build needs besides the library (figures use NumPy).
 DOCS_REQUIREMENTS = [
     "sphinx>=8",

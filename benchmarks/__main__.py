@@ -38,7 +38,7 @@ def run(
     rounds, reps = (2, 3) if quick else (7, 10)
     probe_elements, probe_reps = (1 << 20, 3) if quick else (1 << 24, 5)
     if torch_threads is not None:
-        _pin_torch_threads(torch_threads)
+        measure.pin_torch_threads(torch_threads)
     bandwidths: list[float] = []
     results: dict[str, Any] = {}
     for workload in workloads(quick):
@@ -140,14 +140,6 @@ def _timers(
 def _peak_extra_mib(name: str, timer: _Timer) -> float | None:
     peak = timer.peak_extra_bytes()
     return None if peak is None else peak / 2**20
-
-
-def _pin_torch_threads(threads: int) -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(threads)
 
 
 def table(result: dict[str, Any]) -> str:

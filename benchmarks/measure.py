@@ -15,6 +15,15 @@ import numpy as np
 BYTES_PER_ELEMENT = 20  # read p, g, v; write p, v (float32)
 
 
+def pin_torch_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)`` where torch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
 def time_steps(step: Callable[[], None], reps: int) -> list[float]:
     """Seconds per call of ``step``, ``reps`` times (after one warm-up call)."""
     step()

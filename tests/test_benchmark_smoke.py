@@ -34,3 +34,20 @@ def test_quick_benchmark_writes_ratios(tmp_path, capsys):
             assert fastest / max(floors) <= lo and hi <= slowest / min(floors)
             assert row["peak_extra_MiB"] is not None
     assert "x floor" in capsys.readouterr().out
+
+
+def test_compare_two_versions_interleaved(tmp_path, capsys):
+    """``benchmarks.compare`` times one implementation under two library folders and prints the ratio."""
+    from benchmarks.compare import ROOT, main
+
+    assert main([str(ROOT), str(ROOT), "--quick", "--rounds", "2", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"old: {ROOT}" in out and f"new: {ROOT}" in out
+    assert "ref on numpy, small: new / old = " in out
+
+
+def test_compare_names_a_bad_revision():
+    from benchmarks.compare import main
+
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        main(["no-such-revision", "--quick", "--rounds", "2"])
