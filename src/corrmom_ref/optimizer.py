@@ -413,7 +413,8 @@ class GradientMethod(Optimizer):
             elif type(rule) not in checked_parents:
                 rule.check_hyperparameters(where=f"parameter {name}")
                 checked_parents.add(type(rule))
-            elif len(vars(hyperparam)) > 1:  # entries of its own besides the parent link
+            elif type(hyperparam) is not Hyperparameter or len(vars(hyperparam)) > 1:
+                # entries of its own besides the parent link (a subclass may compute some)
                 rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
         return entries
 
