@@ -225,3 +225,20 @@ def test_generic_batch_step_equals_single_steps(
         for (p, v), p_batch, v_batch in zip(single, *batch, strict=True):
             np.testing.assert_array_equal(bk.to_numpy(p_batch), bk.to_numpy(p))
             np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
+
+
+@pytest.mark.parametrize("kind", sorted(_STEPS))
+def test_blocked_step_equals_the_whole_array_step(bk: Backend, kind: str, monkeypatch) -> None:
+    """A parameter larger than a cache block is stepped block by block; the last block is short."""
+    step, _ = _STEPS[kind]
+    rng = np.random.default_rng(11)
+    hosts = [rng.standard_normal((41, 61)) for _ in range(3)]  # 2501 elements
+    xp = array_namespace(bk.asarray([0.0]))
+    results = []
+    for block in (1000, 1 << 30):
+        monkeypatch.setattr(_update_math, "BLOCK_ELEMENTS", block)
+        p, g, v = (bk.asarray(a, "float32") for a in hosts)
+        with use_fast_paths(False):
+            results.append([bk.to_numpy(a) for a in step(xp, p, g, v, 0.05, 0.9)])
+    for blocked, whole in zip(*results, strict=True):
+        np.testing.assert_array_equal(blocked, whole)

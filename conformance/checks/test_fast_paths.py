@@ -46,7 +46,7 @@ def test_each_fast_step_within_bound_of_generic_step(adapter, seed, steps, m, pa
     lrs = data.draw(schedules(steps))
     named = {f"p{i}": shape for i, shape in enumerate(param_shapes)}
     if big:
-        named["big"] = (300, 257)  # larger than a cache block: the blocked generic path runs
+        named["big"] = (520, 509)  # larger than a cache block: the blocked generic path runs
     params = problem(seed, named)
     grads = gradients(seed, params, steps)
     generic = adapter.generic_variant()
