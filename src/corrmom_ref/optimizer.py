@@ -408,11 +408,11 @@ class GradientMethod(Optimizer):
                 continue
             check_gradient(param, name)
             hyperparam = rule.hyperparam
-            if hyperparam.parent is not root:
+            under_root = hyperparam.parent is root
+            if not under_root or type(rule) not in checked_parents:
                 rule.check_hyperparameters(where=f"parameter {name}")
-            elif type(rule) not in checked_parents:
-                rule.check_hyperparameters(where=f"parameter {name}")
-                checked_parents.add(type(rule))
+                if under_root:
+                    checked_parents.add(type(rule))
             elif type(hyperparam) is not Hyperparameter or len(vars(hyperparam)) > 1:
                 # entries of its own besides the parent link (a subclass may compute some)
                 rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
