@@ -165,6 +165,33 @@ def test_an_unhashable_batch_key_updates_one_by_one(bk: Backend, monkeypatch) ->
     assert_same_snapshot(_train(bk, cr.CorrectedMomentumSGD, one_by_one=True), batched)
 
 
+class _HalfOfParent(cr.Hyperparameter):
+    """A hyperparameter that computes its ``lr`` (half the parent's) and holds no entry of its own."""
+
+    @property
+    def lr(self) -> float:
+        return self.parent.lr / 2
+
+
+def test_rules_that_read_their_parent_batch_by_parent_and_computed_entries_by_value(bk: Backend) -> None:
+    """Rules without overrides of one parent share a batch keyed by that parent; a rule whose
+    hyperparameter computes ``lr`` (no entry of its own either) must not join them."""
+    link = cr.Link(**{name: cr.Parameter(bk.asarray([1.0, -2.0])) for name in ("a", "b", "half")})
+    opt = cr.CorrectedMomentumSGD(lr=0.5, momentum=0.5).setup(link)
+    link.half.update_rule.hyperparam = _HalfOfParent(opt.hyperparam)
+    keys = {}
+    for _ in range(2):
+        for param in link.params():
+            param.grad = bk.asarray([1.0, 1.0])
+        keys = {name: param.update_rule.batch_key(param) for name, param in link.namedparams()}
+        opt.update()
+    assert keys["/a"] == keys["/b"] != keys["/half"]
+    assert keys["/a"][-1] is opt.hyperparam
+    # v = -g, then v = 0.5 v - g: w = 1 - 0.5 * (1 + 1.5) for lr 0.5, 1 - 0.25 * 2.5 for lr 0.25
+    np.testing.assert_allclose(bk.to_numpy(link.a.array), [1.0 - 1.25, -2.0 - 1.25])
+    np.testing.assert_allclose(bk.to_numpy(link.half.array), [1.0 - 0.625, -2.0 - 0.625])
+
+
 def test_a_rule_whose_update_core_is_replaced_on_the_instance_is_not_batched(bk: Backend) -> None:
     calls = []
     link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))

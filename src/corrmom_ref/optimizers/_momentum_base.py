@@ -74,6 +74,11 @@ class MomentumRuleBase(UpdateRule):
     def batch_key(self, param: Parameter) -> Hashable | None:
         """Batch with rules of the same class, array type, dtype, placement (device), ``lr`` and ``momentum``.
 
+        Rules that override no hyperparameter and share a parent read the
+        same ``lr`` and ``momentum``, so their key holds the parent itself
+        (reading the two values costs half a microsecond per rule); a rule
+        with entries of its own is keyed by the values.
+
         Only a plain step batches: the rule is enabled, has its state, has a
         gradient, no loss scale to divide by, no float32 master copy, and its
         class and the rule itself keep this class's :meth:`update`,
@@ -90,10 +95,7 @@ class MomentumRuleBase(UpdateRule):
             return None
         if self._use_fp32_update and _is_float16(array.dtype):
             return None
-        hyperparam = self.hyperparam
-        lr = float(read_entry(hyperparam, "lr"))
-        momentum = float(read_entry(hyperparam, "momentum"))
-        return cls, type(array), array.dtype, placement_of(array), lr, momentum
+        return cls, type(array), array.dtype, placement_of(array), _hyperparameter_key(self.hyperparam)
 
     @classmethod
     def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
@@ -142,6 +144,20 @@ class MomentumMethodBase(GradientMethod):
     def create_update_rule(self) -> MomentumRuleBase:
         """A rule whose hyperparameters fall back to this optimizer's."""
         return self.rule_class(self.hyperparam)
+
+
+def _hyperparameter_key(hyperparam: Hyperparameter) -> Hashable:
+    """What fixes the ``lr`` and ``momentum`` a rule reads: its parent, or the two values.
+
+    A plain :class:`Hyperparameter` holding only its parent link reads both
+    from the parent, so rules with the same parent read the same values. A
+    subclass may compute entries without holding any, so it is keyed by the
+    values, as is a rule with entries of its own.
+    """
+    entries = hyperparam.__dict__
+    if type(hyperparam) is Hyperparameter and len(entries) == 1:
+        return entries["_parent"]
+    return float(read_entry(hyperparam, "lr")), float(read_entry(hyperparam, "momentum"))
 
 
 #: Per rule class: whether it updates as :class:`MomentumRuleBase` does.
