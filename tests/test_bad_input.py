@@ -146,6 +146,22 @@ def test_gradient_on_the_same_device_under_another_sharding_is_accepted(bk: Back
     assert not np.array_equal(bk.to_numpy(W.array), before)
 
 
+def test_a_weakly_typed_gradient_of_the_right_dtype_is_accepted(bk: Backend) -> None:
+    """JAX: gradients are first compared by ``aval``, which also holds the weak type; a weakly
+    typed gradient differs from the parameter's aval only there and must still pass."""
+    if bk.name != "jax":
+        pytest.skip("weak types are JAX's")
+    import jax.numpy as jnp
+
+    grad = jnp.full((3,), 0.5)  # filled from a Python float: weakly typed, default float dtype
+    w = cr.Parameter(jnp.asarray([1.0, 2.0, 3.0], dtype=grad.dtype))
+    opt = cr.CorrectedMomentumSGD(lr=0.5).setup(cr.Link(w=w))
+    w.grad = grad
+    assert grad.aval != w.array.aval and grad.dtype == w.array.dtype
+    opt.update()
+    np.testing.assert_array_equal(bk.to_numpy(w.array), [0.75, 1.75, 2.75])
+
+
 def test_bad_gradient_from_lossfun(bk: Backend) -> None:
     """A loss whose backward produces a bad gradient: parameters, states, counters unchanged."""
     opt = trained(bk)

@@ -18,11 +18,13 @@ from array_api_compat import (
     is_jax_array,
     is_numpy_array,
     is_pydata_sparse_array,
+    is_torch_array,
 )
 
 _BY_TYPE: dict[type, Any] = {}
 _DEVICE_READER_BY_TYPE: dict[type, Callable[[Any], Any]] = {}
 _PLACEMENT_READER_BY_TYPE: dict[type, Callable[[Any], Any]] = {}
+_ALIKE_TEST_BY_TYPE: dict[type, Callable[[Any, Any], bool]] = {}
 
 
 def namespace_of(x: Any) -> Any:
@@ -82,3 +84,48 @@ def _placement_reader(x: Any) -> Callable[[Any], Any]:
     if is_jax_array(x) and hasattr(x, "sharding"):
         return attrgetter("sharding")
     return _device_reader(x)
+
+
+def alike(a: Any, b: Any) -> bool:
+    """A quick test that arrays ``a`` and ``b`` (of one type) have equal shape, dtype and device.
+
+    ``True`` is always right; ``False`` may be wrong (a JAX array's ``aval``
+    also holds its weak type, devices are compared through placements), so a
+    caller that must be exact looks closer after a ``False``. The test is
+    chosen once per array type: NumPy arrays are all on the CPU; a PyTorch
+    tensor says whether it is on the CPU without building a device object;
+    a JAX array's ``aval`` (one read) holds both shape and dtype, which read
+    one by one are built anew each time.
+    """
+    test = _ALIKE_TEST_BY_TYPE.get(type(a))
+    if test is None:
+        test = _ALIKE_TEST_BY_TYPE[type(a)] = _alike_test(a)
+    return test(a, b)
+
+
+def _alike_test(x: Any) -> Callable[[Any, Any], bool]:
+    if is_numpy_array(x):
+        return _same_shape_and_dtype
+    if is_torch_array(x):
+        return _alike_tensors
+    if is_jax_array(x) and hasattr(x, "aval"):
+        return _alike_jax_arrays
+    return _alike_arrays
+
+
+def _same_shape_and_dtype(a: Any, b: Any) -> bool:
+    return bool(a.dtype == b.dtype and a.shape == b.shape)
+
+
+def _alike_tensors(a: Any, b: Any) -> bool:
+    return bool(
+        a.dtype == b.dtype and a.shape == b.shape and ((a.is_cpu and b.is_cpu) or a.device == b.device)
+    )
+
+
+def _alike_jax_arrays(a: Any, b: Any) -> bool:
+    return bool(a.aval == b.aval and same_device(a, b))
+
+
+def _alike_arrays(a: Any, b: Any) -> bool:
+    return bool(a.dtype == b.dtype and a.shape == b.shape and same_device(a, b))
