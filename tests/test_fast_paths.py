@@ -146,6 +146,21 @@ def test_jax_donation_gives_the_undonated_result_bitwise():
         np.testing.assert_array_equal(a, to_numpy(b))
 
 
+def test_jax_kernels_take_a_weakly_typed_array_of_the_right_dtype():
+    """The JAX kernels compare ``aval`` first (it holds the weak type too), then dtype and shape."""
+    _jax()
+    import jax.numpy as jnp
+
+    from corrmom_ref._backends import jax_update
+
+    v = jnp.full((10,), 0.25)  # filled from a Python float: weakly typed, default float dtype
+    p, g = (jnp.asarray(a, dtype=v.dtype) for a in _inputs(10, "float32", 4)[:2])
+    assert v.aval != p.aval
+    assert jax_update.corrected_step(p, g, v, LR, M) is not None
+    assert jax_update.corrected_steps([p], [g], [v], LR, M) is not None
+    assert jax_update.corrected_steps([p], [g], [v[:5]], LR, M) is None
+
+
 @pytest.mark.parametrize("which", ["p", "g", "v"])
 @pytest.mark.parametrize("mismatch", ["device", "dtype", "shape", "strides"])
 def test_torch_multi_kernel_declines_a_mismatched_tensor_anywhere_in_the_lists(which, mismatch):

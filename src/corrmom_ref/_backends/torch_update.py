@@ -13,8 +13,6 @@ linearly, so those cases and non-contiguous inputs are left to the generic step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
 import torch
@@ -47,44 +45,31 @@ def corrected_steps(
     """
     if m == 0 or not ps:
         return None
-    dtype, on_device = ps[0].dtype, _on_device_of(ps[0])
+    first = ps[0]
+    dtype, cpu = first.dtype, first.is_cpu
     if dtype not in _DTYPES:
         return None
-    records_autograd = False
     for p, g, v in zip(ps, gs, vs, strict=True):
-        if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype):  # dtypes are singletons
-            return None
-        if not (on_device(p) and on_device(g) and on_device(v)):
-            return None
         if not (
-            p.shape == g.shape == v.shape and p.is_contiguous() and g.is_contiguous() and v.is_contiguous()
+            p.dtype is dtype  # dtypes are singletons
+            and g.dtype is dtype
+            and v.dtype is dtype
+            and p.is_cpu is cpu  # a device is a new object on each read; is_cpu is not
+            and g.is_cpu is cpu
+            and v.is_cpu is cpu
+            and p.shape == g.shape == v.shape
+            and p.is_contiguous()
+            and g.is_contiguous()
+            and v.is_contiguous()
         ):
             return None
-        records_autograd = records_autograd or p.requires_grad or g.requires_grad or v.requires_grad
+    if not cpu and any(t.device != first.device for t in (*ps, *gs, *vs)):
+        return None
     if len({id(t) for t in (*ps, *vs)}) != 2 * len(ps):
         return None
-    if records_autograd:
-        with torch.no_grad():  # ~2 us: entered only when autograd could record
-            _fused_corrected(ps, gs, vs, lr, m)
-    else:
+    with torch.no_grad():  # one context per call is cheaper than asking each tensor
         _fused_corrected(ps, gs, vs, lr, m)
     return ps, vs
-
-
-def _on_device_of(t: Any) -> Callable[[Any], bool]:
-    """A test of whether a tensor is on ``t``'s device.
-
-    A tensor's ``device`` is a new object on every read, and comparing two
-    costs as much again; the CPU (one device) and CUDA (a type and an index)
-    have cheaper tests.
-    """
-    device = t.device
-    if device.type == "cpu":
-        return attrgetter("is_cpu")
-    if device.type == "cuda":
-        index = t.get_device()
-        return lambda other: other.is_cuda and other.get_device() == index
-    return lambda other: other.device == device
 
 
 def _fused_corrected(ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
