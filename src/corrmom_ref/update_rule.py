@@ -240,25 +240,29 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     rule has hooks: a rule hook receives one parameter but may look at
     others, so with hooks every rule updates in turn, in order, as in Chainer.
     """
-    keys = []
-    for param, rule in pairs:
+    batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
+    alone = []
+    for pair in pairs:
+        param, rule = pair
         if rule._hooks.any:
             for param, rule in pairs:
                 rule.update(param)
             return
-        keys.append(rule.batch_key(param))
-    batches: dict[Hashable, list[tuple[Parameter, UpdateRule]]] = {}
-    for pair, key in zip(pairs, keys, strict=True):
+        key = rule.batch_key(param)
+        if key is None:
+            alone.append(pair)
+            continue
         try:
-            batch = None if key is None else batches.get(key)
+            batch = batches.get(key)
         except TypeError:  # a backend whose device or dtype objects cannot be hashed
-            batch = key = None
-        if batch is not None:
-            batch.append(pair)
-        elif key is not None:
+            alone.append(pair)
+            continue
+        if batch is None:
             batches[key] = [pair]
         else:
-            pair[1].update(pair[0])
+            batch.append(pair)
+    for param, rule in alone:
+        rule.update(param)
     for members in batches.values():
         type(members[0][1]).update_batch(members)
 
