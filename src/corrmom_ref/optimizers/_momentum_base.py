@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
@@ -100,13 +100,10 @@ class MomentumRuleBase(UpdateRule):
     @classmethod
     def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
         """One :attr:`steps` call for the batch: the parameters and ``v`` as :meth:`update` leaves them."""
-        arrays, grads, velocities, states = [], [], [], []
-        for param, rule in members:
-            state = cast(dict[str, Any], rule._state)
-            arrays.append(param.array)
-            grads.append(param.grad)
-            velocities.append(state["v"])
-            states.append(state)
+        states: list[dict[str, Any]] = [rule._state for _, rule in members]  # type: ignore[misc]
+        arrays = [param.array for param, _ in members]
+        grads = [param.grad for param, _ in members]
+        velocities = [state["v"] for state in states]
         hyperparam = members[0][1].hyperparam
         new_ps, new_vs = cls.steps(
             namespace_of(arrays[0]),
