@@ -93,6 +93,57 @@ def test_bad_per_parameter_hyperparameter(bk: Backend, name: str, value: Any, er
     assert_fails_cleanly(bk, opt, opt.update, error, rf"parameter /l1/W: hyperparameter '{name}'")
 
 
+class _Computed(cr.Hyperparameter):
+    """A hyperparameter whose ``lr`` and ``momentum`` are computed, not held as entries."""
+
+    __slots__ = ("_values",)  # outside the entries (the instance's __dict__)
+
+    def __init__(self, parent: cr.Hyperparameter, lr: float, momentum: float) -> None:
+        super().__init__(parent)
+        self._values = {"lr": lr, "momentum": momentum}
+
+    @property
+    def lr(self) -> float:
+        return self._values["lr"]
+
+    @property
+    def momentum(self) -> float:
+        return self._values["momentum"]
+
+
+def test_a_computed_bad_hyperparameter_is_caught_after_the_root_was_checked(bk: Backend) -> None:
+    """/l1/W comes after /a, whose check covers the optimizer's values; W's hyperparameter holds
+    no entry of its own but computes a negative ``lr``, so it must be checked in full."""
+    opt = trained(bk)
+    rule = opt.target.l1.W.update_rule
+    rule.hyperparam = _Computed(opt.hyperparam, lr=-0.5, momentum=0.5)
+    assert vars(rule.hyperparam).keys() == {"_parent"}
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, ValueError, r"parameter /l1/W: hyperparameter 'lr'")
+
+
+def test_a_computed_good_hyperparameter_does_not_vouch_for_the_optimizers(bk: Backend) -> None:
+    """/a, first in the walk, computes valid values of its own; the optimizer's ``lr`` is bad and
+    must still be found at /l1/W, the first parameter that reads it."""
+    opt = trained(bk)
+    rule = opt.target.a.update_rule
+    rule.hyperparam = _Computed(opt.hyperparam, lr=0.5, momentum=0.5)
+    opt.lr = -1.0
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, ValueError, r"parameter /l1/W: hyperparameter 'lr'")
+
+
+def test_a_bad_value_in_another_parent_is_caught(bk: Backend) -> None:
+    """A rule whose hyperparameter falls back to a parent other than the optimizer's is checked
+    against that parent, even after the optimizer's values were checked for its rule class."""
+    opt = trained(bk)
+    other = cr.Hyperparameter()
+    other.lr, other.momentum = -1.0, 0.5
+    opt.target.l1.W.update_rule.hyperparam = cr.Hyperparameter(other)
+    pre_hook_must_not_run(opt)
+    assert_fails_cleanly(bk, opt, opt.update, ValueError, r"parameter /l1/W: hyperparameter 'lr'")
+
+
 # -- gradients -----------------------------------------------------------------
 
 

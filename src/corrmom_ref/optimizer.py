@@ -401,20 +401,21 @@ class GradientMethod(Optimizer):
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = list(self._rules())
-        checked_parents: set[type] = set()  # rule classes whose view of the root was checked
         root = self.hyperparam
+        root_checked_for: set[type] = set()  # rule classes (their own hyperparameter names)
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
             check_gradient(param, name)
             hyperparam = rule.hyperparam
-            under_root = hyperparam.parent is root
-            if not under_root or type(rule) not in checked_parents:
+            own = hyperparam.__dict__
+            if type(hyperparam) is not Hyperparameter or own["_parent"] is not root:
+                # another parent, or a subclass that may compute entries: every value
                 rule.check_hyperparameters(where=f"parameter {name}")
-                if under_root:
-                    checked_parents.add(type(rule))
-            elif type(hyperparam) is not Hyperparameter or len(vars(hyperparam)) > 1:
-                # entries of its own besides the parent link (a subclass may compute some)
+            elif type(rule) not in root_checked_for:
+                rule.check_hyperparameters(where=f"parameter {name}")
+                root_checked_for.add(type(rule))
+            elif len(own) > 1:  # entries of its own besides the parent link
                 rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
         return entries
 
