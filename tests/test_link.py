@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 
 import corrmom_ref as cr
@@ -27,3 +30,16 @@ def test_a_walk_sees_children_added_after_an_earlier_walk_at_any_depth() -> None
     assert next(model.params()) is late
     model.add("top", _param())
     assert next(model.namedparams())[0] == "/top"
+
+
+def test_a_copied_or_unpickled_link_walks_its_own_parameters() -> None:
+    """A walk cached before the copy belongs to the original; the copy walks its own parameters,
+    and a walk that was stale when pickled (a child added after it) is not reused."""
+    inner = cr.Link(b=_param())
+    model = cr.Link(inner=inner)
+    list(model.namedparams())  # cache a walk
+    inner.add("a", _param())  # ... that is now stale
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        pairs = list(copied.namedparams())
+        assert [path for path, _ in pairs] == ["/inner/a", "/inner/b"]
+        assert pairs[0][1] is copied.inner.a and pairs[0][1] is not inner.a

@@ -86,13 +86,19 @@ class Parameter:
             self.update_rule.update(self)
 
 
-class _StructureChanges:
-    """A count of :meth:`Link.add` calls, all links together: a cached walk older than it is stale."""
+class _Structure:
+    """Which link trees are current: :meth:`Link.add` replaces :attr:`version` with a new object.
 
-    changes = 0
+    A cached walk remembers the version it was built under and is reused only
+    while that very object is current. A new object (rather than a count) keeps
+    a walk that traveled through pickle or ``copy.deepcopy`` from ever matching,
+    even in another process that has seen the same number of changes.
+    """
+
+    version = object()
 
 
-_STRUCTURE = _StructureChanges()
+_STRUCTURE = _Structure()
 
 
 class Link:
@@ -120,7 +126,7 @@ class Link:
             raise ValueError(f"child name must be an identifier, got {name!r}")
         if name in self._params or name in self._links or hasattr(type(self), name):
             raise KeyError(f"name {name!r} is already used in this link")
-        _STRUCTURE.changes += 1
+        _STRUCTURE.version = object()
         if isinstance(child, Parameter):
             if child.name is None:
                 child.name = name
@@ -155,16 +161,16 @@ class Link:
         An optimizer walks its target several times per step; sorting the
         names and joining the paths again each time costs about 0.15 us per
         parameter and walk. The pairs are rebuilt after any :meth:`add`
-        anywhere (:data:`_STRUCTURE` counts them).
+        anywhere (see :class:`_Structure`).
         """
         cached = self.__dict__.get("_walked")
-        if cached is not None and cached[0] == _STRUCTURE.changes:
+        if cached is not None and cached[0] is _STRUCTURE.version:
             return cached[1]
         pairs = [("/" + name, self._params[name]) for name in sorted(self._params)]
         for name in sorted(self._links):
             pairs.extend(("/" + name + path, param) for path, param in self._links[name]._walk())
         walked = tuple(pairs)
-        self.__dict__["_walked"] = (_STRUCTURE.changes, walked)
+        self.__dict__["_walked"] = (_STRUCTURE.version, walked)
         return walked
 
     def cleargrads(self) -> None:
