@@ -254,6 +254,48 @@ def test_generic_batch_step_equals_single_steps(
             np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
 
 
+@pytest.mark.parametrize("odd", ["dtype", "read-only", "large"])
+@pytest.mark.parametrize("kind", sorted(_STEPS))
+def test_a_batch_with_one_odd_triple_equals_single_steps(
+    bk: Backend, kind: str, odd: str, monkeypatch
+) -> None:
+    """A batch whose triples are all alike is stepped with one choice for all; one odd triple
+    (another dtype, a read-only parameter, a parameter large enough to block) must send the
+    whole batch back to choosing triple by triple, with the single-step result each."""
+    if odd == "read-only" and bk.name not in ("numpy", "numpy1"):
+        pytest.skip("read-only arrays among writeable ones: NumPy's flags")
+    step, steps = _STEPS[kind]
+    blocked = []
+    original_blocked = _update_math._run_blocked
+    monkeypatch.setattr(
+        _update_math, "_run_blocked", lambda *a: blocked.append(a[2].shape) or original_blocked(*a)
+    )
+    monkeypatch.setattr(_update_math, "BLOCK_ELEMENTS", 6)
+    rng = np.random.default_rng(5)
+    shapes = [(5,), (3,), (8,) if odd == "large" else (4,), (2,)]
+    hosts = [[rng.standard_normal(shape) * 4 for _ in range(3)] for shape in shapes]
+
+    def triples() -> tuple[list, list, list]:
+        made = []
+        for k, triple in enumerate(hosts):
+            dtype = "float64" if odd == "dtype" and k == 2 else "float32"
+            made.append([bk.asarray(a, dtype) for a in triple])
+        if odd == "read-only":
+            made[2][0].flags.writeable = False
+        return [t[0] for t in made], [t[1] for t in made], [t[2] for t in made]
+
+    xp = array_namespace(bk.asarray([0.0]))
+    with use_fast_paths(False):
+        batch = steps(xp, *triples(), 0.1, 0.9)
+        single = [step(xp, p, g, v, 0.1, 0.9) for p, g, v in zip(*triples(), strict=True)]
+    for (p, v), p_batch, v_batch in zip(single, *batch, strict=True):
+        np.testing.assert_array_equal(bk.to_numpy(p_batch), bk.to_numpy(p))
+        np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
+    if odd == "large":  # blocked in the batch and in its single step where arrays are written in place
+        in_place = bk.name in ("numpy", "numpy1", "array_api_strict", "torch", "cupy")
+        assert blocked == ([(8,), (8,)] if in_place else [])
+
+
 @pytest.mark.parametrize("kind", sorted(_STEPS))
 def test_blocked_step_equals_the_whole_array_step(bk: Backend, kind: str, monkeypatch) -> None:
     """A parameter larger than a cache block is stepped block by block; the last block is short."""
