@@ -182,14 +182,15 @@ class _GenericStep:
 
 _dtype_of = attrgetter("dtype")
 _shape_of = attrgetter("shape")
+_numpy_writeable = attrgetter("flags.writeable")
 
 
 def _one_kind_of_small_writeable(xp: Any, ps: list[Array], gs: list[Array], vs: list[Array]) -> bool:
     """Whether every array has the type and dtype of ``ps[0]``, every ``p`` and ``v`` can be
     written, and no ``p`` is large enough to be blocked: then every triple takes the same path.
 
-    Asked of whole lists with C-level iteration (``map``, ``list.count``), which costs about a
-    third of asking triple by triple.
+    Asked of whole lists with C-level iteration (``map``, ``list.count``), which costs about
+    half as much as asking triple by triple (0.7 against 1.4 us per triple of NumPy arrays).
     """
     first = ps[0]
     arrays = [*ps, *gs, *vs]
@@ -198,14 +199,11 @@ def _one_kind_of_small_writeable(xp: Any, ps: list[Array], gs: list[Array], vs: 
     if list(map(_dtype_of, arrays)).count(first.dtype) != len(arrays):
         return False
     if is_numpy_array(first):
-        if not (all(map(_NUMPY_WRITEABLE, ps)) and all(map(_NUMPY_WRITEABLE, vs))):
+        if not (all(map(_numpy_writeable, ps)) and all(map(_numpy_writeable, vs))):
             return False
     elif not _is_writeable(first):
         return False
     return not (_slices_are_views(xp) and max(map(math.prod, map(_shape_of, ps))) > BLOCK_ELEMENTS)
-
-
-_NUMPY_WRITEABLE = attrgetter("flags.writeable")
 
 
 class _ScalarOperands:
