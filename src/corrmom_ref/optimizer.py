@@ -12,8 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from array_api_compat import array_namespace
-
+from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_gradient
@@ -206,7 +205,7 @@ class Optimizer:
         if not self._loss_scaling_is_dynamic:
             return
         named = [(name, p.grad) for name, p in self.target.namedparams() if p.grad is not None]
-        for (name, _), finite in zip(named, _finite_flags([g for _, g in named]), strict=True):
+        for (name, _), finite in zip(named, finite_flags([g for _, g in named]), strict=True):
             if not finite:
                 self._loss_scaling_isnan = True
                 self._loss_scaling_isnan_ever = True
@@ -322,29 +321,6 @@ class Optimizer:
 
 def _scalar_item(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def _finite_flags(grads: list[Any]) -> list[bool]:
-    """``[all(isfinite(g)) for g in grads]`` with one host transfer when possible.
-
-    Lazy backends (Dask) compute once for all gradients instead of once per
-    gradient; when the gradients cannot be stacked (different devices), each
-    is checked on its own.
-    """
-    if not grads:
-        return []
-    per_grad = []
-    for g in grads:
-        xp = namespace_of(g)
-        per_grad.append(xp.all(xp.isfinite(g)))
-    try:
-        xp = array_namespace(*per_grad)
-        stacked = xp.stack(per_grad)
-        if bool(xp.all(stacked)):
-            return [True] * len(grads)
-    except (TypeError, ValueError, RuntimeError):
-        pass
-    return [bool(flag) for flag in per_grad]
 
 
 class GradientMethod(Optimizer):

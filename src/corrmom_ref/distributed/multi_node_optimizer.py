@@ -99,9 +99,9 @@ class MultiNodeOptimizer:
 
 
 def _all_finite(grads: list[Any]) -> bool:
-    from corrmom_ref.optimizer import _finite_flags
+    from corrmom_ref._finite import all_finite
 
-    return all(_finite_flags(grads))
+    return all_finite(grads)
 
 
 def create_multi_node_optimizer(
