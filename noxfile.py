@@ -20,10 +20,14 @@ nox.options.sessions = ["tests"]
 #: (a bare ``torch`` would pull a multi-GB CUDA build).
 TORCH = "torch==2.13.0"
 
+#: NumPy's fast path (a compiled loop); a release that supports the NumPy it is given.
+NUMBA = "numba>=0.61"
+
 #: What each backend leg installs on top of ``.[test]``.
 BACKEND_REQUIREMENTS: dict[str, list[str]] = {
     "numpy": ["numpy>=2"],
     "numpy1": ["numpy==1.26.4"],
+    "numba": ["numpy>=2", NUMBA],
     "array_api_strict": ["numpy>=2", "array-api-strict>=2.2"],
     "torch": ["numpy>=2", TORCH],
     "jax": ["numpy>=2", "jax[cpu]>=0.4.30"],
@@ -168,7 +172,7 @@ def bench(session: nox.Session) -> None:
 
     ``nox -s bench`` (``-- --quick`` for a smoke run). Writes benchmarks/results.{json,png}.
     """
-    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
+    session.install("-e", ".", "numpy>=2", NUMBA, TORCH, "jax[cpu]>=0.4.30", "optax>=0.2", "matplotlib")
     chainer_venv = Path(session.create_tmp()) / "chainer-venv"
     if not (chainer_venv / "bin" / "python").exists():
         session.run("python", "-m", "venv", str(chainer_venv))
@@ -192,7 +196,7 @@ def bench_compare(session: nox.Session) -> None:
     ``nox -s bench-compare -- OLD [NEW] --impl "ref on torch" --workload small``, OLD and NEW
     being git revisions or folders (NEW defaults to this tree); prints new / old.
     """
-    session.install("-e", ".", "numpy>=2", TORCH, "jax[cpu]>=0.4.30", "optax>=0.2")
+    session.install("-e", ".", "numpy>=2", NUMBA, TORCH, "jax[cpu]>=0.4.30", "optax>=0.2")
     session.run("python", "-m", "benchmarks.compare", *session.posargs)
 
 

@@ -28,7 +28,9 @@ CHAINER = "chainer 7.8.1"
 NUMPY_TRACED = {
     "numpy in place (plain)",
     "ref on numpy",
+    "ref on numpy, generic",
     "ref on numpy, flat",
+    "ref on numpy, flat, generic",
 }  # tracemalloc sees NumPy's allocations only
 
 

@@ -44,9 +44,11 @@ def _reference(
     """corrmom_ref's ``opt.update()``; ``mode`` picks the dispatch.
 
     ``default``: native fast path where the backend has one (torch: fused SGD
-    kernel; JAX: jit); ``generic``: fast paths off, the Array API step only;
-    ``donate``: the JAX fast path donates the old buffers; ``flat``: the opt-in
-    flat-buffer mode (one buffer per dtype and device).
+    kernel; JAX: jit; NumPy: the Numba loop where Numba is installed);
+    ``generic``: fast paths off, the Array API step only; ``donate``: the JAX
+    fast path donates the old buffers; ``flat``: the opt-in flat-buffer mode
+    (one buffer per dtype and device); ``flat, generic``: that mode with fast
+    paths off.
     """
 
     def make(shapes: list[tuple[int, ...]]) -> Step:
@@ -58,9 +60,11 @@ def _reference(
         link = cr.Link(**params)
         for p, g in zip(params.values(), _arrays(shapes), strict=True):
             p.grad = to_native(g)
-        target = flat.flatten(link) if mode == "flat" else link
+        target = flat.flatten(link) if mode.startswith("flat") else link
         opt = cr.CorrectedMomentumSGD(lr=LR, momentum=MOMENTUM).setup(target)
-        dispatch = {"generic": (False, False), "donate": (True, True)}.get(mode, (True, False))
+        dispatch = {"generic": (False, False), "flat, generic": (False, False), "donate": (True, True)}.get(
+            mode, (True, False)
+        )
         updated = list(target.params())
 
         def step() -> None:
@@ -74,7 +78,9 @@ def _reference(
 
 
 reference_numpy = _reference(lambda a: a)
+reference_numpy_generic = _reference(lambda a: a, mode="generic")
 reference_numpy_flat = _reference(lambda a: a, mode="flat")
+reference_numpy_flat_generic = _reference(lambda a: a, mode="flat, generic")
 
 
 def _torch_reference(mode: str) -> Callable[[list[tuple[int, ...]]], Step]:
@@ -141,7 +147,9 @@ def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
 RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "numpy in place (plain)": numpy_plain,
     "ref on numpy": reference_numpy,
+    "ref on numpy, generic": reference_numpy_generic,
     "ref on numpy, flat": reference_numpy_flat,
+    "ref on numpy, flat, generic": reference_numpy_flat_generic,
     "ref on torch, generic": _torch_reference("generic"),
     "ref on torch": _torch_reference("default"),
     "ref on torch, flat": _torch_reference("flat"),

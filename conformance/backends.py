@@ -35,6 +35,12 @@ def _numpy1() -> Backend:
     return replace(_numpy(), name="numpy1")
 
 
+def _numba() -> Backend:
+    """NumPy with Numba installed: the reference's NumPy fast path (a compiled loop) runs."""
+    numba = importlib.import_module("numba")
+    return replace(_numpy(), name=f"numpy {np.__version__} + numba {numba.__version__}")
+
+
 def _strict() -> Backend:
     xs = importlib.import_module("array_api_strict")
     return Backend(
@@ -71,6 +77,7 @@ def _cupy() -> Backend:
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "numpy": _numpy,
     "numpy1": _numpy1,
+    "numba": _numba,
     "array_api_strict": _strict,
     "torch": _torch,
     "jax": _jax,

@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--backend",
         default=os.environ.get("CORRMOM_CONFORMANCE_BACKEND", "numpy"),
-        help="array backend for --impl=ref: numpy, numpy1, array_api_strict, torch, jax, dask, cupy (default numpy)",
+        help="array backend for --impl=ref: numpy, numpy1, numba, array_api_strict, torch, jax, dask, cupy (default numpy)",
     )
     group.addoption("--thorough", action="store_true", help="many more generated cases per check (slow)")
     group.addoption("--report", default=None, help="write the report to PATH.json and PATH.md")

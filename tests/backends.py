@@ -4,6 +4,9 @@ Each :class:`Backend` makes *native* arrays (what a user of that library
 holds: ``numpy.ndarray``, ``torch.Tensor``, ``jax.Array``, a Dask array, an
 array-api-strict array) and converts them back to NumPy for comparison.
 
+``numba`` is NumPy with Numba installed, so that the reference's NumPy fast
+path (a compiled loop) runs wherever the generic step would.
+
 ``numpy_readonly`` hands out NumPy arrays whose ``writeable`` flag is off, so
 any code path that updates in place without rebinding the result fails
 loudly (the trick array-api-extra uses).
@@ -20,8 +23,9 @@ from typing import Any
 import numpy as np
 
 #: Every backend name the ``CORRMOM_BACKENDS`` variable may list.
-#: ``numpy1`` is NumPy 1.26 (the nox leg installs it); ``cupy`` needs a GPU.
-KNOWN = ("numpy", "numpy1", "numpy_readonly", "array_api_strict", "torch", "jax", "dask", "cupy")
+#: ``numpy1`` is NumPy 1.26 (the nox leg installs it); ``numba`` is NumPy with
+#: Numba (the NumPy fast path); ``cupy`` needs a GPU.
+KNOWN = ("numpy", "numpy1", "numba", "numpy_readonly", "array_api_strict", "torch", "jax", "dask", "cupy")
 
 #: What a default run (no ``CORRMOM_BACKENDS``) tries, in order.
 DEFAULT = ("numpy", "numpy_readonly", "array_api_strict", "torch", "jax", "dask", "cupy")
@@ -74,6 +78,11 @@ def _numpy1() -> Backend:
     if not np.__version__.startswith("1."):
         raise ImportError(f"the numpy1 leg needs NumPy 1.x, found {np.__version__}")
     return _numpy("numpy1")
+
+
+def _numba() -> Backend:
+    importlib.import_module("numba")  # the leg is for NumPy's fast path: no Numba, no leg
+    return _numpy("numba")
 
 
 def _numpy_readonly() -> Backend:
@@ -136,6 +145,7 @@ def _cupy() -> Backend:
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "numpy": lambda: _numpy("numpy"),
     "numpy1": _numpy1,
+    "numba": _numba,
     "numpy_readonly": _numpy_readonly,
     "array_api_strict": _strict,
     "torch": _torch,
@@ -154,7 +164,7 @@ def requested() -> list[str]:
     unknown = sorted(set(names) - set(KNOWN))
     if unknown:
         raise ValueError(f"CORRMOM_BACKENDS lists unknown backends {unknown}; known: {KNOWN}")
-    if ("numpy" in names or "numpy1" in names) and "numpy_readonly" not in names:
+    if {"numpy", "numpy1", "numba"} & set(names) and "numpy_readonly" not in names:
         names.append("numpy_readonly")
     return names
 

@@ -292,7 +292,7 @@ def test_a_batch_with_one_odd_triple_equals_single_steps(
         np.testing.assert_array_equal(bk.to_numpy(p_batch), bk.to_numpy(p))
         np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
     if odd == "large":  # blocked in the batch and in its single step where arrays are written in place
-        in_place = bk.name in ("numpy", "numpy1", "array_api_strict", "torch", "cupy")
+        in_place = bk.name in ("numpy", "numpy1", "numba", "array_api_strict", "torch", "cupy")
         assert blocked == ([(8,), (8,)] if in_place else [])
 
 

@@ -1,6 +1,6 @@
 r"""Native fast paths of the corrected-momentum step against the generic Array API step.
 
-The fast paths fuse ``m*v - g`` and ``p + lr*v`` into multiply-adds (PyTorch's
+The fast paths of PyTorch and JAX fuse ``m*v - g`` and ``p + lr*v`` into multiply-adds (PyTorch's
 fused SGD kernel, XLA), so they skip one rounding of each product. With
 :math:`\epsilon` the dtype's machine epsilon the stated bound is
 
@@ -116,8 +116,12 @@ def test_declined_inputs_give_the_generic_result_bitwise(backend):
     assert corrected_kernel(xp)(p, g, v, LR, M) is None
 
 
-def test_numpy_has_no_fast_path():
-    assert corrected_kernel(array_namespace(np.zeros(1))) is None
+def test_numpy_has_a_fast_path_exactly_where_numba_is_installed():
+    """NumPy's kernel is a Numba loop (tests/test_numba_fast_path.py); without Numba, the generic step."""
+    from importlib.util import find_spec
+
+    has_kernel = corrected_kernel(array_namespace(np.zeros(1))) is not None
+    assert has_kernel == (find_spec("numba") is not None)
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))

@@ -28,7 +28,7 @@ class ReferenceAdapter:
 
     def __init__(self, backend: str = "numpy", optimizer_class: Any = None, fast_paths: bool = True) -> None:
         import corrmom_ref as cr
-        from corrmom_ref._backends.fast import corrected_kernel
+        from corrmom_ref._backends.fast import kernel_roundings
 
         self._cr = cr
         self._backend_key = backend
@@ -41,10 +41,11 @@ class ReferenceAdapter:
         if not self._backend.has_float16:
             caps -= {"float16", "fp32_master"}
         self.capabilities = frozenset(caps)
-        # A native kernel fuses each product into a multiply-add: one rounding apart
-        # from the generic step per product. Without one, the two must agree bitwise.
+        # A native kernel that fuses each product into a multiply-add is one rounding
+        # apart from the generic step per product; without one (or with NumPy's
+        # Numba loop, which rounds as the generic step does) the two agree bitwise.
         xp = array_namespace(self._backend.to_native(np.zeros(1, np.float32)))
-        self.fast_path_roundings = 0.0 if corrected_kernel(xp) is None else 1.0
+        self.fast_path_roundings = float(kernel_roundings(xp))
 
     def generic_variant(self) -> ReferenceAdapter:
         """The reference on the same backend with its native fast paths off."""

@@ -7,9 +7,12 @@ imported only when its namespace is first seen. A kernel returns ``None`` for
 inputs it does not handle (mixed dtypes or devices, ``m == 0``, ...), and the
 caller then runs the generic Array API step.
 
-Fast paths contract ``m*v - g`` and ``p + lr*v`` into fused multiply-adds, so
-they agree with the generic step to within one rounding of each product (the
-bound ``tests/test_fast_paths.py`` checks), not bitwise.
+The fast paths of PyTorch, JAX and CuPy contract ``m*v - g`` and
+``p + lr*v`` into fused multiply-adds, so they agree with the generic step to
+within one rounding of each product (the bound ``tests/test_fast_paths.py``
+checks), not bitwise; NumPy's (a Numba loop, used where Numba is installed)
+rounds as the generic step does and agrees bitwise. :func:`kernel_roundings`
+states which.
 
 :func:`use_fast_paths` switches them off, e.g. to compare with the generic step,
 or lets immutable backends (JAX) donate the old parameter and state buffers
@@ -24,9 +27,15 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from array_api_compat import is_cupy_namespace, is_jax_namespace, is_torch_namespace
+from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
-__all__ = ["corrected_kernel", "corrected_multi_kernel", "donation_enabled", "use_fast_paths"]
+__all__ = [
+    "corrected_kernel",
+    "corrected_multi_kernel",
+    "donation_enabled",
+    "kernel_roundings",
+    "use_fast_paths",
+]
 
 FastKernel = Callable[[Any, Any, Any, float, float], "tuple[Any, Any] | None"]
 FastMultiKernel = Callable[
@@ -73,6 +82,17 @@ def corrected_multi_kernel(xp: Any) -> FastMultiKernel | None:
     return _kernels_for(xp)[1] if _enabled else None
 
 
+def kernel_roundings(xp: Any) -> int:
+    """Roundings per product by which ``xp``'s native kernel may differ from the generic step.
+
+    ``0`` where the results are bitwise equal (no kernel, or NumPy's Numba
+    loop), ``1`` where the kernel fuses each product into a multiply-add.
+    """
+    if corrected_kernel(xp) is None or is_numpy_namespace(xp):
+        return 0
+    return 1
+
+
 @cache
 def _kernels_for(xp: Any) -> tuple[FastKernel | None, FastMultiKernel | None]:
     """``(one-parameter kernel, multi-parameter kernel)`` of ``xp``'s backend, each ``None`` if absent."""
@@ -90,4 +110,10 @@ def _kernels_for(xp: Any) -> tuple[FastKernel | None, FastMultiKernel | None]:
         from corrmom_ref._backends import cupy_update
 
         return cupy_update.corrected_step, None
+    if is_numpy_namespace(xp):
+        from corrmom_ref._backends import numba_update
+
+        if not numba_update.available():
+            return None, None
+        return numba_update.corrected_step, numba_update.corrected_steps
     return None, None
