@@ -12,20 +12,22 @@ is the generic step's bit for bit (and so Chainer's on NumPy). The bitwise
 agreement is tested, not assumed (``tests/test_fast_paths.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
-The loop is compiled on first use, once per dtype, rank and writeability of
-the gradient (about half a second for the first). It takes only what it
-computes exactly as the generic step: float32 or float64 ``numpy.ndarray``
-(not a subclass) of one dtype and shape, C-contiguous, ``p`` and ``v``
-writeable, ``lr`` and ``m`` within the dtype's range, and three arrays that
-share no memory (with ``g is v`` the generic step scales ``g`` before it
-subtracts it; a fused pass could not). Anything else is declined and takes
-the generic step.
+The loop is compiled on first use, once per dtype, rank, layout and
+writeability of the gradient (about half a second for the first); C-contiguous
+arrays take a flat loop, others go element by element in index order. It
+takes only what it computes exactly as the generic step: float32 or float64
+``numpy.ndarray`` (not a subclass, whose operators may mean something else)
+of one dtype and shape, ``p`` and ``v`` writeable, ``lr`` and ``m`` within the
+dtype's range, and three arrays that share no memory (with ``g is v`` the
+generic step scales ``g`` before it subtracts it; a fused pass could not).
+Anything else is declined and takes the generic step.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_, is_not
 from typing import Any
 
 import numpy as np
@@ -55,13 +57,19 @@ def _loop() -> Any:
 
     @numba.njit(nogil=True, cache=False)
     def corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma: no cover - compiled
-        fp = p.reshape(p.size)
-        fg = g.reshape(g.size)
-        fv = v.reshape(v.size)
-        for i in range(fp.size):
-            x = m * fv[i] - fg[i]
-            fv[i] = x
-            fp[i] = fp[i] + lr * x
+        if p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous:
+            fp = p.reshape(p.size)
+            fg = g.reshape(g.size)
+            fv = v.reshape(v.size)
+            for i in range(fp.size):
+                x = m * fv[i] - fg[i]
+                fv[i] = x
+                fp[i] = fp[i] + lr * x
+        else:  # any strides: element by element in index order
+            for index in np.ndindex(p.shape):
+                x = m * v[index] - g[index]
+                v[index] = x
+                p[index] = p[index] + lr * x
 
     return corrected_loop
 
@@ -69,25 +77,24 @@ def _loop() -> Any:
 _dtype_of = attrgetter("dtype")
 _shape_of = attrgetter("shape")
 _base_of = attrgetter("base")
-_c_contiguous = attrgetter("flags.c_contiguous")
 _writeable = attrgetter("flags.writeable")
-_ID_OF_NONE = {id(None)}
 
 
 def _all_take(ps: list[Any], gs: list[Any], vs: list[Any], dtype: np.dtype) -> bool:
     """:func:`_takes` of every triple, asked of whole lists (C-level ``map``): a ``False``
-    here may be wrong (tied parameters, views), and is then asked triple by triple."""
+    here may be wrong (views), and is then asked triple by triple."""
     arrays = [*ps, *gs, *vs]
     count = len(arrays)
     return (
         list(map(type, arrays)).count(np.ndarray) == count
         and list(map(_dtype_of, arrays)).count(dtype) == count
         and list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))
-        and all(map(_c_contiguous, arrays))
         and all(map(_writeable, ps))
         and all(map(_writeable, vs))
-        and set(map(id, map(_base_of, arrays))) == _ID_OF_NONE  # every array owns its memory
-        and len(set(map(id, arrays))) == count
+        and all(map(is_, map(_base_of, arrays), repeat(None)))  # every array owns its memory
+        and all(map(is_not, ps, gs))
+        and all(map(is_not, gs, vs))
+        and all(map(is_not, ps, vs))
     )
 
 
@@ -97,8 +104,7 @@ def _takes(p: Any, g: Any, v: Any, dtype: np.dtype) -> bool:
         return False
     if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype and p.shape == g.shape == v.shape):
         return False
-    pf, gf, vf = p.flags, g.flags, v.flags
-    if not (pf.c_contiguous and gf.c_contiguous and vf.c_contiguous and pf.writeable and vf.writeable):
+    if not (p.flags.writeable and v.flags.writeable):
         return False
     return _separate(p, g, v)
 
