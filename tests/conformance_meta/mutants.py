@@ -207,9 +207,10 @@ def loss_scale_not_saved() -> ReferenceAdapter:
 def _broken_fast_path(name: str, fast_step: Any) -> ReferenceAdapter:
     """The reference on NumPy, whose step runs ``fast_step`` while fast paths are on.
 
-    NumPy has no native kernel, so the adapter demands bitwise agreement with
-    the generic variant (``use_fast_paths(False)``); ``fast_step`` stands in
-    for a native kernel that gets the arithmetic slightly wrong.
+    NumPy's native kernel (none, or the Numba loop where Numba is installed)
+    is declared bitwise, so the adapter demands bitwise agreement with the
+    generic variant (``use_fast_paths(False)``); ``fast_step`` stands in for a
+    native kernel that gets the arithmetic slightly wrong.
     """
     from corrmom_ref import _update_math
     from corrmom_ref._backends import fast
