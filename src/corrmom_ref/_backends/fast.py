@@ -101,7 +101,7 @@ def _kernels_for(xp: Any) -> tuple[FastKernel | None, FastMultiKernel | None]:
 
         if not torch_update.available():
             return None, None
-        return torch_update.corrected_step, torch_update.corrected_steps
+        return _one_triple(torch_update.corrected_steps), torch_update.corrected_steps
     if is_jax_namespace(xp):
         from corrmom_ref._backends import jax_update
 
@@ -115,5 +115,14 @@ def _kernels_for(xp: Any) -> tuple[FastKernel | None, FastMultiKernel | None]:
 
         if not numba_update.available():
             return None, None
-        return numba_update.corrected_step, numba_update.corrected_steps
+        return _one_triple(numba_update.corrected_steps), numba_update.corrected_steps
     return None, None
+
+
+def _one_triple(steps: FastMultiKernel) -> FastKernel:
+    """The one-parameter kernel of a multi-parameter kernel that updates its lists in place."""
+
+    def step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
+        return None if steps([p], [g], [v], lr, m) is None else (p, v)
+
+    return step

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "corrected_step", "corrected_steps"]
+__all__ = ["available", "corrected_steps"]
 
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
@@ -128,12 +128,6 @@ def _scalars(dtype: Any, lr: float, m: float) -> tuple[Any, Any] | None:
     if largest is None or not (abs(lr) <= largest and abs(m) <= largest):
         return None
     return dtype.type(lr), dtype.type(m)
-
-
-def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
-    """Update ``p`` and ``v`` in place; ``None`` (nothing touched) if the loop does not take them."""
-    stepped = corrected_steps([p], [g], [v], lr, m)
-    return None if stepped is None else (p, v)
 
 
 def corrected_steps(

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "corrected_step", "corrected_steps"]
+__all__ = ["available", "corrected_steps"]
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -25,12 +25,6 @@ _DTYPES = (torch.float32, torch.float64)
 def available() -> bool:
     """Whether this PyTorch has the fused SGD kernel."""
     return hasattr(torch, "_fused_sgd_")
-
-
-def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
-    """Update ``p`` and ``v`` in place; ``None`` if the inputs are not for the fused kernel."""
-    stepped = corrected_steps([p], [g], [v], lr, m)
-    return None if stepped is None else (p, v)
 
 
 def corrected_steps(
