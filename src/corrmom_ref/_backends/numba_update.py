@@ -9,7 +9,7 @@ with the same roundings in the same order (a product, then the difference;
 a product, then the sum), in the arrays' own dtype: Numba compiles without
 fast-math, so nothing is contracted into a fused multiply-add and the result
 is the generic step's bit for bit (and so Chainer's on NumPy). The bitwise
-agreement is tested, not assumed (``tests/test_fast_paths.py`` and the
+agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
 The loop is compiled on first use, once per dtype, rank, layout and
