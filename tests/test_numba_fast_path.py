@@ -183,3 +183,22 @@ def test_tied_parameters_and_views_of_one_buffer_step_as_the_generic_loop() -> N
         results.append([views, shared, *vs])
     for fast_array, generic_array in zip(*results, strict=True):
         _assert_bitwise(fast_array, generic_array)
+
+
+def test_the_loop_compiles_without_a_place_for_numbas_cache(monkeypatch) -> None:
+    """Where Numba finds no writable cache folder (``cache=True`` raises), the loop is compiled per process."""
+    import numba
+
+    njit = numba.njit
+
+    def no_cache(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function 'corrected_loop': no locator available")
+        return njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    loop = numba_update._loop.__wrapped__()
+    p, g, v = np.ones(3), np.full(3, 2.0), np.full(3, 0.5)
+    loop(p, g, v, 0.25, 0.5)
+    np.testing.assert_array_equal(v, 0.5 * 0.5 - 2.0)
+    np.testing.assert_array_equal(p, 1.0 + 0.25 * (0.5 * 0.5 - 2.0))

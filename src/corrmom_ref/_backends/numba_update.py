@@ -13,7 +13,8 @@ agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
 The loop is compiled on first use, once per dtype, rank, layout and
-writeability of the gradient (about half a second for the first); C-contiguous
+writeability of the gradient (about half a second for the first), and kept
+in Numba's on-disk cache for later processes; C-contiguous
 arrays take a flat loop, others go element by element in index order. It
 takes only what it computes exactly as the generic step: float32 or float64
 ``numpy.ndarray`` (not a subclass, whose operators may mean something else)
@@ -52,26 +53,35 @@ def available() -> bool:
 
 @cache
 def _loop() -> Any:
-    """The compiled loop (Numba is imported, and the dispatcher built, on first use)."""
+    """The compiled loop (Numba is imported, and the dispatcher built, on first use).
+
+    Compiled code is cached on disk, so a later process skips the compilation
+    (about 0.3 s of its first step here); where Numba finds no writable place
+    for its cache, the loop is compiled anew in each process instead.
+    """
     import numba
 
-    @numba.njit(nogil=True, cache=False)
-    def corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma: no cover - compiled
-        if p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous:
-            fp = p.reshape(p.size)
-            fg = g.reshape(g.size)
-            fv = v.reshape(v.size)
-            for i in range(fp.size):
-                x = m * fv[i] - fg[i]
-                fv[i] = x
-                fp[i] = fp[i] + lr * x
-        else:  # any strides: element by element in index order
-            for index in np.ndindex(p.shape):
-                x = m * v[index] - g[index]
-                v[index] = x
-                p[index] = p[index] + lr * x
+    try:
+        return numba.njit(nogil=True, cache=True)(_corrected_loop)
+    except RuntimeError:  # Numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, cache=False)(_corrected_loop)
 
-    return corrected_loop
+
+def _corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma: no cover - compiled
+    """The loop Numba compiles: C-contiguous arrays flat, any others element by element."""
+    if p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous:
+        fp = p.reshape(p.size)
+        fg = g.reshape(g.size)
+        fv = v.reshape(v.size)
+        for i in range(fp.size):
+            x = m * fv[i] - fg[i]
+            fv[i] = x
+            fp[i] = fp[i] + lr * x
+    else:  # any strides: element by element in index order
+        for index in np.ndindex(p.shape):
+            x = m * v[index] - g[index]
+            v[index] = x
+            p[index] = p[index] + lr * x
 
 
 _dtype_of = attrgetter("dtype")
