@@ -1,7 +1,8 @@
 r"""Native fast paths of the corrected-momentum step against the generic Array API step.
 
-The fast paths of PyTorch and JAX fuse ``m*v - g`` and ``p + lr*v`` into multiply-adds (PyTorch's
-fused SGD kernel, XLA), so they skip one rounding of each product. With
+The fast paths of PyTorch and JAX fuse ``m*v - g`` and ``p + lr*v`` into
+multiply-adds (PyTorch's fused SGD kernel, XLA), so they skip one rounding of
+each product (NumPy's Numba loop does not: tests/test_numba_fast_path.py). With
 :math:`\epsilon` the dtype's machine epsilon the stated bound is
 
 .. math::

@@ -4,10 +4,10 @@ Dynamic loss scaling checks every gradient before each step. Asking each
 gradient on its own costs a few operations per gradient (about 4 ms for 1000
 gradients of 1 Ki elements on NumPy, 12 ms on PyTorch, whose ``isfinite`` is
 slow on the CPU), more than the step itself; the chunks below take 1.1 and
-2.4 ms. Here consecutive gradients of
-one array type, dtype and device are concatenated into chunks of at most
-:data:`CHUNK_ELEMENTS` elements (a larger gradient is cut into slices of that
-size) and each chunk is reduced to one flag:
+2.4 ms. Consecutive gradients of one array type, dtype and device are
+concatenated into chunks of at most :data:`CHUNK_ELEMENTS` elements (a larger
+gradient is cut into slices of that size) and each chunk is reduced to one
+flag:
 
 .. math::
 
