@@ -7,10 +7,25 @@ python3 -m nox -s NAME``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
+
+
+class _WithoutUvNotice(logging.Filter):
+    """Drops nox's "uv binary not found." line: these sessions use venv and pip, never uv."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "uv binary not found."
+
+
+logging.getLogger("nox").addFilter(_WithoutUvNotice())
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -93,6 +108,11 @@ IMPL_REQUIREMENTS: dict[str, list[str]] = {
 }
 
 
+#: The suite's options that ``nox -s conformance`` takes without their pytest prefix
+#: (``--impl=chainer`` is passed on as ``--corrmom-impl=chainer``); flags take no value.
+SUITE_OPTIONS = {"impl": True, "backend": True, "report": True, "thorough": False, "no-shrink": False}
+
+
 def _option(args: list[str], name: str, default: str) -> str:
     """The value of ``--name=value`` or ``--name value`` in ``args``."""
     for i, arg in enumerate(args):
@@ -103,33 +123,103 @@ def _option(args: list[str], name: str, default: str) -> str:
     return default
 
 
-def _install_impl(session: nox.Session, impl: str, backend: str) -> None:
+def _pytest_args(args: list[str]) -> list[str]:
+    """``args`` with the suite's short options spelled as the plugin's ``--corrmom-*`` options."""
+    out = []
+    for arg in args:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        out.append(f"--corrmom-{arg[2:]}" if name in SUITE_OPTIONS else arg)
+    return out
+
+
+def _known_impls() -> list[str]:
+    return ["ref", "chainer", *IMPL_REQUIREMENTS]
+
+
+def _check_suite_args(session: nox.Session, impl: str, backend: str) -> None:
+    """One line naming the bad value and the valid ones, instead of a traceback."""
+    if impl not in _known_impls() and ":" not in impl:
+        session.error(
+            f"unknown --impl={impl!r}; valid: {', '.join(_known_impls())} or 'package.module:factory'"
+        )
+    if backend not in BACKEND_REQUIREMENTS:
+        session.error(f"unknown --backend={backend!r}; valid: {', '.join(BACKEND_REQUIREMENTS)}")
+
+
+def _impl_installs(impl: str, backend: str) -> list[list[str]]:
+    """The ``pip install`` commands of one implementation's virtualenv, in order."""
+    suite = ["-e", ".", "pytest", "hypothesis"]
     if impl == "chainer":
-        session.install(*CHAINER_PREREQUISITES)
-        session.install("--no-build-isolation", CHAINER)
-        session.install("-e", ".", "pytest", "hypothesis")
-    elif impl in IMPL_REQUIREMENTS:
-        session.install("-e", ".", "pytest", "hypothesis", *IMPL_REQUIREMENTS[impl])
-    else:
-        session.install("-e", ".", "pytest", "hypothesis", *BACKEND_REQUIREMENTS[backend])
+        return [CHAINER_PREREQUISITES, ["--no-build-isolation", CHAINER], suite]
+    if impl in IMPL_REQUIREMENTS:
+        return [suite + IMPL_REQUIREMENTS[impl]]
+    return [suite + BACKEND_REQUIREMENTS[backend]]
 
 
-@nox.session(reuse_venv=False)  # each run installs exactly its implementation's requirements
+#: Files whose content decides what ``pip install -e .`` installs (the code itself is linked, not copied).
+PROJECT_FILES = ("pyproject.toml", "setup.py")
+
+
+def _suite_venv(session: nox.Session, impl: str, backend: str) -> Path:
+    """The virtualenv of one implementation, built once and reused while what it installs is unchanged.
+
+    Each (impl, backend) has its own folder under ``.nox/conformance-envs``;
+    a file in it records what was installed (the pip commands, the Python, the
+    project's packaging files) and is written only after every install
+    succeeded, so a changed requirement or an interrupted install rebuilds it.
+    """
+    installs = _impl_installs(impl, backend)
+    project = hashlib.sha256(b"".join(Path(f).read_bytes() for f in PROJECT_FILES)).hexdigest()
+    record = json.dumps({"python": sys.version, "installs": installs, "project": project}, indent=1)
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{impl}-{backend}")
+    venv = Path(".nox", "conformance-envs", slug).resolve()
+    marker = venv / "corrmom-installed.json"
+    if marker.exists() and marker.read_text(encoding="utf-8") == record:
+        session.log(f"reusing {venv} (nothing it installs has changed)")
+        return venv
+    session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+    for install in installs:
+        session.run(_bin(venv, "python"), "-m", "pip", "install", "-q", *install, external=True)
+    marker.write_text(record, encoding="utf-8")
+    return venv
+
+
+def _bin(venv: Path, name: str) -> str:
+    return str(venv / ("Scripts" if os.name == "nt" else "bin") / name)
+
+
+@nox.session(venv_backend="none")  # one virtualenv per implementation, see _suite_venv
 def conformance(session: nox.Session) -> None:
     """The conformance suite on one implementation (default: the reference on NumPy).
 
-    ``nox -s conformance -- --impl=chainer``; other pytest options pass through
-    (``--backend=torch``, ``--thorough``, ``--hypothesis-seed=N``, ``--report=PATH``).
+    ``nox -s conformance -- --impl=chainer``; other options pass through to
+    pytest (``--backend=torch``, ``--thorough``, ``--no-shrink``,
+    ``--hypothesis-seed=N``, ``--report=PATH``; the suite's own are passed on
+    as the plugin's ``--corrmom-*`` options). Each implementation's virtualenv
+    is reused while nothing it installs has changed.
     """
     args = list(session.posargs)
     impl = _option(args, "impl", "ref")
     backend = _option(args, "backend", "numpy")
+    _check_suite_args(session, impl, backend)
     if backend == "cupy" and not _has_cuda():
         session.skip("no CUDA device on this machine")
-    _install_impl(session, impl, backend)
+    venv = _suite_venv(session, impl, backend)
     if not any(a.startswith("--report") for a in args):
         args.append(f"--report=reports/conformance-{impl}-{backend if impl == 'ref' else 'native'}")
-    session.run("pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", *args)
+    session.run(
+        _bin(venv, "python"),
+        "-m",
+        "pytest",
+        "-p",
+        "corrmom_conformance.plugin",
+        "--pyargs",
+        "corrmom_conformance.checks",
+        "-p",
+        "no:cacheprovider",
+        *_pytest_args(args),
+        external=True,
+    )
 
 
 #: The runs of the matrix: (--impl, --backend).
@@ -143,7 +233,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
 @nox.session(name="conformance-matrix")
 def conformance_matrix(session: nox.Session) -> None:
     """Every implementation that runs here, each in its own virtualenv; writes the combined table for the docs."""
-    session.install("nox", "numpy")
+    session.install("nox", "numpy", "-e", ".")  # the table is written by corrmom_conformance.matrix
     reports = []
     for impl, backend in MATRIX:
         if backend == "cupy" and not _has_cuda():
@@ -163,7 +253,9 @@ def conformance_matrix(session: nox.Session) -> None:
             f"--report={report}",
             success_codes=[0, 1],
         )
-    session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
+    session.run(
+        "python", "-m", "corrmom_conformance.matrix", "docs/_generated/conformance-matrix.md", *reports
+    )
 
 
 @nox.session

@@ -1,4 +1,4 @@
-"""Combine per-implementation reports into one table: ``python -m conformance.matrix OUT.md REPORT.json...``.
+"""Combine per-implementation reports into one table: ``python -m corrmom_conformance.matrix OUT.md REPORT.json...``.
 
 Exits 1 when a report is missing or shows a failure that is not a declared
 expected deviation, so a matrix run in CI fails on any undeclared difference.

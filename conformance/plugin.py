@@ -1,12 +1,18 @@
 """The pytest plugin: options, the ``adapter`` fixture, capabilities, deviations, the report.
 
-Inert unless the suite's checks are collected (``pytest --pyargs
-conformance.checks`` or ``nox -s conformance``): it only adds options and
-fixtures.
+Opt-in: installing the package registers nothing with pytest. A run of the
+suite names the plugin and the checks::
+
+    pytest -p corrmom_conformance.plugin --pyargs corrmom_conformance.checks --corrmom-impl=chainer
+
+(``nox -s conformance`` does this). Its options are namespaced (``--corrmom-*``),
+so a project's own ``--impl`` or ``--backend`` never clashes with them, and
+Hypothesis (the ``[test]`` extra) is imported only when the checks are.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -14,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from conformance import deviations as deviations_module
-from conformance.report import Report
+from corrmom_conformance import deviations as deviations_module
+from corrmom_conformance.report import Report
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 NA_PREFIX = "not applicable: "
@@ -23,23 +29,29 @@ NA_PREFIX = "not applicable: "
 _STATE: dict[str, Any] = {}
 
 
+#: The suite's options; each is ``--corrmom-NAME`` (``nox -s conformance`` also takes ``--NAME``).
+OPTIONS = ("impl", "backend", "thorough", "report", "no-shrink")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("corrmom conformance")
     group.addoption(
-        "--impl",
+        "--corrmom-impl",
         default=None,
         help="implementation: a registered adapter (ref, chainer, torch, optax), 'package.module:factory', "
         "or $CORRMOM_CONFORMANCE_IMPL; default ref",
     )
     group.addoption(
-        "--backend",
+        "--corrmom-backend",
         default=os.environ.get("CORRMOM_CONFORMANCE_BACKEND", "numpy"),
-        help="array backend for --impl=ref: numpy, numpy1, numba, array_api_strict, torch, jax, dask, cupy (default numpy)",
+        help="array backend for --corrmom-impl=ref: numpy, numpy1, numba, array_api_strict, torch, jax, dask, cupy (default numpy)",
     )
-    group.addoption("--thorough", action="store_true", help="many more generated cases per check (slow)")
-    group.addoption("--report", default=None, help="write the report to PATH.json and PATH.md")
     group.addoption(
-        "--no-shrink",
+        "--corrmom-thorough", action="store_true", help="many more generated cases per check (slow)"
+    )
+    group.addoption("--corrmom-report", default=None, help="write the report to PATH.json and PATH.md")
+    group.addoption(
+        "--corrmom-no-shrink",
         action="store_true",
         help="report the first counterexample found without shrinking it (quick pass/fail runs)",
     )
@@ -47,38 +59,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(*capabilities): the check needs these adapter capabilities")
-    from hypothesis import HealthCheck, Phase, settings
-
-    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
-    settings.register_profile("conformance-fast", max_examples=12, **common)
-    settings.register_profile("conformance-thorough", max_examples=200, **common)
-    profile = "conformance-thorough" if config.getoption("--thorough") else "conformance-fast"
-    if config.getoption("--no-shrink"):
-        settings.register_profile(
-            profile + "-no-shrink", settings.get_profile(profile), phases=[Phase.explicit, Phase.generate]
+    if importlib.util.find_spec("hypothesis") is None:
+        raise pytest.UsageError(
+            "the corrmom conformance suite needs Hypothesis: pip install 'corrmom-ref[test]' "
+            "(or run without -p corrmom_conformance.plugin)"
         )
+    profile = "conformance-thorough" if config.getoption("corrmom_thorough") else "conformance-fast"
+    if config.getoption("corrmom_no_shrink"):
         profile += "-no-shrink"
     _STATE["profile"] = profile
 
 
 def load_profile() -> None:
-    """Make the run's Hypothesis profile current.
+    """Register the suite's Hypothesis profiles and make the run's one current.
 
-    Called when :mod:`conformance.checks` is imported: ``@given`` binds its
+    Called when :mod:`corrmom_conformance.checks` is imported: ``@given`` binds its
     settings when a check module is imported, so the profile must be loaded
-    before that, and only for conformance runs.
+    before that, and only for conformance runs (Hypothesis is imported here,
+    not when pytest starts).
     """
-    from hypothesis import settings
+    from hypothesis import HealthCheck, Phase, settings
 
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
+    for name, examples in (("conformance-fast", 12), ("conformance-thorough", 200)):
+        settings.register_profile(name, max_examples=examples, **common)
+        settings.register_profile(
+            name + "-no-shrink", settings.get_profile(name), phases=[Phase.explicit, Phase.generate]
+        )
     settings.load_profile(_STATE.get("profile", "conformance-fast"))
 
 
 def _adapter(config: pytest.Config) -> Any:
     if "adapter" not in _STATE:
-        from conformance.adapters import resolve
+        from corrmom_conformance.adapters import resolve
 
         try:
-            _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
+            _STATE["adapter"] = resolve(config.getoption("corrmom_impl"), config.getoption("corrmom_backend"))
         except (ImportError, RuntimeError, ValueError, TypeError) as error:
             raise pytest.UsageError(f"cannot set up the implementation under test: {error}") from error
     return _STATE["adapter"]
@@ -124,7 +140,7 @@ def pytest_collection_modifyitems(
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not config.getoption("--impl") and not os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
+    if not config.getoption("corrmom_impl") and not os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
         args = " ".join(str(a) for a in config.args)
         if "conformance" not in args:
             return None
@@ -150,7 +166,7 @@ def current_adapter() -> Any:
 
 @pytest.fixture(scope="session")
 def adapter(pytestconfig: pytest.Config) -> Any:
-    """The implementation under test (see :mod:`conformance.protocol`)."""
+    """The implementation under test (see :mod:`corrmom_conformance.protocol`)."""
     return _adapter(pytestconfig)
 
 
@@ -218,7 +234,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"  deviation now passes (update the deviations file): {entry.check}")
     for key in rep.stale_deviations:
         terminalreporter.write_line(f"  stale expected deviation: {key}")
-    path = config.getoption("--report")
+    path = config.getoption("corrmom_report")
     if path:
         json_path, md_path = rep.write(path)
         terminalreporter.write_line(f"report: {json_path} and {md_path}")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance import oracle
-from conformance.tolerances import assert_close, trajectory_atol
+from corrmom_conformance import oracle
+from corrmom_conformance.tolerances import assert_close, trajectory_atol
 
 Grads = Mapping[str, np.ndarray | None]
 
@@ -57,7 +57,7 @@ def assert_trajectory(
     dtype: Any,
     what: str = "parameter",
 ) -> None:
-    """Compare step by step within :func:`~conformance.tolerances.trajectory_atol`; name the first divergence."""
+    """Compare step by step within :func:`~corrmom_conformance.tolerances.trajectory_atol`; name the first divergence."""
     magnitude = max(
         float(np.max(np.abs(np.asarray(v, dtype=float)))) for step in expected for v in step.values()
     )

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.checks._support import gradients, problem, quiet
-from conformance.strategies import momenta, schedules, shapes
+from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.strategies import momenta, schedules, shapes
 
 
 @pytest.mark.requires("generic_variant", "serialize_npz", "state", "hyperparams")

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from conformance.checks._support import gradients, problem, quiet
-from conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 pytestmark = pytest.mark.requires("hooks")
 

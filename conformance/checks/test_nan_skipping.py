@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.checks._support import gradients, problem, quiet
 
 pytestmark = pytest.mark.requires("loss_scaling")
 

@@ -6,14 +6,14 @@ trajectory of one process that takes all :math:`kb` (eq. (9) or eq. (10) of
 Goyal et al., computed here by an independent NumPy oracle), and all ranks
 hold bitwise-identical parameters after every step.
 
-An implementation plugs in through a :class:`~conformance.distributed.adapter.DistributedAdapter`
-factory; ours is :func:`~conformance.distributed.adapters.corrmom_ref_factory`.
-Run :func:`~conformance.distributed.equivalence.check_data_parallel_equivalence`
+An implementation plugs in through a :class:`~corrmom_conformance.distributed.adapter.DistributedAdapter`
+factory; ours is :func:`~corrmom_conformance.distributed.adapters.corrmom_ref_factory`.
+Run :func:`~corrmom_conformance.distributed.equivalence.check_data_parallel_equivalence`
 under ``mpiexec -n K`` (see ``tests/distributed/test_conformance_family.py``).
 """
 
-from conformance.distributed.adapter import DistributedAdapter, DistributedFactory
-from conformance.distributed.equivalence import (
+from corrmom_conformance.distributed.adapter import DistributedAdapter, DistributedFactory
+from corrmom_conformance.distributed.equivalence import (
     EquivalenceReport,
     LeastSquares,
     check_data_parallel_equivalence,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.distributed.adapter import DistributedFactory
+from corrmom_conformance.distributed.adapter import DistributedFactory
 
 __all__ = ["EquivalenceReport", "LeastSquares", "check_data_parallel_equivalence", "oracle_trajectory"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import corrmom_ref as cr
-from conformance.adapters.reference import ReferenceAdapter
+from corrmom_conformance.adapters.reference import ReferenceAdapter
 from corrmom_ref import loss_scaling as ls
 from corrmom_ref.optimizers.corrected_momentum_sgd import CorrectedMomentumSGDRule
 

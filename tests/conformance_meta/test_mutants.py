@@ -38,22 +38,23 @@ pytestmark = pytest.mark.skipif(
 
 def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
     report = tmp_path / "report"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    path = [str(ROOT / "src"), str(ROOT), str(ROOT / "tools" / "checkout")]  # the checkout, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     command = [
         sys.executable,
         "-m",
         "pytest",
         *(str(ROOT / "conformance" / "checks" / f"{f}.py") for f in families),
-        f"--impl={impl}",
+        "-p",
+        "corrmom_conformance.plugin",
+        f"--corrmom-impl={impl}",
         "--hypothesis-seed=0",
-        f"--report={report}",
+        f"--corrmom-report={report}",
         "-q",
         "-p",
         "no:cacheprovider",
         *extra,
     ]
-    if "corrmom_conformance" not in _installed_plugins():
-        command += ["-p", "conformance.plugin"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert report.with_suffix(".json").exists(), (
         f"no report; pytest said:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -61,15 +62,9 @@ def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
     return json.loads(report.with_suffix(".json").read_text())
 
 
-def _installed_plugins() -> set[str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name for ep in entry_points(group="pytest11")}
-
-
 @pytest.mark.parametrize(("mutant", "family"), KILLS, ids=[f"{m}-{f}" for m, f in KILLS])
 def test_family_rejects_mutant(mutant, family, tmp_path):
-    result = _run(f"tests.conformance_meta.mutants:{mutant}", [family], tmp_path, "-x", "--no-shrink")
+    result = _run(f"tests.conformance_meta.mutants:{mutant}", [family], tmp_path, "-x", "--corrmom-no-shrink")
     assert result["counts"]["fail"] >= 1, f"{family} passed mutant {mutant}: {result['counts']}"
 
 

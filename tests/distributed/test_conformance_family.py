@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.distributed import LeastSquares, check_data_parallel_equivalence
-from conformance.distributed.adapters import corrmom_ref_factory
+from corrmom_conformance.distributed import LeastSquares, check_data_parallel_equivalence
+from corrmom_conformance.distributed.adapters import corrmom_ref_factory
 
 #: Measured worst absolute error vs the oracle (30 steps, warm-up lr, |w| ~ 1,
 #: k = 2 and 3): float64 6e-16, float32 3.6e-7; the tolerances leave room for

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import corrmom_ref as cr
-from conformance.distributed import LeastSquares
+from corrmom_conformance.distributed import LeastSquares
 from corrmom_ref import distributed
 from corrmom_ref.lr_policy import LrSchedule, goyal_schedule
 
