@@ -51,6 +51,12 @@ BACKEND_REQUIREMENTS: dict[str, list[str]] = {
 }
 
 
+def _takes_no_arguments(session: nox.Session) -> None:
+    """One line instead of arguments silently ignored."""
+    if session.posargs:
+        session.error(f"{session.name} takes no arguments after --; got: {' '.join(session.posargs)}")
+
+
 def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None
 
@@ -61,7 +67,8 @@ def tests(session: nox.Session, backend: str) -> None:
     """Unit tests of the reference library on one array backend."""
     if backend == "cupy" and not _has_cuda():
         session.skip("no CUDA device on this machine")
-    session.install("-e", ".[test]", *BACKEND_REQUIREMENTS[backend])
+    # nox: tests/test_noxfile.py runs the sessions' argument checks
+    session.install("-e", ".[test]", "nox", *BACKEND_REQUIREMENTS[backend])
     session.run(
         "pytest",
         "tests",
@@ -73,6 +80,7 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) over the whole tree and mypy over the library."""
+    _takes_no_arguments(session)
     session.install("ruff", "mypy", "numpy>=2", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -233,6 +241,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
 @nox.session(name="conformance-matrix")
 def conformance_matrix(session: nox.Session) -> None:
     """Every implementation that runs here, each in its own virtualenv; writes the combined table for the docs."""
+    _takes_no_arguments(session)
     session.install("nox", "numpy", "-e", ".")  # the table is written by corrmom_conformance.matrix
     reports = []
     for impl, backend in MATRIX:

@@ -1,0 +1,102 @@
+"""The nox sessions answer bad arguments with one line naming what is valid, before installing anything."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    "numpy" not in os.environ.get("CORRMOM_BACKENDS", "numpy").split(","),
+    reason="the noxfile's tests run once, in the NumPy leg",
+)
+
+
+def _nox(*args: str) -> tuple[int, list[str]]:
+    pytest.importorskip("nox")
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def _noxfile():
+    pytest.importorskip("nox")
+    return _load_noxfile()
+
+
+@functools.cache  # nox registers the sessions when the file is executed: once
+def _load_noxfile():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("corrmom_noxfile", ROOT / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _the_error(lines: list[str]) -> str:
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    (line,) = [line for line in lines if "aborted" in line]
+    return line
+
+
+def test_unknown_backend_lists_the_backends():
+    code, lines = _nox("-s", "conformance", "--", "--backend=nonsense")
+    line = _the_error(lines)
+    assert code != 0
+    assert "--backend='nonsense'" in line
+    for backend in _noxfile().BACKEND_REQUIREMENTS:
+        assert backend in line
+    assert not any("pip install" in line or "venv" in line for line in lines), lines
+
+
+def test_unknown_impl_lists_the_implementations():
+    code, lines = _nox("-s", "conformance", "--", "--impl", "chainr")
+    line = _the_error(lines)
+    assert code != 0
+    noxfile = _noxfile()
+    for impl in ["ref", "chainer", *noxfile.IMPL_REQUIREMENTS]:
+        assert impl in line
+    assert "'chainr'" in line and "package.module:factory" in line
+
+
+def test_every_matrix_row_passes_the_check():
+    noxfile = _noxfile()
+
+    class Session:
+        def error(self, message: str) -> None:
+            raise AssertionError(message)
+
+    for impl, backend in noxfile.MATRIX:
+        noxfile._check_suite_args(Session(), impl, backend)
+
+
+def test_short_options_reach_pytest_namespaced():
+    noxfile = _noxfile()
+    args = ["--impl=chainer", "--backend", "torch", "--thorough", "-k", "hooks", "--report=r", "--no-shrink"]
+    assert noxfile._pytest_args(args) == [
+        "--corrmom-impl=chainer",
+        "--corrmom-backend",
+        "torch",
+        "--corrmom-thorough",
+        "-k",
+        "hooks",
+        "--corrmom-report=r",
+        "--corrmom-no-shrink",
+    ]
+
+
+def test_sessions_without_arguments_refuse_them():
+    code, lines = _nox("-s", "conformance-matrix", "--", "--impl=torch")
+    line = _the_error(lines)
+    assert code != 0 and "takes no arguments" in line and "--impl=torch" in line
