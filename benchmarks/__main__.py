@@ -171,7 +171,12 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chart(result: dict[str, Any], path: Path) -> None:
+def chart(result: dict[str, Any], path: Path, save: Any = None) -> None:
+    """One panel per workload, stacked (7.5 in wide, so a page shows it unscaled).
+
+    ``save(fig, path)`` writes the figure when given (the docs record its text
+    size that way), else ``fig.savefig`` at 96 dpi.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,9 +184,11 @@ def chart(result: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     names = sorted({n for w in result["workloads"].values() for n in w["rows"]})
+    panels = len(result["workloads"])
     fig, axes = plt.subplots(
-        1, len(result["workloads"]), figsize=(5 * len(result["workloads"]), 4), sharey=True
+        panels, 1, figsize=(7.5, panels * (0.28 * len(names) + 1.1) + 0.8), sharex=True, layout="constrained"
     )
+    axes = [axes] if panels == 1 else list(axes)
     for ax, (wname, w) in zip(axes, result["workloads"].items(), strict=True):
         rows = [w["rows"].get(n) for n in names]
         values = [row["ratio_to_floor"] if row else float("nan") for row in rows]
@@ -196,10 +203,12 @@ def chart(result: dict[str, Any], path: Path) -> None:
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{wname} ({w['params']} params)")
-        ax.set_xlabel("step time / 20-byte floor (log; bars: range over rounds)")
+    axes[-1].set_xlabel("step time / 20-byte floor (log; bars: range over rounds)")
     fig.suptitle(f"one optimizer step, {result['date']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if save is not None:
+        save(fig, path)
+    else:
+        fig.savefig(path, dpi=96)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,13 +147,18 @@ def main() -> None:
         plot(args.plot, lrs, runs, distance)
 
 
-def plot(path: str, lrs, runs, distance) -> None:
+def plot(path: str, lrs, runs, distance, save=None) -> None:
+    """Learning rate, loss and the distance between the two forms, one panel each (7.5 in wide).
+
+    ``save(fig, path)`` writes the figure when given (the docs record its text
+    size that way), else ``fig.savefig`` at 96 dpi.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(7, 7.5), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
     steps = np.arange(1, len(lrs) + 1)
     axes[0].plot(steps, lrs, color="black")
     axes[0].set_ylabel("learning rate")
@@ -165,9 +170,12 @@ def plot(path: str, lrs, runs, distance) -> None:
     axes[2].plot(steps, distance, color="tab:red")
     axes[2].set_ylabel(r"$\|w_{(9)} - w_{(10)}\|$")
     axes[2].set_xlabel("step")
-    fig.suptitle("Data-parallel momentum SGD with warm-up: corrected vs uncorrected")
+    fig.suptitle("Data-parallel momentum SGD with warm-up:\ncorrected vs uncorrected")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if save is not None:
+        save(fig, path)
+    else:
+        fig.savefig(path, dpi=96)
     print(f"wrote {path}")
 
 

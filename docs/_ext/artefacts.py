@@ -7,8 +7,9 @@ At ``builder-inited`` this writes into ``docs/_auto/`` (ignored by git):
 * ``conformance-matrix.md``: ``docs/_generated/conformance-matrix.md`` (written
   by the conformance matrix session) when it exists, otherwise a note that no
   results have been generated;
-* ``benchmark.md`` (+ ``benchmark.png``): ``benchmarks/results.json`` and
-  ``benchmarks/results.png`` when they exist, otherwise a note saying so.
+* ``benchmark.md`` (+ ``benchmark.png``): ``benchmarks/results.json`` and its
+  chart, drawn again from the numbers at the page's size (``figures/page.py``;
+  ``benchmarks/results.png`` when only that exists), otherwise a note saying so.
 
 Nothing here invents a result: an absent artefact is reported as absent.
 """
@@ -59,8 +60,19 @@ def conformance_matrix() -> str:
 def benchmark() -> str:
     """The benchmark's results and chart, or a plain statement that there are none yet."""
     parts = []
-    if BENCH_PNG.exists():
+    (AUTO / "benchmark.png").unlink(missing_ok=True)
+    if BENCH_JSON.exists():  # drawn again from the numbers, at the page's size (figures/page.py)
+        sys.path.insert(0, str(DOCS / "figures"))
+        import page
+
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.__main__ import chart
+
+        with page.style():
+            chart(json.loads(BENCH_JSON.read_text(encoding="utf-8")), AUTO / "benchmark.png", save=page.save)
+    elif BENCH_PNG.exists():
         shutil.copyfile(BENCH_PNG, AUTO / "benchmark.png")
+    if (AUTO / "benchmark.png").exists():
         parts.append(
             "```{image} _auto/benchmark.png\n:alt: benchmark results (benchmarks/results.png)\n```\n"
         )

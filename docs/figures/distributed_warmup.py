@@ -8,7 +8,12 @@ no MPI at build time; the plot is the example's own.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import page
 
 RANKS, STEPS, BASE_LR = 2, 300, 0.1
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "distributed_warmup.py"
@@ -33,4 +38,11 @@ def main(out: Path) -> None:
         schedule,
         STEPS,
     )
-    example.plot(str(out / "distributed_warmup.png"), [schedule(t) for t in range(STEPS)], runs, distance)
+    with page.style():
+        example.plot(
+            str(out / "distributed_warmup.png"),
+            [schedule(t) for t in range(STEPS)],
+            runs,
+            distance,
+            save=page.save,
+        )

@@ -20,6 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+import page
+
 import corrmom_ref as cr
 
 INTERVAL = 8
@@ -50,8 +54,13 @@ def run() -> tuple[list[float], list[bool]]:
 def main(out: Path) -> None:
     """Draw the figure into ``out / 'loss_scale.png'``."""
     scales, overflowed = run()
+    with page.style():
+        _draw(scales, overflowed, out)
+
+
+def _draw(scales: list[float], overflowed: list[bool], out: Path) -> None:
     steps = np.arange(len(scales))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(page.WIDTH_IN, 5), layout="constrained")
     ax.step(steps, scales, where="post", color="C0", label="loss scale used at the step")
     bad = [s for s, o in zip(steps, overflowed, strict=True) if o]
     ax.plot(
@@ -78,8 +87,8 @@ def main(out: Path) -> None:
     ax.set_ylabel("scale")
     ax.set_title(f"dynamic loss scaling, interval = {INTERVAL}")
     ax.set_ylim(0.5, 2.0**18)
-    ax.legend(fontsize="small", loc="upper left")
-    fig.savefig(out / "loss_scale.png", dpi=110)
+    ax.legend(loc="lower right")
+    page.save(fig, out / "loss_scale.png")
     plt.close(fig)
 
 

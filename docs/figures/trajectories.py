@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import page
 import schedule
 
 import corrmom_ref as cr
@@ -46,8 +47,15 @@ def main(out: Path) -> None:
     eq9 = run(cr.CorrectedMomentumSGD)
     eq10 = run(cr.MomentumSGD)
     eq10c = run(cr.MomentumSGD, correct=True)
+    with page.style():
+        _draw(eq9, eq10, eq10c, out)
+
+
+def _draw(eq9: np.ndarray, eq10: np.ndarray, eq10c: np.ndarray, out: Path) -> None:
     steps = np.arange(schedule.STEPS + 1)
-    fig, (ax_lr, ax_w, ax_gap) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True, layout="constrained")
+    fig, (ax_lr, ax_w, ax_gap) = plt.subplots(
+        3, 1, figsize=(page.WIDTH_IN, 9.5), sharex=True, layout="constrained"
+    )
     ax_lr.step(steps[:-1], [schedule.lr_at(s) for s in steps[:-1]], where="post", color="k")
     ax_lr.set_ylabel(r"$\eta_{t+1}$")
     ax_lr.set_title("learning rate: linear warm-up, then step decay")
@@ -58,7 +66,7 @@ def main(out: Path) -> None:
     ):
         ax_w.plot(steps, path[:, 1], label=label, **style)
     ax_w.set_ylabel(rf"$w^{{(2)}}$ (curvature {schedule.CURVATURE[1]:g})")
-    ax_w.legend(fontsize="small")
+    ax_w.legend()
     ax_w.set_title("one coordinate of the weights")
     floor = 1e-18  # exact agreement (a gap of 0) is drawn here
     ax_gap.semilogy(
@@ -78,12 +86,12 @@ def main(out: Path) -> None:
     ax_gap.set_ylim(floor / 10, 10)
     ax_gap.set_ylabel(r"$\max_i |\Delta w^{(i)}|$")
     ax_gap.set_xlabel("step t")
-    ax_gap.legend(fontsize="small")
+    ax_gap.legend()
     ax_gap.set_title("gap between the forms")
     for ax in (ax_lr, ax_w, ax_gap):
         for s in (schedule.WARMUP, *schedule.DECAY_AT):
             ax.axvline(s, color="0.8", lw=0.8, zorder=0)
-    fig.savefig(out / "trajectories.png", dpi=110)
+    page.save(fig, out / "trajectories.png")
     plt.close(fig)
 
 

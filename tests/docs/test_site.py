@@ -6,7 +6,10 @@ from the network; the maths page carries the MathML of exactly the
 expressions in ``docs/derivation.py``; every code example is a doctest; and
 headless Chromium lays the math out as real two-dimensional formulas (a
 fraction's numerator above its denominator), with a screenshot kept under
-``docs/_build/screenshots/`` for a person to look at.
+``docs/_build/screenshots/`` for a person to look at. At 1280 px, as a
+reader sees it (scrollbars shown): no table is wider than its container, no
+display equation's box scrolls, and every figure's smallest text is shown at
+least as large as the body text.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +37,14 @@ SCREENSHOTS = DOCS / "_build" / "screenshots"
 sys.path.insert(0, str(DOCS))
 
 import derivation  # noqa: E402
+
+#: Sphinx 9's own napoleon and myst-parser use APIs that Sphinx 11 removes; not this project's code.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore::sphinx.deprecation.RemovedInSphinx11Warning:sphinx.ext.napoleon.docstring"
+    ),
+    pytest.mark.filterwarnings("ignore::sphinx.deprecation.RemovedInSphinx11Warning:myst_parser.mocking"),
+]
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +156,6 @@ FLAGS = [
     "--disable-component-update",
     "--no-first-run",
     "--disable-sync",
-    "--hide-scrollbars",
 ]
 
 #: Runs in the page: does the browser lay MathML out (numerator above denominator)?
@@ -195,3 +206,108 @@ def test_chromium_renders_the_math(site: Path, tmp_path: Path) -> None:
     shot.unlink(missing_ok=True)
     chromium(tmp_path, "--window-size=1100,2400", f"--screenshot={shot}", page.as_uri())
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+#: Runs in a page at 1280 px: what overflows, what scrolls, how large figures and text are shown.
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const article = document.querySelector('article');
+  const body = getComputedStyle(article.querySelector('p'));
+  const tables = [...article.querySelectorAll('table')].map(t => {
+    const box = t.parentElement;
+    return {caption: (t.closest('section') || article).id, width: t.getBoundingClientRect().width,
+            box: box.clientWidth, box_scroll: box.scrollWidth,
+            tallest_row: Math.max(...[...t.rows].map(r => r.getBoundingClientRect().height))};
+  });
+  const equations = [...article.querySelectorAll('div.math')].map(d => ({
+    id: (d.closest('[id]') || article).id, scroll_h: d.scrollHeight, client_h: d.clientHeight,
+    scroll_w: d.scrollWidth, client_w: d.clientWidth}));
+  const images = [...article.querySelectorAll('img')].map(i => ({
+    src: decodeURIComponent(i.src.split('/').pop()), natural: i.naturalWidth,
+    shown: i.getBoundingClientRect().width}));
+  const out = document.createElement('pre');
+  out.id = 'layout-probe';
+  out.textContent = JSON.stringify({body_px: parseFloat(body.fontSize), line_px: parseFloat(body.lineHeight),
+                                    tables, equations, images});
+  document.body.appendChild(out);
+});
+</script>"""
+
+#: Pages with tables, equations or figures.
+LAID_OUT = ["conformance", "maths", "machinery", "benchmark", "distributed", "quirks", "backends"]
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The tEXt entries of a PNG file."""
+    data, found, at = path.read_bytes(), {}, 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length
+    return found
+
+
+def layout(site: Path, tmp_path: Path, name: str) -> dict:
+    page = site / f"{name}.html"
+    probe = site / f"_layout_probe_{name}.html"  # beside the page, so its CSS and images load the same way
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8"
+    )
+    dom = chromium(
+        tmp_path, "--window-size=1280,900", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()
+    )
+    probe.unlink()
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom)
+    assert found, f"the layout probe did not run on {name}.html"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("name", LAID_OUT)
+def test_page_reads_at_1280_px(site: Path, tmp_path: Path, name: str) -> None:
+    result = layout(site, tmp_path, name)
+    for table in result["tables"]:
+        assert table["width"] <= table["box"] + 0.5 and table["box_scroll"] <= table["box"], (
+            f"{name}.html: a table in #{table['caption']} is wider than its container: {table}"
+        )
+    for eq in result["equations"]:
+        assert eq["scroll_h"] <= eq["client_h"] and eq["scroll_w"] <= eq["client_w"], (
+            f"{name}.html: the box of equation #{eq['id']} scrolls: {eq}"
+        )
+    for image in result["images"]:
+        recorded = png_text(site / "_images" / image["src"]).get("Smallest text px")
+        assert recorded is not None, (
+            f"{name}.html: {image['src']} does not record its text size (figures/page.py)"
+        )
+        shown = float(recorded) * image["shown"] / image["natural"]
+        assert shown >= result["body_px"] - 0.01, (
+            f"{name}.html: the smallest text of {image['src']} is shown {shown:.1f} px tall, "
+            f"the body text {result['body_px']} px ({image['natural']} px image shown {image['shown']:.0f} px wide)"
+        )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_conformance_matrix_reads_at_1280_px(site: Path, tmp_path: Path) -> None:
+    """One table per family, rows at most three lines tall; a screenshot of the page for a person."""
+    result = layout(site, tmp_path, "conformance")
+    matrix = [t for t in result["tables"] if t["caption"] == "current-results"]
+    if "_generated/conformance-matrix.md` does not exist" in (site / "conformance.html").read_text(
+        encoding="utf-8"
+    ):
+        pytest.skip("no conformance matrix in this build")
+    assert len(matrix) >= 2, f"the matrix is not split into tables: {result['tables']}"
+    for table in matrix:
+        assert table["tallest_row"] <= 3 * result["line_px"] + 16, (
+            f"a matrix row wraps into a tall block: {table}"
+        )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, height in (("conformance", 9000), ("benchmark", 2600)):
+        shot = SCREENSHOTS / f"{name}-1280.png"
+        shot.unlink(missing_ok=True)
+        chromium(
+            tmp_path, f"--window-size=1280,{height}", f"--screenshot={shot}", (site / f"{name}.html").as_uri()
+        )
+        assert shot.exists() and shot.stat().st_size > 20_000
