@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 import backends
+from skip_summary import pytest_terminal_summary  # noqa: F401 (a hook: skips counted per reason)
 
 settings.register_profile(
     "default",

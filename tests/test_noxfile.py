@@ -58,6 +58,7 @@ def test_unknown_backend_lists_the_backends():
     for backend in _noxfile().BACKEND_REQUIREMENTS:
         assert backend in line
     assert not any("pip install" in line or "venv" in line for line in lines), lines
+    assert not any("uv binary not found" in line for line in lines), "nox's uv notice is shown"
 
 
 def test_unknown_impl_lists_the_implementations():

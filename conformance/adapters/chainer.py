@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,13 @@ class ChainerAdapter:
     capabilities = ALL_CAPABILITIES
 
     def __init__(self) -> None:
-        import chainer
+        with warnings.catch_warnings():
+            # Chainer 7.8.1's import touches numpy.distutils and distutils' msvccompiler, both
+            # deprecated: noise about Chainer's packaging printed above every run, not a finding.
+            warnings.filterwarnings(
+                "ignore", category=DeprecationWarning, module=r"(chainer|numpy|setuptools|distutils)\b"
+            )
+            import chainer
 
         self._chainer = chainer
         self.version = chainer.__version__
