@@ -2,8 +2,8 @@
 
 :func:`replace_file` writes to a new temporary file in the target's directory
 (so that the final rename stays on one filesystem), flushes it and
-``fsync``\\ s it, renames it over the target with :func:`os.replace` (atomic
-on POSIX and Windows), then ``fsync``\\ s the directory so the rename itself
+syncs it to disk (``fsync``), renames it over the target with :func:`os.replace` (atomic
+on POSIX and Windows), then syncs the directory so the rename itself
 survives a power loss. Any error before the rename (a full disk, a file-size
 limit, an exception from the writer, ``KeyboardInterrupt``) removes the
 temporary file and leaves the target untouched. Only SIGKILL or a power loss

@@ -24,6 +24,15 @@ class NpzDeserializer(Deserializer):
     the same type) and the caller checks and places it. That is what lets a
     load fail without modifying anything.
 
+    A scalar is checked before it is converted: the stored value must have
+    shape ``()`` and, for a ``bool`` ``value``, a bool dtype; for an ``int``,
+    an integer dtype; for a ``float``, a float or integer dtype
+    (``TypeError`` or ``ValueError`` naming the key otherwise). When ``npz``
+    is the archive :func:`load_npz` opens, an array is returned unread (a
+    ``StoredArray``, with the ``shape`` and ``dtype`` of its header and a
+    ``read()`` method, also accepted by ``numpy.asarray``), so that the caller
+    can check it before its data is decompressed.
+
     Args:
         npz: Mapping from full keys (``'W/v'``) to arrays.
         path: The prefix of this node's keys.
@@ -110,7 +119,7 @@ def save_npz(file: File, obj: Any, compression: bool = True) -> None:
     that would need a pickle (an object array, an integer outside int64)
     raises ``TypeError`` or ``ValueError`` naming its key, and nothing is
     written. A path is replaced atomically: the snapshot goes to a temporary
-    file in the same directory, which is flushed, ``fsync``\\ ed and renamed
+    file in the same directory, which is flushed, synced to disk (``fsync``) and renamed
     over ``file``, so the file at ``file`` is always the previous snapshot or
     the new one, even if the process is killed or the disk fills up; on an
     error the temporary file is removed. A file object is written in place.
