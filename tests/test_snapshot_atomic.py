@@ -30,6 +30,12 @@ import pytest
 import corrmom_ref as cr
 
 SRC = str(Path(cr.__file__).parents[1])
+
+#: File-level tests (no array backend involved): once per NumPy version, in the numpy and numpy1 legs.
+pytestmark = pytest.mark.skipif(
+    not {"numpy", "numpy1"} & set(os.environ.get("CORRMOM_BACKENDS", "numpy").split(",")),
+    reason="file-level snapshot tests run in the numpy and numpy1 legs only",
+)
 ENV = {**os.environ, "PYTHONPATH": SRC}
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals and resource limits")
 

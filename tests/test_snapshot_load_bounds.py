@@ -40,6 +40,12 @@ SMALL_CONSTANT = 2 * MiB
 BOMB = 32 * MiB
 SRC = str(Path(cr.__file__).parents[1])
 
+#: File-level tests (no array backend involved): once per NumPy version, in the numpy and numpy1 legs.
+pytestmark = pytest.mark.skipif(
+    not {"numpy", "numpy1"} & set(os.environ.get("CORRMOM_BACKENDS", "numpy").split(",")),
+    reason="file-level snapshot tests run in the numpy and numpy1 legs only",
+)
+
 
 def model() -> cr.Link:
     return cr.Link(
