@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
-__all__ = ["NpzArchive", "StoredArray", "write_npz"]
+__all__ = ["NpzArchive", "StoredArray", "check_storable", "write_npz"]
 
 #: Bytes decompressed per read while filling an array.
 CHUNK = 1 << 18
@@ -248,25 +248,24 @@ class NpzArchive(Mapping[str, StoredArray]):
         return stored
 
 
-def write_npz(file: BinaryIO, arrays: Mapping[str, np.ndarray], compression: bool) -> None:
-    """Write ``arrays`` as an npz archive (member ``<key>.npy`` per key) to ``file``.
-
-    Raises:
-        TypeError: an array has an object dtype (it would need a pickle);
-            checked for every array before anything is written.
-    """
+def check_storable(arrays: Mapping[str, np.ndarray]) -> None:
+    """Raise ``TypeError`` naming the first key whose array has an object dtype (it would need a pickle)."""
     for key, array in arrays.items():
         if array.dtype.hasobject:
             raise TypeError(
                 f"cannot save {key!r}: a {array.dtype} array would need a pickle, which corrmom_ref never writes"
             )
+
+
+def write_npz(file: BinaryIO, arrays: Mapping[str, np.ndarray], compression: bool) -> None:
+    """Write ``arrays`` as an npz archive (member ``<key>.npy`` per key) to ``file``.
+
+    Raises:
+        TypeError: from :func:`check_storable`, before anything is written.
+    """
+    check_storable(arrays)
     method = zipfile.ZIP_DEFLATED if compression else zipfile.ZIP_STORED
     with zipfile.ZipFile(file, mode="w", compression=method, allowZip64=True) as archive:
         for key, array in arrays.items():
             with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
                 npy_format.write_array(member, array, allow_pickle=False)  # type: ignore[arg-type]
-
-
-def is_stored(value: Any) -> bool:
-    """Whether ``value`` is a :class:`StoredArray` (data not read yet)."""
-    return isinstance(value, StoredArray)

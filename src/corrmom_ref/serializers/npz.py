@@ -122,7 +122,8 @@ def save_npz(file: File, obj: Any, compression: bool = True) -> None:
     file in the same directory, which is flushed, synced to disk (``fsync``) and renamed
     over ``file``, so the file at ``file`` is always the previous snapshot or
     the new one, even if the process is killed or the disk fills up; on an
-    error the temporary file is removed. A file object is written in place.
+    error the temporary file is removed. This needs write permission on the
+    directory (not only on the file). A file object is written in place.
 
     Args:
         file: Path or binary file object.
@@ -131,7 +132,7 @@ def save_npz(file: File, obj: Any, compression: bool = True) -> None:
             or store them (``numpy.savez``'s).
     """
     from corrmom_ref._backends.host import to_numpy
-    from corrmom_ref.serializers._archive import write_npz
+    from corrmom_ref.serializers._archive import check_storable, write_npz
     from corrmom_ref.serializers._atomic import replace_file
 
     if isinstance(obj, dict):
@@ -140,11 +141,7 @@ def save_npz(file: File, obj: Any, compression: bool = True) -> None:
         serializer = DictionarySerializer()
         serializer.save(obj)
         target = serializer.target
-    for key, array in target.items():
-        if array.dtype.hasobject:
-            raise TypeError(
-                f"cannot save {key!r}: a {array.dtype} array would need a pickle, which corrmom_ref never writes"
-            )
+    check_storable(target)  # before the file (or a temporary file) is created
     if isinstance(file, (str, os.PathLike)):
         replace_file(file, lambda f: write_npz(f, target, compression))
     else:
