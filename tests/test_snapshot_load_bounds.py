@@ -209,3 +209,23 @@ def test_resident_memory_of_a_process_loading_a_bomb(tmp_path: Path) -> None:
         f"\n256 MiB bomb, fresh process: peak RSS grew by {grown / MiB:.2f} MiB (file {path.stat().st_size // 1024} KiB)"
     )
     assert grown <= 4 * MiB + 16 * MiB
+
+
+def test_oversized_zip_directory_is_refused_before_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's zipfile parses the whole central directory (about 6 bytes of memory
+    per byte of it): one larger than the limit is refused from the zip's end
+    record. The limit (8 MiB) is lowered here to keep the file small."""
+    from corrmom_ref.serializers import _archive
+
+    monkeypatch.setattr(_archive, "MAX_DIRECTORY_BYTES", 64 * 1024)
+    target = model()
+    data = with_extra_members(
+        trained().target, lambda z: [z.writestr(f"unused/{i:06d}.npy", b"") for i in range(2000)]
+    )
+    with pytest.raises(ValueError, match=r"zip directory of \d+ bytes, over the 65536"):
+        cr.serializers.load_npz(io.BytesIO(data), target)
+    small = with_extra_members(
+        trained().target, lambda z: [z.writestr(f"u/{i}.npy", b"") for i in range(100)]
+    )
+    cr.serializers.load_npz(io.BytesIO(small), target)  # under the limit: loads
+    np.testing.assert_array_equal(target.W.array, trained().target.W.array)

@@ -11,7 +11,8 @@ read only by :meth:`StoredArray.read`. Before that, the member's declared size
 (the central directory's ``file_size``) must equal the header's length plus
 ``prod(shape) * itemsize``, and object dtypes (pickles) are refused, so
 reading never inflates more than the array it returns. A member that is never
-asked for is never decompressed.
+asked for is never decompressed. The zip's central directory, which Python's
+:mod:`zipfile` parses whole, is refused over :data:`MAX_DIRECTORY_BYTES`.
 
 :func:`write_npz` writes every array with ``allow_pickle=False``.
 """
@@ -36,6 +37,12 @@ CHUNK = 1 << 18
 #: The longest ``.npy`` header accepted (NumPy's own default limit).
 MAX_HEADER = 10000
 
+#: The largest zip central directory accepted: 8 MiB, about 90,000 members
+#: with names of 40 characters. Python's zipfile needs several times this
+#: size in memory to parse a directory, whatever its members hold.
+MAX_DIRECTORY_BYTES = 8 << 20
+
+_END_RECORD, _ZIP64_LOCATOR, _ZIP64_RECORD = 22, 20, 56
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -45,6 +52,30 @@ def _describe(file: Any) -> str:
         return repr(os.fspath(file))
     name = getattr(file, "name", None)
     return f"file object {name!r}" if isinstance(name, str) else f"a {type(file).__name__} object"
+
+
+def _central_directory_size(stream: BinaryIO) -> int | None:
+    """The size the zip's end record declares for its central directory (zip64 too).
+
+    ``None`` when there is no end record; :class:`zipfile.ZipFile` then says
+    what is wrong. The stream's position is restored.
+    """
+    position = stream.tell()
+    try:
+        end = stream.seek(0, os.SEEK_END)
+        length = min(end, _END_RECORD + 0xFFFF)  # the record, then a comment of up to 64 KiB
+        stream.seek(end - length)
+        tail = stream.read(length)
+    finally:
+        stream.seek(position)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _END_RECORD:
+        return None
+    size = int.from_bytes(tail[at + 12 : at + 16], "little")
+    record64 = at - _ZIP64_LOCATOR - _ZIP64_RECORD  # zip64: its record, then a locator, precede
+    if size == 0xFFFFFFFF and record64 >= 0 and tail[record64 : record64 + 4] == b"PK\x06\x06":
+        size = int.from_bytes(tail[record64 + 40 : record64 + 48], "little")
+    return size
 
 
 class StoredArray:
@@ -150,6 +181,7 @@ class NpzArchive(Mapping[str, StoredArray]):
             head = stream.read(len(_NPY_MAGIC))
             stream.seek(start)
             self._check_head(head)
+            self._check_directory_size(stream)
             try:
                 self._zip = zipfile.ZipFile(stream)
             except (zipfile.BadZipFile, EOFError, OSError) as error:
@@ -164,6 +196,16 @@ class NpzArchive(Mapping[str, StoredArray]):
         for info in self._zip.infolist():
             name = info.filename
             self._members[name[:-4] if name.endswith(".npy") else name] = info
+
+    def _check_directory_size(self, stream: BinaryIO) -> None:
+        """Refuse a central directory over :data:`MAX_DIRECTORY_BYTES` before zipfile parses it."""
+        size = _central_directory_size(stream)
+        if size is not None and size > MAX_DIRECTORY_BYTES:
+            raise ValueError(
+                f"{self.name} has a zip directory of {size} bytes, over the {MAX_DIRECTORY_BYTES} "
+                "bytes a snapshot may have (about 90,000 arrays); refused before reading it, "
+                "since reading it takes several times its size in memory"
+            )
 
     def _check_head(self, head: bytes) -> None:
         expected = "an npz snapshot (a zip archive of .npy members, as save_npz writes)"
