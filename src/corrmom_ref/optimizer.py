@@ -263,10 +263,15 @@ class Optimizer:
                 yield name, param, rule
 
     def _load(self, serializer: AbstractSerializer) -> None:
-        from corrmom_ref.serializers.transfer import to_int
+        from corrmom_ref._scalars import check_counter
+        from corrmom_ref.serializers.transfer import key_name, to_int
 
-        t = to_int(serializer("t", self.t), where="optimizer t")
-        epoch = to_int(serializer("epoch", self.epoch), where="optimizer epoch")
+        where_t, where_epoch = (
+            f"optimizer t ({key_name(serializer, 't')})",
+            f"epoch ({key_name(serializer, 'epoch')})",
+        )
+        t = check_counter(to_int(serializer("t", self.t), where=where_t), where_t)
+        epoch = check_counter(to_int(serializer("epoch", self.epoch), where=where_epoch), where_epoch)
         loaded_rules = [
             (rule, rule.read_snapshot(serializer[name], param, where=f"parameter {name}"))
             for name, param, rule in self._rules()
@@ -287,7 +292,9 @@ class Optimizer:
             serializer("loss_scaling.scale", float(self._loss_scale))
 
     def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
-        from corrmom_ref.serializers.transfer import to_float, to_int
+        """Read and check the ``loss_scaling.*`` keys (ranges: :mod:`corrmom_ref._scalars`)."""
+        from corrmom_ref._scalars import check_interval, check_loss_scale
+        from corrmom_ref.serializers.transfer import key_name, to_flag, to_float, to_int
 
         def read(key: str) -> Any:
             try:
@@ -301,26 +308,25 @@ class Optimizer:
         interval = read("loss_scaling.interval")
         scale = read("loss_scaling.scale")
         ever = read("loss_scaling.nonfinite_ever")
-        interval_value = None if interval is None else to_int(interval, "loss_scaling.interval")
-        if interval_value is not None and interval_value < 1:
-            raise ValueError(f"loss_scaling.interval: must be >= 1, got {interval_value}")
-        scale_value = None if scale is None else to_float(scale, "loss_scaling.scale")
-        if scale_value is not None and not scale_value > 0:
-            raise ValueError(f"loss_scaling.scale: must be positive, got {scale_value}")
-        is_dynamic = bool(_scalar_item(dynamic))
+        keys = ("dynamic", "interval", "scale", "nonfinite_ever")
+        names = {key: key_name(serializer, f"loss_scaling.{key}") for key in keys}
+        is_dynamic = to_flag(dynamic, names["dynamic"])
+        interval_value = None
+        if interval is not None:
+            interval_value = check_interval(to_int(interval, names["interval"]), names["interval"])
+        scale_value = None
+        if scale is not None:
+            scale_value = check_loss_scale(to_float(scale, names["scale"]), names["scale"])
+        ever_value = False if ever is None else to_flag(ever, names["nonfinite_ever"])
         if is_dynamic and (interval_value is None or scale_value is None):
             raise ValueError("loss_scaling.*: a dynamic loss scale needs an interval and a scale")
         return {
             "_loss_scaling_is_dynamic": is_dynamic,
             "_loss_scaling_interval": interval_value,
             "_loss_scaling_multiplier": None if interval_value is None else growth_multiplier(interval_value),
-            "_loss_scaling_isnan_ever": bool(_scalar_item(ever)) if ever is not None else False,
+            "_loss_scaling_isnan_ever": ever_value,
             "_loss_scale": scale_value,
         }
-
-
-def _scalar_item(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 class GradientMethod(Optimizer):

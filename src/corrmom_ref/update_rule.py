@@ -200,9 +200,11 @@ class UpdateRule:
         snapshot, a rule without state is left to create it lazily (``None``)
         and a rule with state keeps that entry.
         """
-        from corrmom_ref.serializers.transfer import convert_loaded, to_int
+        from corrmom_ref._scalars import check_counter
+        from corrmom_ref.serializers.transfer import convert_loaded, key_name, to_int
 
-        t = to_int(serializer("t", self.t), where=f"{where} t")
+        where_t = f"{where} t ({key_name(serializer, 't')})"
+        t = check_counter(to_int(serializer("t", self.t), where=where_t), where_t)
         template = self.state_template(param)
         xp = array_namespace(param.array)
         place = device(param.array)

@@ -1,8 +1,9 @@
 """NumPy on the host: the exchange format of npz snapshots.
 
 npz is NumPy's file format, so saving and loading go through NumPy whatever
-backend the arrays live on. Arrays cross over through DLPack after a move to
-the CPU where the backend needs one.
+backend the arrays live on (the files themselves are read and written by
+``corrmom_ref.serializers._archive``). Arrays cross over through DLPack after
+a move to the CPU where the backend needs one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_numpy_array, to_device
 
-__all__ = ["load_npz_file", "save_npz_file", "to_numpy"]
+__all__ = ["to_numpy"]
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -28,33 +29,6 @@ def to_numpy(x: Any) -> np.ndarray:
         return np.from_dlpack(host)
     except (TypeError, RuntimeError, BufferError):
         return np.asarray(host)
-
-
-def save_npz_file(file: Any, arrays: dict[str, np.ndarray], compression: bool) -> None:
-    """Write ``arrays`` to ``file`` (a path or a binary file object)."""
-    if compression:
-        np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
-    else:
-        np.savez(file, **arrays)  # type: ignore[arg-type]
-
-
-def load_npz_file(file: Any) -> dict[str, np.ndarray]:
-    """Read every array of an npz file, refusing pickled (object) arrays.
-
-    Raises:
-        ValueError: naming the first key whose array would need unpickling.
-    """
-    with np.load(file, allow_pickle=False) as npz:
-        arrays = {}
-        for key in npz.files:
-            try:
-                arrays[key] = npz[key]
-            except ValueError as error:
-                raise ValueError(
-                    f"snapshot key {key!r} holds a pickled object array; "
-                    "corrmom_ref never unpickles snapshot data (it could run code)"
-                ) from error
-    return arrays
 
 
 def generator(seed: int | None) -> np.random.Generator:

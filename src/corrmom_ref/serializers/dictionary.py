@@ -13,8 +13,10 @@ class DictionarySerializer(Serializer):
     """Flattens an object tree into ``target`` with ``/``-joined keys.
 
     Arrays of any backend are copied to NumPy on the host; Python scalars
-    become 0-d NumPy arrays. ``None`` cannot be stored (npz would need a
-    pickle for it), so saving ``None`` raises ``TypeError``.
+    become 0-d NumPy arrays (an ``int`` an int64, as Chainer writes it).
+    Values npz could store only as a pickle are refused with an error naming
+    the key: ``None`` (``TypeError``) and an ``int`` outside int64
+    (``ValueError``).
 
     Args:
         target: The dictionary to fill (a new one if ``None``).
@@ -29,10 +31,19 @@ class DictionarySerializer(Serializer):
         return DictionarySerializer(self.target, self.path + key.strip("/") + "/")
 
     def __call__(self, key: str, value: Any) -> Any:
+        import numpy as np
+
         from corrmom_ref._backends.host import to_numpy
 
         full_key = self.path + key.lstrip("/")
         if value is None:
             raise TypeError(f"cannot save None under {full_key!r}: npz would need a pickle")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(
+                    f"cannot save {full_key!r} = {value}: outside int64, npz would need a pickle"
+                )
+            self.target[full_key] = np.asarray(value, dtype=np.int64)
+            return value
         self.target[full_key] = to_numpy(value).copy()
         return value

@@ -24,6 +24,15 @@ class NpzDeserializer(Deserializer):
     the same type) and the caller checks and places it. That is what lets a
     load fail without modifying anything.
 
+    A scalar is checked before it is converted: the stored value must have
+    shape ``()`` and, for a ``bool`` ``value``, a bool dtype; for an ``int``,
+    an integer dtype; for a ``float``, a float or integer dtype
+    (``TypeError`` or ``ValueError`` naming the key otherwise). When ``npz``
+    is the archive :func:`load_npz` opens, an array is returned unread (a
+    ``StoredArray``, with the ``shape`` and ``dtype`` of its header and a
+    ``read()`` method, also accepted by ``numpy.asarray``), so that the caller
+    can check it before its data is decompressed.
+
     Args:
         npz: Mapping from full keys (``'W/v'``) to arrays.
         path: The prefix of this node's keys.
@@ -70,30 +79,73 @@ class NpzDeserializer(Deserializer):
         stored = self.npz[full_key]
         if value is None or hasattr(value, "shape"):
             return stored
-        scalar_type = type(value)
-        if stored.shape != ():
-            raise ValueError(f"{full_key!r}: expected a scalar, got an array of shape {stored.shape}")
-        item = stored.item()
-        if isinstance(value, numbers.Integral) and not isinstance(item, numbers.Integral):
-            raise TypeError(f"{full_key!r}: cannot load {stored.dtype} into an integer")
-        return scalar_type(item)
+        return _scalar_like(stored, value, full_key)
+
+
+#: Stored dtype kinds accepted for a Python scalar ``value`` of each type.
+_SCALAR_KINDS = {bool: "b", int: "iu", float: "fiu"}
+
+
+def _scalar_like(stored: Any, value: Any, key: str) -> Any:
+    """The stored 0-d array ``stored`` as a scalar of ``type(value)``.
+
+    Shape and dtype are checked first (on a :class:`StoredArray`, from its
+    header, before any data is read): a bool loads only from a bool array, an
+    int only from an integer array, a float from a real (float or integer) one.
+    """
+    from corrmom_ref.serializers._archive import StoredArray
+
+    scalar_type = type(value)
+    shape = tuple(getattr(stored, "shape", ()))
+    if shape != ():
+        raise ValueError(f"{key!r}: expected a scalar, got an array of shape {shape}")
+    dtype = getattr(stored, "dtype", None)
+    kinds = next((k for t, k in _SCALAR_KINDS.items() if isinstance(value, t)), None)
+    kind = getattr(dtype, "kind", None)
+    if kinds is not None and (kind is None or kind not in kinds):
+        raise TypeError(f"{key!r}: cannot load a {dtype} value into a {scalar_type.__name__}")
+    if isinstance(stored, StoredArray):
+        stored = stored.read()
+    item = stored.item() if hasattr(stored, "item") else stored
+    if isinstance(value, numbers.Integral) and not isinstance(item, numbers.Integral):
+        raise TypeError(f"{key!r}: cannot load {dtype} into an integer")
+    return scalar_type(item)
 
 
 def save_npz(file: File, obj: Any, compression: bool = True) -> None:
-    """Save ``obj`` (anything with ``serialize``, or a dict of arrays) to an npz file."""
-    from corrmom_ref._backends.host import save_npz_file
+    """Save ``obj`` (anything with ``serialize``, or a dict of arrays) to an npz file.
+
+    Every value is converted and checked before the file is touched: one
+    that would need a pickle (an object array, an integer outside int64)
+    raises ``TypeError`` or ``ValueError`` naming its key, and nothing is
+    written. A path is replaced atomically: the snapshot goes to a temporary
+    file in the same directory, which is flushed, synced to disk (``fsync``) and renamed
+    over ``file``, so the file at ``file`` is always the previous snapshot or
+    the new one, even if the process is killed or the disk fills up; on an
+    error the temporary file is removed. This needs write permission on the
+    directory (not only on the file). A file object is written in place.
+
+    Args:
+        file: Path or binary file object.
+        obj: The object (or ``{key: array}`` dict) to save.
+        compression: Deflate the members (``numpy.savez_compressed``'s format)
+            or store them (``numpy.savez``'s).
+    """
+    from corrmom_ref._backends.host import to_numpy
+    from corrmom_ref.serializers._archive import check_storable, write_npz
+    from corrmom_ref.serializers._atomic import replace_file
 
     if isinstance(obj, dict):
-        target = obj
+        target = {key: to_numpy(value) for key, value in obj.items()}
     else:
         serializer = DictionarySerializer()
         serializer.save(obj)
         target = serializer.target
+    check_storable(target)  # before the file (or a temporary file) is created
     if isinstance(file, (str, os.PathLike)):
-        with open(file, "wb") as f:
-            save_npz_file(f, target, compression)
+        replace_file(file, lambda f: write_npz(f, target, compression))
     else:
-        save_npz_file(file, target, compression)
+        write_npz(file, target, compression)
 
 
 def load_npz(
@@ -110,6 +162,13 @@ def load_npz(
     objects check every value before assigning any, so a load that raises
     leaves them unchanged.
 
+    Only the keys ``obj`` asks for are read, and each member's shape, dtype
+    and size (from its ``.npy`` header and the zip directory) are checked
+    before its data is decompressed, so the memory a load needs beyond the
+    arrays it returns is a small constant, whatever else the file holds. A
+    file that is not an npz archive (empty, a single ``.npy`` array, other
+    bytes, a truncated zip) raises ``ValueError`` saying what it is.
+
     Args:
         file: Path or binary file object.
         obj: The object to load into.
@@ -117,7 +176,7 @@ def load_npz(
         strict: Raise ``KeyError`` on a missing key (else keep the current value).
         ignore_names: Keys or predicates on keys not to load.
     """
-    from corrmom_ref._backends.host import load_npz_file
+    from corrmom_ref.serializers._archive import NpzArchive
 
-    arrays = load_npz_file(file)
-    NpzDeserializer(arrays, path=path, strict=strict, ignore_names=ignore_names).load(obj)
+    with NpzArchive(file) as archive:
+        NpzDeserializer(archive, path=path, strict=strict, ignore_names=ignore_names).load(obj)

@@ -7,7 +7,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-__all__ = ["convert_like", "convert_loaded", "dtype_name", "to_float", "to_int"]
+__all__ = ["convert_like", "convert_loaded", "dtype_name", "key_name", "to_flag", "to_float", "to_int"]
 
 
 def dtype_name(dtype: Any) -> str:
@@ -25,6 +25,10 @@ def dtype_name(dtype: Any) -> str:
 def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str) -> Any:
     """Check a loaded array against ``shape`` and ``dtype``; return it on ``xp`` and ``device``.
 
+    A :class:`~corrmom_ref.serializers._archive.StoredArray` (an npz member
+    not read yet) is checked by its header and read only when it fits; the
+    array read is new, so it is placed without another copy.
+
     Raises:
         ValueError: the shape differs (the message names ``what``).
         TypeError: the dtype differs, or the value is not an array.
@@ -36,6 +40,10 @@ def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, d
         raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
     if dtype_name(value.dtype) != dtype_name(dtype):
         raise TypeError(f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}")
+    from corrmom_ref.serializers._archive import StoredArray
+
+    if isinstance(value, StoredArray):
+        return xp.asarray(value.read(), dtype=dtype, device=device, copy=None)
     return xp.asarray(value, dtype=dtype, device=device, copy=True)
 
 
@@ -52,10 +60,28 @@ def convert_like(value: Any, like: Any, what: str) -> Any:
 
 
 def _scalar(value: Any, what: str) -> Any:
+    from corrmom_ref.serializers._archive import StoredArray
+
     shape = getattr(value, "shape", ())
     if tuple(shape) != ():
         raise ValueError(f"{what}: expected a scalar, got an array of shape {tuple(shape)}")
+    if isinstance(value, StoredArray):
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{what}: expected a bool or a real number, got a {value.dtype} value")
+        value = value.read()
     return value.item() if hasattr(value, "item") else value
+
+
+def key_name(serializer: Any, key: str) -> str:
+    """``key`` with the serializer's path prefix (the full snapshot key), quoted."""
+    return repr(getattr(serializer, "path", "") + key)
+
+
+def to_flag(value: Any, where: str) -> bool:
+    """A loaded flag; only a bool (NumPy's or Python's) is one."""
+    from corrmom_ref._scalars import check_flag
+
+    return check_flag(_scalar(value, where), where)
 
 
 def to_int(value: Any, where: str) -> int:
