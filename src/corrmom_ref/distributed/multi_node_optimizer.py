@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from corrmom_ref.distributed.agreement import check_same_setup
 from corrmom_ref.distributed.communicator import MpiCommunicator
 
 __all__ = ["MultiNodeOptimizer", "create_multi_node_optimizer"]
@@ -61,12 +62,22 @@ class MultiNodeOptimizer:
             setattr(self.actual_optimizer, name, value)
 
     def setup(self, link: Any) -> MultiNodeOptimizer:
-        """Set up the wrapped optimizer on ``link`` and broadcast rank 0's parameters."""
+        """Set up the wrapped optimizer on ``link`` and broadcast rank 0's parameters.
+
+        First checks, in one collective, that every rank has the same
+        optimizer class and hyperparameters and the same parameter names,
+        shapes and dtypes (:func:`~corrmom_ref.distributed.agreement.check_same_setup`).
+
+        Raises:
+            ValueError: On every rank, if some rank differs from rank 0 (the
+                message names the rank and what differs); nothing is broadcast.
+        """
         self.actual_optimizer.setup(link)
         self._install(link)
         return self
 
     def _install(self, link: Any) -> None:
+        check_same_setup(self.communicator, self.actual_optimizer, link)
         self.communicator.bcast_data(link)
         actual = self.actual_optimizer
         local_check = type(actual).check_nan_in_grads
