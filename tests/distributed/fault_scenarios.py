@@ -40,6 +40,7 @@ SCENARIOS = {
     "local_load_missing_file": "FileNotFoundError",
     "load_missing_file": "FileNotFoundError",
     "sys_exit": "rank {bad} of this communicator ended (its script returned or called sys.exit)",
+    "killed": "EXIT STRING: Killed (signal 9)",
     "rank0_catches_failed_load": "rank 0 could not read the snapshot",
     "rank0_catches_failed_save": "rank 0 could not write the snapshot",
     "lr_differs": "hyperparameter lr = 0.1 on rank 0, 0.2 on rank {bad}",
@@ -98,6 +99,8 @@ def main(scenario: str) -> None:
         opt.add_hook(hook, name="failing_hook")
     if scenario == "sys_exit" and rank == bad:
         sys.exit(0)
+    if scenario == "killed" and rank == bad:  # as the kernel's OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
     if scenario == "local_load_missing_file":  # every rank reads its own copy; one is missing
         path = missing if rank == bad else None
         if path is not None:
@@ -131,9 +134,12 @@ def find_mpiexec() -> str | None:
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-def run(scenario: str, ranks: int = 2, timeout: float = 60.0) -> tuple[int | None, str, float]:
+def run(
+    scenario: str, ranks: int = 2, timeout: float = 60.0, mpi4py_main: bool = False
+) -> tuple[int | None, str, float]:
     """``mpiexec -n ranks python this_file scenario``: (exit status or ``None`` if killed at ``timeout``, output, seconds).
 
+    With ``mpi4py_main`` the script runs as ``python -m mpi4py this_file``.
     The job runs in its own process group, killed as a whole at ``timeout``
     (and ``MPIEXEC_TIMEOUT`` tells mpiexec the same), so a hang costs
     ``timeout`` seconds, never more.
@@ -145,7 +151,8 @@ def run(scenario: str, ranks: int = 2, timeout: float = 60.0) -> tuple[int | Non
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PMI_", "HYDRA_", "OMPI_"))}
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env["MPIEXEC_TIMEOUT"] = str(int(timeout))
-    command = [mpiexec, "-n", str(ranks), sys.executable, str(Path(__file__).resolve()), scenario]
+    python = [sys.executable, "-m", "mpi4py"] if mpi4py_main else [sys.executable]
+    command = [mpiexec, "-n", str(ranks), *python, str(Path(__file__).resolve()), scenario]
     start = time.monotonic()
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True

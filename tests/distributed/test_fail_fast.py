@@ -6,7 +6,8 @@ and so on; see ``fault_scenarios.py``) and checks the job ends with a
 non-zero exit status within :data:`LIMIT` seconds (the job is killed at
 :data:`TIMEOUT`) and prints the failing rank's message. Before the fail-fast
 wrapper these jobs hung until killed, or (differing ``lr``, transposed or
-renamed parameter) trained on and exited 0.
+renamed parameter) trained on and exited 0. (``killed``, a rank ended by
+SIGKILL, is ended by ``mpiexec`` itself, before and after.)
 
 These tests start their own MPI jobs, so they run in the serial pass of
 ``nox -s distributed`` (plain ``pytest``) and skip when pytest itself runs
@@ -49,8 +50,8 @@ def _needs_mpiexec():
         pytest.skip("needs mpiexec (the `mpich` wheel): run `nox -s distributed`")
 
 
-def _run(name: str, ranks: int) -> tuple[int | None, str, float]:
-    status, output, seconds = scenarios.run(name, ranks, timeout=TIMEOUT)
+def _run(name: str, ranks: int, mpi4py_main: bool = False) -> tuple[int | None, str, float]:
+    status, output, seconds = scenarios.run(name, ranks, timeout=TIMEOUT, mpi4py_main=mpi4py_main)
     print(f"{name} on {ranks} ranks: exit {status} after {seconds:.2f} s")
     if status is None:
         pytest.fail(f"{name}: the job hung (killed after {TIMEOUT:.0f} s); output:\n{output[-3000:]}")
@@ -70,6 +71,17 @@ def test_on_three_ranks_the_last_one_is_named(name):
     status, output, seconds = _run(name, 3)
     assert status != 0
     assert scenarios.SCENARIOS[name].format(bad=2) in output, output[-3000:]
+    assert seconds < LIMIT
+
+
+@pytest.mark.parametrize("name", ["raise_before_update", "sys_exit", "ok"])
+def test_under_python_m_mpi4py_the_same(name):
+    """``mpiexec -n 2 python -m mpi4py train.py``, as the docs suggest: the same ends, one message each."""
+    status, output, seconds = _run(name, 2, mpi4py_main=True)
+    assert (status == 0) == (name == "ok"), output[-3000:]
+    assert scenarios.SCENARIOS[name].format(bad=1) in output, output[-3000:]
+    if name == "raise_before_update":  # no second, misleading reason from the rank that waited
+        assert "called sys.exit" not in output, output[-3000:]
     assert seconds < LIMIT
 
 
