@@ -4,7 +4,7 @@ A data-parallel job is a team: when one rank stops, the others wait for it in
 their next collective, forever. Two ways a rank can stop are covered here.
 
 * **An uncaught exception.** :func:`install_excepthook` chains
-  :data:`sys.excepthook` with one that prints the traceback as usual, names
+  ``sys.excepthook`` with one that prints the traceback as usual, names
   the rank, and calls ``MPI_Abort`` on ``COMM_WORLD``: ``mpiexec`` then ends
   every rank, with a non-zero exit status. (``python -m mpi4py`` aborts the
   same way at exit; the hook does it for plain ``python train.py`` too.)
@@ -54,7 +54,7 @@ _previous_excepthook: Callable[..., Any] | None = None
 def abort(message: str) -> None:
     """Print ``message`` to stderr and end every rank of the job (``MPI_Abort``, status 1).
 
-    Waits :data:`_OUTPUT_SECONDS` between the two: ``mpiexec`` (MPICH's
+    Waits 0.2 s between the two: ``mpiexec`` (MPICH's
     hydra) tears the job down on ``MPI_Abort`` and lost the message in 5 of
     6 trials without the pause.
     """
@@ -141,9 +141,10 @@ class ExitWatch:
     def wait(self, request: Any, what: str) -> None:
         """Complete ``request`` (a collective of this communicator), or abort if a peer has exited.
 
-        Spins on ``request.Test()`` (which also progresses MPI) for
-        :data:`_SPIN_SECONDS`, then sleeps :data:`_SLEEP_SECONDS` between
-        tests; the notices are tested every 64 spins and every sleep.
+        Tests ``request`` in a loop (which also progresses MPI); every 64
+        tests it tests the exit notices, and once the wait has lasted 50 ms
+        it also sleeps 0.5 ms there (so a long wait for a slow rank costs
+        little CPU).
         """
         if request.Test():
             return
@@ -151,14 +152,15 @@ class ExitWatch:
         spins = 0
         while not request.Test():
             spins += 1
-            sleeping = spins % 64 == 0 and time.monotonic() - start > _SPIN_SECONDS
-            if (spins % 64 == 0 or sleeping) and self.poll():
+            if spins % 64:
+                continue
+            if self.poll():
                 gone = ", ".join(str(p) for p in sorted(self.exited))
                 abort(
                     f"rank {gone} of this communicator ended (its script returned or called sys.exit) "
                     f"while rank {self.rank} waits for it in {what}"
                 )
-            if sleeping:
+            if time.monotonic() - start > _SPIN_SECONDS:
                 time.sleep(_SLEEP_SECONDS)
 
     def _notify(self) -> list[Any]:
@@ -172,7 +174,7 @@ class ExitWatch:
 def watch(mpi_comm: Any) -> ExitWatch:
     """The :class:`ExitWatch` of ``mpi_comm``'s group of ranks, made once (collectively) and reused.
 
-    Also installs the exit handshake (:func:`atexit`) and the excepthook.
+    Also installs the exit handshake (``atexit``) and the excepthook.
     """
     from mpi4py import MPI
 
