@@ -39,7 +39,7 @@ __all__ = ["ExitWatch", "abort", "install_excepthook", "watch"]
 
 #: The tag of exit notices, on the watch's private duplicate communicator.
 _EXIT_TAG = 7
-#: Seconds of waiting after which :meth:`ExitWatch.wait` sleeps between tests.
+#: Seconds of waiting after which :meth:`ExitWatch.wait` sleeps (:data:`_SLEEP_SECONDS`) every 64 tests.
 _SPIN_SECONDS = 0.05
 _SLEEP_SECONDS = 0.0005
 #: Seconds between printing the reason and MPI_Abort, for mpiexec to forward the output first.
@@ -54,9 +54,9 @@ _previous_excepthook: Callable[..., Any] | None = None
 def abort(message: str) -> None:
     """Print ``message`` to stderr and end every rank of the job (``MPI_Abort``, status 1).
 
-    Waits 0.2 s between the two: ``mpiexec`` (MPICH's
-    hydra) tears the job down on ``MPI_Abort`` and lost the message in 5 of
-    6 trials without the pause.
+    Waits 0.2 s between the two: ``mpiexec`` (MPICH's hydra) tears the job
+    down on ``MPI_Abort`` and, without the pause, dropped the message in 5
+    of 6 trials.
     """
     global _aborting
     from mpi4py import MPI
@@ -157,7 +157,7 @@ class ExitWatch:
             if self.poll():
                 gone = ", ".join(str(p) for p in sorted(self.exited))
                 abort(
-                    f"rank {gone} of this communicator ended (its script returned or called sys.exit) "
+                    f"rank{'s' if len(self.exited) > 1 else ''} {gone} of this communicator ended (its script returned or called sys.exit) "
                     f"while rank {self.rank} waits for it in {what}"
                 )
             if time.monotonic() - start > _SPIN_SECONDS:
