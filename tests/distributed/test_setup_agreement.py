@@ -122,6 +122,17 @@ def test_every_rank_raises_the_same_error_at_setup(mpi_comm):
     messages = mpi_comm.allgather(str(info.value))
     assert messages == [messages[0]] * k
     assert f"hyperparameter lr = 0.1 on rank 0, 0.5 on rank {k - 1}" in messages[0]
+    assert opt.target is None  # the wrapped optimizer was not set up
+
+
+def test_wrapping_an_optimizer_already_set_up_checks_too(mpi_comm):
+    k, rank = mpi_comm.Get_size(), mpi_comm.Get_rank()
+    shape = (3, 4) if rank == k - 1 else (4, 3)
+    inner = cr.CorrectedMomentumSGD(lr=0.1).setup(cr.Link(W=cr.Parameter(np.zeros(shape))))
+    with pytest.raises(
+        ValueError, match=f"parameter /W: \\(4, 3\\) float64 on rank 0, \\(3, 4\\) float64 on rank {k - 1}"
+    ):
+        distributed.create_multi_node_optimizer(inner)
 
 
 def test_setup_with_the_same_model_still_broadcasts(mpi_comm):

@@ -50,6 +50,7 @@ class MultiNodeOptimizer:
         object.__setattr__(self, "communicator", communicator)
         object.__setattr__(self, "_agreed_nonfinite", False)
         if actual_optimizer.target is not None:
+            check_same_setup(communicator, actual_optimizer, actual_optimizer.target)
             self._install(actual_optimizer.target)
 
     def __getattr__(self, name: str) -> Any:
@@ -70,14 +71,17 @@ class MultiNodeOptimizer:
 
         Raises:
             ValueError: On every rank, if some rank differs from rank 0 (the
-                message names the rank and what differs); nothing is broadcast.
+                message names the rank and what differs); then nothing has
+                changed (the wrapped optimizer is not set up, nothing is
+                broadcast).
         """
+        if callable(getattr(link, "namedparams", None)):  # else the wrapped setup says what is wrong
+            check_same_setup(self.communicator, self.actual_optimizer, link)
         self.actual_optimizer.setup(link)
         self._install(link)
         return self
 
     def _install(self, link: Any) -> None:
-        check_same_setup(self.communicator, self.actual_optimizer, link)
         self.communicator.bcast_data(link)
         actual = self.actual_optimizer
         local_check = type(actual).check_nan_in_grads
