@@ -2,7 +2,7 @@ r"""Data-parallel training with the linear scaling rule and gradual warm-up, ove
 
 Run (K ranks, each with a minibatch of 32; the global batch is 32 K)::
 
-    mpiexec -n 2 python examples/distributed_warmup.py --plot distributed_warmup.png
+    mpiexec -n 2 python -m mpi4py examples/distributed_warmup.py --plot distributed_warmup.png
 
 A small tanh MLP learns a synthetic 3-class problem twice, from the same
 start and on the same data: once with :class:`~corrmom_ref.CorrectedMomentumSGD`

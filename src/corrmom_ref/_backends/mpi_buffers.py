@@ -16,6 +16,7 @@ only decides how MPI sees them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ from corrmom_ref._backends.host import to_numpy
 from corrmom_ref._namespace import namespace_of
 
 __all__ = ["allreduce_sum", "bcast"]
+
+#: Completes a non-blocking MPI request (e.g. :meth:`corrmom_ref.distributed.failfast.ExitWatch.wait`).
+Wait = Callable[[Any], None]
 
 
 def _is_direct(x: Any) -> bool:
@@ -43,34 +47,42 @@ def _back(host: np.ndarray, like: Any) -> Any:
     return xp.asarray(host, device=device(like))
 
 
-def allreduce_sum(mpi_comm: Any, flat: Any) -> Any:
+def _complete(request: Any, wait: Wait | None) -> None:
+    if wait is None:
+        request.Wait()
+    else:
+        wait(request)
+
+
+def allreduce_sum(mpi_comm: Any, flat: Any, wait: Wait | None = None) -> Any:
     """The elementwise sum of ``flat`` over all ranks, computed in ``flat``'s memory.
 
     ``flat`` must be the caller's own scratch buffer (a packed bucket): one
-    ``MPI_Allreduce`` with ``MPI_IN_PLACE`` writes the sum into it, which
+    ``MPI_Iallreduce`` with ``MPI_IN_PLACE`` writes the sum into it, which
     saves allocating (and page-faulting) a second buffer of the same size
     every step. Returns the sum, an array of ``flat``'s backend (``flat``
     itself for NumPy and CuPy). With a fixed number of ranks MPI's reduction
-    order is fixed, so every rank receives the same bits.
+    order is fixed, so every rank receives the same bits. The collective is
+    non-blocking, completed by ``wait(request)`` (default: ``request.Wait()``).
     """
     from mpi4py import MPI
 
     if _is_direct(flat):
         _synchronize(flat)
-        mpi_comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        _complete(mpi_comm.Iallreduce(MPI.IN_PLACE, flat, op=MPI.SUM), wait)
         return flat
     host = np.array(to_numpy(flat), copy=True)
-    mpi_comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+    _complete(mpi_comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM), wait)
     return _back(host, flat)
 
 
-def bcast(mpi_comm: Any, flat: Any, root: int = 0) -> Any:
-    """``root``'s ``flat`` on every rank (a new array, same backend); one ``MPI_Bcast``."""
+def bcast(mpi_comm: Any, flat: Any, root: int = 0, wait: Wait | None = None) -> Any:
+    """``root``'s ``flat`` on every rank (a new array, same backend); one ``MPI_Ibcast``, completed by ``wait``."""
     if _is_direct(flat):
         out = namespace_of(flat).asarray(flat, copy=True)
         _synchronize(out)
-        mpi_comm.Bcast(out, root=root)
+        _complete(mpi_comm.Ibcast(out, root=root), wait)
         return out
     host = np.array(to_numpy(flat), copy=True)
-    mpi_comm.Bcast(host, root=root)
+    _complete(mpi_comm.Ibcast(host, root=root), wait)
     return _back(host, flat)

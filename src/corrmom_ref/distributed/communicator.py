@@ -11,16 +11,23 @@ gradients:
 The sum is computed by MPI in a fixed order for a fixed number of ranks, and
 the division by :math:`k` is the same on every rank, so every rank gets the
 same bits.
+
+Every collective here is a non-blocking MPI request completed by the
+communicator's :class:`~corrmom_ref.distributed.failfast.ExitWatch`: a rank
+waiting for a peer that has exited aborts the job instead of waiting forever
+(:mod:`corrmom_ref.distributed.failfast`).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from array_api_compat import is_writeable_array
 
 from corrmom_ref._namespace import namespace_of
+from corrmom_ref.distributed import failfast
 from corrmom_ref.distributed.buckets import group_into_buckets
 
 __all__ = ["MpiCommunicator", "create_communicator"]
@@ -28,6 +35,11 @@ __all__ = ["MpiCommunicator", "create_communicator"]
 
 class MpiCommunicator:
     """Collective operations on a link's parameters over an mpi4py communicator.
+
+    Creating one is collective over ``mpi_comm`` (the first one over a group
+    of ranks duplicates it for exit notices) and installs the excepthook of
+    :func:`~corrmom_ref.distributed.failfast.install_excepthook`: from then
+    on an uncaught exception or an early exit on one rank ends the job.
 
     Args:
         mpi_comm: An ``mpi4py.MPI.Comm`` (intracommunicator); default
@@ -40,6 +52,8 @@ class MpiCommunicator:
 
             mpi_comm = MPI.COMM_WORLD
         self.mpi_comm = mpi_comm
+        #: Exit notices of the other ranks; completes this communicator's collectives.
+        self.exit_watch = failfast.watch(mpi_comm)
         #: The flat gradient buffer of each bucket layout, reused every step.
         self._buffers: dict[tuple[Any, ...], Any] = {}
 
@@ -62,7 +76,10 @@ class MpiCommunicator:
         from corrmom_ref._backends import mpi_buffers
 
         for bucket in group_into_buckets(link.params(), lambda p: p.array):
-            flat = mpi_buffers.bcast(self.mpi_comm, bucket.pack([p.array for p in bucket.members]), root)
+            packed = bucket.pack([p.array for p in bucket.members])
+            flat = mpi_buffers.bcast(
+                self.mpi_comm, packed, root, self._waiter("the parameter broadcast of setup()")
+            )
             for param, value in zip(bucket.members, bucket.unpack(flat), strict=True):
                 _assign(param, value)
 
@@ -92,7 +109,9 @@ class MpiCommunicator:
             extra = (1.0 if nonfinite else 0.0,) if nonfinite is not None and index == 0 else ()
             key = bucket.key(len(extra))
             flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
-            total = mpi_buffers.allreduce_sum(self.mpi_comm, flat)
+            total = mpi_buffers.allreduce_sum(
+                self.mpi_comm, flat, self._waiter("the gradient allreduce of update()")
+            )
             total /= self.size  # in place where the backend allows it
             if is_writeable_array(total):
                 self._buffers[key] = total
@@ -104,30 +123,78 @@ class MpiCommunicator:
             agreed = self.any(nonfinite)
         return agreed
 
-    def any(self, flag: bool) -> bool:
-        """Logical OR of ``flag`` over the ranks."""
+    def _waiter(self, what: str) -> Callable[[Any], None]:
+        def wait(request: Any) -> None:
+            self.exit_watch.wait(request, what)
+
+        return wait
+
+    def any(self, flag: bool, what: str = "an agreement on a flag") -> bool:
+        """Logical OR of ``flag`` over the ranks (``what`` names the wait in an abort message)."""
+        import numpy as np
         from mpi4py import MPI
 
-        return bool(self.mpi_comm.allreduce(bool(flag), op=MPI.LOR))
+        value = np.array([1 if flag else 0], dtype=np.int32)
+        self.exit_watch.wait(self.mpi_comm.Iallreduce(MPI.IN_PLACE, value, op=MPI.MAX), what)
+        return bool(value[0])
 
-    def bcast_bytes(self, data: bytes | None, root: int = 0) -> bytes:
-        """``root``'s ``data`` on every rank (other ranks pass ``None``)."""
-        return bytes(self.mpi_comm.bcast(data if self.rank == root else None, root=root))
+    def bcast_bytes(self, data: bytes | None, root: int = 0, what: str = "a broadcast") -> bytes:
+        """``root``'s ``data`` on every rank (other ranks pass ``None``): its length, then its bytes."""
+        import numpy as np
+
+        length = np.array([len(data) if self.rank == root and data is not None else 0], dtype=np.int64)
+        self.exit_watch.wait(self.mpi_comm.Ibcast(length, root=root), what)
+        if self.rank == root and data is not None:
+            buffer = np.frombuffer(data, dtype=np.uint8).copy()
+        else:
+            buffer = np.empty(int(length[0]), dtype=np.uint8)
+        self.exit_watch.wait(self.mpi_comm.Ibcast(buffer, root=root), what)
+        return buffer.tobytes()
+
+    def allgather_bytes(self, data: bytes, what: str = "an allgather") -> list[bytes]:
+        """Every rank's ``data``, in rank order, on every rank: the lengths, then the bytes."""
+        import numpy as np
+        from mpi4py import MPI
+
+        lengths = np.zeros(self.size, dtype=np.int64)
+        mine = np.array([len(data)], dtype=np.int64)
+        self.exit_watch.wait(self.mpi_comm.Iallgather(mine, lengths), what)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        gathered = np.empty(int(offsets[-1]), dtype=np.uint8)
+        send = np.frombuffer(data, dtype=np.uint8).copy()
+        counts, displs = [int(n) for n in lengths], [int(o) for o in offsets[:-1]]
+        self.exit_watch.wait(self.mpi_comm.Iallgatherv(send, [gathered, counts, displs, MPI.BYTE]), what)
+        return [gathered[offsets[r] : offsets[r + 1]].tobytes() for r in range(self.size)]
 
     def bcast_file(self, file: Any, root: int = 0) -> io.BytesIO:
-        """The content of ``file`` (a path or binary file object, read on ``root`` only)."""
-        data = None
-        if self.rank == root:
-            if hasattr(file, "read"):
-                data = file.read()
-            else:
-                with open(file, "rb") as f:
-                    data = f.read()
-        return io.BytesIO(self.bcast_bytes(data, root))
+        """The content of ``file`` (a path or binary file object, read on ``root`` only).
 
-    def barrier(self) -> None:
+        Raises on every rank if ``root`` cannot read it: ``root`` re-raises
+        its own error, the others a :class:`RuntimeError` with ``root``'s
+        message (so no rank is left waiting, and a rank that catches the
+        error stays in step with the others).
+        """
+        payload, error = None, None
+        if self.rank == root:
+            try:
+                if hasattr(file, "read"):
+                    payload = b"\x00" + bytes(file.read())
+                else:
+                    with open(file, "rb") as f:
+                        payload = b"\x00" + f.read()
+            except Exception as exc:
+                error = exc
+                payload = b"\x01" + f"{type(exc).__name__}: {exc}".encode()
+        data = self.bcast_bytes(payload, root, what=f"the snapshot broadcast of load_npz() from rank {root}")
+        if error is not None:
+            raise error
+        if data[:1] != b"\x00":
+            raise RuntimeError(f"rank {root} could not read the snapshot {file!r}: {data[1:].decode()}")
+        return io.BytesIO(data[1:])
+
+    def barrier(self, what: str = "a barrier") -> None:
         """Wait for all ranks."""
-        self.mpi_comm.Barrier()
+        self.exit_watch.wait(self.mpi_comm.Ibarrier(), what)
 
 
 def _assign_grad(param: Any, value: Any) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from corrmom_ref.distributed.agreement import check_same_setup
 from corrmom_ref.distributed.communicator import MpiCommunicator
 
 __all__ = ["MultiNodeOptimizer", "create_multi_node_optimizer"]
@@ -49,6 +50,7 @@ class MultiNodeOptimizer:
         object.__setattr__(self, "communicator", communicator)
         object.__setattr__(self, "_agreed_nonfinite", False)
         if actual_optimizer.target is not None:
+            check_same_setup(communicator, actual_optimizer, actual_optimizer.target)
             self._install(actual_optimizer.target)
 
     def __getattr__(self, name: str) -> Any:
@@ -61,7 +63,20 @@ class MultiNodeOptimizer:
             setattr(self.actual_optimizer, name, value)
 
     def setup(self, link: Any) -> MultiNodeOptimizer:
-        """Set up the wrapped optimizer on ``link`` and broadcast rank 0's parameters."""
+        """Set up the wrapped optimizer on ``link`` and broadcast rank 0's parameters.
+
+        First checks, in one collective, that every rank has the same
+        optimizer class and hyperparameters and the same parameter names,
+        shapes and dtypes (:func:`~corrmom_ref.distributed.agreement.check_same_setup`).
+
+        Raises:
+            ValueError: On every rank, if some rank differs from rank 0 (the
+                message names the rank and what differs); then nothing has
+                changed (the wrapped optimizer is not set up, nothing is
+                broadcast).
+        """
+        if callable(getattr(link, "namedparams", None)):  # else the wrapped setup says what is wrong
+            check_same_setup(self.communicator, self.actual_optimizer, link)
         self.actual_optimizer.setup(link)
         self._install(link)
         return self
