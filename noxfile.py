@@ -90,6 +90,7 @@ CHAINER = "chainer==7.8.1"
 IMPL_REQUIREMENTS: dict[str, list[str]] = {
     "torch": ["numpy>=2", TORCH],
     "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+    "ref-torch": ["numpy>=2", TORCH],
 }
 
 
@@ -137,6 +138,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
     ("chainer", "numpy"),
     ("torch", "numpy"),
     ("optax", "numpy"),
+    ("ref-torch", "numpy"),
 ]
 
 
