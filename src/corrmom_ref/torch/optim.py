@@ -291,6 +291,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
             p.copy_(master)
 
     def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
+        if torch.compiler.is_compiling():
+            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+            return
         if self._xp is None:
             self._xp = array_namespace(ps[0])
         xp = self._xp
@@ -309,9 +312,17 @@ class _ChainerMomentum(torch.optim.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load what :meth:`state_dict` returned (float32 masters stay float32)."""
+        """Load what :meth:`state_dict` returned (float32 masters stay float32).
+
+        The buffers are copied: loading another live optimizer's state dict
+        leaves the two independent (PyTorch's base class would share them).
+        """
         state_dict = dict(state_dict)
         counters = state_dict.pop("chainer", {"t": 0, "epoch": 0})
+        state_dict["state"] = {
+            k: {n: v.clone() if isinstance(v, torch.Tensor) else v for n, v in s.items()}
+            for k, s in state_dict["state"].items()
+        }
         masters = {k: s["master"] for k, s in state_dict["state"].items() if "master" in s}
         super().load_state_dict(state_dict)
         if masters:
@@ -321,6 +332,21 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 self.state[p]["master"] = master.to(device=p.device, dtype=torch.float32).clone()
         self.t = int(counters["t"])
         self.epoch = int(counters["epoch"])
+
+
+def _foreach_step(corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
+    """The generic step in Chainer's order with ``torch._foreach_*`` ops, which ``torch.compile`` traces.
+
+    Each operation rounds as the generic in-place step does (no multiply-add
+    contraction in eager mode), so the numbers are those of ``fused=False``.
+    """
+    torch._foreach_mul_(vs, m)
+    if corrected:  # v *= m; v -= g; p += lr * v
+        torch._foreach_sub_(vs, gs)
+        torch._foreach_add_(ps, torch._foreach_mul(vs, lr))
+    else:  # v *= m; v -= lr * g; p += v
+        torch._foreach_sub_(vs, torch._foreach_mul(gs, lr))
+        torch._foreach_add_(ps, vs)
 
 
 class CorrectedMomentumSGD(_ChainerMomentum):
