@@ -471,3 +471,48 @@ def test_layout_reader_prefix_and_pickles(tmp_path):
     np.savez(tmp_path / "p.npz", t=np.array([object()], dtype=object), epoch=0)
     with pytest.raises(ValueError):
         chainer_layout.read_optimizer_npz(tmp_path / "p.npz")
+
+
+class OddTiming:
+    timing = "sometime"
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __call__(self, optimizer, param):
+        self.seen.append(("b", param.tolist()))
+
+
+def test_parameter_hooks_run_inside_the_update_on_unscaled_gradients():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    opt = crt.CorrectedMomentumSGD([a, b], lr=1.0, momentum=0.0, fused=False)
+    seen = []
+
+    def record(tag):
+        def hook(o, p):
+            seen.append((tag, p.grad.tolist(), p.tolist()))
+
+        return hook
+
+    opt.add_param_hook(a, record("a-pre"), name="a-pre", timing="pre")
+    opt.add_param_hook(a, record("a-post"), name="a-post", timing="post")
+    with pytest.warns(UserWarning, match="post"):
+        opt.add_param_hook(b, OddTiming(seen), name="b")
+    with pytest.raises(KeyError):
+        opt.add_param_hook(torch.zeros(1), record("x"), name="x")
+    a.grad, b.grad = torch.tensor([8.0, 16.0]), torch.tensor([4.0])
+    opt.step(loss_scale=4.0)
+    assert seen == [("a-pre", [2.0, 4.0], [0.0, 0.0]), ("a-post", [2.0, 4.0], [-2.0, -4.0]), ("b", [-1.0])]
+    opt.remove_param_hook(a, "a-pre")
+    with pytest.raises(KeyError):
+        opt.remove_param_hook(a, "a-pre")
+
+
+def test_parameter_hooks_of_a_float16_parameter_see_the_float32_master():
+    w = torch.nn.Parameter(torch.ones(2, dtype=torch.float16))
+    opt = crt.CorrectedMomentumSGD([w], lr=1e-4, fp32_master=True)
+    dtypes = []
+    opt.add_param_hook(w, lambda o, p: dtypes.append((p.dtype, p.grad.dtype)), name="d")
+    w.grad = torch.ones(2, dtype=torch.float16)
+    opt.step()
+    assert dtypes == [(torch.float32, torch.float32)]

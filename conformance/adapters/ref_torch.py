@@ -8,15 +8,15 @@ way of overriding a hyperparameter for one parameter). A step scales each
 gradient by the loss scale in the parameter's dtype, as backward of
 ``scaler.scale(loss)`` would, then runs ``scaler.step(opt); scaler.update()``.
 
-Not applicable, with the reason (:attr:`RefTorchAdapter.not_applicable`):
-``rule_hooks``, since PyTorch optimizers have no per-parameter update-rule
-objects to hang hooks on.
+Update-rule hooks (``level='rule'``) are the optimizer's per-parameter hooks
+(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`). Every
+capability is declared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -131,15 +131,13 @@ class RefTorchOptimizer:
     # -- hooks ---------------------------------------------------------------------
 
     def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
-        if spec.level == "rule":
-            raise NotImplementedError("PyTorch optimizers have no update-rule objects (rule_hooks)")
         adapter = self
         label = spec.name or spec.attr_name or "?"
 
         class Hook:
             def __call__(self, opt: Any, param: Any = None) -> None:
                 if param is not None:
-                    name = adapter._by_id[id(param)]
+                    name = adapter._by_id.get(id(param), spec.param)  # a float16 master is not in _by_id
                     grads = {name: None if param.grad is None else param.grad.detach().numpy().copy()}
                 else:
                     name = None
@@ -159,12 +157,18 @@ class RefTorchOptimizer:
             hook.name = spec.attr_name  # type: ignore[attr-defined]
         if spec.attr_timing is not None:
             hook.timing = spec.attr_timing  # type: ignore[attr-defined]
-        self.opt.add_hook(hook, name=spec.name, timing=spec.timing)
+        if spec.level == "rule":
+            assert spec.param is not None
+            self.opt.add_param_hook(self._params[spec.param], hook, name=spec.name, timing=spec.timing)
+        else:
+            self.opt.add_hook(hook, name=spec.name, timing=spec.timing)
 
     def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
         if level == "rule":
-            raise NotImplementedError("PyTorch optimizers have no update-rule objects (rule_hooks)")
-        self.opt.remove_hook(name)
+            assert param is not None
+            self.opt.remove_param_hook(self._params[param], name)
+        else:
+            self.opt.remove_hook(name)
 
     # -- serialization and epochs --------------------------------------------------------------
 
@@ -192,11 +196,7 @@ class RefTorchAdapter:
     name = "ref-torch"
     backend = "torch:cpu"
     state_sign = -1.0
-    capabilities = frozenset(ALL_CAPABILITIES - {"rule_hooks"} | {"generic_variant"})
-    #: Capabilities left out, and why.
-    not_applicable: ClassVar[dict[str, str]] = {
-        "rule_hooks": "PyTorch optimizers have no per-parameter update-rule objects"
-    }
+    capabilities = ALL_CAPABILITIES | {"generic_variant"}
 
     def __init__(self, fused: bool = True) -> None:
         import torch

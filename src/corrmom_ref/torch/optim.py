@@ -118,6 +118,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         #: Whether the last :meth:`step` was skipped for a non-finite gradient.
         self.last_step_skipped: bool = False
         self._chainer_hooks = HookRegistry(invalid_auto_timing="pre")
+        self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
         self._step_loss_scale: float | None = None
         self._xp: Any = None
 
@@ -147,6 +148,37 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def remove_hook(self, name: str) -> None:
         """Unregister the hook called ``name`` (``KeyError`` if there is none)."""
         self._chainer_hooks.remove(name)
+
+    def add_param_hook(
+        self, param: torch.Tensor, hook: Callable[..., Any], name: str | None = None, timing: Timing = "auto"
+    ) -> None:
+        """Register ``hook`` on one parameter, like a hook on Chainer's update rule of that parameter.
+
+        It runs inside :meth:`step` as ``hook(optimizer, param)``, just before
+        (``pre``) or after (``post``) that parameter's update, after its
+        gradient was unscaled; with ``fp32_master`` a float16 parameter's hooks
+        get the float32 master, whose ``grad`` is the float32 gradient. A group
+        with such hooks is updated one parameter at a time. Naming and errors
+        as for :meth:`add_hook`, except that an invalid ``hook.timing`` under
+        ``'auto'`` files the hook as ``post`` (Chainer's update rules do).
+
+        Raises:
+            KeyError: ``param`` is not one of this optimizer's parameters, or the name is taken.
+        """
+        if not any(param is q for q in self._params()):
+            raise KeyError("the tensor is not a parameter of this optimizer")
+        registry = self._param_hooks.get(param) or HookRegistry(invalid_auto_timing="post")
+        registry.add(hook, name, timing)
+        self._param_hooks[param] = registry
+
+    def remove_param_hook(self, param: torch.Tensor, name: str) -> None:
+        """Unregister the hook ``name`` of ``param`` (``KeyError`` if there is none)."""
+        registry = self._param_hooks.get(param)
+        if registry is None:
+            raise KeyError(f"no hook named {name!r} on this parameter")
+        registry.remove(name)
+        if not registry:
+            del self._param_hooks[param]
 
     def _call_hooks(self, timing: str) -> None:
         for hook in self._chainer_hooks.of(timing):
@@ -261,27 +293,18 @@ class _ChainerMomentum(torch.optim.Optimizer):
         return bool(bad)
 
     def _update_group(self, group: dict[str, Any], lr: float, m: float, scale: float | None) -> None:
+        """Update every parameter of ``group``: batched, or one by one when any has parameter hooks."""
+        one_by_one = any(p in self._param_hooks for p in group["params"])
         buckets: dict[tuple[torch.dtype, torch.device], tuple[list[Any], list[Any], list[Any]]] = {}
         masters: list[tuple[torch.Tensor, torch.Tensor]] = []
         for p in group["params"]:
-            state = self.state[p]
-            state["t"] = state.get("t", 0) + 1
-            grad = p.grad
-            assert grad is not None  # reallocated
-            target = p
-            if self.fp32_master and p.dtype == torch.float16:
-                master = state.get("master")
-                if master is None:
-                    master = state["master"] = p.detach().float()
-                target, grad = master, grad.float()
-                masters.append((p, master))
-            v = state.get("v")
-            if v is None:
-                v = state["v"] = torch.zeros_like(target, memory_format=torch.preserve_format)
-            if scale is not None:
-                grad.div_(scale)
-            key = (target.dtype, target.device)
-            ps, gs, vs = buckets.setdefault(key, ([], [], []))
+            target, grad, v = self._prepare(p, scale)
+            if target is not p:
+                masters.append((p, target))
+            if one_by_one:
+                self._update_hooked(p, target, grad, v, lr, m)
+                continue
+            ps, gs, vs = buckets.setdefault((target.dtype, target.device), ([], [], []))
             ps.append(target.detach())
             gs.append(grad)
             vs.append(v)
@@ -289,6 +312,52 @@ class _ChainerMomentum(torch.optim.Optimizer):
             self._kernel(ps, gs, vs, lr, m)
         for p, master in masters:
             p.copy_(master)
+
+    def _prepare(
+        self, p: torch.Tensor, scale: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chainer's rule preamble for ``p``: ``t += 1``, the master, the zero buffer, the unscaled gradient.
+
+        Returns the tensor to update (``p`` or its float32 master), its gradient and its buffer.
+        """
+        state = self.state[p]
+        state["t"] = state.get("t", 0) + 1
+        grad = p.grad
+        assert grad is not None  # reallocated
+        target = p
+        if self.fp32_master and p.dtype == torch.float16:
+            master = state.get("master")
+            if master is None:
+                master = state["master"] = p.detach().float()
+            target, grad = master, grad.float()
+        v = state.get("v")
+        if v is None:
+            v = state["v"] = torch.zeros_like(target, memory_format=torch.preserve_format)
+        if scale is not None:
+            grad.div_(scale)
+        return target, grad, v
+
+    def _update_hooked(
+        self, p: torch.Tensor, target: torch.Tensor, grad: torch.Tensor, v: torch.Tensor, lr: float, m: float
+    ) -> None:
+        """One parameter's update between its own pre and post hooks (Chainer's update-rule hooks)."""
+        hooks = self._param_hooks.get(p)
+        holder = p
+        if target is not p:  # the hooks see the float32 master and its gradient, as in Chainer
+            holder = target
+            holder.grad = grad
+        try:
+            if hooks is not None:
+                for hook in hooks.of("pre"):
+                    hook(self, holder)
+            if holder.grad is not None:  # a hook may have cleared it: Chainer then skips the update
+                self._kernel([target.detach()], [holder.grad], [v], lr, m)
+            if hooks is not None:
+                for hook in hooks.of("post"):
+                    hook(self, holder)
+        finally:
+            if holder is not p:
+                holder.grad = None
 
     def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
         if torch.compiler.is_compiling():
