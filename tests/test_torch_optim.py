@@ -516,3 +516,13 @@ def test_parameter_hooks_of_a_float16_parameter_see_the_float32_master():
     w.grad = torch.ones(2, dtype=torch.float16)
     opt.step()
     assert dtypes == [(torch.float32, torch.float32)]
+
+
+def test_sparse_gradient_is_refused_before_anything_changes():
+    net = torch.nn.Embedding(4, 2, sparse=True)
+    extra = torch.nn.Parameter(torch.zeros(1))
+    opt = crt.CorrectedMomentumSGD([("extra", extra), *net.named_parameters()], lr=0.1)
+    net(torch.tensor([1])).sum().backward()
+    with pytest.raises(TypeError, match="weight has a sparse gradient"):
+        opt.step()
+    assert extra.grad is None and opt.t == 0

@@ -222,10 +222,19 @@ class _ChainerMomentum(torch.optim.Optimizer):
             for pi, p in enumerate(group["params"]):
                 yield (names[pi] if names is not None else f"param {pi} of group {gi}"), p
 
-    def _reallocate(self) -> None:
+    def _reallocate(self, check_dense: bool = False) -> None:
+        """Give every parameter without a gradient a zero one; with ``check_dense``, first
+        raise ``TypeError`` (changing nothing) if a gradient is sparse."""
+        missing = []
         for p in self._params():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+            g = p.grad
+            if g is None:
+                missing.append(p)
+            elif check_dense and g.is_sparse:
+                name = next(n for n, q in self._named() if q is p)
+                raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
+        for p in missing:
+            p.grad = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -262,10 +271,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
             for i, g in enumerate(self.param_groups)
         ]
         scale = None if loss_scale is None else _check_number(loss_scale, "loss_scale")
-        self._reallocate()
-        for name, p in self._named():
-            if p.grad is not None and p.grad.is_sparse:
-                raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
+        self._reallocate(check_dense=True)
         skipped = check_finite and self._nonfinite_warned(scale)
         self._step_loss_scale = scale
         try:
@@ -274,7 +280,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
             if not skipped:
                 for group, (lr, m) in zip(self.param_groups, hypers, strict=True):
                     self._update_group(group, lr, m, scale)
-            self._reallocate()
+            if self._param_hooks:  # only a hook can have cleared a gradient since the first pass
+                self._reallocate()
             self._call_hooks("post")
         finally:
             self._step_loss_scale = None
@@ -294,18 +301,27 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
     def _update_group(self, group: dict[str, Any], lr: float, m: float, scale: float | None) -> None:
         """Update every parameter of ``group``: batched, or one by one when any has parameter hooks."""
-        one_by_one = any(p in self._param_hooks for p in group["params"])
-        buckets: dict[tuple[torch.dtype, torch.device], tuple[list[Any], list[Any], list[Any]]] = {}
+        one_by_one = bool(self._param_hooks) and any(p in self._param_hooks for p in group["params"])
+        buckets: dict[torch.dtype, tuple[list[Any], list[Any], list[Any]]] = {}
         masters: list[tuple[torch.Tensor, torch.Tensor]] = []
+        plain = scale is None and not one_by_one
+        state_of = self.state
         for p in group["params"]:
-            target, grad, v = self._prepare(p, scale)
-            if target is not p:
-                masters.append((p, target))
-            if one_by_one:
-                self._update_hooked(p, target, grad, v, lr, m)
-                continue
-            ps, gs, vs = buckets.setdefault((target.dtype, target.device), ([], [], []))
-            ps.append(target.detach())
+            state = state_of[p]
+            v = state.get("v") if plain else None
+            if v is not None and not (self.fp32_master and p.dtype == torch.float16):
+                # the common step: state exists, nothing to unscale, no master, no hooks
+                state["t"] += 1
+                target, grad = p, p.grad
+            else:
+                target, grad, v = self._prepare(p, scale)
+                if target is not p:
+                    masters.append((p, target))
+                if one_by_one:
+                    self._update_hooked(p, target, grad, v, lr, m)
+                    continue
+            ps, gs, vs = buckets.setdefault(target.dtype, ([], [], []))
+            ps.append(target)  # stepped in place under no_grad; the kernels take devices as they come
             gs.append(grad)
             vs.append(v)
         for ps, gs, vs in buckets.values():
@@ -351,7 +367,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 for hook in hooks.of("pre"):
                     hook(self, holder)
             if holder.grad is not None:  # a hook may have cleared it: Chainer then skips the update
-                self._kernel([target.detach()], [holder.grad], [v], lr, m)
+                self._kernel([target], [holder.grad], [v], lr, m)
             if hooks is not None:
                 for hook in hooks.of("post"):
                     hook(self, holder)
