@@ -212,6 +212,8 @@ DOCS_REQUIREMENTS = [
     "sympy>=1.12",
     "numpy>=2",
 ]
+#: docs/porting.md and corrmom_ref.torch's docstrings run PyTorch.
+DOCS_REQUIREMENTS.append(TORCH)
 
 
 @nox.session

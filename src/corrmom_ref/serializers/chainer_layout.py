@@ -39,31 +39,25 @@ File = str | os.PathLike[str] | BinaryIO
 
 @dataclass
 class ParamSnapshot:
-    """One parameter's saved update rule.
+    """One parameter's saved update rule."""
 
-    Attributes:
-        t: Updates the parameter received.
-        state: Its state arrays by name (``{'v': ...}``; empty before its first update).
-    """
-
+    #: Updates the parameter received.
     t: int
+    #: Its state arrays by name (``{'v': ...}``; empty before its first update).
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class OptimizerSnapshot:
-    """A whole optimizer snapshot in Chainer's layout.
+    """A whole optimizer snapshot in Chainer's layout."""
 
-    Attributes:
-        t: Optimizer steps.
-        epoch: Epochs.
-        params: By parameter path (``'l1/W'``).
-        extra: Every other top-level key (corrmom_ref's ``loss_scaling.*``), as stored.
-    """
-
+    #: Optimizer steps.
     t: int
+    #: Epochs.
     epoch: int
+    #: By parameter path (``'l1/W'``).
     params: dict[str, ParamSnapshot] = field(default_factory=dict)
+    #: Every other top-level key (corrmom_ref's ``loss_scaling.*``), as stored.
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 

@@ -6,21 +6,21 @@ the buffer :math:`v` holds :math:`-u` and starts at zero,
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
 and :class:`MomentumSGD` is eq. (10), :math:`v \leftarrow m v - \eta g;\ p \leftarrow p + v`.
-Both step through the reference's kernels (:mod:`corrmom_ref._update_math`):
+Both step through the reference's kernels (``corrmom_ref._update_math``):
 with ``fused=True`` (the default where PyTorch has it) one
 ``torch._fused_sgd_`` call per group, dtype and device, whose multiply-adds
 are one rounding per product away from Chainer's; with ``fused=False`` the
 in-place operations in Chainer's order (``v *= m; v -= g; p += lr * v``),
 bitwise equal to Chainer's NumPy arithmetic.
 
-One :meth:`~_ChainerMomentum.step` does what Chainer's ``update()`` does after
+One :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` does what Chainer's ``update()`` does after
 backward, in its order:
 
 1. every parameter whose ``grad`` is ``None`` gets a zero gradient (so it
    still moves by its momentum, as in Chainer);
 2. with ``check_finite`` (dynamic loss scaling), any non-finite gradient
    marks the step skipped and warns, naming the parameter;
-3. the pre hooks of :meth:`~_ChainerMomentum.add_hook`, each followed by
+3. the pre hooks of :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_hook`, each followed by
    step 1 again;
 4. ``t += 1``, also on a skipped step;
 5. unless skipped, per parameter: its own ``t += 1``, its buffer created at
@@ -54,7 +54,7 @@ Timing = Literal["pre", "post", "auto"]
 
 
 class HookHandle:
-    """What :meth:`_ChainerMomentum.add_hook` returns: ``remove()`` unregisters the hook.
+    """What :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_hook` returns: ``remove()`` unregisters the hook.
 
     Attributes:
         name: The hook's registration name.
@@ -115,7 +115,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self.epoch: int = 0
         #: Whether :meth:`new_epoch` expects ``auto=True`` (as Chainer's updaters call it).
         self.use_auto_new_epoch: bool = False
-        #: Whether the last :meth:`step` was skipped for a non-finite gradient.
+        #: Whether the last :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` was skipped for a non-finite gradient.
         self.last_step_skipped: bool = False
         self._chainer_hooks = HookRegistry(invalid_auto_timing="pre")
         self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
@@ -127,7 +127,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def add_hook(
         self, hook: Callable[..., Any], name: str | None = None, timing: Timing = "auto"
     ) -> HookHandle:
-        """Register ``hook`` to run inside :meth:`step` at Chainer's ``pre`` or ``post`` point.
+        """Register ``hook`` to run inside :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` at Chainer's ``pre`` or ``post`` point.
 
         A hook with a truthy ``call_for_each_param`` attribute is called as
         ``hook(optimizer, param)`` for every parameter (group order), any other
@@ -154,7 +154,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
     ) -> None:
         """Register ``hook`` on one parameter, like a hook on Chainer's update rule of that parameter.
 
-        It runs inside :meth:`step` as ``hook(optimizer, param)``, just before
+        It runs inside :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` as ``hook(optimizer, param)``, just before
         (``pre``) or after (``post``) that parameter's update, after its
         gradient was unscaled; with ``fp32_master`` a float16 parameter's hooks
         get the float32 master, whose ``grad`` is the float32 gradient. A group
@@ -194,7 +194,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
     @property
     def loss_scale(self) -> float | None:
-        """The scale of the gradients during the current :meth:`step` (``None``: unscaled or outside a step).
+        """The scale of the gradients during the current :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` (``None``: unscaled or outside a step).
 
         Chainer's :class:`~corrmom_ref.torch.WeightDecay` multiplies its rate by it.
         """

@@ -13,7 +13,7 @@ step with one (that step is skipped, but the optimizer's ``t`` advances),
 and afterwards grows by :math:`2^{1/\mathrm{interval}}` per clean step (it
 doubles once per ``interval`` clean steps), within ``[1, 65504]``. A static
 scale never moves and never skips. Unlike Chainer, the state is saved
-(:meth:`LossScaler.state_dict`), so a resumed run continues the same scale
+(:meth:`~corrmom_ref.torch.LossScaler.state_dict`), so a resumed run continues the same scale
 sequence.
 """
 

@@ -1,7 +1,7 @@
 """Chainer npz optimizer snapshots into and out of :mod:`corrmom_ref.torch` optimizers.
 
 A Chainer parameter path maps to a PyTorch parameter name. The default
-mapping (:func:`default_chainer_path`) covers the common naming:
+mapping (:func:`~corrmom_ref.torch.default_chainer_path`) covers the common naming:
 ``l1.weight`` <-> ``l1/W``, ``l1.bias`` <-> ``l1/b``, any other leaf keeps its
 name (``bn.gamma`` <-> ``bn/gamma``). Chainer's ``Linear.W`` is
 ``(out, in)`` like ``nn.Linear.weight`` and ``Convolution2D.W`` is
