@@ -526,3 +526,17 @@ def test_sparse_gradient_is_refused_before_anything_changes():
     with pytest.raises(TypeError, match="weight has a sparse gradient"):
         opt.step()
     assert extra.grad is None and opt.t == 0
+
+
+def test_a_pre_hook_that_changes_lr_acts_on_this_step():
+    """Chainer reads the rule's hyperparameters inside the update, after the pre hooks."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = crt.CorrectedMomentumSGD([w], lr=1.0, momentum=0.0, fused=False)
+
+    def halve_lr(o):
+        o.param_groups[0]["lr"] = 0.5
+
+    opt.add_hook(halve_lr)
+    w.grad = torch.tensor([1.0])
+    opt.step()
+    assert w.item() == -0.5

@@ -263,19 +263,15 @@ class _ChainerMomentum(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        hypers = [
-            (
-                _check_number(g["lr"], f"lr of group {i}"),
-                _check_number(g["momentum"], f"momentum of group {i}"),
-            )
-            for i, g in enumerate(self.param_groups)
-        ]
+        hypers = self._hyperparameters()
         scale = None if loss_scale is None else _check_number(loss_scale, "loss_scale")
         self._reallocate(check_dense=True)
         skipped = check_finite and self._nonfinite_warned(scale)
         self._step_loss_scale = scale
         try:
-            self._call_hooks("pre")
+            if self._chainer_hooks.names("pre"):
+                self._call_hooks("pre")
+                hypers = self._hyperparameters()  # a hook may have changed them: Chainer reads them now
             self.t += 1
             if not skipped:
                 for group, (lr, m) in zip(self.param_groups, hypers, strict=True):
@@ -287,6 +283,16 @@ class _ChainerMomentum(torch.optim.Optimizer):
             self._step_loss_scale = None
         self.last_step_skipped = skipped
         return loss
+
+    def _hyperparameters(self) -> list[tuple[float, float]]:
+        """Every group's ``(lr, momentum)``, checked (``TypeError``/``ValueError`` naming the group)."""
+        return [
+            (
+                _check_number(g["lr"], f"lr of group {i}"),
+                _check_number(g["momentum"], f"momentum of group {i}"),
+            )
+            for i, g in enumerate(self.param_groups)
+        ]
 
     def _nonfinite_warned(self, scale: float | None) -> bool:
         named = list(self._named())
