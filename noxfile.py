@@ -151,7 +151,8 @@ def conformance_matrix(session: nox.Session) -> None:
         if backend == "cupy" and not _has_cuda():
             session.log("skipping ref on cupy: no CUDA device")
             continue
-        name = f"{impl}-{backend}" if impl == "ref" else impl
+        # "-native" keeps --impl=ref-torch apart from --impl=ref --backend=torch
+        name = f"{impl}-{backend}" if impl == "ref" else f"{impl}-native"
         report = f"reports/matrix/{name}"
         reports.append(report + ".json")
         # a failing implementation is a result to tabulate, not an error of this session

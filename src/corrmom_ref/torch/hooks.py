@@ -12,8 +12,9 @@ Each does Chainer's arithmetic in Chainer's order on the gradient in place:
 * :class:`WeightDecay`: :math:`g \mathrel{+}= (\lambda s)\,p` (:math:`s` the loss scale, 1 without);
 * :class:`Lasso`: :math:`g \mathrel{+}= \lambda \operatorname{sign}(p)` (no :math:`s`, as in Chainer 7.8.1);
 * :class:`GradientClipping`: :math:`g \mathrel{*}= \tau / n` when that is below 1, with
-  :math:`n` the global L2 norm of the (scaled) gradients, summed per parameter in
-  the gradient's dtype;
+  :math:`n` the global L2 norm of the (scaled) gradients (each :math:`g \cdot g` in
+  the gradient's dtype, as Chainer; their sum in double precision, where Chainer
+  sums in the gradient's dtype, so the two may differ in the last bits of :math:`n`);
 * :class:`GradientHardClipping`: :math:`g \leftarrow \operatorname{clip}(g, a, b)`.
 
 ``GradientNoise`` and ``GradientLARS`` are left out: the first draws from
@@ -86,8 +87,9 @@ class Lasso:
 class GradientClipping:
     r"""Scale every gradient by :math:`\tau / n` when the global L2 norm :math:`n` exceeds :math:`\tau` (``pre``).
 
-    :math:`n^2` is the sum over parameters of :math:`g \cdot g` computed in
-    the gradient's dtype; under loss scaling the norm is the scaled one (as
+    :math:`n^2` is the sum over parameters of :math:`g \cdot g`, each computed
+    in the gradient's dtype (PyTorch's summation order, not NumPy's BLAS, so
+    :math:`n` may differ from Chainer's in the last bits); under loss scaling the norm is the scaled one (as
     in Chainer). A zero norm leaves the gradients alone.
 
     Args:
