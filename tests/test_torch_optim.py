@@ -540,3 +540,19 @@ def test_a_pre_hook_that_changes_lr_acts_on_this_step():
     w.grad = torch.tensor([1.0])
     opt.step()
     assert w.item() == -0.5
+
+
+def test_non_strict_load_keeps_what_the_snapshot_lacks(tmp_path):
+    """As Chainer's non-strict deserializer: a missing key leaves the current value."""
+    _net, opt = trained()
+    crt.save_chainer_snapshot(tmp_path / "s.npz", opt)
+    snap = chainer_layout.read_optimizer_npz(tmp_path / "s.npz")
+    del snap.params["l1/b"]
+    del snap.params["l1/W"].state["v"]
+    snap.params["l1/W"].t = 7
+    chainer_layout.write_optimizer_npz(tmp_path / "partial.npz", snap)
+    weight, bias = opt.param_groups[0]["params"]
+    kept = {k: v.clone() for k, v in ((0, opt.state[weight]["v"]), (1, opt.state[bias]["v"]))}
+    crt.load_chainer_snapshot(opt, tmp_path / "partial.npz", strict=False)
+    assert opt.state[weight]["t"] == 7 and torch.equal(opt.state[weight]["v"], kept[0])
+    assert opt.state[bias]["t"] == 2 and torch.equal(opt.state[bias]["v"], kept[1])

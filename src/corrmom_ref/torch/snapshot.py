@@ -114,7 +114,9 @@ def load_chainer_snapshot(
         module: Where PyTorch names come from (default: the optimizer's ``param_names``).
         scaler: Also load the loss scale, if the snapshot has one.
         strict: A parameter without ``<path>/t`` or ``<path>/v`` raises
-            ``KeyError``; if false, it keeps a fresh state (a buffer starting at zero).
+            ``KeyError``; if false, what is missing keeps its current value
+            (as in Chainer), so a parameter without state keeps none and
+            starts its buffer at zero.
         path: Key prefix of the optimizer inside the file.
 
     Returns:
@@ -133,7 +135,8 @@ def load_chainer_snapshot(
             if strict:
                 missing = f"{path}{chainer_path}/t" if saved is None else f"{path}{chainer_path}/v"
                 raise KeyError(f"{missing} is not in the snapshot (parameter {chainer_path!r})")
-            loaded.append((p, {} if saved is None else {"t": saved.t}))
+            if saved is not None:  # as Chainer's non-strict load: what is missing keeps its current value
+                loaded.append((p, {**optimizer.state.get(p, {}), "t": saved.t}))
             continue
         v = np.asarray(saved.state["v"])
         if tuple(v.shape) != tuple(p.shape):
