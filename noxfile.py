@@ -75,6 +75,7 @@ def fixtures(session: nox.Session) -> None:
     session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
     session.install("--no-build-isolation", CHAINER)
     session.run("python", "tools/make_chainer_fixtures.py")
+    session.run("python", "tools/make_torch_port_fixture.py")  # tests/test_torch_port.py's Chainer run
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(
         "pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"}
