@@ -556,3 +556,31 @@ def test_non_strict_load_keeps_what_the_snapshot_lacks(tmp_path):
     crt.load_chainer_snapshot(opt, tmp_path / "partial.npz", strict=False)
     assert opt.state[weight]["t"] == 7 and torch.equal(opt.state[weight]["v"], kept[0])
     assert opt.state[bias]["t"] == 2 and torch.equal(opt.state[bias]["v"], kept[1])
+
+
+def test_loss_scale_moves_between_the_reference_and_torch(tmp_path):
+    """The reference's ``loss_scaling.*`` keys load into a LossScaler, and a LossScaler's load into the reference."""
+    w = cr.Parameter(np.zeros(2, np.float32))
+    ref = cr.CorrectedMomentumSGD(lr=0.1).setup(cr.Link(w=w))
+    ref.loss_scaling(interval=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for g in ([1.0, 1.0], [1.0, np.inf], [1.0, 1.0]):
+            ref.update(lambda g=g: cr.ScriptedLoss({w: np.array(g, np.float32)}))
+    cr.serializers.save_npz(str(tmp_path / "ref.npz"), ref)
+    net = torch.nn.Module()
+    net.w = torch.nn.Parameter(torch.zeros(2))
+    opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.1)
+    scaler = crt.LossScaler()
+    assert crt.load_chainer_snapshot(opt, tmp_path / "ref.npz", scaler=scaler)
+    assert scaler.state_dict() == {
+        "scale": ref.loss_scale,
+        "dynamic": True,
+        "interval": 3,
+        "nonfinite_ever": True,
+    }
+    assert ref.loss_scale == 2 ** (1 / 3)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 8.0})
+    crt.save_chainer_snapshot(tmp_path / "torch.npz", opt, scaler=scaler)
+    cr.serializers.load_npz(str(tmp_path / "torch.npz"), ref)
+    assert ref.loss_scale == 8.0 and ref.t == 3

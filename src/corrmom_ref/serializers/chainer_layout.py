@@ -12,7 +12,8 @@ state; a parameter never updated has only ``<path>/t``). corrmom_ref adds
 turns such a file into an :class:`OptimizerSnapshot` and
 :func:`write_optimizer_npz` writes one back, so framework integrations
 (:mod:`corrmom_ref.torch`, the optax one) convert only between this and their
-own state. Paths here never start with ``/`` (:func:`normalize_path` strips
+own state; :func:`read_loss_scaling` and :func:`loss_scaling_entries` do the same
+for the loss-scaling keys. Paths here never start with ``/`` (:func:`normalize_path` strips
 the one Chainer's ``namedparams()`` puts there).
 
 Files are read with ``allow_pickle=False``: a crafted file cannot run code.
@@ -27,12 +28,23 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = [
+    "LOSS_SCALING_KEYS",
     "OptimizerSnapshot",
     "ParamSnapshot",
+    "loss_scaling_entries",
     "normalize_path",
+    "read_loss_scaling",
     "read_optimizer_npz",
     "write_optimizer_npz",
 ]
+
+#: corrmom_ref's extra keys for the loss-scaling state (Chainer saves none and ignores them).
+LOSS_SCALING_KEYS = {
+    "scale": "loss_scaling.scale",
+    "dynamic": "loss_scaling.dynamic",
+    "interval": "loss_scaling.interval",
+    "nonfinite_ever": "loss_scaling.nonfinite_ever",
+}
 
 File = str | os.PathLike[str] | BinaryIO
 
@@ -113,6 +125,51 @@ def write_optimizer_npz(file: File, snapshot: OptimizerSnapshot, compression: bo
         np.savez_compressed(file, **out)
     else:
         np.savez(file, **out)
+
+
+def loss_scaling_entries(
+    *, scale: float, dynamic: bool, interval: int, nonfinite_ever: bool
+) -> dict[str, np.ndarray]:
+    r"""The ``loss_scaling.*`` entries of :attr:`OptimizerSnapshot.extra` for this state.
+
+    ``nonfinite_ever``: whether any step had a non-finite gradient (after which
+    the dynamic scale grows by :math:`2^{1/\mathrm{interval}}` per clean step).
+    """
+    values = {
+        "scale": float(scale),
+        "dynamic": bool(dynamic),
+        "interval": int(interval),
+        "nonfinite_ever": bool(nonfinite_ever),
+    }
+    return {LOSS_SCALING_KEYS[k]: np.asarray(v) for k, v in values.items()}
+
+
+def read_loss_scaling(snapshot: OptimizerSnapshot, path: str = "") -> dict[str, Any]:
+    """The loss-scaling state in ``snapshot.extra`` as ``{scale, dynamic, interval, nonfinite_ever}``;
+    ``{}`` when there is none (Chainer's snapshots, or a run without loss scaling).
+
+    A static scale saved without an interval reads as interval 1000 (Chainer's default).
+
+    Raises:
+        KeyError: a dynamic scale without its interval (``path`` prefixes the key in the message).
+        ValueError: a scale that is not positive or an interval below 1.
+    """
+    extra = snapshot.extra
+    keys = LOSS_SCALING_KEYS
+    if keys["dynamic"] not in extra or keys["scale"] not in extra:
+        return {}
+    dynamic = bool(np.asarray(extra[keys["dynamic"]]).item())
+    if dynamic and keys["interval"] not in extra:
+        raise KeyError(f"{path}{keys['interval']} is missing for a dynamic loss scale")
+    state = {
+        "scale": float(np.asarray(extra[keys["scale"]]).item()),
+        "dynamic": dynamic,
+        "interval": int(np.asarray(extra.get(keys["interval"], 1000)).item()),
+        "nonfinite_ever": bool(np.asarray(extra.get(keys["nonfinite_ever"], False)).item()),
+    }
+    if not state["scale"] > 0 or state["interval"] < 1:
+        raise ValueError(f"invalid saved loss scale {state}")
+    return state
 
 
 def _to_int(value: np.ndarray, key: str) -> int:

@@ -33,7 +33,9 @@ import torch
 from corrmom_ref.serializers.chainer_layout import (
     OptimizerSnapshot,
     ParamSnapshot,
+    loss_scaling_entries,
     normalize_path,
+    read_loss_scaling,
     read_optimizer_npz,
     write_optimizer_npz,
 )
@@ -45,12 +47,6 @@ __all__ = ["default_chainer_path", "load_chainer_snapshot", "save_chainer_snapsh
 File = str | os.PathLike[str] | BinaryIO
 
 _LEAF = {"weight": "W", "bias": "b"}
-_SCALER_KEYS = {
-    "scale": "loss_scaling.scale",
-    "dynamic": "loss_scaling.dynamic",
-    "interval": "loss_scaling.interval",
-    "nonfinite_ever": "loss_scaling.nonfinite_ever",
-}
 
 
 def default_chainer_path(torch_name: str) -> str:
@@ -147,7 +143,7 @@ def load_chainer_snapshot(
         dtype = torch.float32 if on_master else p.dtype
         state = {"t": saved.t, "v": torch.as_tensor(v).to(device=p.device, dtype=dtype).clone()}
         loaded.append((p, state))
-    scaler_state = _scaler_state(snapshot, path) if scaler is not None else None
+    scaler_state = read_loss_scaling(snapshot, path) if scaler is not None else None
     for p, state in loaded:
         optimizer.state[p] = state  # a loaded fp16 parameter rebuilds its float32 master, as in Chainer
     optimizer.t, optimizer.epoch = snapshot.t, snapshot.epoch
@@ -155,25 +151,6 @@ def load_chainer_snapshot(
         scaler.load_state_dict(scaler_state)
         return True
     return False
-
-
-def _scaler_state(snapshot: OptimizerSnapshot, path: str) -> dict[str, Any]:
-    """The scaler's state from corrmom_ref's ``loss_scaling.*`` keys (``{}``: none saved)."""
-    extra = snapshot.extra
-    if _SCALER_KEYS["dynamic"] not in extra or _SCALER_KEYS["scale"] not in extra:
-        return {}  # a Chainer snapshot, or one saved without loss scaling
-    dynamic = bool(np.asarray(extra[_SCALER_KEYS["dynamic"]]).item())
-    if dynamic and _SCALER_KEYS["interval"] not in extra:
-        raise KeyError(f"{path}{_SCALER_KEYS['interval']} is missing for a dynamic loss scale")
-    state = {
-        "scale": float(np.asarray(extra[_SCALER_KEYS["scale"]]).item()),
-        "dynamic": dynamic,
-        "interval": int(np.asarray(extra.get(_SCALER_KEYS["interval"], 1000)).item()),
-        "nonfinite_ever": bool(np.asarray(extra.get(_SCALER_KEYS["nonfinite_ever"], False)).item()),
-    }
-    if not state["scale"] > 0 or state["interval"] < 1:
-        raise ValueError(f"invalid saved loss scale {state}")
-    return state
 
 
 def save_chainer_snapshot(
@@ -200,6 +177,5 @@ def save_chainer_snapshot(
         params[chainer_path] = ParamSnapshot(int(state.get("t", 0)), arrays)
     extra: dict[str, np.ndarray] = {}
     if scaler is not None and scaler.is_enabled():
-        for name, value in scaler.state_dict().items():
-            extra[_SCALER_KEYS[name]] = np.asarray(value)
+        extra = loss_scaling_entries(**scaler.state_dict())
     write_optimizer_npz(file, OptimizerSnapshot(optimizer.t, optimizer.epoch, params, extra), compression)
