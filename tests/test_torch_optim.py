@@ -584,3 +584,18 @@ def test_loss_scale_moves_between_the_reference_and_torch(tmp_path):
     crt.save_chainer_snapshot(tmp_path / "torch.npz", opt, scaler=scaler)
     cr.serializers.load_npz(str(tmp_path / "torch.npz"), ref)
     assert ref.loss_scale == 8.0 and ref.t == 3
+
+
+def test_weight_decay_as_a_parameter_hook_sees_chainers_loss_scale():
+    """Chainer's rule hooks run after unscaling, yet param._loss_scale is still set (WeightDecay
+    multiplies by it); a float32 master carries none."""
+    for dtype, master, want in (
+        (torch.float32, False, 1.0 - (0.5 + 0.25 * 4)),
+        (torch.float16, True, 1.0 - 0.75),
+    ):
+        w = torch.nn.Parameter(torch.ones(1, dtype=dtype))
+        opt = crt.CorrectedMomentumSGD([w], lr=1.0, momentum=0.0, fused=False, fp32_master=master)
+        opt.add_param_hook(w, crt.WeightDecay(0.25))
+        w.grad = torch.tensor([0.5 * 4], dtype=dtype)
+        opt.step(loss_scale=4.0)
+        assert w.item() == want, dtype

@@ -194,7 +194,10 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
     @property
     def loss_scale(self) -> float | None:
-        """The scale of the gradients during the current :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` (``None``: unscaled or outside a step).
+        """The loss scale of the current :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` (``None``: none, or outside a step).
+
+        As Chainer's ``param._loss_scale``, it stays set while parameter hooks
+        run after the gradient was unscaled, except for a float32 master.
 
         Chainer's :class:`~corrmom_ref.torch.WeightDecay` multiplies its rate by it.
         """
@@ -365,9 +368,11 @@ class _ChainerMomentum(torch.optim.Optimizer):
         """One parameter's update between its own pre and post hooks (Chainer's update-rule hooks)."""
         hooks = self._param_hooks.get(p)
         holder = p
-        if target is not p:  # the hooks see the float32 master and its gradient, as in Chainer
-            holder = target
+        scale = self._step_loss_scale
+        if target is not p:  # the hooks see the float32 master and its gradient, as in Chainer,
+            holder = target  # where that master carries no loss scale
             holder.grad = grad
+            self._step_loss_scale = None
         try:
             if hooks is not None:
                 for hook in hooks.of("pre"):
@@ -380,6 +385,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         finally:
             if holder is not p:
                 holder.grad = None
+                self._step_loss_scale = scale
 
     def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
         if torch.compiler.is_compiling():
