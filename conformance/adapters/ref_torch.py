@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-
-from conformance.adapters import _links
-from conformance.adapters.chainer_style import ALL_CAPABILITIES
-from conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.adapters import _links
+from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 
 def chainer_order(paths: list[str]) -> list[str]:
@@ -40,7 +39,7 @@ def chainer_order(paths: list[str]) -> list[str]:
 
 
 class RefTorchOptimizer:
-    """:class:`conformance.protocol.Optimizer` over ``corrmom_ref.torch``."""
+    """:class:`corrmom_conformance.protocol.Optimizer` over ``corrmom_ref.torch``."""
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float, fused: bool) -> None:
         import torch
