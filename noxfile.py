@@ -98,6 +98,7 @@ def fixtures(session: nox.Session) -> None:
     session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
     session.install("--no-build-isolation", CHAINER)
     session.run("python", "tools/make_chainer_fixtures.py")
+    session.run("python", "tools/make_torch_port_fixture.py")  # tests/test_torch_port.py's Chainer run
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(
         "pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"}
@@ -113,6 +114,7 @@ CHAINER = "chainer==7.8.1"
 IMPL_REQUIREMENTS: dict[str, list[str]] = {
     "torch": ["numpy>=2", TORCH],
     "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+    "ref-torch": ["numpy>=2", TORCH],
 }
 
 
@@ -235,6 +237,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
     ("chainer", "numpy"),
     ("torch", "numpy"),
     ("optax", "numpy"),
+    ("ref-torch", "numpy"),
 ]
 
 
@@ -248,7 +251,8 @@ def conformance_matrix(session: nox.Session) -> None:
         if backend == "cupy" and not _has_cuda():
             session.log("skipping ref on cupy: no CUDA device")
             continue
-        name = f"{impl}-{backend}" if impl == "ref" else impl
+        # "-native" keeps --impl=ref-torch apart from --impl=ref --backend=torch
+        name = f"{impl}-{backend}" if impl == "ref" else f"{impl}-native"
         report = f"reports/matrix/{name}"
         reports.append(report + ".json")
         # a failing implementation is a result to tabulate, not an error of this session
@@ -311,6 +315,8 @@ DOCS_REQUIREMENTS = [
     "sympy>=1.12",
     "numpy>=2",
 ]
+#: docs/porting.md and corrmom_ref.torch's docstrings run PyTorch.
+DOCS_REQUIREMENTS.append(TORCH)
 
 
 @nox.session

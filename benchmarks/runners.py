@@ -119,6 +119,23 @@ torch_foreach = _torch_sgd(foreach=True)
 torch_fused = _torch_sgd(fused=True)
 
 
+def _corrmom_torch(fused: bool) -> Callable[[list[tuple[int, ...]]], Step]:
+    """``corrmom_ref.torch.CorrectedMomentumSGD.step()`` in a PyTorch loop (fused kernel, or Chainer's in-place ops)."""
+
+    def make(shapes: list[tuple[int, ...]]) -> Step:
+        import torch
+
+        import corrmom_ref.torch as crt
+
+        params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes)]
+        for p, g in zip(params, _arrays(shapes), strict=True):
+            p.grad = torch.from_numpy(g)
+        opt = crt.CorrectedMomentumSGD(params, lr=LR, momentum=MOMENTUM, fused=fused)
+        return opt.step
+
+    return make
+
+
 def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
     """optax.sgd(momentum) under jax.jit with the parameters and state donated."""
     import jax
@@ -159,5 +176,7 @@ RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "torch SGD for-loop": torch_loop,
     "torch SGD foreach": torch_foreach,
     "torch SGD fused": torch_fused,
+    "corrmom_ref.torch": _corrmom_torch(fused=True),
+    "corrmom_ref.torch, generic": _corrmom_torch(fused=False),
     "optax sgd, jit, donated": optax_jit,
 }

@@ -61,6 +61,9 @@ nitpick_ignore_regex = [
     ("py:class", r"(optional|array|Array|os\.PathLike.*|pathlib\..*)"),
     # private base classes and type aliases of the library (not public API)
     ("py:class", r"corrmom_ref\.(\w+\.)*_\w+\..*"),
+    # corrmom_ref.torch: its private base class, and the classes of NumPy and PyTorch in signatures
+    ("py:class", r"(corrmom_ref\.torch\.optim\.)?_ChainerMomentum"),
+    ("py:class", r"(numpy|torch)\.[\w.]+"),
     ("py:(class|obj)", r"(corrmom_ref\.hyperparameter\.T|IgnoreName|NoiseFunc|Schedule)"),
     (
         "py:(class|obj|exc)",

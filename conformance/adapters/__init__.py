@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "chainer": "corrmom_conformance.adapters.chainer:make_adapter",
     "torch": "corrmom_conformance.adapters.torch_sgd:make_adapter",
     "optax": "corrmom_conformance.adapters.optax_sgd:make_adapter",
+    "ref-torch": "corrmom_conformance.adapters.ref_torch:make_adapter",
 }
 
 ENV_VAR = "CORRMOM_CONFORMANCE_IMPL"

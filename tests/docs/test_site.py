@@ -90,6 +90,8 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref.distributed
     import corrmom_ref.flat
     import corrmom_ref.lr_policy
+    import corrmom_ref.serializers.chainer_layout
+    import corrmom_ref.torch
 
     public = (
         corrmom_ref,
@@ -98,6 +100,8 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.lr_policy,
         corrmom_ref.flat,
         corrmom_ref.distributed,
+        corrmom_ref.torch,
+        corrmom_ref.serializers.chainer_layout,
     )
     for module in public:
         for name in module.__all__:

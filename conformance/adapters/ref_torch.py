@@ -1,0 +1,221 @@
+"""``--impl=ref-torch``: :class:`corrmom_ref.torch.CorrectedMomentumSGD` with :class:`~corrmom_ref.torch.LossScaler`.
+
+The suite's names are Chainer paths (``l1/W``); they become the optimizer's
+``param_names`` and the snapshot mapping is the identity. Parameters are
+given to the optimizer in Chainer's order (a link's own parameters sorted by
+name, then its child links sorted by name), one param group each (PyTorch's
+way of overriding a hyperparameter for one parameter). A step scales each
+gradient by the loss scale in the parameter's dtype, as backward of
+``scaler.scale(loss)`` would, then runs ``scaler.step(opt); scaler.update()``.
+
+Update-rule hooks (``level='rule'``) are the optimizer's per-parameter hooks
+(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`). Every
+capability is declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from corrmom_conformance.adapters import _links
+from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
+from corrmom_conformance.protocol import HookEvent, HookSpec
+
+
+def chainer_order(paths: list[str]) -> list[str]:
+    """Chainer's ``params()`` order: own parameters sorted, then each child link (sorted) recursively."""
+
+    def walk(tree: Mapping[str, Any], prefix: str) -> list[str]:
+        leaves = sorted(k for k, v in tree.items() if not isinstance(v, Mapping))
+        links = sorted(k for k, v in tree.items() if isinstance(v, Mapping))
+        out = [prefix + k for k in leaves]
+        for k in links:
+            out += walk(tree[k], prefix + k + "/")
+        return out
+
+    return walk(_links.nest(dict.fromkeys(paths, 0)), "")
+
+
+class RefTorchOptimizer:
+    """:class:`corrmom_conformance.protocol.Optimizer` over ``corrmom_ref.torch``."""
+
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float, fused: bool) -> None:
+        import torch
+
+        import corrmom_ref.torch as crt
+
+        self._torch, self._crt = torch, crt
+        self._names = chainer_order(list(params))
+        self._params = {
+            k: torch.nn.Parameter(torch.from_numpy(np.array(params[k], copy=True))) for k in self._names
+        }
+        self._dtypes = {k: np.asarray(params[k]).dtype for k in self._names}
+        self._index = {k: i for i, k in enumerate(self._names)}
+        groups = [{"params": [(k, self._params[k])]} for k in self._names]
+        self.opt = crt.CorrectedMomentumSGD(groups, lr=lr, momentum=momentum, fused=fused)
+        self._overrides: dict[str, set[str]] = {k: set() for k in self._names}
+        self._scaler: Any = None
+        self._by_id = {id(p): k for k, p in self._params.items()}
+
+    # -- stepping --------------------------------------------------------------------
+
+    def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
+        torch = self._torch
+        scale = self.loss_scale
+        for name, p in self._params.items():
+            g = grads.get(name)
+            if g is None:
+                p.grad = None
+                continue
+            dtype = self._dtypes[name]
+            scaled = np.asarray(g, dtype) if scale is None else np.asarray(g, dtype) * dtype.type(scale)
+            p.grad = torch.from_numpy(np.array(scaled, dtype=dtype, copy=True))
+        if self._scaler is None:
+            self.opt.step()
+            return
+        self._scaler.step(self.opt)
+        self._scaler.update()
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: p.detach().numpy().copy() for k, p in self._params.items()}
+
+    def state(self) -> dict[str, np.ndarray | None]:
+        out: dict[str, np.ndarray | None] = {}
+        for k, p in self._params.items():
+            v = self.opt.state.get(p, {}).get("v")
+            out[k] = None if v is None else v.detach().numpy().copy()
+        return out
+
+    @property
+    def t(self) -> int:
+        return self.opt.t
+
+    def rule_t(self, name: str) -> int:
+        return int(self.opt.state.get(self._params[name], {}).get("t", 0))
+
+    # -- hyperparameters --------------------------------------------------------------
+
+    def _group(self, name: str) -> dict[str, Any]:
+        return self.opt.param_groups[self._index[name]]
+
+    def set_lr(self, lr: float) -> None:
+        self._set("lr", lr)
+
+    def set_momentum(self, momentum: float) -> None:
+        self._set("momentum", momentum)
+
+    def _set(self, key: str, value: float) -> None:
+        for name in self._names:
+            if key not in self._overrides[name]:
+                self._group(name)[key] = value
+
+    def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
+        self._overrides[name].add(key)
+        self._group(name)[key] = value
+
+    # -- loss scaling and fp32 -----------------------------------------------------------
+
+    def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
+        self._scaler = self._crt.LossScaler(interval=interval, scale=scale)
+
+    @property
+    def loss_scale(self) -> float | None:
+        return None if self._scaler is None else float(self._scaler.get_scale())
+
+    def use_fp32_update(self) -> None:
+        self.opt.fp32_master = True
+
+    # -- hooks ---------------------------------------------------------------------
+
+    def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
+        adapter = self
+        label = spec.name or spec.attr_name or "?"
+
+        class Hook:
+            def __call__(self, opt: Any, param: Any = None) -> None:
+                if param is not None:
+                    name = adapter._by_id.get(id(param), spec.param)  # a float16 master is not in _by_id
+                    grads = {name: None if param.grad is None else param.grad.detach().numpy().copy()}
+                else:
+                    name = None
+                    grads = {
+                        k: None if p.grad is None else p.grad.detach().numpy().copy()
+                        for k, p in adapter._params.items()
+                    }
+                record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
+                if spec.clears_grad is not None:
+                    target = name if spec.clears_grad == "*" else spec.clears_grad
+                    if target in adapter._params:
+                        adapter._params[target].grad = None
+
+        hook = Hook()
+        hook.call_for_each_param = spec.per_param  # type: ignore[attr-defined]
+        if spec.attr_name is not None:
+            hook.name = spec.attr_name  # type: ignore[attr-defined]
+        if spec.attr_timing is not None:
+            hook.timing = spec.attr_timing  # type: ignore[attr-defined]
+        if spec.level == "rule":
+            assert spec.param is not None
+            self.opt.add_param_hook(self._params[spec.param], hook, name=spec.name, timing=spec.timing)
+        else:
+            self.opt.add_hook(hook, name=spec.name, timing=spec.timing)
+
+    def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
+        if level == "rule":
+            assert param is not None
+            self.opt.remove_param_hook(self._params[param], name)
+        else:
+            self.opt.remove_hook(name)
+
+    # -- serialization and epochs --------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        identity = {k: k for k in self._names}
+        self._crt.save_chainer_snapshot(path, self.opt, names=identity, scaler=self._scaler)
+
+    def load(self, path: str, strict: bool = True) -> None:
+        identity = {k: k for k in self._names}
+        scaler = self._scaler if self._scaler is not None else self._crt.LossScaler()
+        if self._crt.load_chainer_snapshot(self.opt, path, names=identity, scaler=scaler, strict=strict):
+            self._scaler = scaler
+
+    def new_epoch(self, auto: bool = False) -> None:
+        self.opt.new_epoch(auto=auto)
+
+    @property
+    def epoch(self) -> int:
+        return self.opt.epoch
+
+
+class RefTorchAdapter:
+    """``corrmom_ref.torch`` as the suite sees it; ``fused=False`` is its generic variant."""
+
+    name = "ref-torch"
+    backend = "torch:cpu"
+    state_sign = -1.0
+    capabilities = ALL_CAPABILITIES | {"generic_variant"}
+
+    def __init__(self, fused: bool = True) -> None:
+        import torch
+
+        from corrmom_ref._backends import torch_update
+
+        self.version = f"corrmom_ref.torch on torch {torch.__version__}"
+        self._fused = fused and torch_update.available()
+        self.fast_path_roundings = 1.0 if self._fused else 0.0
+        if not fused:
+            self.backend = "torch:cpu (generic)"
+
+    def generic_variant(self) -> RefTorchAdapter:
+        """The same optimizer with ``fused=False`` (Chainer's in-place operations)."""
+        return RefTorchAdapter(fused=False)
+
+    def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> RefTorchOptimizer:
+        return RefTorchOptimizer(params, lr, momentum, self._fused)
+
+
+def make_adapter() -> RefTorchAdapter:
+    """Factory for ``--impl=ref-torch``."""
+    return RefTorchAdapter()
