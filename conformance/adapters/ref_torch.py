@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
 from corrmom_conformance.adapters import _links
 from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
 from corrmom_conformance.protocol import HookEvent, HookSpec
