@@ -30,7 +30,7 @@ BACKEND_REQUIREMENTS: dict[str, list[str]] = {
     "numba": ["numpy>=2", NUMBA],
     "array_api_strict": ["numpy>=2", "array-api-strict>=2.2"],
     "torch": ["numpy>=2", TORCH],
-    "jax": ["numpy>=2", "jax[cpu]>=0.4.30"],
+    "jax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],  # optax: tests of corrmom_ref.optax
     "dask": ["numpy>=2", "dask[array]>=2024.1"],
     "cupy": ["numpy>=2", "cupy-cuda12x>=13"],
 }
@@ -90,6 +90,7 @@ CHAINER = "chainer==7.8.1"
 IMPL_REQUIREMENTS: dict[str, list[str]] = {
     "torch": ["numpy>=2", TORCH],
     "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+    "ref-optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
 }
 
 
@@ -137,6 +138,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
     ("chainer", "numpy"),
     ("torch", "numpy"),
     ("optax", "numpy"),
+    ("ref-optax", "numpy"),
 ]
 
 
@@ -209,6 +211,8 @@ DOCS_REQUIREMENTS = [
     "matplotlib>=3.8",
     "sympy>=1.12",
     "numpy>=2",
+    "jax[cpu]>=0.4.30",  # corrmom_ref.optax and its porting examples
+    "optax>=0.2",
 ]
 
 

@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "chainer": "conformance.adapters.chainer:make_adapter",
     "torch": "conformance.adapters.torch_sgd:make_adapter",
     "optax": "conformance.adapters.optax_sgd:make_adapter",
+    "ref-optax": "conformance.adapters.ref_optax:make_adapter",
 }
 
 ENV_VAR = "CORRMOM_CONFORMANCE_IMPL"
