@@ -71,7 +71,9 @@ def make_optimizer(model: MLP) -> chainer.Optimizer:
     return opt
 
 
-def train(model: MLP, opt: chainer.Optimizer, x: np.ndarray, y: np.ndarray, steps: range, prefix: str) -> dict:
+def train(
+    model: MLP, opt: chainer.Optimizer, x: np.ndarray, y: np.ndarray, steps: range, prefix: str
+) -> dict:
     out: dict[str, list] = {k: [] for k in ("scale", "lr", "t", "rule_t")}
     seen: dict[str, np.ndarray] = {}
 

@@ -23,7 +23,8 @@ scaling (``scale`` a number) only unscales. Every branch is a
 computed on a skipped step too and discarded.
 
 Rounding: the gradient is divided by :math:`s` rounded to the gradient's
-dtype (NumPy rounds Chainer's Python-float scale the same way). The scale is
+dtype (NumPy rounds Chainer's Python-float scale the same way), element by
+element (see :func:`_unscale`). The scale is
 kept in JAX's default float dtype: float64 under ``jax_enable_x64``, where
 the sequence equals Chainer's (Python floats) bitwise, else float32, where
 the :math:`2^{1/\mathrm{interval}}` growth may round differently (powers of
@@ -83,6 +84,18 @@ def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any)
             )
 
 
+def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
+    """``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
+
+    XLA replaces a division by a broadcast scalar with a multiplication by
+    its reciprocal, which rounds differently (measured: a quarter of float32
+    quotients off by one ulp); the divisor is materialised behind an
+    optimisation barrier so that XLA divides element by element.
+    """
+    divisor = jax.lax.optimization_barrier(jnp.broadcast_to(s.astype(g.dtype), jnp.shape(g)))
+    return g / divisor
+
+
 def loss_scaling(
     inner: optax.GradientTransformation,
     interval: int = 1000,
@@ -133,7 +146,7 @@ def loss_scaling(
         updates: optax.Updates, state: LossScalingState, params: optax.Params | None = None
     ) -> tuple[optax.Updates, LossScalingState]:
         s = state.scale
-        unscaled = jax.tree.map(lambda g: g / s.astype(g.dtype), updates)
+        unscaled = jax.tree.map(lambda g: _unscale(g, s), updates)
         stepped, inner_state = inner.update(unscaled, state.inner_state, params)
         count = optax.safe_int32_increment(state.count)
         if not dynamic:
