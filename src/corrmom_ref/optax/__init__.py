@@ -2,7 +2,7 @@
 
 A backend-specific integration (it imports ``jax`` and ``optax``): the
 transformations plug into ordinary optax code and keep Chainer's numbers
-(see :mod:`corrmom_ref.optax._momentum` for the rounding) and Chainer's
+(see :func:`corrected_momentum_sgd` for the rounding) and Chainer's
 state, so a run started in Chainer resumes here with the same next step::
 
     tx = loss_scaling(corrected_momentum_sgd(schedule, 0.9), interval=1000)
@@ -16,7 +16,6 @@ Public names: :func:`corrected_momentum_sgd`, :func:`momentum_sgd`,
 """
 
 from corrmom_ref.optax._loss_scaling import (
-    LOSS_SCALE_MAX,
     LossScalingState,
     find_loss_scaling_state,
     loss_scale,
@@ -31,7 +30,6 @@ from corrmom_ref.optax._snapshot import (
 )
 
 __all__ = [
-    "LOSS_SCALE_MAX",
     "LossScalingState",
     "MomentumState",
     "chainer_path",

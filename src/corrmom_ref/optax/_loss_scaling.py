@@ -33,7 +33,6 @@ two and the cap stay exact).
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -41,10 +40,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["LOSS_SCALE_MAX", "LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
+from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, LOSS_SCALE_MIN, growth_multiplier
 
-#: Chainer's ceiling for the dynamic scale: the largest finite float16.
-LOSS_SCALE_MAX = 65504.0
+__all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
 
 
 class LossScalingState(NamedTuple):
@@ -125,7 +123,7 @@ def loss_scaling(
     if dynamic:
         if interval < 1:
             raise ValueError(f"loss_scaling: interval must be >= 1, got {interval}")
-        multiplier = math.pow(2.0, 1.0 / interval)
+        multiplier = growth_multiplier(interval)
     else:
         assert scale is not None
         if not scale > 0:
@@ -165,7 +163,7 @@ def loss_scaling(
         )
         ever = state.nonfinite_ever | ~finite
         factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
-        new_scale = jnp.clip(s * factor, 1.0, LOSS_SCALE_MAX).astype(s.dtype)
+        new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, LOSS_SCALE_MAX).astype(s.dtype)
         return new_updates, state._replace(
             count=count, scale=new_scale, nonfinite_ever=ever, inner_state=kept_inner
         )

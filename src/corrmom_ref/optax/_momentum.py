@@ -118,6 +118,12 @@ def corrected_momentum_sgd(
     rounded as Chainer rounds it; a changed learning rate scales the whole
     buffer, which is the momentum correction of Goyal et al.
 
+    Rounding: :math:`\eta` and :math:`m` are cast to each parameter's dtype
+    and the operations run in Chainer's order, so op by op (not jitted) the
+    parameters are Chainer's bit for bit. Jitted, XLA on a CPU with FMA may
+    fuse each product with the following addition (one rounding fewer per
+    product); ``XLA_FLAGS=--xla_cpu_max_isa=AVX`` (x86) prevents that.
+
     Args:
         learning_rate: :math:`\eta`, a number or an optax schedule of the
             number of updates applied (``count``, from 0).
