@@ -46,7 +46,7 @@ class MomentumState(NamedTuple):
     Attributes:
         count: Updates applied so far (``int32`` scalar): Chainer's rule ``t``.
         velocity: Chainer's ``v`` for every parameter, a pytree like the
-            parameters (zeros at :meth:`init`).
+            parameters (zeros when the transformation's ``init`` makes the state).
     """
 
     count: jax.Array  # type: ignore[assignment]  # optax's name for it, shadowing tuple.count
