@@ -264,3 +264,50 @@ def test_jitted_without_fma_is_bitwise_chainer() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and "bitwise" in done.stdout, done.stderr[-3000:]
+
+
+_CHAINER_RESUME_SCRIPT = """
+import sys, warnings
+sys.path.insert(0, {tools!r})
+import numpy as np, chainer
+import make_chainer_training_fixture as F
+warnings.simplefilter("ignore")
+rec = dict(np.load({fixture!r}))
+init = {{p: rec[f"init/{{p}}"] for p in F.PATHS}}
+model = F.MLP(init)
+opt = F.make_optimizer(model)
+chainer.serializers.load_npz({model!r}, model)
+chainer.serializers.load_npz({snapshot!r}, opt)
+out = F.train(model, opt, rec["x"], rec["y"], range(F.SNAPSHOT_AFTER + 1, F.STEPS + 1), "resumed")
+np.savez({out!r}, **out)
+"""
+
+
+def test_our_snapshot_resumes_in_chainer(rec, tmp_path) -> None:
+    """Real Chainer loads the snapshot saved here after step 50 and continues exactly as from its own."""
+    import os
+    import subprocess
+
+    python = os.environ.get("CORRMOM_CHAINER_PYTHON")
+    if not python:
+        pytest.skip("set CORRMOM_CHAINER_PYTHON to a Python with chainer 7.8.1")
+    tx = transformation()
+    params = tree({p: rec[f"init/{p}"] for p in PATHS})
+    first = {k: v[:SNAPSHOT_AFTER] for k, v in rec.items() if k.startswith("run/")}
+    with pytest.warns(RuntimeWarning):
+        _, state = replay(
+            first, params, tx.init(params), "run", range(1, 51), eager_update(tx), lambda *a: None
+        )
+    co.save_chainer_snapshot(tmp_path / "ours.npz", state)
+    script = _CHAINER_RESUME_SCRIPT.format(
+        tools=str(Path(__file__).parents[1] / "tools"),
+        fixture=str(FIXTURE / "mlp.npz"),
+        model=str(FIXTURE / "mlp.model.npz"),
+        snapshot=str(tmp_path / "ours.npz"),
+        out=str(tmp_path / "chainer.npz"),
+    )
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(tmp_path / "chainer.npz") as theirs:
+        for p in PATHS:
+            np.testing.assert_array_equal(theirs[f"resumed/param/{p}"], rec[f"resumed/param/{p}"], err_msg=p)
