@@ -151,12 +151,18 @@ def snapshot_loss_scaling(file: File) -> dict[str, Any] | None:
     """The loss-scaling configuration a snapshot records, as keyword arguments of
     :func:`~corrmom_ref.optax.loss_scaling` (``{'interval': 2}`` or ``{'scale': 128.0}``);
     ``None`` for a snapshot without one (Chainer's)."""
+    stored = _read_npz(file)
+    if "loss_scaling.dynamic" not in stored:
+        return None
+    if bool(stored["loss_scaling.dynamic"]):
+        return {"interval": int(stored["loss_scaling.interval"])}
+    return {"scale": float(stored["loss_scaling.scale"])}
+
+
+def _read_npz(file: File) -> dict[str, np.ndarray]:
+    """Every array of an npz snapshot (Chainer's or ours), read without unpickling."""
     with np.load(file, allow_pickle=False) as npz:
-        if "loss_scaling.dynamic" not in npz.files:
-            return None
-        if bool(npz["loss_scaling.dynamic"]):
-            return {"interval": int(npz["loss_scaling.interval"])}
-        return {"scale": float(npz["loss_scaling.scale"])}
+        return {k: npz[k] for k in npz.files}
 
 
 def _scalar_int(value: np.ndarray, key: str) -> int:
@@ -197,8 +203,7 @@ def load_chainer_snapshot(
     """
     name_of = _namer(paths)
     _require_momentum(state, "load_chainer_snapshot")
-    with np.load(file, allow_pickle=False) as npz:
-        stored = {k: npz[k] for k in npz.files}
+    stored = _read_npz(file)
 
     def read(key: str) -> np.ndarray | None:
         if key in stored:
