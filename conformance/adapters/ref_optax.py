@@ -26,9 +26,9 @@ from conformance.adapters import _links
 
 #: Capabilities this adapter leaves out, and why.
 NOT_APPLICABLE: dict[str, str] = {
-    "fp32_master": "optax.apply_updates adds the update to the parameter in its dtype, so a float32 master "
-    "copy in the optimizer state cannot set a float16 parameter to the master's rounding; JAX keeps float32 "
-    "parameters and casts them for the forward pass instead",
+    "fp32_master": "JAX's mixed-precision idiom keeps float32 parameters and casts them to float16 for the "
+    "forward pass (as jmp does); a float32 master copy inside the optax state would duplicate every parameter "
+    "and return updates in another dtype than the parameters'",
     "hooks": "optax composes gradient processing with optax.chain when the transformation is built; there is "
     "no registry of named hooks to add or remove at run time",
     "rule_hooks": "as hooks: optax has no per-parameter update-rule objects",
