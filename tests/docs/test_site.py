@@ -78,6 +78,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref.distributed
     import corrmom_ref.flat
     import corrmom_ref.lr_policy
+    import corrmom_ref.optax
 
     public = (
         corrmom_ref,
@@ -86,6 +87,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.lr_policy,
         corrmom_ref.flat,
         corrmom_ref.distributed,
+        corrmom_ref.optax,
     )
     for module in public:
         for name in module.__all__:
