@@ -130,7 +130,7 @@ def conformance(session: nox.Session) -> None:
     _install_impl(session, impl, backend)
     if not any(a.startswith("--report") for a in args):
         args.append(f"--report=reports/conformance-{impl}-{backend if impl == 'ref' else 'native'}")
-    session.run("pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", *args)
+    session.run("pytest", "--pyargs", "corrmom_conformance.checks", "-p", "no:cacheprovider", *args)
 
 
 #: The runs of the matrix: (--impl, --backend).
@@ -165,7 +165,7 @@ def conformance_matrix(session: nox.Session) -> None:
             f"--report={report}",
             success_codes=[0, 1],
         )
-    session.run("python", "-m", "conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
+    session.run("python", "-m", "corrmom_conformance.matrix", "docs/_generated/conformance-matrix.md", *reports)
 
 
 @nox.session

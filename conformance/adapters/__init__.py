@@ -6,15 +6,15 @@ import importlib
 import os
 from collections.abc import Callable
 
-from conformance.protocol import CAPABILITIES, Adapter
+from corrmom_conformance.protocol import CAPABILITIES, Adapter
 
 #: Registered adapters: name -> "module:factory" (imported lazily).
 REGISTRY: dict[str, str] = {
-    "ref": "conformance.adapters.reference:make_adapter",
-    "chainer": "conformance.adapters.chainer:make_adapter",
-    "torch": "conformance.adapters.torch_sgd:make_adapter",
-    "optax": "conformance.adapters.optax_sgd:make_adapter",
-    "ref-optax": "conformance.adapters.ref_optax:make_adapter",
+    "ref": "corrmom_conformance.adapters.reference:make_adapter",
+    "chainer": "corrmom_conformance.adapters.chainer:make_adapter",
+    "torch": "corrmom_conformance.adapters.torch_sgd:make_adapter",
+    "optax": "corrmom_conformance.adapters.optax_sgd:make_adapter",
+    "ref-optax": "corrmom_conformance.adapters.ref_optax:make_adapter",
 }
 
 ENV_VAR = "CORRMOM_CONFORMANCE_IMPL"
@@ -56,7 +56,7 @@ def _check(adapter: object, spec: str) -> None:
     ]
     if missing:
         raise TypeError(
-            f"adapter from {spec!r} lacks {', '.join(missing)} (see conformance.protocol.Adapter)"
+            f"adapter from {spec!r} lacks {', '.join(missing)} (see corrmom_conformance.protocol.Adapter)"
         )
     unknown = set(adapter.capabilities) - set(CAPABILITIES)  # type: ignore[attr-defined]
     if unknown:

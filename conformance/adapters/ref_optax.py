@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.adapters import _links
+from corrmom_conformance.adapters import _links
 
 #: Capabilities this adapter leaves out, and why.
 NOT_APPLICABLE: dict[str, str] = {
