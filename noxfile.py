@@ -45,7 +45,7 @@ BACKEND_REQUIREMENTS: dict[str, list[str]] = {
     "numba": ["numpy>=2", NUMBA],
     "array_api_strict": ["numpy>=2", "array-api-strict>=2.2"],
     "torch": ["numpy>=2", TORCH],
-    "jax": ["numpy>=2", "jax[cpu]>=0.4.30"],
+    "jax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],  # optax: tests of corrmom_ref.optax
     "dask": ["numpy>=2", "dask[array]>=2024.1"],
     "cupy": ["numpy>=2", "cupy-cuda12x>=13"],
 }
@@ -115,6 +115,7 @@ IMPL_REQUIREMENTS: dict[str, list[str]] = {
     "torch": ["numpy>=2", TORCH],
     "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
     "ref-torch": ["numpy>=2", TORCH],
+    "ref-optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
 }
 
 
@@ -238,6 +239,7 @@ MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
     ("torch", "numpy"),
     ("optax", "numpy"),
     ("ref-torch", "numpy"),
+    ("ref-optax", "numpy"),
 ]
 
 
@@ -314,6 +316,8 @@ DOCS_REQUIREMENTS = [
     "matplotlib>=3.8",
     "sympy>=1.12",
     "numpy>=2",
+    "jax[cpu]>=0.4.30",  # corrmom_ref.optax and its porting examples
+    "optax>=0.2",
 ]
 #: docs/porting.md and corrmom_ref.torch's docstrings run PyTorch.
 DOCS_REQUIREMENTS.append(TORCH)

@@ -160,6 +160,50 @@ def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
     return step
 
 
+def _optax_step(make_tx: Callable[[], Any], donate: bool) -> Callable[[list[tuple[int, ...]]], Step]:
+    """An optax transformation's ``update`` + ``apply_updates`` under one ``jax.jit``.
+
+    ``donate``: the parameters and the state are donated
+    (``donate_argnums=(0, 1)``), so XLA writes the results into their buffers
+    instead of allocating new ones every step.
+    """
+
+    def make(shapes: list[tuple[int, ...]]) -> Step:
+        import jax
+        import optax
+
+        tx = make_tx()
+        params = [jax.numpy.asarray(a) for a in _arrays(shapes)]
+        grads = [jax.numpy.asarray(a) for a in _arrays(shapes)]
+        box = {"params": params, "state": tx.init(params)}
+
+        def update(params: Any, state: Any, grads: Any) -> Any:
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        compiled = jax.jit(update, donate_argnums=(0, 1) if donate else ())
+
+        def step() -> None:
+            box["params"], box["state"] = compiled(box["params"], box["state"], grads)
+            jax.block_until_ready(box["params"])
+
+        return step
+
+    return make
+
+
+def _optax_sgd() -> Any:
+    import optax
+
+    return optax.sgd(LR, momentum=MOMENTUM)
+
+
+def _ref_optax() -> Any:
+    from corrmom_ref.optax import corrected_momentum_sgd
+
+    return corrected_momentum_sgd(LR, MOMENTUM)
+
+
 #: name -> factory, in the order of the table.
 RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "numpy in place (plain)": numpy_plain,
@@ -179,4 +223,7 @@ RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "corrmom_ref.torch": _corrmom_torch(fused=True),
     "corrmom_ref.torch, generic": _corrmom_torch(fused=False),
     "optax sgd, jit, donated": optax_jit,
+    "optax sgd, jit": _optax_step(_optax_sgd, donate=False),
+    "ref-optax, jit": _optax_step(_ref_optax, donate=False),
+    "ref-optax, jit, donated": _optax_step(_ref_optax, donate=True),
 }

@@ -65,6 +65,8 @@ nitpick_ignore_regex = [
     ("py:class", r"(corrmom_ref\.torch\.optim\.)?_ChainerMomentum"),
     ("py:class", r"(numpy|torch)\.[\w.]+"),
     ("py:(class|obj)", r"(corrmom_ref\.hyperparameter\.T|IgnoreName|NoiseFunc|Schedule)"),
+    # corrmom_ref.optax: JAX, optax and NumPy types in signatures, and its private aliases
+    ("py:class", r"(jax|optax|numpy)\..*|File|PathMapping"),
     (
         "py:(class|obj|exc)",
         r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|"

@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "torch": "corrmom_conformance.adapters.torch_sgd:make_adapter",
     "optax": "corrmom_conformance.adapters.optax_sgd:make_adapter",
     "ref-torch": "corrmom_conformance.adapters.ref_torch:make_adapter",
+    "ref-optax": "corrmom_conformance.adapters.ref_optax:make_adapter",
 }
 
 ENV_VAR = "CORRMOM_CONFORMANCE_IMPL"

@@ -92,6 +92,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref.lr_policy
     import corrmom_ref.serializers.chainer_layout
     import corrmom_ref.torch
+    import corrmom_ref.optax
 
     public = (
         corrmom_ref,
@@ -102,6 +103,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.distributed,
         corrmom_ref.torch,
         corrmom_ref.serializers.chainer_layout,
+        corrmom_ref.optax,
     )
     for module in public:
         for name in module.__all__:

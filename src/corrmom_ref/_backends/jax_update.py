@@ -18,12 +18,25 @@ import jax
 
 from corrmom_ref._backends.fast import donation_enabled
 
-__all__ = ["corrected_step", "corrected_steps"]
+__all__ = ["corrected_increment", "corrected_step", "corrected_steps"]
+
+
+def corrected_increment(g: Any, v: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    r"""The step's arithmetic short of the parameter: the increment :math:`\eta v` and the new :math:`v`.
+
+    .. math:: v \leftarrow m v - g, \qquad \Delta p = \eta v
+
+    Traced (pure); the compiled steps below add the increment to ``p``, and
+    :mod:`corrmom_ref.optax` returns it as the optax update, so both round
+    the same way.
+    """
+    v = m * v - g
+    return lr * v, v
 
 
 def _corrected(p: Any, g: Any, v: Any, lr: Any, m: Any) -> tuple[Any, Any]:
-    v = m * v - g
-    return p + lr * v, v
+    increment, v = corrected_increment(g, v, lr, m)
+    return p + increment, v
 
 
 _KEEP = jax.jit(_corrected)

@@ -1,0 +1,193 @@
+r"""Chainer's loss scaling as an optax wrapper transformation.
+
+The training step multiplies the loss by :func:`loss_scale` before
+differentiating (what Chainer's ``loss.backward(loss_scale=s)`` does), and
+:func:`loss_scaling` divides every gradient by the same :math:`s` before the
+inner transformation sees it. With dynamic scaling (``scale=None``) it also
+skips steps and moves the scale, as Chainer's ``Optimizer.update`` does:
+
+.. math::
+
+    s \leftarrow \operatorname{clip}\bigl(s f,\ 1,\ 65504\bigr), \qquad
+    f = \begin{cases}
+        1/2 & \text{a gradient of this step is not finite (the step is skipped),}\\
+        2 & \text{no gradient was ever non-finite,}\\
+        2^{1/\mathrm{interval}} & \text{otherwise,}
+    \end{cases}
+
+starting at :math:`s = 1`. A skipped step returns zero updates and leaves
+the inner state as it was (Chainer's rule ``t`` and buffers stay), while
+:attr:`LossScalingState.count` (Chainer's optimizer ``t``) advances. Static
+scaling (``scale`` a number) only unscales. Every branch is a
+``jnp.where``, so the wrapper works under ``jax.jit``; the inner update is
+computed on a skipped step too and discarded.
+
+Rounding: the gradient is divided by :math:`s` rounded to the gradient's
+dtype (NumPy rounds Chainer's Python-float scale the same way), element by
+element (see :func:`_unscale`). The scale is
+kept in JAX's default float dtype: float64 under ``jax_enable_x64``, where
+the sequence equals Chainer's (Python floats) bitwise, else float32, where
+the :math:`2^{1/\mathrm{interval}}` growth may round differently (powers of
+two and the cap stay exact).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, LOSS_SCALE_MIN, growth_multiplier
+
+__all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
+
+
+class LossScalingState(NamedTuple):
+    """State of :func:`loss_scaling`.
+
+    Attributes:
+        count: Updates seen, skipped ones included (``int32``): Chainer's
+            optimizer ``t``.
+        scale: The current loss scale :math:`s` (JAX's default float dtype).
+        nonfinite_ever: Whether any step so far had a non-finite gradient.
+        interval: The growth interval (``int32``; ``0`` for static scaling),
+            recorded for snapshots.
+        inner_state: The wrapped transformation's state.
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name for it, shadowing tuple.count
+    scale: jax.Array
+    nonfinite_ever: jax.Array
+    interval: jax.Array
+    inner_state: optax.OptState
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    from corrmom_ref.optax._snapshot import chainer_path
+
+    return chainer_path(path)
+
+
+def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any) -> None:
+    for name, ok in zip(names, finite, strict=True):
+        if not bool(ok):
+            warnings.warn(
+                f"Non finite number found in the gradient of {name} "
+                f"(iteration: {int(count)}, loss_scale: {float(scale)}); the update is skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
+    """``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
+
+    XLA replaces a division by a broadcast scalar with a multiplication by
+    its reciprocal, which rounds differently (measured: a quarter of float32
+    quotients off by one ulp); the divisor is materialised behind an
+    optimisation barrier so that XLA divides element by element.
+    """
+    divisor = jax.lax.optimization_barrier(jnp.broadcast_to(s.astype(g.dtype), jnp.shape(g)))
+    return g / divisor
+
+
+def loss_scaling(
+    inner: optax.GradientTransformation,
+    interval: int = 1000,
+    scale: float | None = None,
+    *,
+    warn: bool = True,
+) -> optax.GradientTransformation:
+    r"""Wrap ``inner`` in Chainer's loss scaling (dynamic for ``scale=None``, else static).
+
+    Args:
+        inner: The transformation that receives the unscaled gradients
+            (:func:`~corrmom_ref.optax.corrected_momentum_sgd`, a chain, ...).
+        interval: Dynamic scaling: clean steps per doubling once a
+            non-finite gradient was seen (Chainer's ``interval``).
+        scale: A positive number for static scaling; ``None`` for dynamic.
+        warn: Dynamic scaling: warn (``RuntimeWarning``, through
+            ``jax.debug.callback``) naming every parameter whose gradient is
+            not finite, as Chainer does.
+
+    Returns:
+        An ``optax.GradientTransformation`` with a :class:`LossScalingState`.
+
+    Raises:
+        ValueError: ``interval < 1`` with dynamic scaling, or ``scale <= 0``.
+    """
+    dynamic = scale is None
+    if dynamic:
+        if interval < 1:
+            raise ValueError(f"loss_scaling: interval must be >= 1, got {interval}")
+        multiplier = growth_multiplier(interval)
+    else:
+        assert scale is not None
+        if not scale > 0:
+            raise ValueError(f"loss_scaling: scale must be positive, got {scale}")
+        multiplier = 1.0
+    start = 1.0 if dynamic else float(scale)  # type: ignore[arg-type]
+
+    def init(params: optax.Params) -> LossScalingState:
+        return LossScalingState(
+            count=jnp.zeros((), jnp.int32),
+            scale=jnp.asarray(start, dtype=float),
+            nonfinite_ever=jnp.zeros((), bool),
+            interval=jnp.asarray(interval if dynamic else 0, jnp.int32),
+            inner_state=inner.init(params),
+        )
+
+    def update(
+        updates: optax.Updates, state: LossScalingState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, LossScalingState]:
+        s = state.scale
+        unscaled = jax.tree.map(lambda g: _unscale(g, s), updates)
+        stepped, inner_state = inner.update(unscaled, state.inner_state, params)
+        count = optax.safe_int32_increment(state.count)
+        if not dynamic:
+            return stepped, state._replace(count=count, inner_state=inner_state)
+        leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+        finite_each = [jnp.all(jnp.isfinite(g)) for _, g in leaves_with_paths]
+        finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
+        if warn and finite_each:
+            names = tuple(_path_name(path) for path, _ in leaves_with_paths)
+            jax.debug.callback(
+                lambda f, c, sc: _warn_nonfinite(names, f, c, sc), jnp.stack(finite_each), state.count, s
+            )
+        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
+        kept_inner = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
+        )
+        ever = state.nonfinite_ever | ~finite
+        factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
+        new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, LOSS_SCALE_MAX).astype(s.dtype)
+        return new_updates, state._replace(
+            count=count, scale=new_scale, nonfinite_ever=ever, inner_state=kept_inner
+        )
+
+    return optax.GradientTransformation(init, update)  # type: ignore[arg-type]
+
+
+def find_loss_scaling_state(state: optax.OptState) -> LossScalingState | None:
+    """The first :class:`LossScalingState` inside an optax state (``None`` if there is none)."""
+    found = [
+        node
+        for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LossScalingState))
+        if isinstance(node, LossScalingState)
+    ]
+    return found[0] if found else None
+
+
+def loss_scale(state: optax.OptState) -> jax.Array:
+    """The scale to multiply the loss by before differentiating, read from a state holding a :class:`LossScalingState`.
+
+    Raises:
+        ValueError: ``state`` holds no :class:`LossScalingState`.
+    """
+    found = find_loss_scaling_state(state)
+    if found is None:
+        raise ValueError("loss_scale: the optax state holds no LossScalingState (wrap with loss_scaling)")
+    return found.scale

@@ -1,0 +1,156 @@
+r"""Chainer's two momentum updates as optax ``GradientTransformation``\ s.
+
+:func:`corrected_momentum_sgd` is Chainer's ``CorrectedMomentumSGD``
+(Goyal et al.'s eq. (9) with the sign of the buffer flipped), and
+:func:`momentum_sgd` Chainer's ``MomentumSGD`` (eq. (10)):
+
+.. math::
+
+    \text{corrected:}\quad v_{t+1} = m\,v_t - g_t,\quad p_{t+1} = p_t + \eta_t\,v_{t+1}
+
+    \text{uncorrected:}\quad v_{t+1} = m\,v_t - \eta_t\,g_t,\quad p_{t+1} = p_t + v_{t+1}
+
+Both return the increment (``\eta v`` or ``v``) as the optax update, which
+:func:`optax.apply_updates` adds to the parameter: the same operations in the
+same order as Chainer's in-place NumPy code, each rounded in the parameter's
+dtype (``\eta`` and ``m`` are cast to it first, as NumPy casts Chainer's
+Python floats). XLA on a CPU with FMA instructions fuses ``m v - g`` (and,
+jitted with :func:`optax.apply_updates`, ``p + \eta v``) into a multiply-add,
+which skips one rounding per product; XLA kept from emitting FMA
+(``XLA_FLAGS=--xla_cpu_max_isa=AVX`` on x86) reproduces Chainer's NumPy
+numbers bitwise.
+
+What stays true: the state's ``velocity`` is Chainer's ``v`` (the negative
+of optax's ``trace``), it starts at zeros, and ``count`` is the number of
+updates applied (Chainer's per-parameter ``UpdateRule.t``), at which a
+schedule is evaluated: step ``k`` (counting from 0) uses
+``learning_rate(k)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from corrmom_ref._backends.jax_update import corrected_increment
+
+__all__ = ["MomentumState", "corrected_momentum_sgd", "momentum_sgd"]
+
+
+class MomentumState(NamedTuple):
+    """State of :func:`corrected_momentum_sgd` and :func:`momentum_sgd`.
+
+    Attributes:
+        count: Updates applied so far (``int32`` scalar): Chainer's rule ``t``.
+        velocity: Chainer's ``v`` for every parameter, a pytree like the
+            parameters (zeros when the transformation's ``init`` makes the state).
+    """
+
+    count: jax.Array  # type: ignore[assignment]  # optax's name for it, shadowing tuple.count
+    velocity: optax.Updates
+
+
+def _hyperparameter(value: Any, name: str) -> Any:
+    if callable(value):
+        return value
+    if isinstance(value, bool) or (
+        not isinstance(value, (int, float, jax.Array)) and not hasattr(value, "dtype")
+    ):
+        raise TypeError(f"{name} must be a number, an array or an optax schedule, got {type(value).__name__}")
+    return value
+
+
+def _at(value: Any, count: jax.Array) -> Any:
+    return value(count) if callable(value) else value
+
+
+def _momentum_transformation(
+    learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, corrected: bool
+) -> optax.GradientTransformation:
+    learning_rate = _hyperparameter(learning_rate, "learning_rate")
+    momentum = _hyperparameter(momentum, "momentum")
+
+    def init(params: optax.Params) -> MomentumState:
+        return MomentumState(count=jnp.zeros((), jnp.int32), velocity=optax.tree.zeros_like(params))
+
+    def update(
+        updates: optax.Updates, state: MomentumState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, MomentumState]:
+        del params
+        lr = _at(learning_rate, state.count)
+        m = _at(momentum, state.count)
+
+        def leaf(g: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+            # Chainer's NumPy code multiplies by Python floats, which NumPy
+            # rounds to the array's dtype first: cast, then the same operations.
+            lr_ = jnp.asarray(lr, v.dtype)
+            m_ = jnp.asarray(m, v.dtype)
+            g = jnp.asarray(g, v.dtype)
+            if corrected:
+                return corrected_increment(g, v, lr_, m_)
+            v = m_ * v - lr_ * g
+            return v, v
+
+        flat_g, treedef_ = jax.tree.flatten(updates)
+        treedef: Any = treedef_
+        flat_v = treedef.flatten_up_to(state.velocity)
+        stepped = [leaf(g, v) for g, v in zip(flat_g, flat_v, strict=True)]
+        new_updates = treedef.unflatten([u for u, _ in stepped])
+        velocity = treedef.unflatten([v for _, v in stepped])
+        return new_updates, MomentumState(count=optax.safe_int32_increment(state.count), velocity=velocity)
+
+    return optax.GradientTransformation(init, update)  # type: ignore[arg-type]
+
+
+def corrected_momentum_sgd(
+    learning_rate: optax.ScalarOrSchedule = 0.01, momentum: optax.ScalarOrSchedule = 0.9
+) -> optax.GradientTransformation:
+    r"""Chainer's ``CorrectedMomentumSGD`` as an optax transformation (eq. (9), Chainer's sign).
+
+    .. math:: v \leftarrow m v - g, \qquad \text{update} = \eta\,v
+
+    so that ``optax.apply_updates`` gives :math:`p + \eta v`. Unlike
+    ``optax.sgd`` (whose trace is :math:`u = -v` and whose update is
+    :math:`-\eta u`), the state holds Chainer's :math:`v` and the update is
+    rounded as Chainer rounds it; a changed learning rate scales the whole
+    buffer, which is the momentum correction of Goyal et al.
+
+    Rounding: :math:`\eta` and :math:`m` are cast to each parameter's dtype
+    and the operations run in Chainer's order, so op by op (not jitted) the
+    parameters are Chainer's bit for bit. Jitted, XLA on a CPU with FMA may
+    fuse each product with the following addition (one rounding fewer per
+    product); ``XLA_FLAGS=--xla_cpu_max_isa=AVX`` (x86) prevents that.
+
+    Args:
+        learning_rate: :math:`\eta`, a number or an optax schedule of the
+            number of updates applied (``count``, from 0).
+        momentum: :math:`m`, a number or a schedule of ``count``.
+
+    Returns:
+        An ``optax.GradientTransformation`` whose state is a
+        :class:`MomentumState`. It works under ``optax.inject_hyperparams``.
+    """
+    return _momentum_transformation(learning_rate, momentum, corrected=True)
+
+
+def momentum_sgd(
+    learning_rate: optax.ScalarOrSchedule = 0.01, momentum: optax.ScalarOrSchedule = 0.9
+) -> optax.GradientTransformation:
+    r"""Chainer's ``MomentumSGD`` (eq. (10), uncorrected) as an optax transformation.
+
+    .. math:: v \leftarrow m v - \eta\,g, \qquad \text{update} = v
+
+    The buffer holds :math:`\eta`-weighted gradients, so a change of the
+    learning rate acts only on new gradients (no momentum correction).
+
+    Args:
+        learning_rate: :math:`\eta`, a number or a schedule of ``count``.
+        momentum: :math:`m`, a number or a schedule of ``count``.
+
+    Returns:
+        An ``optax.GradientTransformation`` whose state is a :class:`MomentumState`.
+    """
+    return _momentum_transformation(learning_rate, momentum, corrected=False)

@@ -1,0 +1,301 @@
+"""corrmom_ref.optax: the transformations against the reference on NumPy, loss scaling, snapshots, errors.
+
+The reference on NumPy is bitwise Chainer (tests/test_chainer_fixtures.py);
+the transformation run op by op (eager JAX, nothing fused) must equal it
+bitwise. ``tests/test_optax_chainer.py`` checks against real Chainer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+
+import jax.numpy as jnp  # noqa: E402
+
+import corrmom_ref as cr  # noqa: E402
+import corrmom_ref.optax as co  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+SHAPES = {"W": (3, 2), "b": (2,)}
+LRS = [0.1, 0.2, 0.05, 0.05, 0.3, 0.01]
+
+
+def problem(seed: int = 0, dtype=np.float32) -> tuple[dict, list[dict]]:
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()} for _ in LRS]
+    return params, grads
+
+
+def reference_run(cls, params: dict, grads: list[dict], momentum: float = 0.9) -> list[dict]:
+    """The reference optimizer on NumPy, ``lr`` set from ``LRS`` before each step."""
+    link = cr.Link(**{k: cr.Parameter(v.copy()) for k, v in params.items()})
+    opt = cls(lr=LRS[0], momentum=momentum).setup(link)
+    out = []
+    for lr, g in zip(LRS, grads, strict=True):
+        opt.lr = lr
+        for k, p in link.namedparams():
+            p.grad = g[k.lstrip("/")].copy()
+        opt.update()
+        out.append({k.lstrip("/"): np.array(p.array) for k, p in link.namedparams()})
+    return out
+
+
+def schedule(count):
+    return jnp.asarray(LRS)[count]
+
+
+def optax_run(tx, params: dict, grads: list[dict]) -> tuple[list[dict], object]:
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(p)
+    out = []
+    for g in grads:
+        updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, p)
+        p = optax.apply_updates(p, updates)
+        out.append({k: np.asarray(v) for k, v in p.items()})
+    return out, state
+
+
+def assert_equal_runs(got: list[dict], want: list[dict]) -> None:
+    for t, (a, b) in enumerate(zip(got, want, strict=True), start=1):
+        for k in b:
+            assert a[k].dtype == b[k].dtype
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} after step {t}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_corrected_is_the_reference_bitwise(dtype) -> None:
+    params, grads = problem(1, dtype)
+    got, state = optax_run(co.corrected_momentum_sgd(schedule, 0.9), params, grads)
+    assert_equal_runs(got, reference_run(cr.CorrectedMomentumSGD, params, grads))
+    assert int(state.count) == len(LRS)
+
+
+def test_uncorrected_is_the_reference_bitwise() -> None:
+    params, grads = problem(2)
+    got, _ = optax_run(co.momentum_sgd(schedule, 0.9), params, grads)
+    assert_equal_runs(got, reference_run(cr.MomentumSGD, params, grads))
+
+
+def test_corrected_and_uncorrected_differ_once_lr_changes() -> None:
+    params, grads = problem(3)
+    a, _ = optax_run(co.corrected_momentum_sgd(schedule, 0.9), params, grads)
+    b, _ = optax_run(co.momentum_sgd(schedule, 0.9), params, grads)
+    assert np.array_equal(a[0]["W"], b[0]["W"])  # lr constant so far: eq. (9) = eq. (10) up to rounding
+    assert not np.allclose(a[-1]["W"], b[-1]["W"], rtol=1e-4)
+
+
+def test_velocity_is_chainers_sign_and_optax_sgd_agrees_in_exact_arithmetic() -> None:
+    """The state holds v = -u (optax's trace u); with dyadic values both are exact."""
+    w0 = {"w": np.array([0.5, -0.25], np.float32)}
+    gs = [{"w": np.array([1.0, 0.5], np.float32)}, {"w": np.array([-0.5, 2.0], np.float32)}]
+    ours, state = optax_run(co.corrected_momentum_sgd(0.25, 0.5), w0, gs)
+    theirs, their_state = optax_run(optax.sgd(0.25, 0.5), w0, gs)
+    assert_equal_runs(ours, theirs)
+    np.testing.assert_array_equal(np.asarray(state.velocity["w"]), -np.asarray(their_state[0].trace["w"]))
+
+
+def test_schedule_sees_the_number_of_updates_applied() -> None:
+    seen = []
+    tx = co.corrected_momentum_sgd(lambda count: (seen.append(int(count)), 0.1)[1], 0.9)
+    optax_run(tx, *problem(4))
+    assert seen == list(range(len(LRS)))
+
+
+def test_inject_hyperparams_changes_lr_between_steps() -> None:
+    params, grads = problem(5)
+    tx = optax.inject_hyperparams(co.corrected_momentum_sgd)(learning_rate=LRS[0], momentum=0.9)
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(p)
+    got = []
+    for lr, g in zip(LRS, grads, strict=True):
+        state.hyperparams["learning_rate"] = jnp.asarray(lr)
+        updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, p)
+        p = optax.apply_updates(p, updates)
+        got.append({k: np.asarray(v) for k, v in p.items()})
+    assert_equal_runs(got, reference_run(cr.CorrectedMomentumSGD, params, grads))
+
+
+def test_rejects_a_hyperparameter_of_the_wrong_type() -> None:
+    with pytest.raises(TypeError, match="learning_rate"):
+        co.corrected_momentum_sgd("0.1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="momentum"):
+        co.momentum_sgd(0.1, momentum=True)
+
+
+# -- loss scaling ----------------------------------------------------------------------
+
+
+def scales(tx, pattern: list[bool]) -> tuple[list[float], object]:
+    p = {"w": jnp.zeros(2, jnp.float32)}
+    state = tx.init(p)
+    step = jax.jit(lambda g, s: tx.update(g, s, p))
+    out = []
+    for overflow in pattern:
+        g = jnp.asarray([np.inf if overflow else 0.5, 1.0], jnp.float32) * co.loss_scale(state).astype(
+            jnp.float32
+        )
+        _, state = step({"w": g}, state)
+        out.append(float(co.loss_scale(state)))
+    return out, state
+
+
+def test_dynamic_scale_follows_chainers_rule_under_jit() -> None:
+    pattern = [False] * 18 + [True] + [False] * 4 + [True, True]
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1), interval=2, warn=False)
+    got, state = scales(tx, pattern)
+    want, s, ever = [], 1.0, False
+    for overflow in pattern:  # Chainer's update_loss_scale, written out
+        factor = 0.5 if overflow else (2.0**0.5 if ever else 2.0)
+        ever = ever or overflow
+        s = max(1.0, min(65504.0, s * factor))
+        want.append(s)
+    assert got == want
+    assert want[17] == 65504.0 and want[18] == 32752.0  # the cap, then a halving from it
+    assert int(state.count) == len(pattern) and int(state.inner_state.count) == len(pattern) - 3
+
+
+def test_skipped_step_changes_nothing_but_the_scale_and_t() -> None:
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1), interval=3, warn=False)
+    p = {"w": jnp.asarray([1.0, 2.0], jnp.float32), "b": jnp.asarray([3.0], jnp.float32)}
+    state = tx.init(p)
+    updates, state = tx.update({"w": jnp.ones(2, jnp.float32), "b": jnp.ones(1, jnp.float32)}, state, p)
+    p = optax.apply_updates(p, updates)
+    before = state
+    updates, state = tx.update(
+        {"w": jnp.asarray([np.nan, 1.0], jnp.float32), "b": jnp.ones(1, jnp.float32)}, state, p
+    )
+    assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(updates))
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), state.inner_state, before.inner_state)
+    )
+    assert int(state.count) == 2 and float(state.scale) == 1.0 and bool(state.nonfinite_ever)
+
+
+def test_skipped_step_warns_naming_the_parameter() -> None:
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1))
+    p = {"l1": {"W": jnp.ones(2, jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
+    g = {"l1": {"W": jnp.asarray([1.0, np.inf], jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
+    with pytest.warns(RuntimeWarning, match=r"gradient of /l1/W \(iteration: 0, loss_scale: 1.0\)") as caught:
+        jax.block_until_ready(jax.jit(tx.update)(g, tx.init(p), p))
+    assert not any("/b" in str(w.message) for w in caught)
+
+
+def test_static_scale_unscales_and_never_skips() -> None:
+    params, grads = problem(6)
+    tx = co.loss_scaling(co.corrected_momentum_sgd(schedule, 0.9), scale=128.0)
+    scaled = [{k: v * np.float32(128.0) for k, v in g.items()} for g in grads]
+    got, state = optax_run(tx, params, scaled)
+    assert_equal_runs(got, reference_run(cr.CorrectedMomentumSGD, params, grads))  # 128 is a power of two
+    assert float(state.scale) == 128.0 and int(state.interval) == 0
+    nan_run, _ = optax_run(tx, params, [{"W": np.full((3, 2), np.nan, np.float32), "b": grads[0]["b"]}])
+    assert np.isnan(nan_run[0]["W"]).all()
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"interval": 0}, "interval"), ({"scale": 0.0}, "scale")])
+def test_loss_scaling_rejects_bad_configuration(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        co.loss_scaling(co.corrected_momentum_sgd(), **kwargs)
+
+
+def test_loss_scale_without_a_loss_scaling_state_names_the_fix() -> None:
+    with pytest.raises(ValueError, match="loss_scaling"):
+        co.loss_scale(co.corrected_momentum_sgd().init({"w": jnp.zeros(1)}))
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def test_reference_snapshot_continues_as_in_the_reference(tmp_path) -> None:
+    """A corrmom_ref snapshot (with its loss scale) loads into the optax state; the next steps agree bitwise."""
+    params, grads = problem(7)
+    link = cr.Link(l1=cr.Link(W=cr.Parameter(params["W"].copy())), b=cr.Parameter(params["b"].copy()))
+    opt = cr.CorrectedMomentumSGD(lr=0.1, momentum=0.9).setup(link)
+    opt.loss_scaling(interval=2)
+
+    def ref_step(g: dict) -> None:
+        loss = cr.ScriptedLoss({link.l1.W: g["W"], link.b: g["b"]})
+        opt.update(lambda: loss)
+
+    for g in grads[:3]:
+        ref_step(g)
+    cr.serializers.save_npz(tmp_path / "ref.npz", opt)
+    tx = co.loss_scaling(
+        co.corrected_momentum_sgd(0.1, 0.9), **co.snapshot_loss_scaling(tmp_path / "ref.npz")
+    )
+    p = {"l1": {"W": jnp.asarray(link.l1.W.array)}, "b": jnp.asarray(link.b.array)}
+    state = co.load_chainer_snapshot(tmp_path / "ref.npz", tx.init(p))
+    assert float(co.loss_scale(state)) == opt.loss_scale
+    for g in grads[3:]:
+        s = np.float32(co.loss_scale(state))
+        updates, state = tx.update(
+            {"l1": {"W": jnp.asarray(g["W"] * s)}, "b": jnp.asarray(g["b"] * s)}, state, p
+        )
+        p = optax.apply_updates(p, updates)
+        ref_step(g)
+        np.testing.assert_array_equal(np.asarray(p["l1"]["W"]), link.l1.W.array)
+        np.testing.assert_array_equal(np.asarray(p["b"]), link.b.array)
+        assert float(co.loss_scale(state)) == opt.loss_scale
+
+
+def test_custom_mapping_round_trip(tmp_path) -> None:
+    params, grads = problem(8)
+    tx = co.corrected_momentum_sgd(0.1, 0.9)
+    _, state = optax_run(tx, params, grads[:2])
+    paths = {"/predictor/fc/W": ("W",), "/predictor/fc/b": ("b",)}
+    co.save_chainer_snapshot(tmp_path / "s.npz", state, paths=paths, epoch=3)
+    with np.load(tmp_path / "s.npz") as npz:
+        assert sorted(npz.files) == [
+            "epoch",
+            "predictor/fc/W/t",
+            "predictor/fc/W/v",
+            "predictor/fc/b/t",
+            "predictor/fc/b/v",
+            "t",
+        ]
+        assert int(npz["t"]) == 2 and int(npz["epoch"]) == 3
+    fresh = tx.init({k: jnp.asarray(v) for k, v in params.items()})
+    loaded = co.load_chainer_snapshot(tmp_path / "s.npz", fresh, paths=paths)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), loaded, state))
+    with pytest.raises(KeyError, match=r"\('W',\)"):
+        co.save_chainer_snapshot(tmp_path / "t.npz", state, paths={"/fc/b": ("b",)})
+
+
+def test_strict_load_names_the_missing_key_and_non_strict_keeps_the_value(tmp_path) -> None:
+    params, grads = problem(9)
+    tx = co.corrected_momentum_sgd(0.1, 0.9)
+    _, state = optax_run(tx, params, grads[:2])
+    co.save_chainer_snapshot(tmp_path / "s.npz", state)
+    with np.load(tmp_path / "s.npz") as npz:
+        np.savez(tmp_path / "partial.npz", **{k: npz[k] for k in npz.files if k != "b/v"})
+    fresh = tx.init({k: jnp.asarray(v) for k, v in params.items()})
+    with pytest.raises(KeyError, match="b/v"):
+        co.load_chainer_snapshot(tmp_path / "partial.npz", fresh)
+    loaded = co.load_chainer_snapshot(tmp_path / "partial.npz", fresh, strict=False)
+    np.testing.assert_array_equal(np.asarray(loaded.velocity["b"]), np.zeros(2, np.float32))
+    np.testing.assert_array_equal(np.asarray(loaded.velocity["W"]), np.asarray(state.velocity["W"]))
+
+
+def test_load_rejects_a_wrong_shape_and_a_wrong_loss_scaling(tmp_path) -> None:
+    params, grads = problem(10)
+    scaled = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9), interval=4)
+    _, state = optax_run(scaled, params, grads[:2])
+    co.save_chainer_snapshot(tmp_path / "s.npz", state)
+    other = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9), interval=5)
+    with pytest.raises(ValueError, match="interval=4"):
+        co.load_chainer_snapshot(
+            tmp_path / "s.npz", other.init({k: jnp.asarray(v) for k, v in params.items()})
+        )
+    assert co.snapshot_loss_scaling(tmp_path / "s.npz") == {"interval": 4}
+    wrong = co.corrected_momentum_sgd().init({"W": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+    with pytest.raises(ValueError, match=r"W/v: shape \(3, 2\)"):
+        co.load_chainer_snapshot(tmp_path / "s.npz", wrong)
+
+
+def test_snapshot_needs_a_momentum_state(tmp_path) -> None:
+    with pytest.raises(ValueError, match="MomentumState"):
+        co.save_chainer_snapshot(tmp_path / "s.npz", optax.sgd(0.1).init({"w": jnp.zeros(1)}))
