@@ -90,9 +90,9 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref.distributed
     import corrmom_ref.flat
     import corrmom_ref.lr_policy
+    import corrmom_ref.optax
     import corrmom_ref.serializers.chainer_layout
     import corrmom_ref.torch
-    import corrmom_ref.optax
 
     public = (
         corrmom_ref,
