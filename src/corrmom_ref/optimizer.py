@@ -15,9 +15,19 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
-from corrmom_ref._validation import check_gradient
+from corrmom_ref._validation import (
+    check_gradient,
+    check_loss_scale,
+    check_loss_scaling_interval,
+    check_parameter_dtype,
+)
 from corrmom_ref.hyperparameter import Hyperparameter
-from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
+from corrmom_ref.loss_scaling import (
+    LOSS_SCALE_MAX,
+    NonFiniteGradientWarning,
+    growth_multiplier,
+    next_loss_scale,
+)
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
 from corrmom_ref.update_rule import UpdateRule, update_all
 
@@ -170,19 +180,21 @@ class Optimizer:
         keeps being doubled and halved; the reference warns when that happens.
 
         Raises:
-            ValueError: ``interval < 1`` (dynamic) or ``scale <= 0`` (static).
+            ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
+                (dynamic), or ``scale`` outside ``[2**-126, 2**126]``
+                (static: zero, NaN, ``inf``, ``1e-300`` and ``10**400`` are
+                refused; see :func:`~corrmom_ref._validation.check_loss_scale`).
+            TypeError: ``scale`` is not a real number.
         """
         if scale is None:
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-                raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+            check_loss_scaling_interval(interval)
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
             self._loss_scaling_interval = interval
             self._loss_scaling_multiplier = growth_multiplier(interval)
             self._loss_scaling_isnan_ever = False
             return
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        check_loss_scale(scale, "loss scale")
         if self._loss_scaling_is_dynamic:
             warnings.warn(
                 "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
@@ -198,8 +210,12 @@ class Optimizer:
     def check_nan_in_grads(self) -> None:
         """With dynamic scaling, flag this step as unsafe if any gradient is not finite.
 
-        Warns once per offending parameter, naming it, with the iteration and
-        the scale (Chainer's message).
+        Warns a :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`
+        per offending parameter. Its message names the parameter only; the
+        iteration and the scale are its attributes. Chainer puts them in the
+        message, so every skipped step adds an entry to Python's warnings
+        registry (and a line to stderr) for ever; here the registry holds at
+        most one entry per parameter.
         """
         self._loss_scaling_isnan = False
         if not self._loss_scaling_is_dynamic:
@@ -209,11 +225,7 @@ class Optimizer:
             if not finite:
                 self._loss_scaling_isnan = True
                 self._loss_scaling_isnan_ever = True
-                warnings.warn(
-                    f"Non finite number found in param.grad of {name} "
-                    f"(iteration: {self.t}, loss_scale: {self._loss_scale})",
-                    stacklevel=3,
-                )
+                warnings.warn(NonFiniteGradientWarning(name, self.t, self._loss_scale), stacklevel=3)
 
     def is_safe_to_update(self) -> bool:
         """Whether the last :meth:`check_nan_in_grads` found only finite gradients.
@@ -372,8 +384,13 @@ class GradientMethod(Optimizer):
         """Raise, naming the parameter, unless every enabled rule can update.
 
         Checks that each gradient matches its parameter (backend, shape,
-        dtype, device) and each hyperparameter is valid. Called by
-        :meth:`update` before anything is modified. Returns the
+        dtype, device), that a rule with
+        :attr:`~corrmom_ref.UpdateRule.floating_point_only` has no integer or
+        boolean parameter, that each ``param.loss_scale`` is ``None`` or a
+        valid loss scale (see
+        :func:`~corrmom_ref._validation.check_loss_scale`), and that each
+        hyperparameter is valid. Called by :meth:`update` before anything is
+        modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = list(self._rules())
@@ -383,6 +400,11 @@ class GradientMethod(Optimizer):
             if not rule.enabled:
                 continue
             check_gradient(param, name)
+            if rule.floating_point_only:
+                check_parameter_dtype(param, name, type(rule).__name__)
+            loss_scale = getattr(param, "loss_scale", None)
+            if loss_scale is not None:
+                check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam = rule.hyperparam
             own = hyperparam.__dict__
             if type(hyperparam) is not Hyperparameter or own["_parent"] is not root:
@@ -401,10 +423,12 @@ class GradientMethod(Optimizer):
         1. With ``lossfun``: ``loss = lossfun(*args, **kwds)``; clear the
            target's gradients (zero them after ``use_cleargrads(False)``);
            ``loss.backward(loss_scale=<current loss scale>)``.
-        2. Reallocate cleared gradients as zeros (so a parameter without a
-           gradient still moves by its momentum).
-        3. Check every gradient and hyperparameter (nothing is modified if
-           this raises).
+        2. Check every parameter, gradient, loss scale and hyperparameter
+           (:meth:`check_update_inputs`: nothing is modified if this raises).
+        3. Reallocate cleared gradients as zeros (so a parameter without a
+           gradient still moves by its momentum). Chainer does this before
+           any check; the order changes nothing but what a refused step
+           leaves behind.
         4. With dynamic loss scaling, check gradients for non-finite values.
         5. Optimizer pre hooks (then the gradients are checked again).
         6. ``t += 1``, also on a skipped step.
@@ -419,8 +443,8 @@ class GradientMethod(Optimizer):
         """
         if lossfun is not None:
             self.backward_loss(lossfun, *args, **kwds)
-        self.reallocate_cleared_grads()
         entries = self.check_update_inputs()
+        self.reallocate_cleared_grads()
         nonfinite_ever = self._loss_scaling_isnan_ever
         self.check_nan_in_grads()
         has_pre_hooks = bool(self._registry().names("pre"))
