@@ -160,7 +160,7 @@ class _TwoRankStub:
 def test_refused_multi_node_update_leaves_gradients_unaveraged(bk: Backend) -> None:
     """Under MPI the gradients were averaged in place before being checked, so a refused
     step left them changed (2.0 -> 1.5); now the check comes first. (The same under real
-    MPI: ``tests/distributed/test_multi_node_optimizer.py::test_refused_update_leaves_gradients_unaveraged``.)"""
+    MPI: ``tests/distributed/test_refused_update.py``.)"""
     link = cr.Link(
         a=cr.Parameter(bk.asarray([1.0, 2.0], "float32")), b=cr.Parameter(bk.asarray([3.0], "float32"))
     )

@@ -183,7 +183,9 @@ class Optimizer:
             ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
                 (dynamic), or ``scale`` outside ``[2**-126, 2**126]``
                 (static: zero, NaN, ``inf``, ``1e-300`` and ``10**400`` are
-                refused; see :func:`~corrmom_ref._validation.check_loss_scale`).
+                refused; the bounds are
+                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_LOWER` and
+                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_UPPER`).
             TypeError: ``scale`` is not a real number.
         """
         if scale is None:
@@ -387,8 +389,8 @@ class GradientMethod(Optimizer):
         dtype, device), that a rule with
         :attr:`~corrmom_ref.UpdateRule.floating_point_only` has no integer or
         boolean parameter, that each ``param.loss_scale`` is ``None`` or a
-        valid loss scale (see
-        :func:`~corrmom_ref._validation.check_loss_scale`), and that each
+        real number in ``[2**-126, 2**126]`` (as a static loss scale, see
+        :meth:`loss_scaling`), and that each
         hyperparameter is valid. Called by :meth:`update` before anything is
         modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.

@@ -41,10 +41,10 @@ class UpdateRule:
     state_keys: tuple[str, ...] = ()
     #: Hyperparameters that must be finite and non-negative at update time.
     nonnegative_hyperparams: tuple[str, ...] = ()
-    #: Whether the rule refuses integer and boolean parameters: an optimizer's
-    #: ``update()`` then raises ``TypeError`` naming such a parameter before
-    #: anything changes (unless its rule is disabled). Off here, on for the
-    #: momentum rules.
+    #: Whether the rule refuses integer and boolean parameters. If so, an
+    #: optimizer's ``update()`` raises ``TypeError`` naming such a parameter
+    #: before anything changes (unless its rule is disabled). Off here, on for
+    #: the momentum rules.
     floating_point_only: bool = False
 
     def __init__(self, parent_hyperparam: Hyperparameter | None = None) -> None:
