@@ -398,12 +398,15 @@ class GradientMethod(Optimizer):
         entries = list(self._rules())
         root = self.hyperparam
         root_checked_for: set[type] = set()  # rule classes (their own hyperparameter names)
+        passed_dtype = None  # the last dtype check_parameter_dtype let through (models mostly have one)
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
             check_gradient(param, name)
-            if rule.floating_point_only:
+            dtype = param.array.dtype
+            if dtype is not passed_dtype and rule.floating_point_only:
                 check_parameter_dtype(param, name, type(rule).__name__)
+                passed_dtype = dtype
             loss_scale = getattr(param, "loss_scale", None)
             if loss_scale is not None:
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
