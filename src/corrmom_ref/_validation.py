@@ -64,7 +64,7 @@ def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
     return as_float
 
 
-def check_loss_scale(value: Any, what: str) -> float:
+def check_loss_scale(value: Any, what: str, non_real: type[Exception] = TypeError) -> float:
     r"""Return the loss scale ``value`` as a Python float if it lies in the allowed range.
 
     A loss scale :math:`s` multiplies the loss before backward and divides
@@ -80,20 +80,23 @@ def check_loss_scale(value: Any, what: str) -> float:
         value: The scale.
         what: What it is, for the message (``"loss scale"``,
             ``"parameter /l1/W: loss_scale"``).
+        non_real: The error raised for a value that is not a real number
+            (``Optimizer.loss_scaling`` has always raised ``ValueError``).
 
     Raises:
-        TypeError: not a real number (a string, an array, a bool).
+        TypeError: not a real number (a string, an array, a bool), unless
+            ``non_real`` says otherwise.
         ValueError: outside the range.
     """
     from corrmom_ref.loss_scaling import LOSS_SCALE_LOWER, LOSS_SCALE_UPPER
 
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
+        raise non_real(f"{what} must be a real number, got {value!r} ({type(value).__name__})")
     as_float = _as_float(value)
     if not LOSS_SCALE_LOWER <= as_float <= LOSS_SCALE_UPPER:  # NaN fails too
         raise ValueError(
             f"{what} must be a positive finite number in [2**-126, 2**126] (so that it and its "
-            f"reciprocal are normal float32 numbers), got {describe(value)}"
+            f"reciprocal are normal float32 numbers), got {describe(value)} ({type(value).__name__})"
         )
     return as_float
 
@@ -117,7 +120,9 @@ def check_loss_scaling_interval(value: Any) -> int:
         or not isinstance(value, numbers.Integral)
         or not 1 <= int(value) <= INTERVAL_MAX
     ):
-        raise ValueError(f"interval must be an integer in [1, 2**63 - 1], got {describe(value)}")
+        raise ValueError(
+            f"interval must be an integer in [1, 2**63 - 1], got {describe(value)} ({type(value).__name__})"
+        )
     return int(value)
 
 

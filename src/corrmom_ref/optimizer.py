@@ -185,18 +185,18 @@ class Optimizer:
                 (static: zero, NaN, ``inf``, ``1e-300`` and ``10**400`` are
                 refused; the bounds are
                 :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_LOWER` and
-                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_UPPER`).
-            TypeError: ``scale`` is not a real number.
+                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_UPPER`), or
+                not a real number (a string, an array, a bool).
         """
         if scale is None:
-            check_loss_scaling_interval(interval)
+            interval = check_loss_scaling_interval(interval)
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
             self._loss_scaling_interval = interval
             self._loss_scaling_multiplier = growth_multiplier(interval)
             self._loss_scaling_isnan_ever = False
             return
-        check_loss_scale(scale, "loss scale")
+        check_loss_scale(scale, "loss scale", non_real=ValueError)
         if self._loss_scaling_is_dynamic:
             warnings.warn(
                 "static loss scale set while dynamic loss scaling is on: as in Chainer, the "

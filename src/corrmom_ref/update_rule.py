@@ -135,9 +135,7 @@ class UpdateRule:
             self.init_state(target)
         loss_scale = getattr(param, "loss_scale", None)
         if loss_scale is not None and target.grad is not None:
-            # as a Python float: array-api-strict refuses NumPy scalars, and the
-            # quotient of a float32 or float16 gradient is the same either way
-            target.grad = _divide(target.grad, float(loss_scale))
+            target.grad = _divide(target.grad, loss_scale)
         hooks = self._hooks
         if hooks:
             for hook in hooks.of("pre"):
