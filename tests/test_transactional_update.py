@@ -22,7 +22,7 @@ from helpers import assert_same_snapshot, deep_snapshot, nested_link, set_grads
 
 import corrmom_ref as cr
 from corrmom_ref.distributed.multi_node_optimizer import MultiNodeOptimizer
-from corrmom_ref.loss_scaling import LOSS_SCALE_LOWER, LOSS_SCALE_UPPER, NonFiniteGradientWarning
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning
 
 
 def trained(bk: Backend, extra: dict[str, cr.Parameter] | None = None) -> cr.GradientMethod:
@@ -109,7 +109,7 @@ def test_bad_param_loss_scale_is_refused_before_anything_changes(
     naming the parameter (the original divided by it after ``t`` advanced, or made NaN weights)."""
     opt = trained(bk)
     opt.target.l1.W.loss_scale = value
-    assert_fails_cleanly(bk, opt, opt.update, error, r"parameter /l1/W: loss_scale must be a")
+    assert_fails_cleanly(bk, opt, opt.update, error, r"parameter /l1/W: loss_scale: ")
 
 
 @pytest.mark.parametrize("value", [np.float64(4.0), np.float32(4.0), 4])
@@ -300,23 +300,27 @@ def test_bad_static_loss_scale_is_refused(bk: Backend, value: Any, error: type) 
     """``set_loss_scale`` accepts scales in [2**-126, 2**126] only (Chainer accepts inf, NaN,
     1e-300 and 10**400; the next step then makes every weight NaN or 0)."""
     opt = trained(bk)
-    assert_fails_cleanly(bk, opt, lambda: opt.set_loss_scale(value), error, r"loss scale must be a")
+    assert_fails_cleanly(bk, opt, lambda: opt.set_loss_scale(value), error, r"^loss scale: ")
 
 
-@pytest.mark.parametrize("value", [LOSS_SCALE_LOWER, LOSS_SCALE_UPPER, 2**126, np.float32(128.0), 65536])
+@pytest.mark.parametrize("value", [2.0**-126, 2.0**126, 2**126, np.float32(128.0), 65536])
 def test_loss_scales_at_the_bounds_are_accepted(value: Any) -> None:
     opt = cr.CorrectedMomentumSGD().setup(cr.Link(W=cr.Parameter(np.zeros(1))))
     opt.set_loss_scale(value)
     assert opt.loss_scale == value
 
 
-@pytest.mark.parametrize("interval", [2**63, 10**400])
+@pytest.mark.parametrize("interval", [2**63, 10**400], ids=["2**63", "10**400"])
 def test_huge_loss_scaling_interval_is_refused_before_anything_changes(bk: Backend, interval: int) -> None:
     """An interval a snapshot cannot store (int64) is refused; 10**400 used to raise
     ``OverflowError`` after dynamic scaling had been switched on and the scale reset."""
     opt = trained(bk)
     assert_fails_cleanly(
-        bk, opt, lambda: opt.loss_scaling(interval=interval), ValueError, r"interval must be"
+        bk,
+        opt,
+        lambda: opt.loss_scaling(interval=interval),
+        ValueError,
+        r"^interval: must be an integer in \[1, 2\*\*63 - 1\]",
     )
 
 

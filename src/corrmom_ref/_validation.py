@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_gradient",
-    "check_loss_scale",
-    "check_loss_scaling_interval",
     "check_nonnegative_finite",
     "check_parameter_dtype",
     "describe",
@@ -62,68 +60,6 @@ def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
     if not math.isfinite(as_float) or as_float < 0:
         raise ValueError(f"{where}: hyperparameter {name!r} must be finite and >= 0, got {describe(value)}")
     return as_float
-
-
-def check_loss_scale(value: Any, what: str, non_real: type[Exception] = TypeError) -> float:
-    r"""Return the loss scale ``value`` as a Python float if it lies in the allowed range.
-
-    A loss scale :math:`s` multiplies the loss before backward and divides
-    every gradient after it. It must be a real number (not a bool) with
-    :math:`2^{-126} \le s \le 2^{126}`
-    (:data:`~corrmom_ref.loss_scaling.LOSS_SCALE_LOWER`,
-    :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_UPPER`): then :math:`s` and
-    :math:`1/s` are both normal float32 numbers, so neither turns into 0 or
-    infinity when a backend casts it to a float32 gradient's dtype. Zero,
-    negative, NaN and infinite scales, ``1e-300`` and ``10**400`` are refused.
-
-    Args:
-        value: The scale.
-        what: What it is, for the message (``"loss scale"``,
-            ``"parameter /l1/W: loss_scale"``).
-        non_real: The error raised for a value that is not a real number
-            (``Optimizer.loss_scaling`` has always raised ``ValueError``).
-
-    Raises:
-        TypeError: not a real number (a string, an array, a bool), unless
-            ``non_real`` says otherwise.
-        ValueError: outside the range.
-    """
-    from corrmom_ref.loss_scaling import LOSS_SCALE_LOWER, LOSS_SCALE_UPPER
-
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise non_real(f"{what} must be a real number, got {value!r} ({type(value).__name__})")
-    as_float = _as_float(value)
-    if not LOSS_SCALE_LOWER <= as_float <= LOSS_SCALE_UPPER:  # NaN fails too
-        raise ValueError(
-            f"{what} must be a positive finite number in [2**-126, 2**126] (so that it and its "
-            f"reciprocal are normal float32 numbers), got {describe(value)} ({type(value).__name__})"
-        )
-    return as_float
-
-
-#: The largest loss-scaling interval: what a snapshot stores it as (int64).
-INTERVAL_MAX = 2**63 - 1
-
-
-def check_loss_scaling_interval(value: Any) -> int:
-    r"""Return the dynamic loss-scaling ``interval`` as a Python int if it is in ``[1, 2**63 - 1]``.
-
-    The upper bound is what a snapshot can store (int64); a larger interval
-    would also make the growth factor :math:`2^{1/\mathrm{interval}}`
-    overflow the conversion to float.
-
-    Raises:
-        ValueError: not an integer (a bool or a float included), or out of range.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or not 1 <= int(value) <= INTERVAL_MAX
-    ):
-        raise ValueError(
-            f"interval must be an integer in [1, 2**63 - 1], got {describe(value)} ({type(value).__name__})"
-        )
-    return int(value)
 
 
 #: Per dtype: whether it is an integer or boolean dtype (read once per parameter and step).

@@ -23,10 +23,8 @@ from __future__ import annotations
 import math
 
 __all__ = [
-    "LOSS_SCALE_LOWER",
     "LOSS_SCALE_MAX",
     "LOSS_SCALE_MIN",
-    "LOSS_SCALE_UPPER",
     "NonFiniteGradientWarning",
     "growth_multiplier",
     "next_loss_scale",
@@ -36,13 +34,6 @@ __all__ = [
 LOSS_SCALE_MAX = 65504.0
 #: Chainer's floor for the scale.
 LOSS_SCALE_MIN = 1.0
-#: The smallest loss scale accepted for a static scale or a ``param.loss_scale``,
-#: :math:`2^{-126}` (the smallest normal float32), so that the scale and its
-#: reciprocal stay normal float32 numbers. Chainer accepts any positive value.
-LOSS_SCALE_LOWER = 2.0**-126
-#: The largest loss scale accepted, :math:`2^{126}` (see :data:`LOSS_SCALE_LOWER`).
-#: Chainer accepts ``inf`` and integers too large for a float.
-LOSS_SCALE_UPPER = 2.0**126
 
 
 class NonFiniteGradientWarning(UserWarning):

@@ -15,12 +15,8 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
-from corrmom_ref._validation import (
-    check_gradient,
-    check_loss_scale,
-    check_loss_scaling_interval,
-    check_parameter_dtype,
-)
+from corrmom_ref._scalars import check_interval, check_loss_scale
+from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter
 from corrmom_ref.loss_scaling import (
     LOSS_SCALE_MAX,
@@ -181,22 +177,22 @@ class Optimizer:
 
         Raises:
             ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
-                (dynamic), or ``scale`` outside ``[2**-126, 2**126]``
-                (static: zero, NaN, ``inf``, ``1e-300`` and ``10**400`` are
-                refused; the bounds are
-                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_LOWER` and
-                :data:`~corrmom_ref.loss_scaling.LOSS_SCALE_UPPER`), or
-                not a real number (a string, an array, a bool).
+                (dynamic), or ``scale`` not a real number in
+                ``[2**-126, 2**126]`` (static: zero, NaN, ``inf``,
+                ``1e-300``, ``10**400``, a string, an array and a bool are
+                refused; then the scale and its reciprocal are normal float32
+                numbers). A snapshot's loss-scaling keys are held to the same
+                ranges.
         """
         if scale is None:
-            interval = check_loss_scaling_interval(interval)
+            interval = _refused_as_value_error(check_interval, interval, "interval")
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
             self._loss_scaling_interval = interval
             self._loss_scaling_multiplier = growth_multiplier(interval)
             self._loss_scaling_isnan_ever = False
             return
-        check_loss_scale(scale, "loss scale", non_real=ValueError)
+        _refused_as_value_error(check_loss_scale, scale, "loss scale")
         if self._loss_scaling_is_dynamic:
             warnings.warn(
                 "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
@@ -331,6 +327,15 @@ class Optimizer:
             "_loss_scaling_isnan_ever": bool(_scalar_item(ever)) if ever is not None else False,
             "_loss_scale": scale_value,
         }
+
+
+def _refused_as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> Any:
+    """``check(value, name)``, its ``TypeError`` (not a number) raised as ``ValueError``,
+    the one error :meth:`Optimizer.loss_scaling` has always raised for a refused argument."""
+    try:
+        return check(value, name)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 def _scalar_item(value: Any) -> Any:
