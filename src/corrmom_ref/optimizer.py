@@ -329,15 +329,6 @@ class Optimizer:
         }
 
 
-def _refused_as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> Any:
-    """``check(value, name)``, its ``TypeError`` (not a number) raised as ``ValueError``,
-    the one error :meth:`Optimizer.loss_scaling` has always raised for a refused argument."""
-    try:
-        return check(value, name)
-    except TypeError as error:
-        raise ValueError(str(error)) from None
-
-
 def _scalar_item(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -502,3 +493,12 @@ class GradientMethod(Optimizer):
         if self.target is not None:
             for _, _, rule in self._rules():
                 rule.use_fp32_update(self._use_fp32_update)
+
+
+def _refused_as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> Any:
+    """``check(value, name)``, its ``TypeError`` (not a number) raised as ``ValueError``,
+    the one error :meth:`Optimizer.loss_scaling` has always raised for a refused argument."""
+    try:
+        return check(value, name)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
