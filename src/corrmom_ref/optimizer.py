@@ -15,7 +15,7 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
-from corrmom_ref._scalars import check_interval, check_loss_scale
+from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_interval, check_loss_scale
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter
 from corrmom_ref.loss_scaling import (
@@ -404,7 +404,9 @@ class GradientMethod(Optimizer):
                 check_parameter_dtype(param, name, type(rule).__name__)
                 passed_dtype = dtype
             loss_scale = getattr(param, "loss_scale", None)
-            if loss_scale is not None:
+            if loss_scale is not None and not (
+                type(loss_scale) is float and LOSS_SCALE_LOWEST <= loss_scale <= LOSS_SCALE_HIGHEST
+            ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam = rule.hyperparam
             own = hyperparam.__dict__
