@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from oracle import LOSS_SCALE_MAX, loss_scale_log2_sequence
 
 import corrmom_ref as cr
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning
 
 
 @given(
@@ -69,8 +70,10 @@ def test_nonfinite_step_is_skipped(bk: Backend) -> None:
     grad[1, 2] = np.nan
     link.l1.W.grad = bk.asarray(grad, "float32")
     before = deep_snapshot(bk, opt)
-    with pytest.warns(UserWarning, match=r"/l1/W \(iteration: 2, loss_scale: 4\.0\)"):
+    with pytest.warns(NonFiniteGradientWarning, match=r"param\.grad of /l1/W: ") as caught:
         opt.update()
+    (warning,) = [w.message for w in caught if isinstance(w.message, NonFiniteGradientWarning)]
+    assert (warning.path, warning.iteration, warning.loss_scale) == ("/l1/W", 2, 4.0)
     after = deep_snapshot(bk, opt)
     assert (after["t"], after["loss_scale"]) == (3, 2.0)
     for key in ("t", "loss_scale", "isnan_ever"):

@@ -7,6 +7,7 @@ without a debugger; none of them modifies its arguments.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,30 @@ from corrmom_ref._namespace import alike, same_device
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
 
-__all__ = ["check_gradient", "check_nonnegative_finite"]
+__all__ = [
+    "check_gradient",
+    "check_nonnegative_finite",
+    "check_parameter_dtype",
+    "describe",
+]
+
+
+def describe(value: Any) -> str:
+    """``repr(value)``, shortened for integers too large for a float (``10**400`` has 401 digits)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        digits = str(abs(int(value)))
+        if len(digits) > 20:
+            sign = "-" if value < 0 else ""
+            return f"{sign}{digits[:6]}...: an integer of {len(digits)} digits"
+    return repr(value)
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``; an integer too large for a float gives ``inf`` of its sign (no ``OverflowError``)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
@@ -32,10 +56,50 @@ def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
             return value
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where}: hyperparameter {name!r} must be a real number, got {value!r}")
-    as_float = float(value)
+    as_float = _as_float(value)  # 10**400 is refused below, not with an OverflowError
     if not math.isfinite(as_float) or as_float < 0:
-        raise ValueError(f"{where}: hyperparameter {name!r} must be finite and >= 0, got {value!r}")
+        raise ValueError(f"{where}: hyperparameter {name!r} must be finite and >= 0, got {describe(value)}")
     return as_float
+
+
+#: Per dtype: whether it is an integer or boolean dtype (read once per parameter and step).
+_INTEGRAL_OR_BOOL: dict[tuple[type, Any], bool] = {}
+
+
+def _integral_or_bool(dtype: Any) -> bool:
+    """Whether ``dtype`` is an integer or boolean dtype, on any backend (by name)."""
+    key = (type(dtype), dtype)  # the type first: dtypes of two libraries are never compared
+    try:
+        known = _INTEGRAL_OR_BOOL.get(key)
+    except TypeError:  # a backend whose dtypes cannot be hashed
+        known = None
+    if known is None:
+        from corrmom_ref.serializers.transfer import dtype_name
+
+        known = dtype_name(dtype).startswith(("int", "uint", "bool"))
+        with contextlib.suppress(TypeError):
+            _INTEGRAL_OR_BOOL[key] = known
+    return known
+
+
+def check_parameter_dtype(param: Parameter, path: str, rule_name: str) -> None:
+    r"""Raise ``TypeError`` if ``param.array`` holds integers or booleans.
+
+    A momentum rule computes :math:`v \leftarrow m v - g`,
+    :math:`w \leftarrow w + \eta v` with real :math:`m, \eta`: on an
+    integer or boolean array there is no right answer (NumPy refuses the cast,
+    Chainer 7.8.1 raises NumPy's ``UFuncTypeError`` after earlier parameters
+    have moved). Such a parameter can be kept fixed by disabling its rule.
+    """
+    dtype = param.array.dtype
+    if _integral_or_bool(dtype):
+        from corrmom_ref.serializers.transfer import dtype_name
+
+        raise TypeError(
+            f"parameter {path} has dtype {dtype_name(dtype)}: {rule_name} updates floating-point "
+            f"parameters only; give it a floating-point array, or keep it fixed with "
+            f"param.update_rule.enabled = False"
+        )
 
 
 def check_gradient(param: Parameter, path: str) -> None:

@@ -22,12 +22,51 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["LOSS_SCALE_MAX", "LOSS_SCALE_MIN", "growth_multiplier", "next_loss_scale"]
+__all__ = [
+    "LOSS_SCALE_MAX",
+    "LOSS_SCALE_MIN",
+    "NonFiniteGradientWarning",
+    "growth_multiplier",
+    "next_loss_scale",
+]
 
 #: The largest finite float16, Chainer's ceiling for the scale.
 LOSS_SCALE_MAX = 65504.0
 #: Chainer's floor for the scale.
 LOSS_SCALE_MIN = 1.0
+
+
+class NonFiniteGradientWarning(UserWarning):
+    """Warned when dynamic loss scaling finds a non-finite gradient and skips the step.
+
+    The message names the parameter and nothing that changes from step to
+    step, so Python's warnings registry (one entry per distinct message and
+    code location) holds at most one entry per parameter however many steps
+    are skipped, and the default filter prints each parameter's first
+    overflow once. The step and the scale are attributes.
+
+    Args:
+        path: The parameter's path (``/l1/W``).
+        iteration: The optimizer's ``t`` before the skipped step.
+        loss_scale: The loss scale the gradient was computed with.
+
+    Attributes:
+        path: As given.
+        iteration: As given.
+        loss_scale: As given.
+    """
+
+    def __init__(self, path: str, iteration: int, loss_scale: float | None) -> None:
+        super().__init__(
+            f"Non finite number found in param.grad of {path}: dynamic loss scaling skips the "
+            f"step (the warning's iteration and loss_scale attributes say which step and scale)"
+        )
+        self.path = path
+        self.iteration = iteration
+        self.loss_scale = loss_scale
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, float | None]]:
+        return type(self), (self.path, self.iteration, self.loss_scale)
 
 
 def growth_multiplier(interval: int) -> float:

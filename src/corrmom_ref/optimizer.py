@@ -15,9 +15,15 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
-from corrmom_ref._validation import check_gradient
+from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_interval, check_loss_scale
+from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter
-from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
+from corrmom_ref.loss_scaling import (
+    LOSS_SCALE_MAX,
+    NonFiniteGradientWarning,
+    growth_multiplier,
+    next_loss_scale,
+)
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
 from corrmom_ref.update_rule import UpdateRule, update_all
 
@@ -170,19 +176,23 @@ class Optimizer:
         keeps being doubled and halved; the reference warns when that happens.
 
         Raises:
-            ValueError: ``interval < 1`` (dynamic) or ``scale <= 0`` (static).
+            ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
+                (dynamic), or ``scale`` not a real number in
+                ``[2**-126, 2**126]`` (static: zero, NaN, ``inf``,
+                ``1e-300``, ``10**400``, a string, an array and a bool are
+                refused; then the scale and its reciprocal are normal float32
+                numbers). A snapshot's loss-scaling keys are held to the same
+                ranges.
         """
         if scale is None:
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-                raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+            interval = _refused_as_value_error(check_interval, interval, "interval")
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
             self._loss_scaling_interval = interval
             self._loss_scaling_multiplier = growth_multiplier(interval)
             self._loss_scaling_isnan_ever = False
             return
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        _refused_as_value_error(check_loss_scale, scale, "loss scale")
         if self._loss_scaling_is_dynamic:
             warnings.warn(
                 "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
@@ -198,8 +208,12 @@ class Optimizer:
     def check_nan_in_grads(self) -> None:
         """With dynamic scaling, flag this step as unsafe if any gradient is not finite.
 
-        Warns once per offending parameter, naming it, with the iteration and
-        the scale (Chainer's message).
+        Warns a :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`
+        per offending parameter. Its message names the parameter only; the
+        iteration and the scale are its attributes. Chainer puts them in the
+        message, so every skipped step adds an entry to Python's warnings
+        registry (and a line to stderr) for ever; here the registry holds at
+        most one entry per parameter.
         """
         self._loss_scaling_isnan = False
         if not self._loss_scaling_is_dynamic:
@@ -209,11 +223,7 @@ class Optimizer:
             if not finite:
                 self._loss_scaling_isnan = True
                 self._loss_scaling_isnan_ever = True
-                warnings.warn(
-                    f"Non finite number found in param.grad of {name} "
-                    f"(iteration: {self.t}, loss_scale: {self._loss_scale})",
-                    stacklevel=3,
-                )
+                warnings.warn(NonFiniteGradientWarning(name, self.t, self._loss_scale), stacklevel=3)
 
     def is_safe_to_update(self) -> bool:
         """Whether the last :meth:`check_nan_in_grads` found only finite gradients.
@@ -378,17 +388,32 @@ class GradientMethod(Optimizer):
         """Raise, naming the parameter, unless every enabled rule can update.
 
         Checks that each gradient matches its parameter (backend, shape,
-        dtype, device) and each hyperparameter is valid. Called by
-        :meth:`update` before anything is modified. Returns the
+        dtype, device), that a rule with
+        :attr:`~corrmom_ref.UpdateRule.floating_point_only` has no integer or
+        boolean parameter, that each ``param.loss_scale`` is ``None`` or a
+        real number in ``[2**-126, 2**126]`` (as a static loss scale, see
+        :meth:`loss_scaling`), and that each
+        hyperparameter is valid. Called by :meth:`update` before anything is
+        modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = list(self._rules())
         root = self.hyperparam
         root_checked_for: set[type] = set()  # rule classes (their own hyperparameter names)
+        passed_dtype = None  # the last dtype check_parameter_dtype let through (models mostly have one)
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
             check_gradient(param, name)
+            dtype = param.array.dtype
+            if dtype is not passed_dtype and rule.floating_point_only:
+                check_parameter_dtype(param, name, type(rule).__name__)
+                passed_dtype = dtype
+            loss_scale = getattr(param, "loss_scale", None)
+            if loss_scale is not None and not (
+                type(loss_scale) is float and LOSS_SCALE_LOWEST <= loss_scale <= LOSS_SCALE_HIGHEST
+            ):  # the common case (a Python float in range) answered without a call
+                check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam = rule.hyperparam
             own = hyperparam.__dict__
             if type(hyperparam) is not Hyperparameter or own["_parent"] is not root:
@@ -407,10 +432,12 @@ class GradientMethod(Optimizer):
         1. With ``lossfun``: ``loss = lossfun(*args, **kwds)``; clear the
            target's gradients (zero them after ``use_cleargrads(False)``);
            ``loss.backward(loss_scale=<current loss scale>)``.
-        2. Reallocate cleared gradients as zeros (so a parameter without a
-           gradient still moves by its momentum).
-        3. Check every gradient and hyperparameter (nothing is modified if
-           this raises).
+        2. Check every parameter, gradient, loss scale and hyperparameter
+           (:meth:`check_update_inputs`: nothing is modified if this raises).
+        3. Reallocate cleared gradients as zeros (so a parameter without a
+           gradient still moves by its momentum). Chainer does this before
+           any check; the order changes nothing but what a refused step
+           leaves behind.
         4. With dynamic loss scaling, check gradients for non-finite values.
         5. Optimizer pre hooks (then the gradients are checked again).
         6. ``t += 1``, also on a skipped step.
@@ -425,8 +452,8 @@ class GradientMethod(Optimizer):
         """
         if lossfun is not None:
             self.backward_loss(lossfun, *args, **kwds)
-        self.reallocate_cleared_grads()
         entries = self.check_update_inputs()
+        self.reallocate_cleared_grads()
         nonfinite_ever = self._loss_scaling_isnan_ever
         self.check_nan_in_grads()
         has_pre_hooks = bool(self._registry().names("pre"))
@@ -474,3 +501,12 @@ class GradientMethod(Optimizer):
         if self.target is not None:
             for _, _, rule in self._rules():
                 rule.use_fp32_update(self._use_fp32_update)
+
+
+def _refused_as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> Any:
+    """``check(value, name)``, its ``TypeError`` (not a number) raised as ``ValueError``,
+    the one error :meth:`Optimizer.loss_scaling` has always raised for a refused argument."""
+    try:
+        return check(value, name)
+    except TypeError as error:
+        raise ValueError(str(error)) from None

@@ -41,6 +41,11 @@ class UpdateRule:
     state_keys: tuple[str, ...] = ()
     #: Hyperparameters that must be finite and non-negative at update time.
     nonnegative_hyperparams: tuple[str, ...] = ()
+    #: Whether the rule refuses integer and boolean parameters. If so, an
+    #: optimizer's ``update()`` raises ``TypeError`` naming such a parameter
+    #: before anything changes (unless its rule is disabled). Off here, on for
+    #: the momentum rules.
+    floating_point_only: bool = False
 
     def __init__(self, parent_hyperparam: Hyperparameter | None = None) -> None:
         self._state: dict[str, Any] | None = None
@@ -49,6 +54,8 @@ class UpdateRule:
         self.t = 0
         self._use_fp32_update = False
         self._fp32_param: Parameter | None = None
+        #: The float16 array the last master update wrote into ``param.array``.
+        self._fp16_written: Any = None
         self._hooks = HookRegistry(invalid_auto_timing="post")
 
     @property
@@ -82,8 +89,18 @@ class UpdateRule:
         hooks and the update on the copy (the state lives in float32 too), and
         writes the copy, cast back to float16, into the parameter. The master
         copy is not serialized, as in Chainer.
+
+        The master copy is rebuilt from ``param.array`` whenever that is no
+        longer the array the last update wrote: weights assigned or loaded
+        (``load_npz`` of the model) after training began are what the next
+        step starts from. Chainer 7.8.1 keeps updating its stale master and
+        overwrites them (a plain bug, fixed here; see ``docs/quirks``).
+        A write *into* ``param.array`` (``param.array[...] = x``) keeps the
+        object and is not noticed: assign a new array instead.
         """
         self._use_fp32_update = bool(flag)
+        if not flag:  # updates without the master may change param.array in place
+            self._fp16_written = None
 
     def check_hyperparameters(self, where: str, own_only: bool = False) -> None:
         """Raise unless every value in :attr:`nonnegative_hyperparams` is valid.
@@ -128,7 +145,7 @@ class UpdateRule:
             for hook in hooks.of("post"):
                 hook(self, target)
         if on_master:
-            param.array = xp.astype(target.array, param.array.dtype)
+            param.array = self._fp16_written = xp.astype(target.array, param.array.dtype)
             target.grad = None
 
     def batch_key(self, param: Parameter) -> Hashable | None:
@@ -150,9 +167,11 @@ class UpdateRule:
     def _master_copy(self, param: Parameter, xp: Any) -> Parameter:
         from corrmom_ref.link import Parameter
 
-        if self._fp32_param is None:
-            self._fp32_param = Parameter(xp.astype(param.array, xp.float32), name=param.name)
         master = self._fp32_param
+        if master is None:
+            master = self._fp32_param = Parameter(xp.astype(param.array, xp.float32), name=param.name)
+        elif param.array is not self._fp16_written:  # assigned or loaded since the last update
+            master.array = xp.astype(param.array, xp.float32)
         master.grad = None if param.grad is None else xp.astype(param.grad, xp.float32)
         return master
 

@@ -5,7 +5,9 @@ order, see :meth:`corrmom_ref.GradientMethod.update`) on averaged gradients:
 
 1. with ``lossfun``: forward, clear gradients, backward with the current
    loss scale :math:`s` (the same on every rank);
-2. reallocate cleared gradients as zeros;
+2. check every parameter, gradient and hyperparameter
+   (:meth:`~corrmom_ref.GradientMethod.check_update_inputs`, before anything
+   changes), then reallocate cleared gradients as zeros;
 3. average the still-scaled gradients, :math:`\bar g = \tfrac1k\sum_r s\,g^{(r)}
    = s\,\tfrac1k\sum_r g^{(r)}`, in one allreduce that also carries each
    rank's "non-finite gradient" verdict (dynamic loss scaling only);
@@ -101,6 +103,9 @@ class MultiNodeOptimizer:
         actual = self.actual_optimizer
         if lossfun is not None:
             actual.backward_loss(lossfun, *args, **kwds)
+        # Refuse bad inputs before the gradients are averaged in place: a refused
+        # step leaves them (and everything else) as they were.
+        actual.check_update_inputs()
         actual.reallocate_cleared_grads()
         verdict = None
         if actual._loss_scaling_is_dynamic:

@@ -36,6 +36,7 @@ class MomentumRuleBase(UpdateRule):
 
     state_keys = ("v",)
     nonnegative_hyperparams = ("lr", "momentum")
+    floating_point_only = True
     _DEFAULTS = default_hyperparam()
 
     def __init__(
