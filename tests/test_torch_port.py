@@ -1,7 +1,7 @@
 """A Chainer training loop and its PyTorch port with :mod:`corrmom_ref.torch` give the same parameters.
 
 The Chainer run (``tools/make_torch_port_fixture.py``, recorded in
-``fixtures/chainer/torch_port*``): a 4-8-3 perceptron, 100 steps of
+``fixtures/chainer_torch_port/``): a 4-8-3 perceptron, 100 steps of
 ``CorrectedMomentumSGD`` with a warm-up-then-decay learning-rate schedule,
 ``WeightDecay`` and dynamic loss scaling with two overflowing steps, and a
 snapshot after step 50.
@@ -34,7 +34,7 @@ torch = pytest.importorskip("torch")
 
 import corrmom_ref.torch as crt  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "chainer"
+FIXTURES = Path(__file__).parent / "fixtures" / "chainer_torch_port"
 TOOL = Path(__file__).parent.parent / "tools" / "make_torch_port_fixture.py"
 PATHS = ["l1/W", "l1/b", "l2/W", "l2/b"]
 TORCH_NAMES = {"l1/W": "l1.weight", "l1/b": "l1.bias", "l2/W": "l2.weight", "l2/b": "l2.bias"}

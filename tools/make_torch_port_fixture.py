@@ -5,7 +5,7 @@ squared error) trains for 100 steps with ``CorrectedMomentumSGD(lr=0.1,
 momentum=0.9)``, a warm-up-then-step learning-rate schedule (:func:`factor`),
 ``WeightDecay(1e-4)`` and dynamic loss scaling (interval 10); the batches of
 steps 41 and 77 hold an infinity, so those steps overflow and are skipped.
-Writes to ``OUTPUT_DIR`` (default ``tests/fixtures/chainer``):
+Writes to ``OUTPUT_DIR`` (default ``tests/fixtures/chainer_torch_port``, apart from the replay scenarios of ``tests/fixtures/chainer``):
 
 * ``torch_port.npz``: the data ``x``, ``y``, the initial parameters
   (``init/<path>``), and stacked over the steps (row ``k - 1`` for step
@@ -125,5 +125,5 @@ if __name__ == "__main__":
         main(
             Path(sys.argv[1])
             if len(sys.argv) > 1
-            else Path(__file__).parent.parent / "tests/fixtures/chainer"
+            else Path(__file__).parent.parent / "tests/fixtures/chainer_torch_port"
         )
