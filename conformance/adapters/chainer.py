@@ -16,7 +16,7 @@ class ChainerAdapter:
     name = "chainer"
     backend = "numpy"
     state_sign = -1.0
-    capabilities = ALL_CAPABILITIES
+    capabilities = ALL_CAPABILITIES | {"chainer_rounding"}
 
     def __init__(self) -> None:
         import chainer
@@ -56,6 +56,7 @@ class ChainerAdapter:
             load_npz=chainer.serializers.load_npz,
             to_native=lambda a: np.array(a, copy=True),
             to_numpy=lambda x: np.array(x, copy=True),
+            optimizer_hooks=chainer.optimizer_hooks,
         )
 
     def create(self, params: Any, *, lr: float, momentum: float) -> ChainerStyleOptimizer:
