@@ -182,18 +182,6 @@ def test_update_uses_the_gradients_pre_hooks_leave(adapter):
     assert_trajectory(got, want, np.float32, what="parameter after gradient-modifying pre hooks,")
 
 
-def test_post_hook_changes_do_not_reach_this_update(adapter):
-    """A post hook that scales the gradients by 100 runs after the update: the trajectory is eq. (9) of the given gradients."""
-    params = problem(23, SHAPES)
-    grads = gradients(23, params, 3)
-    opt = adapter.create(params, lr=0.1, momentum=0.9)
-    events, record = _recorder()
-    opt.add_hook(HookSpec(name="late_scale", timing="post", scale=100.0), record)
-    got = run(opt, grads)
-    assert len(events) == 3
-    assert_trajectory(got, _eq9_with(params, grads, 0.1, 0.9, lambda k, g: g), np.float32)
-
-
 @pytest.mark.parametrize("timing", ["pre", "post"])
 def test_removed_hook_of_either_timing_is_not_called(adapter, timing):
     """A removed pre or post hook is never called again; the other hooks still are."""
