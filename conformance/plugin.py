@@ -64,7 +64,8 @@ def _active(config: pytest.Config) -> bool:
     """Whether this pytest run is a conformance run (``--impl``, the variable, or the checks named)."""
     if config.getoption("--impl") or os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
         return True
-    return "conformance" in " ".join(str(a) for a in config.args)
+    args = " ".join(str(a) for a in config.args)
+    return "conformance.checks" in args or "conformance/checks" in args
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -2,7 +2,9 @@
 
 PyTorch has no update-rule objects, hooks with Chainer's rules, npz
 snapshots, epochs or float32 master copies, so those checks are not
-applicable. Each parameter gets its own param group, which is how PyTorch
+applicable. Loss-scaling arguments go to ``GradScaler`` as given, unchecked,
+so the suite's checks of them test PyTorch; PyTorch has no static scale, and
+the adapter stands a ``GradScaler`` that never grows in for one. Each parameter gets its own param group, which is how PyTorch
 overrides a hyperparameter for one parameter.
 """
 

@@ -180,7 +180,7 @@ class OptimizerMachine(RuleBasedStateMachine):
         if "counters" in self.adapter.capabilities:
             assert self.opt.t == self.model.t, f"t is {self.opt.t}, model {self.model.t}"
         if "epochs" in self.adapter.capabilities:
-            assert self.opt.epoch == self.model.epoch
+            assert self.opt.epoch == self.model.epoch, f"epoch is {self.opt.epoch}, model {self.model.epoch}"
         if self.model.loss.dynamic:
             scale = self.opt.loss_scale
             assert scale is not None and math.isclose(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -210,9 +211,10 @@ def _finite_check(name: str, finite: Any) -> ReferenceAdapter:
             self._loss_scaling_isnan = False
             if not self._loss_scaling_is_dynamic:
                 return
-            for _, param in self.target.namedparams():
+            for path, param in self.target.namedparams():
                 if param.grad is not None and not finite(param.grad, self._loss_scale):
                     self._loss_scaling_isnan = self._loss_scaling_isnan_ever = True
+                    warnings.warn(f"Non finite number found in param.grad of {path}", stacklevel=2)
 
     return _adapter(name, Optimizer)
 
@@ -515,6 +517,8 @@ KILLS: list[tuple[str, str]] = [
     ("overflow_test_by_squares", "test_loss_scaling"),
     ("overflow_test_scales_again", "test_loss_scaling"),
     ("epoch_not_restored", "test_serialization"),
+    # the old state machine reloaded into the same object, which still had its epoch
+    ("epoch_not_restored", "test_state_machine"),
     ("overflow_history_not_saved", "test_serialization"),
     ("loader_restores_hyperparameters", "test_serialization"),
     ("momentum_fixed_at_first_update", "test_equations"),
