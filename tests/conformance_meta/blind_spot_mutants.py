@@ -383,6 +383,28 @@ def weight_decay_ignores_loss_scale() -> ReferenceAdapter:
     return _with_hook("weight_decay_ignores_loss_scale", "WeightDecay", Hook)
 
 
+def weight_decay_decoupled() -> ReferenceAdapter:
+    """WeightDecay decays the parameter itself (p -= lr lambda p, as AdamW does) instead of adding lambda p to the gradient."""
+
+    class Hook(optimizer_hooks.WeightDecay):
+        def __call__(self, rule: Any, param: Any) -> None:
+            if param.grad is not None:
+                param.array = param.array - float(rule.hyperparam.lr) * self.rate * param.array
+
+    return _with_hook("weight_decay_decoupled", "WeightDecay", Hook)
+
+
+def lasso_as_weight_decay() -> ReferenceAdapter:
+    """Lasso adds lambda p (L2) instead of lambda sign(p) (L1)."""
+
+    class Hook(optimizer_hooks.Lasso):
+        def __call__(self, rule: Any, param: Any) -> None:
+            if param.grad is not None:
+                param.grad = param.grad + self.rate * param.array
+
+    return _with_hook("lasso_as_weight_decay", "Lasso", Hook)
+
+
 def lasso_times_loss_scale() -> ReferenceAdapter:
     """Lasso "fixed" to multiply its rate by the loss scale, as WeightDecay does (Chainer does not)."""
 
@@ -526,6 +548,8 @@ KILLS: list[tuple[str, str]] = [
     ("disabled_rule_still_counts", "test_machinery"),
     ("disabled_rule_still_updates", "test_machinery"),
     ("weight_decay_ignores_loss_scale", "test_machinery"),
+    ("weight_decay_decoupled", "test_machinery"),
+    ("lasso_as_weight_decay", "test_machinery"),
     ("lasso_times_loss_scale", "test_machinery"),
     ("clipping_per_parameter", "test_machinery"),
     ("hard_clipping_symmetric", "test_machinery"),
