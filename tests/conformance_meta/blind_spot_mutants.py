@@ -559,3 +559,38 @@ KILLS: list[tuple[str, str]] = [
     ("step_in_float64", "test_exactness"),
     ("unscale_by_reciprocal", "test_exactness"),
 ]
+
+
+# -- deviations must not mask other bugs ----------------------------------------------
+
+
+def torch_set_momentum_ignored() -> Any:
+    """The torch adapter with a ``set_momentum`` that does nothing, judged with torch's real deviations file.
+
+    Before issue 13 that file declared the whole state machine a deviation, so
+    this reported exactly what real PyTorch reports.
+    """
+    from conformance.adapters.torch_sgd import TorchSGDAdapter, TorchSGDOptimizer
+    from conformance.deviations import DEVIATIONS_DIR
+
+    class Optimizer(TorchSGDOptimizer):
+        def set_momentum(self, momentum: float) -> None:
+            pass
+
+    class Adapter(TorchSGDAdapter):
+        name = "mutant-torch_set_momentum_ignored"
+        expected_deviations = str(DEVIATIONS_DIR / "torch.toml")
+
+        def create(self, params: Any, *, lr: float, momentum: float) -> Optimizer:
+            return Optimizer(self._torch, params, lr, momentum)
+
+    return Adapter()
+
+
+#: Mutants that need a package besides the reference's (skipped where it is missing).
+REQUIRES: dict[str, str] = {"torch_set_momentum_ignored": "torch"}
+
+KILLS += [
+    ("torch_set_momentum_ignored", "test_state_machine"),
+    ("torch_set_momentum_ignored", "test_equations"),
+]
