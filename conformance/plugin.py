@@ -378,17 +378,14 @@ def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, st
     path = str(props.get("path", report.fspath))
     name = report.nodeid.split("::", 1)[-1]
     plugin_flag = "corrmom_conformance" not in _entry_point_plugins()
-    params = {k: v for k, v in props.get("params", {}).items()}
-    function = str(props.get("function", name.split("[")[0]))
-    module = Path(path).stem
     return {
         "command": reproducer.command(path, name, options, _STATE.get("seed"), plugin_flag),
         "script": reproducer.script(
-            module,
-            function if "::" not in function else function.split("::")[-1],
+            Path(path).stem,
+            str(props.get("function", name.split("[")[0])),
             options[0].split("=", 1)[1],
             config.getoption("--backend"),
-            params,
+            dict(props.get("params", {})),
             report.longreprtext,
             "tmp_path" in props.get("fixtures", []),
         ),

@@ -65,7 +65,13 @@ def script(
     if program and program[0].startswith("state = "):
         machine = program[0].split("=", 1)[1].strip().removesuffix("()")
         lines += ["# Hypothesis' shrunk program of API calls:"] + [f"#   {ln}" for ln in program]
-        lines += ["from hypothesis.stateful import run_state_machine_as_test"]
+        lines += [
+            "# the rules the implementation's declared deviations leave out, as in the run",
+            "from conformance import deviations",
+            "declared = deviations.load(adapter.name, getattr(adapter, 'expected_deviations', None))",
+            f"plugin._STATE['deviation_of'] = {{d.check: d for d in declared if d.check.startswith('{module}::')}}",
+            "from hypothesis.stateful import run_state_machine_as_test",
+        ]
         lines += [f"from conformance.checks.{module} import {machine}"]
         if blob:
             lines += [
