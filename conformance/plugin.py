@@ -1,7 +1,7 @@
 """The pytest plugin: options, the ``adapter`` fixture, capabilities, deviations, the report.
 
 Inert unless the suite's checks are collected (``pytest --pyargs
-conformance.checks`` or ``nox -s conformance``): it only adds options and
+corrmom_conformance.checks`` or ``nox -s conformance``): it only adds options and
 fixtures.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from conformance import deviations as deviations_module
-from conformance.report import Report
+from corrmom_conformance import deviations as deviations_module
+from corrmom_conformance.report import Report
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 NA_PREFIX = "not applicable: "
@@ -65,7 +65,7 @@ def _active(config: pytest.Config) -> bool:
     if config.getoption("--impl") or os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
         return True
     args = " ".join(str(a) for a in config.args)
-    return "conformance.checks" in args or "conformance/checks" in args
+    return "corrmom_conformance.checks" in args or "conformance/checks" in args
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -152,7 +152,7 @@ def _family(item: pytest.Item) -> str:
 def load_profile() -> None:
     """Make the run's Hypothesis profile current.
 
-    Called when :mod:`conformance.checks` is imported: ``@given`` binds its
+    Called when :mod:`corrmom_conformance.checks` is imported: ``@given`` binds its
     settings when a check module is imported, so the profile must be loaded
     before that, and only for conformance runs.
     """
@@ -165,7 +165,7 @@ def load_profile() -> None:
 
 def _adapter(config: pytest.Config) -> Any:
     if "adapter" not in _STATE:
-        from conformance.adapters import resolve
+        from corrmom_conformance.adapters import resolve
 
         try:
             _STATE["adapter"] = resolve(config.getoption("--impl"), config.getoption("--backend"))
@@ -310,7 +310,7 @@ def current_adapter() -> Any:
 
 @pytest.fixture(scope="session")
 def adapter(pytestconfig: pytest.Config) -> Any:
-    """The implementation under test (see :mod:`conformance.protocol`)."""
+    """The implementation under test (see :mod:`corrmom_conformance.protocol`)."""
     return _adapter(pytestconfig)
 
 
@@ -368,7 +368,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, str]:
     """The failure's reproducer: a command with the run's seed and a stand-alone script."""
-    from conformance import reproducer
+    from corrmom_conformance import reproducer
 
     config = _STATE["config"]
     options = [f"--impl={config.getoption('--impl') or os.environ.get('CORRMOM_CONFORMANCE_IMPL') or 'ref'}"]

@@ -33,7 +33,7 @@ def command(path: str, name: str, options: list[str], seed: object, plugin_flag:
     """``python -m pytest <path>::<name> <options> --hypothesis-seed=<seed>``."""
     parts = [sys.executable, "-m", "pytest", f"{path}::{name}", *options, f"--hypothesis-seed={seed}"]
     if plugin_flag:
-        parts += ["-p", "conformance.plugin"]
+        parts += ["-p", "corrmom_conformance.plugin"]
     return shlex.join(parts)
 
 
@@ -51,8 +51,8 @@ def script(
         f"# Reproduces {module}.{function} on --impl={impl} --backend={backend}",
         "# (run with the suite importable: PYTHONPATH holding the folder above conformance/)",
         "import pathlib, tempfile",
-        "from conformance import plugin",
-        "from conformance.adapters import resolve",
+        "from corrmom_conformance import plugin",
+        "from corrmom_conformance.adapters import resolve",
         f"adapter = plugin._STATE['adapter'] = resolve({impl!r}, {backend!r})",
     ]
     example = _FALSIFYING.search(failure_text)
@@ -67,12 +67,12 @@ def script(
         lines += ["# Hypothesis' shrunk program of API calls:"] + [f"#   {ln}" for ln in program]
         lines += [
             "# the rules the implementation's declared deviations leave out, as in the run",
-            "from conformance import deviations",
+            "from corrmom_conformance import deviations",
             "declared = deviations.load(adapter.name, getattr(adapter, 'expected_deviations', None))",
             f"plugin._STATE['deviation_of'] = {{d.check: d for d in declared if d.check.startswith('{module}::')}}",
             "from hypothesis.stateful import run_state_machine_as_test",
         ]
-        lines += [f"from conformance.checks.{module} import {machine}"]
+        lines += [f"from corrmom_conformance.checks.{module} import {machine}"]
         if blob:
             lines += [
                 "from hypothesis import reproduce_failure",
@@ -80,7 +80,7 @@ def script(
             ]
         lines.append(f"run_state_machine_as_test({machine})")
         return "\n".join(lines) + "\n"
-    lines.append(f"from conformance.checks.{module} import {function} as check")
+    lines.append(f"from corrmom_conformance.checks.{module} import {function} as check")
     if blob:
         lines += [
             "from hypothesis import reproduce_failure",

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance.adapters import _links
-from conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
+from corrmom_conformance.adapters import _links
+from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
 
 
 class ChainerAdapter:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 ALL_CAPABILITIES = frozenset(
     {
@@ -68,7 +68,7 @@ class Flavour:
 
 
 class ChainerStyleOptimizer:
-    """:class:`conformance.protocol.Optimizer` over a Chainer-API optimizer."""
+    """:class:`corrmom_conformance.protocol.Optimizer` over a Chainer-API optimizer."""
 
     def __init__(
         self, flavour: Flavour, params: Mapping[str, np.ndarray], lr: float, momentum: float

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from conformance.adapters import _links
-from conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
-from conformance.backends import get_backend
+from corrmom_conformance.adapters import _links
+from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
+from corrmom_conformance.backends import get_backend
 
 
 class ReferenceAdapter:

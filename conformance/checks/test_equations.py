@@ -1,7 +1,7 @@
 """Family 1: equation-level invariants of eq. (9) and eq. (10).
 
 Every trajectory is compared, step by step, with the suite's oracle
-(:mod:`conformance.oracle`); a failure names the first step and parameter
+(:mod:`corrmom_conformance.oracle`); a failure names the first step and parameter
 where the implementation departs from it.
 """
 
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance import oracle
-from conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
-from conformance.strategies import momenta, schedules, shapes, step_decay, warmup
-from conformance.tolerances import assert_close, trajectory_atol
+from corrmom_conformance import oracle
+from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
+from corrmom_conformance.strategies import momenta, schedules, shapes, step_decay, warmup
+from corrmom_conformance.tolerances import assert_close, trajectory_atol
 
 SHAPES = {"W": (3, 2), "b": (2,)}
 

@@ -2,7 +2,7 @@
 
 An implementation with the ``chainer_rounding`` capability promises Chainer's
 numbers, not merely eq. (9) within a tolerance: each step must equal, bit for
-bit, :func:`conformance.oracle.chainer_cpu_step` (``v *= m; v -= g;
+bit, :func:`corrmom_conformance.oracle.chainer_cpu_step` (``v *= m; v -= g;
 p += lr * v`` in the parameter's dtype), with gradients unscaled by
 ``g /= s`` in that dtype, and float16 parameters with a float32 master copy
 rounded back after each step. A re-associated or fused formula that passes
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance import oracle
-from conformance.checks._support import gradients, problem, quiet
-from conformance.strategies import schedules
+from corrmom_conformance import oracle
+from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.strategies import schedules
 
 pytestmark = pytest.mark.requires("chainer_rounding", "hyperparams")
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
-from conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 pytestmark = pytest.mark.requires("hooks")
 

@@ -1,6 +1,6 @@
 """Family 3: the loss scale over a run, exactly (Chainer's doubling policy).
 
-The oracle (:class:`conformance.oracle.LossScaleModel`) starts at 1, doubles
+The oracle (:class:`corrmom_conformance.oracle.LossScaleModel`) starts at 1, doubles
 every step until the first non-finite gradient ever, halves on every
 non-finite step, afterwards grows by 2**(1/interval) per clean step (so it
 doubles once per ``interval`` clean steps), and stays within [1, 65504].
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
-from conformance.oracle import LOSS_SCALE_MAX, LossScaleModel
-from conformance.tolerances import LOSS_SCALE_RTOL
+from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
+from corrmom_conformance.oracle import LOSS_SCALE_MAX, LossScaleModel
+from corrmom_conformance.tolerances import LOSS_SCALE_RTOL
 
 pytestmark = pytest.mark.requires("loss_scaling")
 

@@ -2,7 +2,7 @@
 
 Each built-in hook's trajectory is compared, step by step, with eq. (9) fed
 the gradients the suite's model of the hook produces
-(:func:`conformance.oracle.builtin_hook`), computed in float64 from the
+(:func:`corrmom_conformance.oracle.builtin_hook`), computed in float64 from the
 implementation's previous parameters' model values.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance import oracle
-from conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
+from corrmom_conformance import oracle
+from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
 
 SHAPES = {"W": (2, 3), "b": (3,), "l1/W": (4,)}
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.checks._support import gradients, problem, quiet
-from conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 pytestmark = pytest.mark.requires("loss_scaling")
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.checks._support import assert_trajectory, first_difference, gradients, problem, quiet, run
+from corrmom_conformance.checks._support import (
+    assert_trajectory,
+    first_difference,
+    gradients,
+    problem,
+    quiet,
+    run,
+)
 
 pytestmark = pytest.mark.requires("serialize_npz")
 
@@ -121,7 +128,7 @@ def test_snapshot_continues_in_the_reference(adapter, tmp_path):
     """A snapshot this implementation writes continues identically in corrmom_ref (when installed)."""
     if importlib.util.find_spec("corrmom_ref") is None:
         pytest.skip("corrmom_ref is not installed beside this implementation")
-    from conformance.adapters.reference import make_adapter
+    from corrmom_conformance.adapters.reference import make_adapter
 
     reference = make_adapter("numpy")
     params = problem(16, SHAPES)

@@ -1,7 +1,7 @@
 """Family 6: random API sequences against the oracle model.
 
 A Hypothesis state machine drives the implementation and
-:class:`conformance.oracle.ChainerModel` side by side through steps (with
+:class:`corrmom_conformance.oracle.ChainerModel` side by side through steps (with
 cleared and non-finite gradients), learning-rate and momentum changes,
 dynamic loss scaling, save/load round trips into a fresh optimizer and epochs; after every rule the
 parameters, ``t``, the epoch and the loss scale must agree. A failure prints
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from conformance.checks._support import quiet
-from conformance.oracle import ChainerModel
-from conformance.plugin import current_adapter, rules_left_out
-from conformance.tolerances import LOSS_SCALE_RTOL, assert_close, trajectory_atol
+from corrmom_conformance.checks._support import quiet
+from corrmom_conformance.oracle import ChainerModel
+from corrmom_conformance.plugin import current_adapter, rules_left_out
+from corrmom_conformance.tolerances import LOSS_SCALE_RTOL, assert_close, trajectory_atol
 
 SHAPES = {"W": (2, 2), "b": (3,)}
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 import corrmom_ref as cr
-from conformance.adapters.chainer_style import Flavour
-from conformance.adapters.reference import ReferenceAdapter
+from corrmom_conformance.adapters.chainer_style import Flavour
+from corrmom_conformance.adapters.reference import ReferenceAdapter
 from corrmom_ref import optimizer_hooks
 from corrmom_ref.optimizers.corrected_momentum_sgd import CorrectedMomentumSGDRule
 from tests.conformance_meta.mutants import _adapter, _with_rule
@@ -570,8 +570,8 @@ def torch_set_momentum_ignored() -> Any:
     Before issue 13 that file declared the whole state machine a deviation, so
     this reported exactly what real PyTorch reports.
     """
-    from conformance.adapters.torch_sgd import TorchSGDAdapter, TorchSGDOptimizer
-    from conformance.deviations import DEVIATIONS_DIR
+    from corrmom_conformance.adapters.torch_sgd import TorchSGDAdapter, TorchSGDOptimizer
+    from corrmom_conformance.deviations import DEVIATIONS_DIR
 
     class Optimizer(TorchSGDOptimizer):
         def set_momentum(self, momentum: float) -> None:

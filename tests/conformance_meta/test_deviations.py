@@ -54,7 +54,7 @@ def test_declared_deviation_outcomes(tmp_path, monkeypatch):
 
 
 def test_deviation_must_name_what_deviates(tmp_path):
-    from conformance import deviations
+    from corrmom_conformance import deviations
 
     bare = tmp_path / "bare.toml"
     bare.write_text('[[deviation]]\ncheck = "test_state_machine::runTest"\nreason = "everything"\n')

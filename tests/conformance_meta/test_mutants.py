@@ -66,7 +66,7 @@ def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
         *extra,
     ]
     if "corrmom_conformance" not in _installed_plugins():
-        command += ["-p", "conformance.plugin"]
+        command += ["-p", "corrmom_conformance.plugin"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert report.with_suffix(".json").exists(), (
         f"no report; pytest said:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -62,7 +62,7 @@ def test_a_seed_is_drawn_and_reported_when_none_is_given(tmp_path):
         "no:cacheprovider",
     ]
     if "corrmom_conformance" not in _installed_plugins():
-        command += ["-p", "conformance.plugin"]
+        command += ["-p", "corrmom_conformance.plugin"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     seed = json.loads(report.with_suffix(".json").read_text())["seed"]
     assert seed.isdigit(), seed
