@@ -121,7 +121,14 @@ IMPL_REQUIREMENTS: dict[str, list[str]] = {
 
 #: The suite's options that ``nox -s conformance`` takes without their pytest prefix
 #: (``--impl=chainer`` is passed on as ``--corrmom-impl=chainer``); flags take no value.
-SUITE_OPTIONS = {"impl": True, "backend": True, "report": True, "thorough": False, "no-shrink": False}
+SUITE_OPTIONS = {
+    "impl": True,
+    "backend": True,
+    "report": True,
+    "shrink-seconds": True,
+    "thorough": False,
+    "no-shrink": False,
+}
 
 
 def _option(args: list[str], name: str, default: str) -> str:

@@ -142,3 +142,73 @@ class ChainerModel:
 def finite_everywhere(arrays: Mapping[str, np.ndarray | None]) -> bool:
     """Whether every array is free of NaN and infinities."""
     return all(a is None or bool(np.all(np.isfinite(a))) for a in arrays.values())
+
+
+# -- exact rounding ----------------------------------------------------------------
+
+
+def chainer_cpu_step(
+    p: np.ndarray, g: np.ndarray, v: np.ndarray, lr: float, m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chainer's CPU step, operation by operation, in ``p``'s dtype: ``v *= m; v -= g; p += lr * v``.
+
+    Python floats meet a NumPy array as values of the array's dtype (NumPy 1's
+    value-based casting and NumPy 2's weak scalars agree here), so ``m`` and
+    ``lr`` are rounded to that dtype first; every operation rounds once.
+    """
+    kind = p.dtype.type
+    v = np.multiply(v, kind(m), dtype=p.dtype)
+    v = np.subtract(v, g, dtype=p.dtype)
+    p = np.add(p, np.multiply(kind(lr), v, dtype=p.dtype), dtype=p.dtype)
+    return p, v
+
+
+# -- Chainer's built-in hooks, in float64 --------------------------------------------
+
+
+def builtin_hook(
+    kind: str,
+    kwargs: Mapping[str, object],
+    w: Mapping[str, np.ndarray],
+    grads: Mapping[str, np.ndarray],
+    rule_t: Mapping[str, int],
+    loss_scale: float | None,
+) -> dict[str, np.ndarray]:
+    r"""The gradients after Chainer's built-in optimizer hook ``kind`` (an optimizer pre hook).
+
+    ``grads`` are what the hook sees: scaled by ``loss_scale`` if there is one.
+
+    * WeightDecay(rate): :math:`g + \lambda s p` (the rate times the loss scale).
+    * Lasso(rate): :math:`g + \lambda \operatorname{sign}(p)` (not times the scale).
+    * GradientClipping(threshold): every :math:`g` times :math:`\tau / \lVert g \rVert_2`
+      over all parameters, when that is below 1.
+    * GradientHardClipping(lower_bound, upper_bound): elementwise clip.
+    * GradientLARS(threshold, weight_decay, eps): :math:`r (g + \lambda p)` with
+      :math:`r = \lVert p \rVert / (\epsilon + \lVert g \rVert + \lambda \lVert p \rVert)`
+      when :math:`\lVert p \rVert >` threshold, else 1.
+    * GradientNoise(eta, noise): :math:`g + \mathrm{noise}(shape, t_{rule})`, ``t`` before this update.
+    """
+    a = {k: float(v) for k, v in kwargs.items() if k != "noise"}  # type: ignore[arg-type]
+    scale = 1.0 if loss_scale is None else loss_scale
+    if kind == "WeightDecay":
+        return {k: g + a["rate"] * scale * w[k] for k, g in grads.items()}
+    if kind == "Lasso":
+        return {k: g + a["rate"] * np.sign(w[k]) for k, g in grads.items()}
+    if kind == "GradientClipping":
+        norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads.values())))
+        rate = a["threshold"] / norm if norm > 0 else np.inf
+        return dict(grads) if rate >= 1 else {k: g * rate for k, g in grads.items()}
+    if kind == "GradientHardClipping":
+        return {k: np.clip(g, a["lower_bound"], a["upper_bound"]) for k, g in grads.items()}
+    if kind == "GradientLARS":
+        out = {}
+        for k, g in grads.items():
+            p_norm, g_norm = float(np.linalg.norm(w[k])), float(np.linalg.norm(g))
+            local = p_norm / (a["eps"] + g_norm + a["weight_decay"] * p_norm)
+            rate = local if p_norm > a["threshold"] else 1.0
+            out[k] = (g + a["weight_decay"] * w[k]) * rate
+        return out
+    if kind == "GradientNoise":
+        noise = kwargs["noise"]
+        return {k: g + noise(g.shape, rule_t[k]) for k, g in grads.items()}  # type: ignore[operator]
+    raise ValueError(f"unknown built-in hook {kind!r}")

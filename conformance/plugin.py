@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ _STATE: dict[str, Any] = {}
 
 
 #: The suite's options; each is ``--corrmom-NAME`` (``nox -s conformance`` also takes ``--NAME``).
-OPTIONS = ("impl", "backend", "thorough", "report", "no-shrink")
+OPTIONS = ("impl", "backend", "thorough", "report", "no-shrink", "shrink-seconds")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,12 +52,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--corrmom-report", default=None, help="write the report to PATH.json and PATH.md")
     group.addoption(
+        "--corrmom-shrink-seconds",
+        type=float,
+        default=None,
+        help="at most this long shrinking each failing check (default 4, and 8 for all the failing checks "
+        "of one family together; with --thorough 300 each, Hypothesis' own limit)",
+    )
+    group.addoption(
         "--corrmom-no-shrink",
         action="store_true",
         help="report the first counterexample found without shrinking it (quick pass/fail runs)",
     )
 
 
+#: Seconds of shrinking per failing check, by default and with ``--thorough``.
+SHRINK_SECONDS = {"fast": 4.0, "thorough": 300.0}
+#: Seconds that the failing checks of one family may take in all (default runs only):
+#: once spent, the family's further failures shrink for at most half a second each.
+FAMILY_FAILURE_SECONDS = 8.0
+
+
+def _active(config: pytest.Config) -> bool:
+    """Whether this pytest run is a conformance run (``--impl``, the variable, or the checks named)."""
+    if config.getoption("corrmom_impl") or os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
+        return True
+    args = " ".join(str(a) for a in config.args)
+    return "corrmom_conformance.checks" in args or "conformance/checks" in args
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(*capabilities): the check needs these adapter capabilities")
     if importlib.util.find_spec("hypothesis") is None:
@@ -64,29 +88,96 @@ def pytest_configure(config: pytest.Config) -> None:
             "the corrmom conformance suite needs Hypothesis: pip install 'corrmom-ref[test]' "
             "(or run without -p corrmom_conformance.plugin)"
         )
-    profile = "conformance-thorough" if config.getoption("corrmom_thorough") else "conformance-fast"
-    if config.getoption("corrmom_no_shrink"):
-        profile += "-no-shrink"
-    _STATE["profile"] = profile
+    _STATE["config"] = config
+    if _active(config):
+        _fix_seed(config)
+        _bound_shrinking(config)
+    # registered (Hypothesis imported) when the checks are imported: see load_profile
+    _STATE["profile_options"] = (config.getoption("corrmom_thorough"), config.getoption("corrmom_no_shrink"))
 
 
-def load_profile() -> None:
-    """Register the suite's Hypothesis profiles and make the run's one current.
-
-    Called when :mod:`corrmom_conformance.checks` is imported: ``@given`` binds its
-    settings when a check module is imported, so the profile must be loaded
-    before that, and only for conformance runs (Hypothesis is imported here,
-    not when pytest starts).
-    """
+def register_profiles(thorough: bool = False, no_shrink: bool = False) -> str:
+    """Register the suite's Hypothesis profiles; return the name of the one to use."""
     from hypothesis import HealthCheck, Phase, settings
 
     common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
-    for name, examples in (("conformance-fast", 12), ("conformance-thorough", 200)):
-        settings.register_profile(name, max_examples=examples, **common)
+    # no explain phase by default: it reruns a shrunk failure many times to annotate it
+    fast_phases = [p for p in Phase if p is not Phase.explain]
+    settings.register_profile("conformance-fast", max_examples=12, phases=fast_phases, **common)
+    settings.register_profile("conformance-thorough", max_examples=200, **common)
+    profile = "conformance-thorough" if thorough else "conformance-fast"
+    if no_shrink:
         settings.register_profile(
-            name + "-no-shrink", settings.get_profile(name), phases=[Phase.explicit, Phase.generate]
+            profile + "-no-shrink", settings.get_profile(profile), phases=[Phase.explicit, Phase.generate]
         )
-    settings.load_profile(_STATE.get("profile", "conformance-fast"))
+        profile += "-no-shrink"
+    return profile
+
+
+def _fix_seed(config: pytest.Config) -> None:
+    """Draw the Hypothesis seed here when none was given, so the report can name it.
+
+    Runs before Hypothesis' own ``pytest_configure`` (``tryfirst``), which
+    then forces the seed as if ``--hypothesis-seed`` had been given.
+    """
+    import random
+
+    if config.getoption("hypothesis_seed", default=None) is None and hasattr(
+        config.option, "hypothesis_seed"
+    ):
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+        _STATE["seed_drawn"] = True
+    _STATE["seed"] = config.getoption("hypothesis_seed", default=None)
+
+
+def _bound_shrinking(config: pytest.Config) -> None:
+    """Cap the time Hypothesis spends shrinking one failure (its own cap is 300 s).
+
+    Hypothesis has no setting for it, so this sets its engine's module
+    constant, when present (a Hypothesis without it shrinks as it always does).
+    """
+    from hypothesis.internal.conjecture import engine
+
+    seconds = config.getoption("corrmom_shrink_seconds")
+    if seconds is None:
+        seconds = SHRINK_SECONDS["thorough" if config.getoption("corrmom_thorough") else "fast"]
+    _STATE["shrink_seconds"] = seconds
+    bounded = config.getoption("corrmom_shrink_seconds") is None and not config.getoption("corrmom_thorough")
+    _STATE["family_left"] = {} if bounded else None
+    _STATE["shrink_bound"] = hasattr(engine, "MAX_SHRINKING_SECONDS")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Set this check's shrinking time: the per-check cap, or what its family has left."""
+    if _STATE.get("shrink_bound") and item.nodeid in _STATE.get("check_ids", ()):
+        from hypothesis.internal.conjecture import engine
+
+        seconds = _STATE["shrink_seconds"]
+        family_left = _STATE.get("family_left")
+        if family_left is not None:
+            left = family_left.setdefault(_family(item), FAMILY_FAILURE_SECONDS)
+            seconds = max(0.5, min(seconds, left))
+        engine.MAX_SHRINKING_SECONDS = seconds
+    yield
+
+
+def _family(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).stem
+
+
+def load_profile() -> None:
+    """Make the run's Hypothesis profile current.
+
+    Called when :mod:`corrmom_conformance.checks` is imported: ``@given`` binds its
+    settings when a check module is imported, so the profile must be loaded
+    before that, and only for conformance runs.
+    """
+    from hypothesis import settings
+
+    if "profile" not in _STATE:  # outside pytest (a reproducer script): the default profile
+        _STATE["profile"] = register_profiles(*_STATE.get("profile_options", (False, False)))
+    settings.load_profile(_STATE["profile"])
 
 
 def _adapter(config: pytest.Config) -> Any:
@@ -112,9 +203,13 @@ def pytest_collection_modifyitems(
         return
     adapter = _adapter(config)
     _STATE["check_ids"] = {item.nodeid for item in checks}
-    declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
+    try:
+        declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
+    except ValueError as error:
+        raise pytest.UsageError(f"expected deviations of {adapter.name}: {error}") from error
     by_key = {d.check: d for d in declared}
     used: set[str] = set()
+    _STATE["deviation_of"] = {}
     for item in checks:
         needed = {c for marker in item.iter_markers("requires") for c in marker.args}
         missing = sorted(needed - set(adapter.capabilities))
@@ -127,16 +222,78 @@ def pytest_collection_modifyitems(
         key = next((k for k in keys if k in by_key), None)
         if key is not None:
             used.add(key)
-            item.add_marker(pytest.mark.xfail(reason=by_key[key].reason, strict=False))
-            _without_shrinking(item)
+            _STATE["deviation_of"][item.nodeid] = by_key[key]
+            if by_key[key].match is not None:
+                _without_shrinking(item)
     stale = sorted(set(by_key) - used)
     for key in stale:
         warnings.warn(
             f"expected deviation {key!r} of {adapter.name} matches no collected check", stacklevel=1
         )
     _STATE["report"] = Report(
-        adapter.name, adapter.version, adapter.backend, sorted(adapter.capabilities), stale_deviations=stale
+        adapter.name,
+        adapter.version,
+        adapter.backend,
+        sorted(adapter.capabilities),
+        stale_deviations=stale,
+        seed=str(_STATE.get("seed")),
+        command=shlex.join(["pytest", *config.invocation_params.args]),
+        versions=_versions(),
     )
+
+
+def _versions() -> dict[str, str]:
+    """Versions of what the run's numbers depend on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "hypothesis", "pytest"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def rules_left_out(nodeid_part: str = "test_state_machine") -> frozenset[str]:
+    """State-machine rules a declared deviation leaves out (its ``without``)."""
+    out: set[str] = set()
+    for nodeid, deviation in _STATE.get("deviation_of", {}).items():
+        if nodeid_part in nodeid:
+            out |= set(deviation.without)
+    return frozenset(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep what a reproducer needs; judge a declared deviation: only the failure it names is expected."""
+    outcome = yield
+    if call.when != "call" or item.nodeid not in _STATE.get("check_ids", ()):
+        return
+    rep = outcome.get_result()
+    family_left = _STATE.get("family_left")
+    if rep.failed and family_left is not None:
+        family_left[_family(item)] = family_left.get(_family(item), FAMILY_FAILURE_SECONDS) - call.duration
+    callspec = getattr(item, "callspec", None)
+    rep.user_properties.append(("params", dict(callspec.params) if callspec is not None else {}))
+    rep.user_properties.append(("fixtures", list(getattr(item, "fixturenames", []))))
+    rep.user_properties.append(("path", str(item.path)))
+    rep.user_properties.append(("function", getattr(item, "originalname", item.name)))
+    deviation = _STATE.get("deviation_of", {}).get(item.nodeid)
+    if deviation is None or deviation.match is None:  # none, or 'without': the check must simply pass
+        return
+    if rep.passed:
+        rep.wasxfail = deviation.reason  # reported as "deviation now passes"
+    elif rep.failed and call.excinfo is not None:
+        failure = f"{call.excinfo.typename}: {call.excinfo.value}"
+        if deviation.matches(failure):
+            rep.outcome = "skipped"
+            rep.wasxfail = deviation.reason
+        else:
+            rep.user_properties.append(
+                ("mismatch", f"fails otherwise than its declared deviation (match {deviation.match!r})")
+            )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -150,10 +307,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return [f"corrmom conformance: cannot load the implementation: {error}"]
     profile = _STATE.get("profile", "conformance-fast")
     seed = config.getoption("hypothesis_seed", default=None)
+    drawn = (
+        " (drawn for this run; rerun with --hypothesis-seed to repeat it)" if _STATE.get("seed_drawn") else ""
+    )
     return [
         f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",
         f"  capabilities: {', '.join(sorted(adapter.capabilities))}",
-        f"  hypothesis profile: {profile}, seed: {seed if seed is not None else 'random (see --hypothesis-seed)'}",
+        f"  hypothesis profile: {profile}, seed: {seed}{drawn}, "
+        f"shrinking at most {_STATE.get('shrink_seconds', '?')} s per failing check",
     ]
 
 
@@ -196,13 +357,19 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     check = report.nodeid.split("checks/", 1)[-1]
     if report.when == "call":
+        props = dict(report.user_properties)
         if hasattr(report, "wasxfail"):
             outcome = "deviation now passes" if report.passed else "expected deviation"
             rep.record(check, outcome, report.wasxfail)
         elif report.passed:
-            rep.record(check, "pass")
+            deviation = _STATE.get("deviation_of", {}).get(report.nodeid)
+            note = f"without {', '.join(deviation.without)}: {deviation.reason}" if deviation else ""
+            rep.record(check, "pass", note)
         else:
-            rep.record(check, "fail", _first_line(report.longreprtext))
+            reason = _first_line(report.longreprtext)
+            if "mismatch" in props:
+                reason = f"{props['mismatch']}: {reason}"
+            rep.record(check, "fail", reason, _reproduce(report, props))
     elif report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
@@ -214,6 +381,31 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             rep.record(check, "not applicable", reason)
     elif report.failed:
         rep.record(check, "error", _first_line(report.longreprtext))
+
+
+def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, str]:
+    """The failure's reproducer: a command with the run's seed and a stand-alone script."""
+    from corrmom_conformance import reproducer
+
+    config = _STATE["config"]
+    impl = config.getoption("corrmom_impl") or os.environ.get("CORRMOM_CONFORMANCE_IMPL") or "ref"
+    options = [f"--corrmom-impl={impl}", f"--corrmom-backend={config.getoption('corrmom_backend')}"]
+    if config.getoption("corrmom_thorough"):
+        options.append("--corrmom-thorough")
+    path = str(props.get("path", report.fspath))
+    name = report.nodeid.split("::", 1)[-1]
+    return {
+        "command": reproducer.command(path, name, options, _STATE.get("seed")),
+        "script": reproducer.script(
+            Path(path).stem,
+            str(props.get("function", name.split("[")[0])),
+            impl,
+            config.getoption("corrmom_backend"),
+            dict(props.get("params", {})),
+            report.longreprtext,
+            "tmp_path" in props.get("fixtures", []),
+        ),
+    }
 
 
 def _first_line(text: str) -> str:
@@ -229,6 +421,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("corrmom conformance")
     terminalreporter.write_line(f"{rep.impl} {rep.version} on {rep.backend}: {rep.summary_line()}")
+    for family, counts in rep.family_counts().items():
+        terminalreporter.write_line(f"  {family}: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n))
+    terminalreporter.write_line(f"hypothesis seed: {rep.seed}")
+    for entry in rep.entries.values():
+        if entry.outcome == "fail" and entry.reproducer:
+            terminalreporter.write_line(f"  reproduce {entry.check}: {entry.reproducer['command']}")
     for entry in rep.entries.values():
         if entry.outcome == "deviation now passes":
             terminalreporter.write_line(f"  deviation now passes (update the deviations file): {entry.check}")

@@ -12,7 +12,10 @@ lacks is reported *not applicable* with the missing capability as the reason.
 Capabilities (see :data:`CAPABILITIES` for the one-line meaning of each):
 ``hyperparams``, ``per_param_hyperparams``, ``state``, ``counters``,
 ``cleared_grads``, ``loss_scaling``, ``fp32_master``, ``hooks``,
-``rule_hooks``, ``serialize_npz``, ``epochs``, ``warnings``, ``float16``, ``float64``.
+``rule_hooks``, ``serialize_npz``, ``epochs``, ``warnings``, ``float16``, ``float64``,
+``generic_variant``, ``disabled_rules``, ``builtin_hooks``, ``chainer_rounding``.
+Capabilities added later default to absent, so an adapter written before them
+keeps working: the checks that need them are reported not applicable.
 """
 
 from __future__ import annotations
@@ -40,6 +43,24 @@ CAPABILITIES: dict[str, str] = {
     "float16": "float16 parameters",
     "float64": "float64 parameters",
     "generic_variant": "generic_variant(): the same without native kernels; fast_path_roundings: k (0: bitwise)",
+    "disabled_rules": "set_rule_enabled(name, False): that parameter's update rule does nothing (Chainer's rule.enabled)",
+    "builtin_hooks": "add_builtin_hook(kind, **kwargs): Chainer's WeightDecay, Lasso, GradientClipping, "
+    "GradientHardClipping, GradientLARS, GradientNoise (noise given by the suite)",
+    "chainer_rounding": "each step rounds exactly as Chainer's CPU code: v *= m; v -= g; p += lr * v in the "
+    "parameter's dtype (checked bitwise)",
+}
+
+#: The built-in hooks of ``builtin_hooks``, with the keyword arguments each takes.
+#: ``GradientNoise``'s ``noise`` is ``noise(shape, rule_t) -> float64 ndarray``, the
+#: noise to add to a gradient of that shape when its rule's ``t`` is ``rule_t``
+#: (the adapter wraps it as the hook's ``noise_func`` and casts to the gradient's dtype).
+BUILTIN_HOOKS: dict[str, tuple[str, ...]] = {
+    "WeightDecay": ("rate",),
+    "Lasso": ("rate",),
+    "GradientClipping": ("threshold",),
+    "GradientHardClipping": ("lower_bound", "upper_bound"),
+    "GradientLARS": ("threshold", "weight_decay", "eps"),
+    "GradientNoise": ("eta", "noise"),
 }
 
 Timing = Literal["pre", "post", "auto"]
@@ -78,6 +99,14 @@ class HookSpec:
         param: For ``level='rule'``, the parameter whose rule gets the hook.
         clears_grad: After recording, the hook clears this parameter's gradient
             (``'*'``: the parameter it was called for).
+        scale: After recording, the hook multiplies the gradient(s) of its call
+            by this (a per-parameter or rule hook: its parameter's; a
+            whole-optimizer hook: every parameter's), in place, in the gradient's dtype.
+        add: After recording (and scaling), the hook adds this constant to the
+            same gradient(s), in place.
+
+    A hook that modifies gradients does so in the order record, scale, add,
+    clear; a gradient that is ``None`` is left alone.
     """
 
     name: str | None
@@ -88,6 +117,8 @@ class HookSpec:
     level: Literal["optimizer", "rule"] = "optimizer"
     param: str | None = None
     clears_grad: str | None = None
+    scale: float | None = None
+    add: float | None = None
 
 
 @runtime_checkable
@@ -155,6 +186,13 @@ class Optimizer(Protocol):
     @property
     def epoch(self) -> int:
         """Epoch count."""
+
+    def set_rule_enabled(self, name: str, enabled: bool) -> None:
+        """Enable or disable the update rule of parameter ``name`` (capability ``disabled_rules``)."""
+
+    def add_builtin_hook(self, kind: str, **kwargs: object) -> None:
+        """Register Chainer's built-in hook ``kind`` (see :data:`BUILTIN_HOOKS`) with its
+        default timing and name (capability ``builtin_hooks``)."""
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ class ChainerAdapter:
     name = "chainer"
     backend = "numpy"
     state_sign = -1.0
-    capabilities = ALL_CAPABILITIES
+    capabilities = ALL_CAPABILITIES | {"chainer_rounding"}
 
     def __init__(self) -> None:
         with warnings.catch_warnings():
@@ -63,6 +63,7 @@ class ChainerAdapter:
             load_npz=chainer.serializers.load_npz,
             to_native=lambda a: np.array(a, copy=True),
             to_numpy=lambda x: np.array(x, copy=True),
+            optimizer_hooks=chainer.optimizer_hooks,
         )
 
     def create(self, params: Any, *, lr: float, momentum: float) -> ChainerStyleOptimizer:

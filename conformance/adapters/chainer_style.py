@@ -33,6 +33,8 @@ ALL_CAPABILITIES = frozenset(
         "warnings",
         "float16",
         "float64",
+        "disabled_rules",
+        "builtin_hooks",
     }
 )
 
@@ -51,6 +53,7 @@ class Flavour:
         to_native, to_numpy: Array conversion.
         dispatch: A context manager entered around every ``update()`` (the
             reference's generic variant switches its fast paths off in it).
+        optimizer_hooks: The module with the built-in hooks (``WeightDecay``, ...).
     """
 
     make_link: Callable[[Mapping[str, Any]], tuple[Any, dict[str, Any]]]
@@ -61,6 +64,7 @@ class Flavour:
     to_native: Callable[[np.ndarray], Any]
     to_numpy: Callable[[Any], np.ndarray]
     dispatch: Callable[[], AbstractContextManager[Any]] = nullcontext
+    optimizer_hooks: Any = None
 
 
 class ChainerStyleOptimizer:
@@ -174,6 +178,14 @@ class ChainerStyleOptimizer:
                         for k, p in adapter._params.items()
                     }
                 record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
+                touched = [args[1]] if len(args) == 2 else list(adapter._params.values())
+                for target in touched:
+                    if target.grad is None:
+                        continue
+                    if spec.scale is not None:  # rebinds: the update must read what the hook left
+                        target.grad = target.grad * spec.scale
+                    if spec.add is not None:
+                        target.grad = target.grad + spec.add
                 if spec.clears_grad is not None:
                     target = name if spec.clears_grad == "*" else spec.clears_grad
                     if target in adapter._params:
@@ -186,6 +198,20 @@ class ChainerStyleOptimizer:
         if spec.attr_timing is not None:
             hook.timing = spec.attr_timing  # type: ignore[attr-defined]
         return hook
+
+    def add_builtin_hook(self, kind: str, **kwargs: Any) -> None:
+        hooks = self._f.optimizer_hooks
+        if kind == "GradientNoise":
+            noise = kwargs.pop("noise")
+
+            def noise_func(xp: Any, shape: Any, dtype: Any, hook: Any, rule: Any) -> Any:
+                return xp.asarray(noise(tuple(shape), int(rule.t)), dtype=dtype)
+
+            kwargs["noise_func"] = noise_func
+        self.opt.add_hook(getattr(hooks, kind)(**kwargs))
+
+    def set_rule_enabled(self, name: str, enabled: bool) -> None:
+        self._params[name].update_rule.enabled = enabled
 
     # -- serialization and epochs -------------------------------------------------
 

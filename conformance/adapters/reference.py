@@ -46,6 +46,10 @@ class ReferenceAdapter:
         # Numba loop, which rounds as the generic step does) the two agree bitwise.
         xp = array_namespace(self._backend.to_native(np.zeros(1, np.float32)))
         self.fast_path_roundings = float(kernel_roundings(xp))
+        # On NumPy the generic step is Chainer's CPU code, operation for operation
+        # (and the Numba loop rounds as it does): bitwise Chainer's numbers.
+        if backend in ("numpy", "numpy1", "numba") and self.fast_path_roundings == 0:
+            self.capabilities |= {"chainer_rounding"}
 
     def generic_variant(self) -> ReferenceAdapter:
         """The reference on the same backend with its native fast paths off."""
@@ -64,6 +68,7 @@ class ReferenceAdapter:
             to_native=self._backend.to_native,
             to_numpy=self._backend.to_numpy,
             dispatch=(lambda: nullcontext()) if self._fast_paths else (lambda: use_fast_paths(False)),
+            optimizer_hooks=cr.optimizer_hooks,
         )
 
     def create(self, params: Any, *, lr: float, momentum: float) -> ChainerStyleOptimizer:

@@ -2,7 +2,9 @@
 
 PyTorch has no update-rule objects, hooks with Chainer's rules, npz
 snapshots, epochs or float32 master copies, so those checks are not
-applicable. Each parameter gets its own param group, which is how PyTorch
+applicable. Loss-scaling arguments go to ``GradScaler`` as given, unchecked,
+so the suite's checks of them test PyTorch; PyTorch has no static scale, and
+the adapter stands a ``GradScaler`` that never grows in for one. Each parameter gets its own param group, which is how PyTorch
 overrides a hyperparameter for one parameter.
 """
 
@@ -25,7 +27,6 @@ class TorchSGDOptimizer:
         self.opt = torch.optim.SGD(list(self._groups.values()), lr=lr, momentum=momentum)
         self._overrides: dict[str, set[str]] = {k: set() for k in self._params}
         self._scaler: Any = None
-        self._static_scale: float | None = None
 
     def _group(self, name: str) -> dict[str, Any]:
         index = list(self._params).index(name)
@@ -45,11 +46,6 @@ class TorchSGDOptimizer:
             self._scaler.step(self.opt)
             self._scaler.update()
             return
-        if self._static_scale is not None:
-            with torch.no_grad():
-                for p in self._params.values():
-                    if p.grad is not None:
-                        p.grad /= self._static_scale
         self.opt.step()
 
     def params(self) -> dict[str, np.ndarray]:
@@ -77,24 +73,25 @@ class TorchSGDOptimizer:
         self._group(name)[key] = value
 
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
+        # Everything goes to GradScaler unvalidated: the suite checks PyTorch, not this adapter.
+        # PyTorch has no static scale; the nearest is a GradScaler that never grows
+        # (its backoff on an overflow stays: that is PyTorch's behaviour).
         torch = self._torch
         if scale is not None:
-            if not scale > 0:
-                raise ValueError(f"loss scale must be positive, got {scale}")
-            self._scaler, self._static_scale = None, float(scale)
-            return
-        if interval < 1:
-            raise ValueError(f"growth interval must be >= 1, got {interval}")
-        self._scaler = torch.amp.GradScaler(
-            "cpu", init_scale=1.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=interval
-        )
+            self._scaler = torch.amp.GradScaler(
+                "cpu", init_scale=scale, growth_factor=2.0, backoff_factor=0.5, growth_interval=2**31 - 1
+            )
+        else:
+            self._scaler = torch.amp.GradScaler(
+                "cpu", init_scale=1.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=interval
+            )
         self._scaler.scale(torch.ones(()))  # creates the scale tensor
 
     @property
     def loss_scale(self) -> float | None:
         if self._scaler is not None:
             return float(self._scaler.get_scale())
-        return self._static_scale
+        return None
 
 
 class TorchSGDAdapter:

@@ -203,3 +203,35 @@ def test_float16_with_fp32_master(adapter):
             f"step {t}: {step['w']} != float16(float32 master) {expected}"
         )
     assert got[-1]["w"][0] != np.float16(1.0), "the parameter never moved"
+
+
+@pytest.mark.requires("hyperparams")
+@given(
+    seed=st.integers(0, 2**16),
+    momenta_drawn=st.lists(st.sampled_from([0.5, 0.9, 0.99]), min_size=8, max_size=8),
+    data=st.data(),
+)
+def test_momentum_changes_follow_eq9(adapter, seed, momenta_drawn, data):
+    """``set_momentum`` between steps: each step uses the momentum set before it, in eq. (9)'s ``u = m u + g``."""
+    momenta_used = [0.9, 0.5, *momenta_drawn[2:]]  # at least one change, whatever is drawn
+    _assert_momenta(adapter, seed, momenta_used, data.draw(schedules(len(momenta_used))))
+
+
+@pytest.mark.requires("hyperparams")
+def test_momentum_back_from_zero_keeps_the_buffer(adapter):
+    """Steps with momentum 0 still keep u = g: when the momentum returns (step 4), it carries step 3's gradient."""
+    _assert_momenta(adapter, 7, [0.9, 0.0, 0.0, 0.5, 0.9], [0.1] * 5)
+
+
+def _assert_momenta(adapter, seed, momenta_used, lrs):
+    params = problem(seed, SHAPES)
+    grads = gradients(seed, params, len(momenta_used))
+    opt = adapter.create(params, lr=lrs[0], momentum=momenta_used[0])
+    got = []
+    with quiet():
+        for g, lr, m in zip(grads, lrs, momenta_used, strict=True):
+            opt.set_lr(lr)
+            opt.set_momentum(m)
+            opt.step(g)
+            got.append(opt.params())
+    assert_trajectory(got, oracle_eq9(params, grads, lrs, momenta_used), np.float32)

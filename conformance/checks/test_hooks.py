@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
 from corrmom_conformance.protocol import HookEvent, HookSpec
 
 pytestmark = pytest.mark.requires("hooks")
@@ -157,3 +157,88 @@ def test_hooks_see_the_step_gradients(adapter):
         opt.step(grads[0])
     for name in SHAPES:
         np.testing.assert_array_equal(events[0].grads[name], grads[0][name])
+
+
+# -- hooks that modify gradients, removal of post hooks, cleared gradients ----------------
+
+
+def _eq9_with(params, grads, lr, m, transform):
+    """Eq. (9) in float64 with every gradient first passed through ``transform(name, g)``."""
+    hooked = [{k: transform(k, g[k].astype(np.float64)) for k in g} for g in grads]
+    return oracle_eq9(params, hooked, [lr] * len(grads), [m] * len(grads))
+
+
+def test_update_uses_the_gradients_pre_hooks_leave(adapter):
+    """Pre hooks scale every gradient by 2, add 0.25 to each, then clear ``b``'s: the update uses 2 g + 0.25, and zeros for ``b``."""
+    params = problem(22, SHAPES)
+    grads = gradients(22, params, 3)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    _events, record = _recorder()
+    opt.add_hook(HookSpec(name="double", timing="pre", scale=2.0), record)
+    opt.add_hook(HookSpec(name="shift", timing="pre", per_param=True, add=0.25), record)
+    opt.add_hook(HookSpec(name="drop_b", timing="pre", clears_grad="b"), record)
+    got = run(opt, grads)
+    want = _eq9_with(params, grads, 0.1, 0.9, lambda k, g: g * 0 if k == "b" else 2 * g + 0.25)
+    assert_trajectory(got, want, np.float32, what="parameter after gradient-modifying pre hooks,")
+
+
+@pytest.mark.parametrize("timing", ["pre", "post"])
+def test_removed_hook_of_either_timing_is_not_called(adapter, timing):
+    """A removed pre or post hook is never called again; the other hooks still are."""
+    opt, grads = _opt(adapter)
+    events, record = _recorder()
+    other = "post" if timing == "pre" else "pre"
+    opt.add_hook(HookSpec(name="gone", timing=timing), record)
+    opt.add_hook(HookSpec(name="kept", timing=other), record)
+    with quiet():
+        opt.step(grads[0])
+    opt.remove_hook("gone")
+    with quiet():
+        opt.step(grads[1])
+    assert [e.hook for e in events][-1:] == ["kept"] and [e.hook for e in events].count("gone") == 1, (
+        f"after removing the {timing} hook 'gone' the calls were {[e.hook for e in events]}"
+    )
+
+
+@pytest.mark.requires("rule_hooks")
+@pytest.mark.parametrize("timing", ["pre", "post"])
+def test_removed_rule_hook_is_not_called(adapter, timing):
+    opt, grads = _opt(adapter)
+    events, record = _recorder()
+    opt.add_hook(HookSpec(name="gone", timing=timing, level="rule", param="b"), record)
+    opt.add_hook(HookSpec(name="kept", timing=timing, level="rule", param="W"), record)
+    opt.remove_hook("gone", level="rule", param="b")
+    with quiet():
+        opt.step(grads[0])
+    assert [e.hook for e in events] == ["kept"], f"calls after removing the rule {timing} hook: {events}"
+
+
+@pytest.mark.requires("rule_hooks")
+def test_rule_pre_hook_changes_its_parameters_update(adapter):
+    """A rule pre hook on ``b`` that scales its (unscaled) gradient by 3 changes ``b``'s update alone."""
+    params = problem(24, SHAPES)
+    grads = gradients(24, params, 3)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    _events, record = _recorder()
+    opt.add_hook(HookSpec(name="triple_b", timing="pre", level="rule", param="b", scale=3.0), record)
+    got = run(opt, grads)
+    want = _eq9_with(params, grads, 0.1, 0.9, lambda k, g: 3 * g if k == "b" else g)
+    assert_trajectory(got, want, np.float32, what="parameter after a rule pre hook,")
+
+
+@pytest.mark.requires("cleared_grads")
+def test_first_pre_hook_sees_zeros_for_a_cleared_gradient(adapter):
+    """Cleared gradients are reallocated as zeros before the first pre hook, which may then modify them."""
+    params = problem(25, SHAPES)
+    grads = gradients(25, params, 2)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    events, record = _recorder()
+    opt.add_hook(HookSpec(name="first", timing="pre", per_param=True, add=0.5), record)
+    cleared = [grads[0], {**grads[1], "b": None}]
+    got = run(opt, cleared)
+    seen_b = [e.grads["b"] for e in events if e.param == "b"]
+    assert seen_b[1] is not None, "the first pre hook saw None for the cleared gradient of 'b'"
+    assert np.array_equal(seen_b[1], np.zeros_like(seen_b[1])), f"it saw {seen_b[1]}, not zeros"
+    filled = [grads[0], {**grads[1], "b": np.zeros_like(grads[1]["b"])}]
+    want = _eq9_with(params, filled, 0.1, 0.9, lambda k, g: g + 0.5)
+    assert_trajectory(got, want, np.float32, what="parameter with a cleared gradient and a pre hook,")

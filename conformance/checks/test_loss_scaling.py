@@ -74,7 +74,9 @@ def test_doubles_once_per_interval_after_an_overflow(adapter, interval):
     pattern = [False] * 3 + [True] + [False] * (3 * interval)
     got = _scales(adapter, pattern, interval)
     after_overflow = got[3]
-    assert after_overflow is not None and math.isclose(after_overflow, 4.0, rel_tol=LOSS_SCALE_RTOL), got
+    assert after_overflow is not None and math.isclose(after_overflow, 4.0, rel_tol=LOSS_SCALE_RTOL), (
+        f"scale right after the overflow is {after_overflow}, expected 4.0 (half of 8): {got}"
+    )
     for k in range(1, 4):
         scale = got[3 + k * interval]
         assert scale is not None and math.isclose(scale, 4.0 * 2**k, rel_tol=LOSS_SCALE_RTOL), (
@@ -94,7 +96,8 @@ def test_doubles_every_step_before_any_overflow(adapter):
 def test_clamped_to_65504(adapter):
     """The scale never exceeds the largest float16, 65504; a halving from the cap gives 32752."""
     got = _scales(adapter, [False] * 20 + [True], interval=1)
-    assert max(s for s in got if s is not None) <= LOSS_SCALE_MAX
+    highest = max(s for s in got if s is not None)
+    assert highest <= LOSS_SCALE_MAX, f"the scale reached {highest}, above 65504: {got}"
     _assert_scales(got[15:], [LOSS_SCALE_MAX] * 5 + [LOSS_SCALE_MAX / 2])
 
 
@@ -137,3 +140,37 @@ def test_rejects_non_positive_static_scale(adapter, scale):
     opt = adapter.create({"w": np.zeros(2, np.float32)}, lr=0.1, momentum=0.9)
     with pytest.raises(ValueError):
         opt.loss_scaling(scale=scale)
+
+
+@pytest.mark.parametrize("interval", [1, 2])
+def test_capped_at_65504_after_an_overflow(adapter, interval):
+    """Overflow first, then more clean steps than the cap needs: the slow growth is capped at 65504 too."""
+    pattern = [False] * 2 + [True] + [False] * (16 * interval + 4)
+    got = _scales(adapter, pattern, interval)
+    _assert_scales(got, _expected(pattern, interval))
+    assert got[-1] == LOSS_SCALE_MAX
+
+
+@pytest.mark.requires("float16")
+def test_large_finite_scaled_float16_gradients_are_not_overflows(adapter):
+    """float16 gradients of 1000 scaled by 1, 2, ..., 64 (up to 64000, below 65504) are finite: each step is applied and the scale doubles; at 128 they overflow."""
+    opt = adapter.create({"w": np.zeros(2, np.float16)}, lr=2.0**-12, momentum=0.0)
+    opt.loss_scaling(interval=1000)
+    g = {"w": np.array([1000.0, -1000.0], np.float16)}
+    with quiet():
+        for step in range(1, 8):
+            before = opt.params()["w"]
+            opt.step(g)
+            after = opt.params()["w"]
+            assert not np.array_equal(before, after), (
+                f"step {step} (scaled gradient {1000 * 2 ** (step - 1)}, finite) was skipped"
+            )
+            assert opt.loss_scale == 2.0**step, (
+                f"loss scale after step {step} is {opt.loss_scale}, expected {2.0**step}"
+            )
+        before = opt.params()["w"]
+        opt.step(g)  # 1000 * 128 overflows float16
+    assert np.array_equal(before, opt.params()["w"]), (
+        "the overflowing step (1000 * 128 in float16) was applied"
+    )
+    assert opt.loss_scale == 64.0, f"loss scale after the overflow is {opt.loss_scale}, expected 64"

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.protocol import HookEvent, HookSpec
 
 pytestmark = pytest.mark.requires("loss_scaling")
 
@@ -98,3 +99,64 @@ def test_no_skip_without_dynamic_scaling(adapter):
     with quiet():
         opt.step({"w": np.array([np.nan, 1.0], np.float32)})
     assert np.isnan(opt.params()["w"][0])
+
+
+# -- hooks on a skipped step; static scaling does not skip ------------------------------
+
+
+def _hooked(adapter, rule_level: bool):
+    opt, g = _primed(adapter)
+    events: list[HookEvent] = []
+    opt.add_hook(HookSpec(name="opt_pre", timing="pre"), events.append)
+    opt.add_hook(HookSpec(name="opt_post", timing="post"), events.append)
+    if rule_level:
+        opt.add_hook(HookSpec(name="rule_pre", timing="pre", level="rule", param="b"), events.append)
+        opt.add_hook(HookSpec(name="rule_post", timing="post", level="rule", param="b"), events.append)
+    return opt, g, events
+
+
+@pytest.mark.requires("hooks")
+def test_skipped_step_runs_optimizer_pre_and_post_hooks(adapter):
+    """On a skipped step Chainer still calls the optimizer's pre and post hooks (t advanced for the post ones)."""
+    opt, g, events = _hooked(adapter, rule_level=False)
+    with quiet():
+        opt.step(_poisoned(g, "W", 0, np.nan))
+    assert [e.hook for e in events] == ["opt_pre", "opt_post"], (
+        f"hooks called on a skipped step: {[e.hook for e in events]}"
+    )
+
+
+@pytest.mark.requires("hooks", "rule_hooks")
+def test_skipped_step_runs_no_update_rule_hook(adapter):
+    """Rule hooks run inside the update, so a skipped step calls none of them; the next clean step does."""
+    opt, g, events = _hooked(adapter, rule_level=True)
+    with quiet():
+        opt.step(_poisoned(g, "l1/W", 2, np.inf))
+        skipped = [e.hook for e in events]
+        del events[:]
+        opt.step(g)
+    assert skipped == ["opt_pre", "opt_post"], f"hooks called on a skipped step: {skipped}"
+    assert [e.hook for e in events] == ["opt_pre", "rule_pre", "rule_post", "opt_post"], (
+        f"hooks called on the clean step after it: {[e.hook for e in events]}"
+    )
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_static_scaling_applies_a_non_finite_step(adapter, value):
+    """Only dynamic scaling skips: under a static scale a non-finite gradient reaches the parameter and the step counts."""
+    params = problem(9, {"w": (2,), "b": (3,)})
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    opt.loss_scaling(scale=4.0)
+    g = {"w": np.array([value, 1.0], np.float32), "b": np.ones(3, np.float32)}
+    with quiet():
+        opt.step(g)
+    got = opt.params()
+    assert not np.isfinite(got["w"][0]), f"w[0] is {got['w'][0]}: the step was skipped under a static scale"
+    assert not np.array_equal(got["b"], params["b"]), (
+        "b did not move: the step was skipped under a static scale"
+    )
+    assert opt.loss_scale == 4.0, f"the static scale moved to {opt.loss_scale}"
+    if "counters" in adapter.capabilities:
+        assert (opt.t, opt.rule_t("b")) == (1, 1), (
+            f"t, rule t of b = {(opt.t, opt.rule_t('b'))}, expected (1, 1)"
+        )

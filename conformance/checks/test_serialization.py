@@ -141,3 +141,70 @@ def test_snapshot_continues_in_the_reference(adapter, tmp_path):
     with quiet():
         theirs.load(str(tmp_path / "s.npz"))
     assert_trajectory(run(theirs, grads[4:], lrs[4:]), run(mine, grads[4:], lrs[4:]), np.float32)
+
+
+@pytest.mark.requires("epochs")
+def test_new_epoch_counts_and_round_trips(adapter, tmp_path):
+    """``new_epoch()`` adds one to ``epoch`` and nothing else; the npz holds it and a fresh optimizer loads it."""
+    params = problem(17, SHAPES)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    run(opt, gradients(17, params, 2))
+    t_before = opt.t if "counters" in adapter.capabilities else None
+    for expected in (1, 2, 3):
+        opt.new_epoch()
+        assert opt.epoch == expected, f"epoch after {expected} new_epoch() calls is {opt.epoch}"
+    if t_before is not None:
+        assert opt.t == t_before, f"new_epoch() changed t from {t_before} to {opt.t}"
+    opt.save(str(tmp_path / "s.npz"))
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
+        assert int(npz["epoch"]) == 3, f"the snapshot's epoch is {npz['epoch']}, expected 3"
+    fresh = adapter.create(opt.params(), lr=0.1, momentum=0.9)
+    with quiet():
+        fresh.load(str(tmp_path / "s.npz"))
+    assert fresh.epoch == 3, f"epoch after loading into a fresh optimizer is {fresh.epoch}, expected 3"
+
+
+@pytest.mark.requires("loss_scaling")
+def test_round_trip_after_an_overflow_keeps_the_slow_growth(adapter, tmp_path):
+    """Saved after an overflow, a dynamic scale resumes growing by 2**(1/interval) per clean step, not doubling."""
+    params = {"w": np.zeros(2, np.float32)}
+    g = {"w": np.array([0.25, -0.5], np.float32)}
+    bad = {"w": np.array([0.25, np.inf], np.float32)}
+    first = adapter.create(params, lr=0.01, momentum=0.9)
+    first.loss_scaling(interval=3)
+    run(first, [g, g, g, bad, g])
+    first.save(str(tmp_path / "s.npz"))
+    second = adapter.create(first.params(), lr=0.01, momentum=0.9)
+    second.loss_scaling(interval=3)  # as a resumed run configures it before loading
+    with quiet():
+        second.load(str(tmp_path / "s.npz"))
+    for step in range(1, 5):
+        run(first, [g])
+        run(second, [g])
+        assert second.loss_scale == first.loss_scale, (
+            f"clean step {step} after resuming: scale {second.loss_scale}, uninterrupted run {first.loss_scale}"
+        )
+
+
+@pytest.mark.requires("hyperparams")
+def test_load_keeps_the_optimizers_lr_and_momentum(adapter, tmp_path):
+    """Snapshots hold no hyperparameters: after loading, the optimizer steps with its own lr and momentum."""
+    params = problem(18, SHAPES)
+    grads = gradients(18, params, 6)
+    saver = adapter.create(params, lr=0.1, momentum=0.9)
+    run(saver, grads[:3])
+    saver.save(str(tmp_path / "s.npz"))
+    own = adapter.create(saver.params(), lr=0.3, momentum=0.5)  # never told lr or momentum again
+    with quiet():
+        own.load(str(tmp_path / "s.npz"))
+    told = adapter.create(saver.params(), lr=0.1, momentum=0.9)
+    with quiet():
+        told.load(str(tmp_path / "s.npz"))
+    told.set_lr(0.3)
+    told.set_momentum(0.5)
+    a, b = run(own, grads[3:]), run(told, grads[3:])
+    diff = first_difference(a, b)
+    assert diff is None, (
+        f"created with lr=0.3, momentum=0.5 and then loaded, the optimizer departs at step {diff[0]} "
+        f"(parameter {diff[1]!r}) from one told lr=0.3, momentum=0.5 after loading: the load restored hyperparameters"
+    )

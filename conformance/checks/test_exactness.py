@@ -1,0 +1,106 @@
+"""Family 9: bitwise agreement with Chainer's rounding, for implementations that declare it.
+
+An implementation with the ``chainer_rounding`` capability promises Chainer's
+numbers, not merely eq. (9) within a tolerance: each step must equal, bit for
+bit, :func:`corrmom_conformance.oracle.chainer_cpu_step` (``v *= m; v -= g;
+p += lr * v`` in the parameter's dtype), with gradients unscaled by
+``g /= s`` in that dtype, and float16 parameters with a float32 master copy
+rounded back after each step. A re-associated or fused formula that passes
+the equation family within tolerance fails here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corrmom_conformance import oracle
+from corrmom_conformance.checks._support import gradients, problem, quiet
+from corrmom_conformance.strategies import schedules
+
+pytestmark = pytest.mark.requires("chainer_rounding", "hyperparams")
+
+SHAPES = {"W": (3, 2), "b": (5,)}
+
+
+def _bitwise(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    if got.dtype != want.dtype or not np.array_equal(got, want):
+        diff = np.flatnonzero(got.astype(np.float64) != want.astype(np.float64))
+        i = int(diff[0]) if diff.size else 0
+        raise AssertionError(
+            f"{what}: not bitwise Chainer's rounding: got {got.dtype} {got.reshape(-1)[i]!r}, "
+            f"Chainer's order gives {want.dtype} {want.reshape(-1)[i]!r} at flat index {i}"
+        )
+
+
+def _check(adapter, params, grads, lrs, momenta, *, loss_scale=None, master=False):
+    opt = adapter.create(params, lr=lrs[0], momentum=momenta[0])
+    if loss_scale is not None:
+        opt.loss_scaling(scale=loss_scale)
+    if master:
+        opt.use_fp32_update()
+    work = {k: v.astype(np.float32) if master else v.copy() for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in work.items()}
+    with quiet():
+        for t, (g, lr, m) in enumerate(zip(grads, lrs, momenta, strict=True), start=1):
+            opt.set_lr(lr)
+            opt.set_momentum(m)
+            opt.step(g)
+            got = opt.params()
+            state = opt.state() if "state" in adapter.capabilities else {}
+            for k in work:
+                grad = g[k]
+                if loss_scale is not None:  # backward gives s * g in the gradient's dtype; the rule divides
+                    kind = grad.dtype.type
+                    grad = np.divide(np.multiply(grad, kind(loss_scale)), kind(loss_scale), dtype=grad.dtype)
+                if master:
+                    grad = grad.astype(np.float32)
+                work[k], v[k] = oracle.chainer_cpu_step(work[k], grad, v[k], lr, m)
+                want = work[k].astype(params[k].dtype)
+                _bitwise(got[k], want, f"parameter {k!r} at step {t}")
+                if state.get(k) is not None and adapter.state_sign == -1.0:
+                    _bitwise(state[k], v[k], f"state {k!r} at step {t}")
+
+
+def _momenta(draw, steps):
+    return draw(st.lists(st.sampled_from([0.0, 0.5, 0.9, 0.99]), min_size=steps, max_size=steps))
+
+
+@given(seed=st.integers(0, 2**16), steps=st.integers(2, 8), data=st.data())
+def test_bitwise_float32(adapter, seed, steps, data):
+    """float32, any schedule and momentum changes: every step bitwise as Chainer rounds it."""
+    params = problem(seed, SHAPES)
+    _check(
+        adapter,
+        params,
+        gradients(seed, params, steps),
+        data.draw(schedules(steps)),
+        _momenta(data.draw, steps),
+    )
+
+
+@pytest.mark.requires("float64")
+@given(seed=st.integers(0, 2**16), data=st.data())
+def test_bitwise_float64(adapter, seed, data):
+    params = problem(seed, SHAPES, np.float64)
+    _check(adapter, params, gradients(seed, params, 6), data.draw(schedules(6)), _momenta(data.draw, 6))
+
+
+@pytest.mark.requires("loss_scaling")
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([3.0, 10.0, 1000.0]))
+def test_bitwise_under_static_loss_scale(adapter, seed, scale):
+    """A scale that is not a power of two rounds the gradient twice (s g, then / s): Chainer's numbers include that."""
+    params = problem(seed, SHAPES)
+    _check(
+        adapter, params, gradients(seed, params, 5), [0.1, 0.2, 0.2, 0.05, 0.05], [0.9] * 5, loss_scale=scale
+    )
+
+
+@pytest.mark.requires("float16", "fp32_master")
+@given(seed=st.integers(0, 2**16))
+def test_bitwise_float16_master(adapter, seed):
+    """float16 with fp32 update: Chainer's steps on the float32 master, rounded to float16 after each."""
+    params = problem(seed, SHAPES, np.float16)
+    _check(adapter, params, gradients(seed, params, 5), [0.1, 0.2, 0.2, 0.05, 0.05], [0.9] * 5, master=True)

@@ -1,0 +1,71 @@
+"""The report names the seed, date, versions and command, counts per family, and gives each failure a reproducer that works."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from tests.conformance_meta.test_mutants import (  # noqa: F401  (pytestmark: the same NumPy-leg skip)
+    ROOT,
+    _run,
+    pytestmark,
+)
+
+MUTANT = "tests.conformance_meta.mutants:uncorrected"
+#: The checkout, importable without installing it (the suite through tools/checkout).
+CHECKOUT_PATH = os.pathsep.join(str(ROOT / p) for p in ("src", ".", "tools/checkout"))
+
+
+def test_report_names_the_run_and_counts_per_family(tmp_path):
+    result = _run(MUTANT, ["test_equations", "test_hooks"], tmp_path, "-k", "eq9 or registration_order")
+    assert result["seed"] == "0"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", result["date"]), result["date"]
+    assert set(result["versions"]) >= {"python", "numpy", "hypothesis", "pytest"}
+    assert "--hypothesis-seed=0" in result["command"] and MUTANT in result["command"]
+    families = result["families"]
+    assert families["test_hooks"]["pass"] == 1 and families["test_hooks"]["fail"] == 0
+    assert families["test_equations"]["fail"] >= 1
+    assert sum(f["fail"] for f in families.values()) == result["counts"]["fail"]
+
+
+def test_each_failure_has_a_reproducer_that_fails_the_same_way(tmp_path):
+    result = _run(MUTANT, ["test_equations"], tmp_path, "-k", "test_trajectory_matches_eq9")
+    failed = [e for e in result["entries"] if e["outcome"] == "fail"]
+    assert failed, result["entries"]
+    for entry in failed:
+        command = entry["reproducer"]["command"]
+        assert "--hypothesis-seed=0" in command and f"--corrmom-impl={MUTANT}" in command, command
+        script = tmp_path / "repro.py"
+        script.write_text(entry["reproducer"]["script"])
+        env = {**os.environ, "PYTHONPATH": CHECKOUT_PATH}
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode != 0, f"the reproducer of {entry['check']} passed:\n{script.read_text()}"
+        assert "first diverges at step" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_seed_is_drawn_and_reported_when_none_is_given(tmp_path):
+    report = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PATH}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "conformance" / "checks" / "test_hooks.py"),
+        "-k",
+        "registration_order",
+        f"--corrmom-report={report}",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "corrmom_conformance.plugin",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    seed = json.loads(report.with_suffix(".json").read_text())["seed"]
+    assert seed.isdigit(), seed
+    assert f"seed: {seed} (drawn for this run" in done.stdout
+    assert f"hypothesis seed: {seed}" in done.stdout
