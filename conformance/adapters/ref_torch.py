@@ -146,6 +146,14 @@ class RefTorchOptimizer:
                         for k, p in adapter._params.items()
                     }
                 record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
+                touched = [param] if param is not None else list(adapter._params.values())
+                for target in touched:
+                    if target.grad is None:
+                        continue
+                    if spec.scale is not None:  # in place: the update must read what the hook left
+                        target.grad.mul_(spec.scale)
+                    if spec.add is not None:
+                        target.grad.add_(spec.add)
                 if spec.clears_grad is not None:
                     target = name if spec.clears_grad == "*" else spec.clears_grad
                     if target in adapter._params:
@@ -196,7 +204,13 @@ class RefTorchAdapter:
     name = "ref-torch"
     backend = "torch:cpu"
     state_sign = -1.0
-    capabilities = ALL_CAPABILITIES | {"generic_variant"}
+    #: Not applicable, by torch's idiom: ``disabled_rules`` (a frozen parameter is one left
+    #: out of the optimizer, or with ``requires_grad=False``; there is no per-parameter
+    #: enabled flag to switch) and ``builtin_hooks`` (the capability covers all six of
+    #: Chainer's hooks; ``corrmom_ref.torch.hooks`` has four, without GradientLARS, whose
+    #: per-rule hyperparameters torch keeps per group, and GradientNoise, which draws from
+    #: NumPy's global random state that no torch generator reproduces).
+    capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {"generic_variant"}
 
     def __init__(self, fused: bool = True) -> None:
         import torch
