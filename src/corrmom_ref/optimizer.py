@@ -8,6 +8,7 @@ oddity changes numbers the reference keeps it, so trajectories match.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -169,20 +170,30 @@ class Optimizer:
         from dynamic to static leaves the dynamic flag on, so the static value
         keeps being doubled and halved; the reference warns when that happens.
 
+        ``interval`` may be any integer type (``numpy.int64`` too) and
+        ``scale`` any real type; a NumPy scalar scale is kept as given, as
+        Chainer keeps it (its type matters to 0-d float16 gradients on NumPy
+        1.x: :mod:`corrmom_ref._backends.scalars`).
+
         Raises:
-            ValueError: ``interval < 1`` (dynamic) or ``scale <= 0`` (static).
+            ValueError: ``interval`` is not an integer >= 1 (dynamic) or
+                ``scale`` not a real number > 0 (static); booleans are refused.
         """
         if scale is None:
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-                raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+            if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
+                raise ValueError(
+                    f"interval must be an integer >= 1, got {interval!r} ({type(interval).__name__})"
+                )
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
-            self._loss_scaling_interval = interval
-            self._loss_scaling_multiplier = growth_multiplier(interval)
+            self._loss_scaling_interval = int(interval)
+            self._loss_scaling_multiplier = growth_multiplier(int(interval))
             self._loss_scaling_isnan_ever = False
             return
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+            raise ValueError(
+                f"loss scale must be a positive real number, got {scale!r} ({type(scale).__name__})"
+            )
         if self._loss_scaling_is_dynamic:
             warnings.warn(
                 "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
