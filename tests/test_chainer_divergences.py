@@ -283,3 +283,33 @@ def test_hyperparameters_and_hooks_take_numpy_scalars(scalar_type: type) -> None
     opt.update()
     assert_bitwise(w.array, np.full(3, 0.0))  # 1 - lr * g / loss_scale
     assert opt.t == 4
+
+
+def test_numpy_scalar_loss_scale_keeps_its_type_through_a_snapshot() -> None:
+    """A float32 loss scale comes back as a float32 scalar (its type changes 0-d float16 division)."""
+    w = cr.Parameter(np.ones((), np.float16))
+    opt = cr.CorrectedMomentumSGD().setup(cr.Link(w=w))
+    opt.loss_scaling(scale=np.float32(3))
+    w.grad = np.ones((), np.float16)
+    opt.update()
+    snapshot: dict[str, Any] = {}
+    cr.serializers.DictionarySerializer(snapshot).save(opt)
+    opt.loss_scaling(scale=3.0)
+    cr.serializers.NpzDeserializer(snapshot).load(opt)
+    assert type(opt.loss_scale) is np.float32 and opt.loss_scale == 3
+
+
+# -- found by the fuzz beyond the five: a tied parameter's name -------------------------------
+
+
+def test_registering_a_parameter_renames_it_as_chainer_does() -> None:
+    """Chainer's ``init_scope`` sets ``param.name`` to the attribute name at every registration, so
+    a parameter registered twice (tied) carries the last name; hooks see that name."""
+    w = cr.Parameter(np.ones(2), name="given")
+    inner = cr.Link()
+    inner.add("W", w)
+    assert w.name == "W"
+    outer = cr.Link(inner=inner)
+    outer.add("tied", w)
+    assert w.name == "tied"
+    assert [path for path, _ in outer.namedparams()] == ["/tied", "/inner/W"]

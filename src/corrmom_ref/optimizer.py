@@ -295,7 +295,7 @@ class Optimizer:
         if self._loss_scaling_interval is not None:
             serializer("loss_scaling.interval", int(self._loss_scaling_interval))
         if self._loss_scale is not None:
-            serializer("loss_scaling.scale", float(self._loss_scale))
+            serializer("loss_scaling.scale", _scale_to_save(self._loss_scale))
 
     def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
         from corrmom_ref.serializers.transfer import to_float, to_int
@@ -315,7 +315,7 @@ class Optimizer:
         interval_value = None if interval is None else to_int(interval, "loss_scaling.interval")
         if interval_value is not None and interval_value < 1:
             raise ValueError(f"loss_scaling.interval: must be >= 1, got {interval_value}")
-        scale_value = None if scale is None else to_float(scale, "loss_scaling.scale")
+        scale_value = None if scale is None else _loaded_scale(scale, to_float(scale, "loss_scaling.scale"))
         if scale_value is not None and not scale_value > 0:
             raise ValueError(f"loss_scaling.scale: must be positive, got {scale_value}")
         is_dynamic = bool(_scalar_item(dynamic))
@@ -328,6 +328,23 @@ class Optimizer:
             "_loss_scaling_isnan_ever": bool(_scalar_item(ever)) if ever is not None else False,
             "_loss_scale": scale_value,
         }
+
+
+def _scale_to_save(scale: Any) -> Any:
+    """The loss scale as saved: a NumPy float16/float32 scalar as it is (its type changes 0-d
+    arithmetic on NumPy 1.x: :mod:`corrmom_ref._backends.scalars`), anything else as a Python float."""
+    dtype = getattr(scale, "dtype", None)
+    if dtype is not None and str(dtype) in ("float16", "float32") and not getattr(scale, "shape", ()):
+        return scale
+    return float(scale)
+
+
+def _loaded_scale(stored: Any, value: float) -> Any:
+    """The loaded loss scale: a NumPy scalar of the stored float16/float32 dtype, else ``value``."""
+    dtype = getattr(stored, "dtype", None)
+    if dtype is not None and str(dtype) in ("float16", "float32") and hasattr(dtype, "type"):
+        return dtype.type(value)
+    return value
 
 
 def _scalar_item(value: Any) -> Any:
