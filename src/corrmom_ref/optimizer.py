@@ -173,7 +173,7 @@ class Optimizer:
         ``interval`` may be any integer type (``numpy.int64`` too) and
         ``scale`` any real type; a NumPy scalar scale is kept as given, as
         Chainer keeps it (its type matters to 0-d float16 gradients on NumPy
-        1.x: :mod:`corrmom_ref._backends.scalars`).
+        1.x: ``corrmom_ref._backends.scalars``).
 
         Raises:
             ValueError: ``interval`` is not an integer >= 1 (dynamic) or
@@ -332,7 +332,7 @@ class Optimizer:
 
 def _scale_to_save(scale: Any) -> Any:
     """The loss scale as saved: a NumPy float16/float32 scalar as it is (its type changes 0-d
-    arithmetic on NumPy 1.x: :mod:`corrmom_ref._backends.scalars`), anything else as a Python float."""
+    arithmetic on NumPy 1.x: ``corrmom_ref._backends.scalars``), anything else as a Python float."""
     dtype = getattr(scale, "dtype", None)
     if dtype is not None and str(dtype) in ("float16", "float32") and not getattr(scale, "shape", ()):
         return scale

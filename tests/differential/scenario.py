@@ -167,7 +167,8 @@ def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> tuple[
             + ("update_loss",) * 4
             + ("hp",) * 3
             + ("add_hook",) * 5
-            + ("remove_hook", "loss_scaling", "loss_scaling", "fp32", "enabled", "new_epoch", "cleargrads")
+            + ("loss_scaling",) * 3
+            + ("remove_hook", "fp32", "enabled", "new_epoch", "cleargrads")
             + ("snapshot",) * 2
         )
     )

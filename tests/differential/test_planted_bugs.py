@@ -2,8 +2,9 @@
 
 Each case copies ``src/corrmom_ref`` into a temporary folder, changes one
 line there, and runs the fuzz on the copy in a subprocess (the copy must be
-imported as ``corrmom_ref``), expecting exit status 1 and a shrunk
-reproducer script.
+imported as ``corrmom_ref``), expecting exit status 1 and a reproducer
+script that, run, shows the divergence. The first case also checks that
+the reproducer is shrunk (the others skip shrinking, which costs time).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ pytest.importorskip("chainer", reason="the differential fuzz needs real Chainer 
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: (name, file under corrmom_ref, original text, planted text)
+#: (name, file under corrmom_ref, original text, planted text); the first is also shrunk
 PLANTED = [
     (
         "eq. 10 instead of eq. 9",
@@ -45,6 +46,7 @@ PLANTED = [
 
 @pytest.mark.parametrize(("name", "module", "original", "planted"), PLANTED, ids=[p[0] for p in PLANTED])
 def test_planted_bug_is_found(tmp_path: Path, name: str, module: str, original: str, planted: str) -> None:
+    shrink = name == PLANTED[0][0]
     copy = tmp_path / "corrmom_ref"
     shutil.copytree(ROOT / "src" / "corrmom_ref", copy, ignore=shutil.ignore_patterns("__pycache__"))
     source = (copy / module).read_text()
@@ -52,7 +54,11 @@ def test_planted_bug_is_found(tmp_path: Path, name: str, module: str, original: 
     (copy / module).write_text(source.replace(original, planted))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "tests")])}
     done = subprocess.run(
-        [sys.executable, "-m", "differential.fuzz", "--scenarios", "1000", "--seed", "1"],
+        [
+            sys.executable,
+            *("-m", "differential.fuzz", "--scenarios", "3000", "--seed", "1"),
+            *(() if shrink else ("--no-shrink",)),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -61,8 +67,11 @@ def test_planted_bug_is_found(tmp_path: Path, name: str, module: str, original: 
     )
     assert str(tmp_path) in done.stdout, done.stdout + done.stderr  # the copy was the one tested
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "minimal reproducer" in done.stdout
-    script = done.stdout.split("---- minimal reproducer (shrunk) ----", 1)[1]
+    marker = "---- minimal reproducer (shrunk) ----" if shrink else "---- reproducer (not shrunk) ----"
+    assert marker in done.stdout, done.stdout
+    script = done.stdout.split(marker, 1)[1]
+    if shrink:  # Hypothesis shrank it to a handful of operations
+        assert script.count("\n        (") <= 6, script
     (tmp_path / "repro.py").write_text(script)
     replay = subprocess.run(
         [sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, env=env, timeout=300

@@ -19,7 +19,7 @@ class GradientClipping:
 
     On NumPy the squared norms are Chainer's: one ``dot`` per gradient in the
     gradient's dtype, summed in parameter order
-    (:mod:`corrmom_ref._backends.numpy_norms`), so the result is Chainer's bit
+    (``corrmom_ref._backends.numpy_norms``), so the result is Chainer's bit
     for bit. Other backends accumulate :math:`\sum g^2` in float64 (see
     ``docs/backends.md`` for the bound between the two).
 

@@ -26,7 +26,7 @@ class GradientLARS:
         eps: :math:`\epsilon`, keeps the ratio finite.
 
     On NumPy the norms are ``numpy.linalg.norm`` and the ratio is formed from
-    NumPy scalars as in Chainer (:mod:`corrmom_ref._backends.numpy_norms`),
+    NumPy scalars as in Chainer (``corrmom_ref._backends.numpy_norms``),
     bit for bit; other backends compute :math:`\sqrt{\sum x^2}` in the
     array's dtype (see ``docs/backends.md`` for the bound).
     """
