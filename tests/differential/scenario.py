@@ -205,16 +205,20 @@ def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> tuple[
         scale = draw(st.sampled_from((1.0, 2.0, 3.0, 128.0, 1024.0, 0.5, 65504.0)))
         return ("loss_scaling", None, (draw(st.sampled_from(SCALAR_TYPES)), scale))
     if kind == "fp32":
-        return ("fp32", draw(st.sampled_from((True, True, False))))
+        return ("fp32", draw(st.sampled_from((True, True, True, True, False))))
     if kind == "enabled":
         return ("enabled", draw(index), draw(st.booleans()))
     if kind == "snapshot":
-        return ("snapshot", draw(st.sampled_from(("ref", "chainer"))), draw(st.booleans()))
+        return (
+            "snapshot",
+            draw(st.sampled_from(("ref", "chainer"))),
+            draw(st.sampled_from((True, False, False))),
+        )
     return (kind,)
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_ops: int = 24) -> Scenario:
+def scenarios(draw: st.DrawFn, max_ops: int = 30) -> Scenario:
     """A random :class:`Scenario` (the mix issue 11 asks for)."""
     params = draw(_params())
     ties: list[tuple[str, int]] = []
@@ -226,7 +230,7 @@ def scenarios(draw: st.DrawFn, max_ops: int = 24) -> Scenario:
     hook_names: dict[Any, list[str]] = {}
     # half of the scenarios start with hooks in place, so that many updates run through them
     first = [draw(_add_hook(len(params), hook_names)) for _ in range(draw(st.sampled_from((0, 0, 1, 2))))]
-    ops = first + draw(st.lists(_op(len(params), hook_names), min_size=1, max_size=max_ops))
+    ops = first + draw(st.lists(_op(len(params), hook_names), min_size=6, max_size=max_ops))
     return Scenario(
         optimizer=draw(st.sampled_from(("CorrectedMomentumSGD", "MomentumSGD"))),
         lr=draw(st.sampled_from(LRS)),
