@@ -253,10 +253,10 @@ class ChainerSide(Side):
                     return tuple(chainer.Variable(a.copy()) for a in arrays)
                 return tuple(chainer.Variable(np.asarray(a * scale, dtype=a.dtype)) for a in arrays)
 
-        def lossfun() -> Any:
-            return ScriptedLossNode().apply(tuple(params))[0]
+        def lossfun(inputs: tuple[Any, ...], *, node: type = ScriptedLossNode) -> Any:
+            return node().apply(inputs)[0]
 
-        opt.update(lossfun)
+        opt.update(lossfun, tuple(params), node=ScriptedLossNode)  # update(lossfun, *args, **kwds)
 
     def save(self) -> bytes:
         buffer = io.BytesIO()
@@ -295,8 +295,10 @@ class RefSide(Side):
         param.grad = array
 
     def update_with_loss(self, grads: dict[int, np.ndarray]) -> None:
-        loss = self.cr.ScriptedLoss({self.params[i]: a for i, a in grads.items()})
-        self.opt.update(lambda: loss)
+        def lossfun(given: dict[Any, np.ndarray], *, scale: float = 1.0) -> Any:
+            return self.cr.ScriptedLoss(given)
+
+        self.opt.update(lossfun, {self.params[i]: a for i, a in grads.items()}, scale=1.0)
 
     def save(self) -> bytes:
         buffer = io.BytesIO()
