@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
@@ -106,10 +106,20 @@ def fuzz(count: int, *, cr: Any = None, random_seed: int | None = None, shrink: 
         check()
     except DivergenceError as found:
         report.divergence = f"operation {found.outcome.step}: {found.outcome.divergence}"
-        report.script = reproducer(found.scenario, report.divergence.splitlines()[0])
+        report.script = reproducer(
+            _trimmed(found.scenario, found.outcome.step), report.divergence.splitlines()[0]
+        )
     finally:
         report.seconds = time.perf_counter() - start
     return report
+
+
+def _trimmed(scenario: Scenario, step: int) -> Scenario:
+    """``scenario`` without what cannot matter to a divergence at operation ``step``: the
+    operations after it, and gradient operations that set nothing (scenarios have at least
+    six operations, so the shrinker pads with those)."""
+    ops = scenario.ops if step < 0 else scenario.ops[: step + 1]
+    return replace(scenario, ops=tuple(op for op in ops if op != ("grads", ())))
 
 
 def main(argv: list[str] | None = None) -> int:
