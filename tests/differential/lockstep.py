@@ -134,8 +134,14 @@ def run(scenario: Scenario, cr: Any = None) -> Outcome:
             )
             outcome.step = step
             return outcome
-        difference = _difference(chainer_side.observe(), ref_side.observe())
+        chainer_state, ref_state = chainer_side.observe(), ref_side.observe()
+        difference = _difference(chainer_state, ref_state)
         if difference:
+            rule = quirks.rule_for_difference(chainer_state, ref_state)
+            if rule is not None:
+                outcome.quirk = rule
+                outcome.notes.append(f"{op!r}: {difference}")
+                return outcome
             outcome.divergence, outcome.step = f"{op!r}: {difference}", step
             return outcome
     return outcome

@@ -8,7 +8,12 @@ t = lr * v; p += t``). This loop makes one, element by element:
 with the same roundings in the same order (a product, then the difference;
 a product, then the sum), in the arrays' own dtype: Numba compiles without
 fast-math, so nothing is contracted into a fused multiply-add and the result
-is the generic step's bit for bit (and so Chainer's on NumPy). The bitwise
+is the generic step's bit for bit (and so Chainer's on NumPy). One thing IEEE
+754 leaves open is excepted: which NaN ``p_i + eta x`` returns when both
+operands are NaN. NumPy's own answer depends on the array's length (its SIMD
+and scalar loops order the operands differently), so the loop, which cannot
+follow that, may return the other NaN there: the same elements are NaN, with
+possibly another sign or payload (``docs/quirks.md``, row 13). The bitwise
 agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
