@@ -240,6 +240,30 @@ def conformance(session: nox.Session) -> None:
     )
 
 
+@nox.session
+@nox.parametrize("numba", [False, True], ids=["numpy", "numba"])
+def differential(session: nox.Session, numba: bool) -> None:
+    """Differential fuzz: random API sequences in lockstep on real Chainer 7.8.1 and corrmom_ref.
+
+    One interpreter with NumPy 1.26.4, Chainer and the reference; compared
+    bitwise after every operation (tests/differential). Two legs: without
+    Numba, and with Numba importable (the Numba loop is declared bitwise).
+    1000 scenarios per leg by default; ``nox -s differential -- --thorough``
+    runs ten times as many. Other arguments go to pytest.
+    """
+    session.install(*CHAINER_PREREQUISITES)
+    session.install("--no-build-isolation", CHAINER)
+    session.install("-e", ".", "pytest", "hypothesis", "numpy==1.26.4", *([NUMBA] if numba else []))
+    args = list(session.posargs)
+    env = {}
+    if "--thorough" in args:
+        args.remove("--thorough")
+        env["CORRMOM_DIFFERENTIAL_THOROUGH"] = "1"
+    if numba:  # the planted-bug checks of the harness itself run once, in the other leg
+        args.append("--ignore=tests/differential/test_planted_bugs.py")
+    session.run("pytest", "tests/differential", "-p", "no:cacheprovider", "-q", "-rs", *args, env=env)
+
+
 #: The runs of the matrix: (--impl, --backend).
 MATRIX = [("ref", b) for b in BACKEND_REQUIREMENTS] + [
     ("chainer", "numpy"),

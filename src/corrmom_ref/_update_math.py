@@ -187,7 +187,7 @@ _numpy_writeable = attrgetter("flags.writeable")
 
 def _one_kind_of_small_writeable(xp: Any, ps: list[Array], gs: list[Array], vs: list[Array]) -> bool:
     """Whether every array has the type and dtype of ``ps[0]``, every ``p`` and ``v`` can be
-    written, and no ``p`` is large enough to be blocked: then every triple takes the same path.
+    written, and no ``p`` is 0-d or large enough to be blocked: then every triple takes the same path.
 
     Asked of whole lists with C-level iteration (``map``, ``list.count``), which costs about
     half as much as asking triple by triple (0.7 against 1.4 us per triple of NumPy arrays).
@@ -203,7 +203,10 @@ def _one_kind_of_small_writeable(xp: Any, ps: list[Array], gs: list[Array], vs: 
             return False
     elif not _is_writeable(first):
         return False
-    return not (_slices_are_views(xp) and max(map(math.prod, map(_shape_of, ps))) > BLOCK_ELEMENTS)
+    shapes = list(map(_shape_of, ps))
+    if () in shapes:  # a 0-d triple keeps Python scalars (_ScalarOperands.of): decided per triple
+        return False
+    return not (_slices_are_views(xp) and max(map(math.prod, shapes)) > BLOCK_ELEMENTS)
 
 
 class _ScalarOperands:
@@ -215,7 +218,11 @@ class _ScalarOperands:
     conversion in every operation, so a batch converts once per dtype. Only
     values within the range of float32 or float64 are converted: NumPy 1.x
     widens the result for a Python float beyond the dtype's range, and
-    PyTorch multiplies float16 by a float32 copy of the scalar.
+    PyTorch multiplies float16 by a float32 copy of the scalar. Operands of
+    0-d arrays are never converted: NumPy 1.x computes ``v * m`` for a 0-d
+    ``v`` in the promotion of ``v``'s dtype and ``m``'s type (float64 for a
+    Python float; see :mod:`corrmom_ref._backends.scalars`), which a 0-d
+    operand of ``v``'s dtype would change.
     """
 
     def __init__(self, xp: Any, lr: float, m: float) -> None:
@@ -226,7 +233,7 @@ class _ScalarOperands:
     def of(self, p: Array, g: Array, v: Array) -> tuple[Any, Any]:
         """The ``(lr, m)`` to use for one triple."""
         dtype = v.dtype
-        if not dtype == p.dtype == g.dtype:
+        if not dtype == p.dtype == g.dtype or len(p.shape) == 0:
             return self.floats
         operands = self.by_dtype.get(dtype)
         if operands is None:

@@ -29,7 +29,10 @@ class Parameter:
     Attributes:
         array: The parameter's value (replaced, not mutated, by backends
             whose arrays are immutable).
-        name: The name given at construction, or ``None``.
+        name: The name given at construction, or ``None``; registering the
+            parameter in a link (:meth:`Link.add`) renames it to its
+            attribute name there, as Chainer's ``init_scope`` does (a
+            parameter registered twice carries the last name).
         grad: The gradient, an array like ``array`` or ``None`` (cleared).
         update_rule: The rule an optimizer set up for this parameter.
         loss_scale: The factor the current ``grad`` is scaled by (set by a
@@ -121,15 +124,14 @@ class Link:
             self.add(name, child)
 
     def add(self, name: str, child: Parameter | Link) -> None:
-        """Register ``child`` under ``name``."""
+        """Register ``child`` under ``name`` (a parameter is renamed ``name``, as in Chainer)."""
         if not name.isidentifier():
             raise ValueError(f"child name must be an identifier, got {name!r}")
         if name in self._params or name in self._links or hasattr(type(self), name):
             raise KeyError(f"name {name!r} is already used in this link")
         _STRUCTURE.version = object()
         if isinstance(child, Parameter):
-            if child.name is None:
-                child.name = name
+            child.name = name  # Chainer renames on registration, whatever the name was
             self._params[name] = child
         elif isinstance(child, Link):
             self._links[name] = child

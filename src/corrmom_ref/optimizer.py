@@ -175,6 +175,11 @@ class Optimizer:
         from dynamic to static leaves the dynamic flag on, so the static value
         keeps being doubled and halved; the reference warns when that happens.
 
+        ``interval`` may be any integer type (``numpy.int64`` too) and
+        ``scale`` any real type; a NumPy scalar scale is kept as given, as
+        Chainer keeps it (its type matters to 0-d float16 gradients on NumPy
+        1.x: ``corrmom_ref._backends.scalars``).
+
         Raises:
             ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
                 (dynamic), or ``scale`` not a real number in
@@ -188,8 +193,8 @@ class Optimizer:
             interval = _refused_as_value_error(check_interval, interval, "interval")
             self._loss_scaling_is_dynamic = True
             self._loss_scale = 1.0
-            self._loss_scaling_interval = interval
-            self._loss_scaling_multiplier = growth_multiplier(interval)
+            self._loss_scaling_interval = int(interval)
+            self._loss_scaling_multiplier = growth_multiplier(int(interval))
             self._loss_scaling_isnan_ever = False
             return
         _refused_as_value_error(check_loss_scale, scale, "loss scale")
@@ -299,7 +304,7 @@ class Optimizer:
         if self._loss_scaling_interval is not None:
             serializer("loss_scaling.interval", int(self._loss_scaling_interval))
         if self._loss_scale is not None:
-            serializer("loss_scaling.scale", float(self._loss_scale))
+            serializer("loss_scaling.scale", _scale_to_save(self._loss_scale))
 
     def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
         """Read and check the ``loss_scaling.*`` keys (ranges: :mod:`corrmom_ref._scalars`)."""
@@ -326,7 +331,9 @@ class Optimizer:
             interval_value = check_interval(to_int(interval, names["interval"]), names["interval"])
         scale_value = None
         if scale is not None:
-            scale_value = check_loss_scale(to_float(scale, names["scale"]), names["scale"])
+            scale_value = _loaded_scale(
+                scale, check_loss_scale(to_float(scale, names["scale"]), names["scale"])
+            )
         ever_value = False if ever is None else to_flag(ever, names["nonfinite_ever"])
         if is_dynamic and (interval_value is None or scale_value is None):
             raise ValueError("loss_scaling.*: a dynamic loss scale needs an interval and a scale")
@@ -337,6 +344,23 @@ class Optimizer:
             "_loss_scaling_isnan_ever": ever_value,
             "_loss_scale": scale_value,
         }
+
+
+def _scale_to_save(scale: Any) -> Any:
+    """The loss scale as saved: a NumPy float16/float32 scalar as it is (its type changes 0-d
+    arithmetic on NumPy 1.x: ``corrmom_ref._backends.scalars``), anything else as a Python float."""
+    dtype = getattr(scale, "dtype", None)
+    if dtype is not None and str(dtype) in ("float16", "float32") and not getattr(scale, "shape", ()):
+        return scale
+    return float(scale)
+
+
+def _loaded_scale(stored: Any, value: float) -> Any:
+    """The loaded loss scale: a NumPy scalar of the stored float16/float32 dtype, else ``value``."""
+    dtype = getattr(stored, "dtype", None)
+    if dtype is not None and str(dtype) in ("float16", "float32") and hasattr(dtype, "type"):
+        return dtype.type(value)
+    return value
 
 
 class GradientMethod(Optimizer):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from array_api_compat import array_namespace, device, is_writeable_array
 
+from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref._validation import check_nonnegative_finite
@@ -242,10 +243,41 @@ class UpdateRule:
                 state[key] = current
                 continue
             shape, dtype = template[key]
-            state[key] = convert_loaded(
+            dtype, cast_to = self._loaded_state_dtypes(param, dtype, current, value)
+            entry = convert_loaded(
                 value, xp=xp, shape=shape, dtype=dtype, device=place, what=f"{where} state {key!r}"
             )
+            state[key] = entry if cast_to is None else xp.astype(entry, cast_to)
         return t, state
+
+    def _loaded_state_dtypes(
+        self, param: Parameter, expected: Any, current: Any, value: Any
+    ) -> tuple[Any, Any]:
+        """``(dtype a loaded state entry must have, dtype to cast it to or None)``.
+
+        Normally ``(expected, None)`` (:meth:`state_template`). A float16
+        parameter whose rule has the float32 master update on may also hold
+        float16 state: state created before ``use_fp32_update()`` was called
+        stays float16, in Chainer as here. Such a rule takes float16 or
+        float32 state, as Chainer does: into existing state the value is cast
+        to that state's dtype (Chainer copies it in), otherwise it keeps its
+        own dtype.
+        """
+        if not (self._use_fp32_update and _is_float16(param.array.dtype)):
+            return expected, None
+        loaded_dtype = getattr(value, "dtype", None)
+        if loaded_dtype is None:
+            return expected, None
+        xp = namespace_of(param.array)
+        if _is_float16(loaded_dtype):
+            accepted = param.array.dtype
+        elif _dtype_name(loaded_dtype) == "float32":
+            accepted = xp.float32
+        else:
+            return expected, None  # refused by convert_loaded, naming the expected dtype
+        if current is not None and _dtype_name(current.dtype) != _dtype_name(accepted):
+            return accepted, current.dtype
+        return accepted, None
 
     def apply_loaded(self, loaded: tuple[int, dict[str, Any] | None]) -> None:
         """Assign what :meth:`read_snapshot` returned."""
@@ -288,6 +320,13 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
         type(members[0][1]).update_batch(members)
 
 
+def _dtype_name(dtype: Any) -> str:
+    """:func:`corrmom_ref.serializers.transfer.dtype_name` (imported when first needed)."""
+    from corrmom_ref.serializers.transfer import dtype_name as name
+
+    return name(dtype)
+
+
 def _is_float16(dtype: Any) -> bool:
     """Whether ``dtype`` is float16, on any backend.
 
@@ -301,7 +340,12 @@ def _is_float16(dtype: Any) -> bool:
 
 
 def _divide(grad: Any, scale: float) -> Any:
-    """``grad / scale``, in place when the backend allows (as Chainer does)."""
+    """``grad / scale``, in place when the backend allows (as Chainer does).
+
+    ``scale`` enters as :func:`~corrmom_ref._backends.scalars.scalar_operand`
+    makes it: a NumPy scalar keeps its type on NumPy 1.x, as in Chainer.
+    """
+    scale = scalar_operand(namespace_of(grad), scale)
     if is_writeable_array(grad):
         grad /= scale
         return grad

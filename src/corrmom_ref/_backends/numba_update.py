@@ -8,7 +8,12 @@ t = lr * v; p += t``). This loop makes one, element by element:
 with the same roundings in the same order (a product, then the difference;
 a product, then the sum), in the arrays' own dtype: Numba compiles without
 fast-math, so nothing is contracted into a fused multiply-add and the result
-is the generic step's bit for bit (and so Chainer's on NumPy). The bitwise
+is the generic step's bit for bit (and so Chainer's on NumPy). One thing IEEE
+754 leaves open is excepted: which NaN ``p_i + eta x`` returns when both
+operands are NaN. NumPy's own answer depends on the array's length (its SIMD
+and scalar loops order the operands differently), so the loop, which cannot
+follow that, may return the other NaN there: the same elements are NaN, with
+possibly another sign or payload (``docs/quirks.md``, row 17). The bitwise
 agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
@@ -18,9 +23,12 @@ in Numba's on-disk cache for later processes; C-contiguous
 arrays take a flat loop, others go element by element in index order. It
 takes only what it computes exactly as the generic step: float32 or float64
 ``numpy.ndarray`` (not a subclass, whose operators may mean something else)
-of one dtype and shape, ``p`` and ``v`` writeable, ``lr`` and ``m`` within the
-dtype's range, and three arrays that share no memory (with ``g is v`` the
+of one dtype and shape of rank 1 or more, ``p`` and ``v`` writeable, ``lr`` and
+``m`` within the dtype's range, and three arrays that share no memory (with ``g is v`` the
 generic step scales ``g`` before it subtracts it; a fused pass could not).
+0-d arrays are declined because NumPy 1.x computes their step in the
+promotion of the dtype and the scalar's type (float64 for a Python float; see
+:mod:`corrmom_ref._backends.scalars`), not in the dtype as this loop does.
 Anything else is declined and takes the generic step.
 """
 
@@ -99,6 +107,7 @@ def _all_take(ps: list[Any], gs: list[Any], vs: list[Any], dtype: np.dtype) -> b
         list(map(type, arrays)).count(np.ndarray) == count
         and list(map(_dtype_of, arrays)).count(dtype) == count
         and list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))
+        and () not in map(_shape_of, ps)
         and all(map(_writeable, ps))
         and all(map(_writeable, vs))
         and all(map(is_, map(_base_of, arrays), repeat(None)))  # every array owns its memory
@@ -113,6 +122,8 @@ def _takes(p: Any, g: Any, v: Any, dtype: np.dtype) -> bool:
     if not (type(p) is np.ndarray and type(g) is np.ndarray and type(v) is np.ndarray):
         return False
     if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype and p.shape == g.shape == v.shape):
+        return False
+    if p.ndim == 0:
         return False
     if not (p.flags.writeable and v.flags.writeable):
         return False

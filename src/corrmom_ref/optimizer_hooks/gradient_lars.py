@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import array_api_extra as xpx
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_numpy_array
 
 
 class GradientLARS:
@@ -24,6 +24,11 @@ class GradientLARS:
         threshold: Parameters with a smaller norm are not rescaled.
         weight_decay: :math:`\lambda`.
         eps: :math:`\epsilon`, keeps the ratio finite.
+
+    On NumPy the norms are ``numpy.linalg.norm`` and the ratio is formed from
+    NumPy scalars as in Chainer (``corrmom_ref._backends.numpy_norms``),
+    bit for bit; other backends compute :math:`\sqrt{\sum x^2}` in the
+    array's dtype (see ``docs/backends.md`` for the bound).
     """
 
     name = "GradientLARS"
@@ -38,6 +43,11 @@ class GradientLARS:
     def __call__(self, rule: Any, param: Any) -> None:
         p, g = param.array, param.grad
         if p is None or g is None:
+            return
+        if is_numpy_array(p) and is_numpy_array(g):
+            from corrmom_ref._backends.numpy_norms import lars_scale
+
+            param.grad = lars_scale(p, g, self.threshold, self.weight_decay, self.eps)
             return
         xp = array_namespace(p)
         p_norm = xp.sqrt(xp.sum(p * p))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
+from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._namespace import namespace_of, placement_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
@@ -47,9 +48,11 @@ class MomentumRuleBase(UpdateRule):
     ) -> None:
         super().__init__(parent_hyperparam or self._DEFAULTS)
         if lr is not None:
-            self.hyperparam.lr = check_nonnegative_finite("lr", lr, type(self).__name__)
+            self.hyperparam.lr = _as_given(lr, check_nonnegative_finite("lr", lr, type(self).__name__))
         if momentum is not None:
-            self.hyperparam.momentum = check_nonnegative_finite("momentum", momentum, type(self).__name__)
+            self.hyperparam.momentum = _as_given(
+                momentum, check_nonnegative_finite("momentum", momentum, type(self).__name__)
+            )
 
     def init_state(self, param: Parameter) -> None:
         """``v`` starts at zeros like the parameter (PyTorch starts at the first gradient)."""
@@ -63,13 +66,14 @@ class MomentumRuleBase(UpdateRule):
         hyperparam = self.hyperparam
         state = self.state
         array = param.array
+        xp = namespace_of(array)
         param.array, state["v"] = type(self).step(
-            namespace_of(array),
+            xp,
             array,
             grad,
             state["v"],
-            float(read_entry(hyperparam, "lr")),
-            float(read_entry(hyperparam, "momentum")),
+            scalar_operand(xp, read_entry(hyperparam, "lr")),
+            scalar_operand(xp, read_entry(hyperparam, "momentum")),
         )
 
     def batch_key(self, param: Parameter) -> Hashable | None:
@@ -106,13 +110,14 @@ class MomentumRuleBase(UpdateRule):
         grads = [param.grad for param, _ in members]
         velocities = [state["v"] for state in states]
         hyperparam = members[0][1].hyperparam
+        xp = namespace_of(arrays[0])
         new_ps, new_vs = cls.steps(
-            namespace_of(arrays[0]),
+            xp,
             arrays,
             grads,
             velocities,
-            float(read_entry(hyperparam, "lr")),
-            float(read_entry(hyperparam, "momentum")),
+            scalar_operand(xp, read_entry(hyperparam, "lr")),
+            scalar_operand(xp, read_entry(hyperparam, "momentum")),
         )
         for (param, rule), state, new_p, new_v in zip(members, states, new_ps, new_vs, strict=True):
             rule.t += 1
@@ -133,8 +138,8 @@ class MomentumMethodBase(GradientMethod):
     def __init__(self, lr: float = DEFAULT_LR, momentum: float = DEFAULT_MOMENTUM) -> None:
         super().__init__()
         name = type(self).__name__
-        self.hyperparam.lr = check_nonnegative_finite("lr", lr, name)
-        self.hyperparam.momentum = check_nonnegative_finite("momentum", momentum, name)
+        self.hyperparam.lr = _as_given(lr, check_nonnegative_finite("lr", lr, name))
+        self.hyperparam.momentum = _as_given(momentum, check_nonnegative_finite("momentum", momentum, name))
 
     lr: HyperparameterProxy[float] = HyperparameterProxy("lr")
     momentum: HyperparameterProxy[float] = HyperparameterProxy("momentum")
@@ -144,18 +149,28 @@ class MomentumMethodBase(GradientMethod):
         return self.rule_class(self.hyperparam)
 
 
+def _as_given(value: Any, checked: float) -> Any:
+    """The value to store for a checked hyperparameter: a NumPy scalar as given (Chainer keeps it,
+    and on NumPy 1.x its type changes 0-d arithmetic: :mod:`corrmom_ref._backends.scalars`),
+    anything else as the Python float ``checked``."""
+    return value if type(value).__module__ == "numpy" else checked
+
+
 def _hyperparameter_key(hyperparam: Hyperparameter) -> Hashable:
     """What fixes the ``lr`` and ``momentum`` a rule reads: its parent, or the two values.
 
     A plain :class:`Hyperparameter` holding only its parent link reads both
     from the parent, so rules with the same parent read the same values. A
     subclass may compute entries without holding any, so it is keyed by the
-    values, as is a rule with entries of its own.
+    values and their types (see :mod:`corrmom_ref._backends.scalars`), as is
+    a rule with entries of its own.
     """
     entries = hyperparam.__dict__
     if type(hyperparam) is Hyperparameter and len(entries) == 1:
         return entries["_parent"]
-    return float(read_entry(hyperparam, "lr")), float(read_entry(hyperparam, "momentum"))
+    lr, momentum = read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum")
+    # the types too: on NumPy 1.x a numpy.float32 and a Python float of one value round 0-d arithmetic differently
+    return type(lr), float(lr), type(momentum), float(momentum)
 
 
 #: Per rule class: whether it updates as :class:`MomentumRuleBase` does.
