@@ -32,6 +32,7 @@ import optax
 
 from corrmom_ref.optax._loss_scaling import LossScalingState
 from corrmom_ref.optax._momentum import MomentumState
+from corrmom_ref.serializers.chainer_layout import read_npz_arrays, write_npz_arrays
 
 __all__ = [
     "chainer_path",
@@ -144,25 +145,19 @@ def save_chainer_snapshot(
         if dynamic:
             arrays["loss_scaling.interval"] = np.asarray(int(s.interval))
         arrays["loss_scaling.scale"] = np.asarray(float(s.scale))
-    np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
+    write_npz_arrays(file, arrays)
 
 
 def snapshot_loss_scaling(file: File) -> dict[str, Any] | None:
     """The loss-scaling configuration a snapshot records, as keyword arguments of
     :func:`~corrmom_ref.optax.loss_scaling` (``{'interval': 2}`` or ``{'scale': 128.0}``);
     ``None`` for a snapshot without one (Chainer's)."""
-    stored = _read_npz(file)
+    stored = read_npz_arrays(file)
     if "loss_scaling.dynamic" not in stored:
         return None
     if bool(stored["loss_scaling.dynamic"]):
         return {"interval": int(stored["loss_scaling.interval"])}
     return {"scale": float(stored["loss_scaling.scale"])}
-
-
-def _read_npz(file: File) -> dict[str, np.ndarray]:
-    """Every array of an npz snapshot (Chainer's or ours), read without unpickling."""
-    with np.load(file, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
 
 
 def _scalar_int(value: np.ndarray, key: str) -> int:
@@ -182,7 +177,8 @@ def load_chainer_snapshot(
     a :class:`~corrmom_ref.optax.LossScalingState` gets ``count`` from ``t``
     and, when the snapshot has them, the scale and its history from the
     ``loss_scaling.*`` keys. Keys the state does not ask for are ignored, as
-    Chainer ignores them. The file is read with ``allow_pickle=False``.
+    Chainer ignores them. The file is read as :func:`corrmom_ref.serializers.load_npz` reads
+    one: never unpickled, each member checked against its declared size before it is inflated.
 
     Args:
         file: A path or a binary file.
@@ -203,7 +199,7 @@ def load_chainer_snapshot(
     """
     name_of = _namer(paths)
     _require_momentum(state, "load_chainer_snapshot")
-    stored = _read_npz(file)
+    stored = read_npz_arrays(file)
 
     def read(key: str) -> np.ndarray | None:
         if key in stored:

@@ -16,7 +16,11 @@ own state; :func:`read_loss_scaling` and :func:`loss_scaling_entries` do the sam
 for the loss-scaling keys. Paths here never start with ``/`` (:func:`normalize_path` strips
 the one Chainer's ``namedparams()`` puts there).
 
-Files are read with ``allow_pickle=False``: a crafted file cannot run code.
+Files go through the same machinery as :func:`corrmom_ref.serializers.load_npz`
+and :func:`~corrmom_ref.serializers.save_npz`: a read never unpickles and checks
+each member's declared size before inflating it (:func:`read_npz_arrays`), and a
+write to a path replaces the file atomically, so an interrupted save leaves the
+previous snapshot intact (:func:`write_npz_arrays`; ``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ __all__ = [
     "loss_scaling_entries",
     "normalize_path",
     "read_loss_scaling",
+    "read_npz_arrays",
     "read_optimizer_npz",
+    "write_npz_arrays",
     "write_optimizer_npz",
 ]
 
@@ -81,6 +87,40 @@ def normalize_path(path: str) -> str:
     return stripped
 
 
+def read_npz_arrays(file: File, prefix: str = "") -> dict[str, np.ndarray]:
+    """The arrays of an npz file whose keys start with ``prefix``, keyed without it.
+
+    Members outside ``prefix`` are never inflated; each one read is checked
+    against the size its headers declare before its data is.
+
+    Raises:
+        ValueError: the file is not an npz archive, or a member is damaged,
+            truncated or would need a pickle (the message names the key).
+    """
+    from corrmom_ref.serializers._archive import NpzArchive
+
+    with NpzArchive(file) as archive:
+        return {key[len(prefix) :]: archive[key].read() for key in archive if key.startswith(prefix)}
+
+
+def write_npz_arrays(file: File, arrays: dict[str, Any], compression: bool = True) -> None:
+    """Write ``arrays`` as an npz file (never a pickle); a path is replaced atomically.
+
+    Raises:
+        TypeError: an array would need a pickle (object dtype), before the
+            file is touched.
+    """
+    from corrmom_ref.serializers._archive import check_storable, write_npz
+    from corrmom_ref.serializers._atomic import replace_file
+
+    stored = {key: np.asarray(value) for key, value in arrays.items()}
+    check_storable(stored)
+    if isinstance(file, (str, os.PathLike)):
+        replace_file(file, lambda out: write_npz(out, stored, compression))
+    else:
+        write_npz(file, stored, compression)
+
+
 def read_optimizer_npz(file: File, path: str = "") -> OptimizerSnapshot:
     """Read an optimizer snapshot; ``path`` selects a prefix (``'updater/optimizer:main/'``).
 
@@ -91,8 +131,7 @@ def read_optimizer_npz(file: File, path: str = "") -> OptimizerSnapshot:
         KeyError: ``t`` or ``epoch`` is missing under ``path``.
         ValueError: a counter is not an integer scalar.
     """
-    with np.load(file, allow_pickle=False) as npz:
-        keys = {k[len(path) :]: npz[k] for k in npz.files if k.startswith(path)}
+    keys = read_npz_arrays(file, path)
     for counter in ("t", "epoch"):
         if counter not in keys:
             raise KeyError(f"no {path + counter!r} in the snapshot (is {path!r} the optimizer's prefix?)")
@@ -121,10 +160,7 @@ def write_optimizer_npz(file: File, snapshot: OptimizerSnapshot, compression: bo
             out[f"{key}/{state_name}"] = np.asarray(value)
     for key, value in snapshot.extra.items():
         out[key] = np.asarray(value)
-    if compression:
-        np.savez_compressed(file, **out)
-    else:
-        np.savez(file, **out)
+    write_npz_arrays(file, out, compression)
 
 
 def loss_scaling_entries(
