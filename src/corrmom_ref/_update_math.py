@@ -174,7 +174,10 @@ class _GenericStep:
             elif views and math.prod(p.shape) > BLOCK_ELEMENTS:
                 p, v = _run_blocked(xp, in_place, p, g, v, *operands.of(p, g, v))
             else:
+                old_p, old_v = p, v
                 p, v = in_place(p, g, v, *(operands.of(p, g, v) if many else (lr, m)))
+                if p is not old_p or v is not old_v:  # rebound (Dask): keep the dtypes, as a write would
+                    p, v = _keep_dtype(xp, p, old_p), _keep_dtype(xp, v, old_v)
             new_ps.append(p)
             new_vs.append(v)
         return new_ps, new_vs
