@@ -24,8 +24,8 @@ SYMBOLS = {
 
 def column_head(report: dict) -> str:
     """A short column head: the implementation, and for the reference the backend's name only."""
-    if report["impl"] != "ref":
-        return str(report["impl"])
+    if report["impl"] != "ref":  # "ref-torch" breaks as "ref-" / "torch", one short word a line
+        return str(report["impl"]).replace("-", "-<br>")
     backend = str(report["backend"]).split(" + ")[-1].split()[0].split(":")[0]
     return f"ref<br>{backend.replace('array_api_strict', 'strict')}"
 
@@ -76,7 +76,9 @@ def combine(reports: list[dict]) -> str:
     lines = ["| column | implementation | totals |", "| --- | --- | --- |"]
     for head, report in zip(heads, reports, strict=True):
         totals = ", ".join(f"{n} {o}" for o, n in report["counts"].items() if n)
-        lines.append(f"| {head.replace('<br>', ' ')} | {html.escape(column_title(report))} | {totals} |")
+        lines.append(
+            f"| {head.replace('-<br>', '-').replace('<br>', ' ')} | {html.escape(column_title(report))} | {totals} |"
+        )
     legend = ", ".join(f"{symbol} {outcome}" for outcome, symbol in SYMBOLS.items())
     lines += ["", f"Cells: {legend}; · not run. Hover a column head or a check for its full name.", ""]
     for module in sorted(cells):

@@ -74,3 +74,19 @@ def test_legend_and_reasons():
         "- torch 2.13.0 on torch:cpu: expected deviation (buffer starts at the first gradient): "
         "`test_equations::test_zero_initial_state`"
     ) in text
+
+
+def test_a_hyphenated_implementation_breaks_after_its_dash_in_the_tables_only():
+    """``ref-torch`` is two short lines in a family table's head, one word in the legend."""
+    report = {
+        "impl": "ref-torch",
+        "version": "x",
+        "backend": "torch:cpu",
+        "counts": {"pass": 1},
+        "entries": [{"check": "test_hooks.py::test_removed_hook_is_not_called", "outcome": "pass"}],
+    }
+    text = combine([*REPORTS, report])
+    legend = next(line for line in text.splitlines() if line.startswith("| <abbr") and "ref-torch x" in line)
+    assert ">ref-torch</abbr>" in legend
+    head = next(line for line in text.splitlines() if line.startswith("| check |"))
+    assert ">ref-<br>torch</abbr>" in head
