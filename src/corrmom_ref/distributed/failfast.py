@@ -120,15 +120,18 @@ class ExitWatch:
         self.comm = mpi_comm.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self._inbox = np.zeros(self.size, dtype=np.int32)
-        self._outbox = np.full(1, self.rank, dtype=np.int32)
+        self._inbox = np.zeros(self.size, dtype=np.int64)
+        #: Sent at exit: how many collectives of this watch this rank completed.
+        self._outbox = np.zeros(1, dtype=np.int64)
         self._pending: dict[int, Any] = {
-            peer: self.comm.Irecv([self._inbox[peer : peer + 1], MPI.INT], source=peer, tag=_EXIT_TAG)
+            peer: self.comm.Irecv([self._inbox[peer : peer + 1], MPI.INT64_T], source=peer, tag=_EXIT_TAG)
             for peer in range(self.size)
             if peer != self.rank
         }
         #: Peers whose exit notice has arrived.
         self.exited: set[int] = set()
+        #: Collectives completed through :meth:`wait` (every rank makes the same ones, in order).
+        self.completed = 0
 
     def poll(self) -> set[int]:
         """The peers known to have exited (their notices tested now)."""
@@ -146,24 +149,35 @@ class ExitWatch:
         it also sleeps 0.5 ms there (so a long wait for a slow rank costs
         little CPU).
         """
-        if request.Test():
-            return
         start = time.monotonic()
         spins = 0
         while not request.Test():
             spins += 1
             if spins % 64:
                 continue
-            if self.poll():
-                gone = ", ".join(str(p) for p in sorted(self.exited))
+            missing = self.missing()
+            if missing:
+                gone = ", ".join(str(p) for p in missing)
                 abort(
-                    f"rank{'s' if len(self.exited) > 1 else ''} {gone} of this communicator ended (its script returned or called sys.exit) "
+                    f"rank{'s' if len(missing) > 1 else ''} {gone} of this communicator ended (its script returned or called sys.exit) "
                     f"while rank {self.rank} waits for it in {what}"
                 )
             if time.monotonic() - start > _SPIN_SECONDS:
                 time.sleep(_SLEEP_SECONDS)
+        self.completed += 1
+
+    def missing(self) -> list[int]:
+        """Exited peers that never joined the collective being waited for.
+
+        A peer's exit notice carries how many collectives it completed: one
+        that completed more than this rank has took part in the current one
+        and left afterwards (a rank may finish its last step and exit while
+        a slower rank still waits for that step's collective to complete).
+        """
+        return sorted(peer for peer in self.poll() if self._inbox[peer] <= self.completed)
 
     def _notify(self) -> list[Any]:
+        self._outbox[0] = self.completed
         return [
             self.comm.Isend(self._outbox, dest=peer, tag=_EXIT_TAG)
             for peer in range(self.size)
