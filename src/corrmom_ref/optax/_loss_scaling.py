@@ -86,9 +86,9 @@ def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
     """``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
 
     XLA replaces a division by a broadcast scalar with a multiplication by
-    its reciprocal, which rounds differently (measured: a quarter of float32
-    quotients off by one ulp); the divisor is materialised behind an
-    optimisation barrier so that XLA divides element by element.
+    its reciprocal, which can leave a quotient one ulp off; the divisor is
+    materialised behind an optimisation barrier so that XLA divides element
+    by element.
     """
     divisor = jax.lax.optimization_barrier(jnp.broadcast_to(s.astype(g.dtype), jnp.shape(g)))
     return g / divisor
