@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, LOSS_SCALE_MIN, growth_multiplier
+from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
 
@@ -63,12 +64,6 @@ class LossScalingState(NamedTuple):
     nonfinite_ever: jax.Array
     interval: jax.Array
     inner_state: optax.OptState
-
-
-def _path_name(path: tuple[Any, ...]) -> str:
-    from corrmom_ref.optax._snapshot import chainer_path
-
-    return chainer_path(path)
 
 
 def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any) -> None:
@@ -153,7 +148,7 @@ def loss_scaling(
         finite_each = [jnp.all(jnp.isfinite(g)) for _, g in leaves_with_paths]
         finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
         if warn and finite_each:
-            names = tuple(_path_name(path) for path, _ in leaves_with_paths)
+            names = tuple(chainer_path(path) for path, _ in leaves_with_paths)
             jax.debug.callback(
                 lambda f, c, sc: _warn_nonfinite(names, f, c, sc), jnp.stack(finite_each), state.count, s
             )

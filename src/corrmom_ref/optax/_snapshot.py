@@ -32,6 +32,7 @@ import optax
 
 from corrmom_ref.optax._loss_scaling import LossScalingState
 from corrmom_ref.optax._momentum import MomentumState
+from corrmom_ref.optax._paths import chainer_path, plain_key
 from corrmom_ref.serializers.chainer_layout import read_npz_arrays, write_npz_arrays
 
 __all__ = [
@@ -43,18 +44,6 @@ __all__ = [
 
 File = str | os.PathLike[str] | BinaryIO
 PathMapping = Mapping[str, tuple[Hashable, ...]]
-
-
-def _plain(key: Any) -> Hashable:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return getattr(key, attr)  # type: ignore[no-any-return]
-    return key  # type: ignore[no-any-return]
-
-
-def chainer_path(path: tuple[Any, ...]) -> str:
-    """The default Chainer path of a pytree path: ``('l1', 'W')`` (or its key entries) -> ``'/l1/W'``."""
-    return "/" + "/".join(str(_plain(k)) for k in path)
 
 
 def _namer(paths: PathMapping | None) -> Any:
@@ -69,7 +58,7 @@ def _namer(paths: PathMapping | None) -> Any:
         inverse[key] = name.lstrip("/")
 
     def name_of(path: tuple[Any, ...]) -> str:
-        key = tuple(_plain(k) for k in path)
+        key = tuple(plain_key(k) for k in path)
         if key not in inverse:
             raise KeyError(f"paths: no Chainer path is given for the parameter at pytree path {key!r}")
         return inverse[key]

@@ -1,0 +1,184 @@
+"""corrmom_ref's modules import each other without a cycle.
+
+The graph is read from the source (``ast``), not from ``sys.modules``: an
+edge ``a -> b`` for every ``import`` in ``a`` that names a module ``b`` of the
+package, at module level or inside a function (an import moved into a function
+to dodge a cycle still counts); imports under ``if TYPE_CHECKING:`` are left
+out, since they never run. ``from package import name`` is an edge to the
+submodule ``package.name`` when there is one, else to the package itself.
+Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those
+implicit edges are left out, as every subpackage's ``__init__`` imports its own
+modules and would otherwise close a loop with each of them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "corrmom_ref"
+
+#: Edges tolerated until another branch lands.
+ALLOWED_EDGES = {
+    # removed by r15-core; the lead deletes this at merge
+    ("corrmom_ref._backends.jax_update", "corrmom_ref._backends.fast"),
+}
+
+
+def modules(source: Path = SOURCE, package: str = PACKAGE) -> dict[str, tuple[Path, bool]]:
+    """``{dotted module name: (file, is a package)}`` for every module of ``package``."""
+    found = {}
+    for path in sorted((source / package).rglob("*.py")):
+        parts = list(path.relative_to(source).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        found[".".join(parts)] = (path, is_package)
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement under ``node`` at any depth, except in ``if TYPE_CHECKING:`` bodies."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for other in child.orelse:
+                yield from _imports_of_statement(other)
+            continue
+        yield from _imports_of_statement(child)
+
+
+def _imports_of_statement(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        yield node
+    else:
+        yield from _imports(node)
+
+
+def _resolve(name: str, known: dict[str, tuple[Path, bool]]) -> str | None:
+    """The longest prefix of ``name`` that is a module of the package, if any."""
+    parts = name.split(".")
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in known:
+            return candidate
+        parts.pop()
+    return None
+
+
+def edges_of(module: str, known: dict[str, tuple[Path, bool]]) -> set[str]:
+    """The package's modules that ``module`` imports."""
+    path, is_package = known[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = module if is_package else module.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in _imports(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names
+            ]
+        for name in names:
+            target = _resolve(name, known)
+            if target is None:
+                continue
+            targets.add(target)
+            parts = target.split(".")
+            for end in range(1, len(parts)):  # the packages on the way, unless they hold ``module``
+                package = ".".join(parts[:end])
+                if not module.startswith(package + "."):
+                    targets.add(package)
+    targets.discard(module)
+    return targets
+
+
+def import_graph(source: Path = SOURCE, package: str = PACKAGE) -> dict[str, set[str]]:
+    """``{module: modules it imports}`` over the whole package."""
+    known = modules(source, package)
+    return {module: edges_of(module, known) for module in known}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle ``[a, b, ..., a]`` of ``graph``, or ``None`` (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    for start in sorted(graph):
+        if state.get(start):
+            continue
+        path = [start]
+        state[start] = 1
+        stack = [iter(sorted(graph[start]))]
+        while stack:
+            target = next(stack[-1], None)
+            if target is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if not state.get(target):
+                state[target] = 1
+                path.append(target)
+                stack.append(iter(sorted(graph.get(target, ()))))
+    return None
+
+
+def _without_allowed(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {a: {b for b in targets if (a, b) not in ALLOWED_EDGES} for a, targets in graph.items()}
+
+
+def test_the_package_imports_without_a_cycle() -> None:
+    graph = _without_allowed(import_graph())
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_allowed_edges_still_exist() -> None:
+    """An allowed edge that is gone is stale: delete it from ALLOWED_EDGES."""
+    graph = import_graph()
+    assert all(b in graph[a] for a, b in ALLOWED_EDGES), ALLOWED_EDGES
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """A small package ``p`` whose ``a`` imports ``b`` at module level and ``b`` imports ``a`` in a function."""
+    package = tmp_path / "p"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from p import a\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "a.py").write_text("from p.sub import b\n")
+    (package / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from p import c\n"
+        "def f():\n    from .. import a\n    return a\n"
+    )
+    (package / "c.py").write_text("from p.sub import b\n")
+    return tmp_path
+
+
+def test_a_function_level_cycle_is_found(planted: Path) -> None:
+    graph = import_graph(planted, "p")
+    assert graph["p.a"] == {"p.sub", "p.sub.b"}  # importing p.sub.b runs p/sub/__init__ too
+    assert graph["p.sub.b"] == {"p.a"}  # the TYPE_CHECKING import of p.c is left out
+    assert find_cycle(graph) == ["p.a", "p.sub.b", "p.a"]
+
+
+def test_a_type_checking_only_loop_is_no_cycle(planted: Path) -> None:
+    (planted / "p" / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p import a, c\n"
+    )
+    assert find_cycle(import_graph(planted, "p")) is None
