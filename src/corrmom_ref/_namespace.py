@@ -1,8 +1,9 @@
-"""The Array API namespace and the device of an array, with per-type parts looked up once.
+"""The Array API namespace, the device and the dtype name of an array, with per-type parts looked up once.
 
-``array_api_compat.array_namespace`` inspects its arguments on every call,
-which costs microseconds; the namespace depends only on the array's type, so
-the hot paths look it up by type.
+``array_api_compat.array_namespace`` inspects its arguments on every call;
+the namespace depends only on the array's type, so the hot paths look it up
+by type (what that saves per call: ``benchmarks/RESULTS.md``, "Measurements
+behind the machinery's design choices").
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from array_api_compat import (
     is_pydata_sparse_array,
     is_torch_array,
 )
+
+__all__ = [
+    "device_of",
+    "dtype_name",
+    "is_float16",
+    "namespace_of",
+    "placement_of",
+    "quick_alike",
+    "same_device",
+]
 
 _BY_TYPE: dict[type, Any] = {}
 _DEVICE_READER_BY_TYPE: dict[type, Callable[[Any], Any]] = {}
@@ -39,8 +50,8 @@ def namespace_of(x: Any) -> Any:
 def device_of(x: Any) -> Any:
     """``array_api_compat.device(x)``, with its choice of how to read the device made once per type.
 
-    The helper tests ``x`` against NumPy, Dask, JAX and sparse on every call
-    (about a microsecond); for every other backend its answer is ``x.device``.
+    The helper tests ``x`` against NumPy, Dask, JAX and sparse on every call;
+    for every other backend its answer is ``x.device``.
     """
     reader = _DEVICE_READER_BY_TYPE.get(type(x))
     if reader is None:
@@ -64,8 +75,8 @@ def placement_of(x: Any) -> Any:
     """A hashable for where ``x`` lives: arrays with equal placements are on the same device.
 
     The device itself, except on JAX, whose ``device`` is derived from the
-    array's sharding on every read (about a microsecond); there it is the
-    sharding (a tenth of that). Unequal placements may still share a device
+    array's sharding on every read; there it is the sharding, which is read
+    as it is (``benchmarks/RESULTS.md`` has both costs). Unequal placements may still share a device
     (two shardings of one device), so an equality test that must not fail
     falls back to :func:`device_of` (as :func:`same_device` does).
     """
@@ -86,7 +97,7 @@ def _placement_reader(x: Any) -> Callable[[Any], Any]:
     return _device_reader(x)
 
 
-def alike(a: Any, b: Any) -> bool:
+def quick_alike(a: Any, b: Any) -> bool:
     """A quick test that arrays ``a`` and ``b`` (of one type) have equal shape, dtype and device.
 
     ``True`` is always right; ``False`` may be wrong (a JAX array's ``aval``
@@ -129,3 +140,26 @@ def _alike_jax_arrays(a: Any, b: Any) -> bool:
 
 def _alike_arrays(a: Any, b: Any) -> bool:
     return bool(a.dtype == b.dtype and a.shape == b.shape and same_device(a, b))
+
+
+def dtype_name(dtype: Any) -> str:
+    """A backend-neutral name for a dtype: ``'float32'`` for every backend's float32.
+
+    NumPy and JAX spell dtypes in their namespaces as scalar types
+    (``numpy.float32`` is a class whose ``str`` is ``"<class 'numpy.float32'>"``);
+    their ``__name__`` is the name. PyTorch's ``str`` is ``'torch.float32'``:
+    the part after the last dot is the name.
+    """
+    if isinstance(dtype, type):
+        return dtype.__name__
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def is_float16(dtype: Any) -> bool:
+    """Whether ``dtype`` is float16, on any backend.
+
+    Compared by name: float16 is not a standard dtype, so namespaces such as
+    array-api-strict's and array-api-compat's Dask wrapper have no
+    ``float16`` attribute to compare with.
+    """
+    return dtype_name(dtype) == "float16"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace, device
 
-from corrmom_ref._namespace import alike, same_device
+from corrmom_ref._namespace import dtype_name, quick_alike, same_device
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -74,8 +74,6 @@ def _integral_or_bool(dtype: Any) -> bool:
     except TypeError:  # a backend whose dtypes cannot be hashed
         known = None
     if known is None:
-        from corrmom_ref.serializers.transfer import dtype_name
-
         known = dtype_name(dtype).startswith(("int", "uint", "bool"))
         with contextlib.suppress(TypeError):
             _INTEGRAL_OR_BOOL[key] = known
@@ -93,8 +91,6 @@ def check_parameter_dtype(param: Parameter, path: str, rule_name: str) -> None:
     """
     dtype = param.array.dtype
     if _integral_or_bool(dtype):
-        from corrmom_ref.serializers.transfer import dtype_name
-
         raise TypeError(
             f"parameter {path} has dtype {dtype_name(dtype)}: {rule_name} updates floating-point "
             f"parameters only; give it a floating-point array, or keep it fixed with "
@@ -111,7 +107,7 @@ def check_gradient(param: Parameter, path: str) -> None:
     if grad is None:
         return
     array = param.array
-    if type(grad) is type(array) and alike(grad, array):  # the common case, answered quickly
+    if type(grad) is type(array) and quick_alike(grad, array):  # the common case, answered quickly
         return
     if type(grad) is not type(array):
         try:

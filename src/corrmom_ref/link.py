@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from array_api_compat import array_namespace
 
-if TYPE_CHECKING:
-    from corrmom_ref.serializers.base import AbstractSerializer
+from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
+from corrmom_ref.serializers.transfer import convert_like
+
+if TYPE_CHECKING:  # update_rule imports this module
     from corrmom_ref.update_rule import UpdateRule
 
 __all__ = ["Link", "Parameter"]
@@ -191,9 +193,6 @@ class Link:
         Loading validates every array first and assigns only when all are
         valid, so a failed load changes nothing.
         """
-        from corrmom_ref.serializers.base import Deserializer
-        from corrmom_ref.serializers.transfer import convert_like
-
         named = list(self.namedparams())
         if not isinstance(serializer, Deserializer):
             for path, param in named:

@@ -15,7 +15,13 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of
-from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_interval, check_loss_scale
+from corrmom_ref._scalars import (
+    LOSS_SCALE_HIGHEST,
+    LOSS_SCALE_LOWEST,
+    check_counter,
+    check_interval,
+    check_loss_scale,
+)
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter
 from corrmom_ref.loss_scaling import (
@@ -25,6 +31,7 @@ from corrmom_ref.loss_scaling import (
     next_loss_scale,
 )
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
+from corrmom_ref.serializers.transfer import key_name, to_flag, to_float, to_int
 from corrmom_ref.update_rule import UpdateRule, update_all
 
 __all__ = ["GradientMethod", "Optimizer"]
@@ -278,9 +285,6 @@ class Optimizer:
                 yield name, param, rule
 
     def _load(self, serializer: AbstractSerializer) -> None:
-        from corrmom_ref._scalars import check_counter
-        from corrmom_ref.serializers.transfer import key_name, to_int
-
         where_t, where_epoch = (
             f"optimizer t ({key_name(serializer, 't')})",
             f"epoch ({key_name(serializer, 'epoch')})",
@@ -308,8 +312,6 @@ class Optimizer:
 
     def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
         """Read and check the ``loss_scaling.*`` keys (ranges: :mod:`corrmom_ref._scalars`)."""
-        from corrmom_ref._scalars import check_interval, check_loss_scale
-        from corrmom_ref.serializers.transfer import key_name, to_flag, to_float, to_int
 
         def read(key: str) -> Any:
             try:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from array_api_compat import array_namespace, device, is_writeable_array
 
 from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
-from corrmom_ref._namespace import namespace_of
+from corrmom_ref._namespace import dtype_name, is_float16, namespace_of
+from corrmom_ref._scalars import check_counter
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, read_entry
-
-if TYPE_CHECKING:
-    from corrmom_ref.link import Parameter
-    from corrmom_ref.serializers.base import AbstractSerializer
+from corrmom_ref.link import Parameter
+from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
+from corrmom_ref.serializers.transfer import convert_loaded, key_name, to_int
 
 __all__ = ["UpdateRule", "update_all"]
 
@@ -128,7 +128,7 @@ class UpdateRule:
         self.t += 1
         xp = namespace_of(param.array)
         target = param
-        on_master = self._use_fp32_update and _is_float16(param.array.dtype)
+        on_master = self._use_fp32_update and is_float16(param.array.dtype)
         if on_master:
             target = self._master_copy(param, xp)
         if self._state is None:
@@ -166,8 +166,6 @@ class UpdateRule:
             rule.update(param)
 
     def _master_copy(self, param: Parameter, xp: Any) -> Parameter:
-        from corrmom_ref.link import Parameter
-
         master = self._fp32_param
         if master is None:
             master = self._fp32_param = Parameter(xp.astype(param.array, xp.float32), name=param.name)
@@ -187,7 +185,7 @@ class UpdateRule:
         """Shape and dtype each state entry must have for ``param``."""
         xp = array_namespace(param.array)
         dtype = param.array.dtype
-        if self._use_fp32_update and _is_float16(dtype):
+        if self._use_fp32_update and is_float16(dtype):
             dtype = xp.float32
         return {key: (tuple(param.array.shape), dtype) for key in self.state_keys}
 
@@ -198,8 +196,6 @@ class UpdateRule:
         checks every value before assigning any, so a failed load leaves the
         rule as it was.
         """
-        from corrmom_ref.serializers.base import Deserializer
-
         if isinstance(serializer, Deserializer):
             if param is None:
                 raise TypeError("loading an update rule needs the parameter it updates")
@@ -220,9 +216,6 @@ class UpdateRule:
         snapshot, a rule without state is left to create it lazily (``None``)
         and a rule with state keeps that entry.
         """
-        from corrmom_ref._scalars import check_counter
-        from corrmom_ref.serializers.transfer import convert_loaded, key_name, to_int
-
         where_t = f"{where} t ({key_name(serializer, 't')})"
         t = check_counter(to_int(serializer("t", self.t), where=where_t), where_t)
         template = self.state_template(param)
@@ -263,19 +256,19 @@ class UpdateRule:
         to that state's dtype (Chainer copies it in), otherwise it keeps its
         own dtype.
         """
-        if not (self._use_fp32_update and _is_float16(param.array.dtype)):
+        if not (self._use_fp32_update and is_float16(param.array.dtype)):
             return expected, None
         loaded_dtype = getattr(value, "dtype", None)
         if loaded_dtype is None:
             return expected, None
         xp = namespace_of(param.array)
-        if _is_float16(loaded_dtype):
+        if is_float16(loaded_dtype):
             accepted = param.array.dtype
-        elif _dtype_name(loaded_dtype) == "float32":
+        elif dtype_name(loaded_dtype) == "float32":
             accepted = xp.float32
         else:
             return expected, None  # refused by convert_loaded, naming the expected dtype
-        if current is not None and _dtype_name(current.dtype) != _dtype_name(accepted):
+        if current is not None and dtype_name(current.dtype) != dtype_name(accepted):
             return accepted, current.dtype
         return accepted, None
 
@@ -318,25 +311,6 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
         rule.update(param)
     for members in batches.values():
         type(members[0][1]).update_batch(members)
-
-
-def _dtype_name(dtype: Any) -> str:
-    """:func:`corrmom_ref.serializers.transfer.dtype_name` (imported when first needed)."""
-    from corrmom_ref.serializers.transfer import dtype_name as name
-
-    return name(dtype)
-
-
-def _is_float16(dtype: Any) -> bool:
-    """Whether ``dtype`` is float16, on any backend.
-
-    Compared by name: float16 is not a standard dtype, so namespaces such as
-    array-api-strict's and array-api-compat's Dask wrapper have no
-    ``float16`` attribute to compare with.
-    """
-    from corrmom_ref.serializers.transfer import dtype_name
-
-    return dtype_name(dtype) == "float16"
 
 
 def _divide(grad: Any, scale: float) -> Any:

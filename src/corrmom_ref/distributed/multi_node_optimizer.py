@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from corrmom_ref._finite import all_finite
 from corrmom_ref.distributed.agreement import check_same_setup
 from corrmom_ref.distributed.communicator import MpiCommunicator
 
@@ -109,19 +110,13 @@ class MultiNodeOptimizer:
         actual.reallocate_cleared_grads()
         verdict = None
         if actual._loss_scaling_is_dynamic:
-            verdict = not _all_finite([p.grad for p in actual.target.params()])
+            verdict = not all_finite([p.grad for p in actual.target.params()])
         self._agreed_nonfinite = bool(self.communicator.mean_grads(actual.target, verdict))
         actual.update()
 
     def serialize(self, serializer: Any) -> None:
         """Save or load the wrapped optimizer (same keys as without MPI)."""
         self.actual_optimizer.serialize(serializer)
-
-
-def _all_finite(grads: list[Any]) -> bool:
-    from corrmom_ref._finite import all_finite
-
-    return all_finite(grads)
 
 
 def create_multi_node_optimizer(

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from array_api_compat import array_namespace
 
 from corrmom_ref._backends.scalars import scalar_operand
+from corrmom_ref._namespace import is_float16 as _is_float16
 from corrmom_ref._namespace import namespace_of, placement_of
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
 from corrmom_ref.optimizer import GradientMethod
-from corrmom_ref.update_rule import UpdateRule, _is_float16
+from corrmom_ref.update_rule import UpdateRule
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter

@@ -7,19 +7,11 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from corrmom_ref._namespace import dtype_name  # re-exported: it was defined here first
+from corrmom_ref._scalars import check_flag
+from corrmom_ref.serializers._archive import StoredArray
+
 __all__ = ["convert_like", "convert_loaded", "dtype_name", "key_name", "to_flag", "to_float", "to_int"]
-
-
-def dtype_name(dtype: Any) -> str:
-    """A backend-neutral name for a dtype: ``'float32'`` for every backend's float32.
-
-    NumPy and JAX spell dtypes in their namespaces as scalar types
-    (``numpy.float32`` is a class whose ``str`` is ``"<class 'numpy.float32'>"``);
-    their ``__name__`` is the name.
-    """
-    if isinstance(dtype, type):
-        return dtype.__name__
-    return str(dtype).rsplit(".", 1)[-1]
 
 
 def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str) -> Any:
@@ -40,8 +32,6 @@ def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, d
         raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
     if dtype_name(value.dtype) != dtype_name(dtype):
         raise TypeError(f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}")
-    from corrmom_ref.serializers._archive import StoredArray
-
     if isinstance(value, StoredArray):
         return xp.asarray(value.read(), dtype=dtype, device=device, copy=None)
     return xp.asarray(value, dtype=dtype, device=device, copy=True)
@@ -60,8 +50,6 @@ def convert_like(value: Any, like: Any, what: str) -> Any:
 
 
 def _scalar(value: Any, what: str) -> Any:
-    from corrmom_ref.serializers._archive import StoredArray
-
     shape = getattr(value, "shape", ())
     if tuple(shape) != ():
         raise ValueError(f"{what}: expected a scalar, got an array of shape {tuple(shape)}")
@@ -79,8 +67,6 @@ def key_name(serializer: Any, key: str) -> str:
 
 def to_flag(value: Any, where: str) -> bool:
     """A loaded flag; only a bool (NumPy's or Python's) is one."""
-    from corrmom_ref._scalars import check_flag
-
     return check_flag(_scalar(value, where), where)
 
 
