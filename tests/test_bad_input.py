@@ -144,6 +144,43 @@ def test_a_bad_value_in_another_parent_is_caught(bk: Backend) -> None:
     assert_fails_cleanly(bk, opt, opt.update, ValueError, r"parameter /l1/W: hyperparameter 'lr'")
 
 
+class _Sequence(cr.Hyperparameter):
+    """A hyperparameter whose ``lr`` is the next of ``values`` at every read."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self._next = iter(values)
+
+    @property
+    def lr(self) -> float:
+        return next(self._next)
+
+
+def test_every_rule_is_checked_when_a_value_comes_from_above_the_optimizer() -> None:
+    """The optimizer's hyperparameter holds no ``lr``: it is computed above it, and the second
+    rule's read gets a NaN. A check of the first rule of the class does not cover the second."""
+    W1, W2 = (cr.Parameter(np.ones(2, np.float32)) for _ in range(2))
+    opt = cr.CorrectedMomentumSGD(momentum=0.5)
+    opt.hyperparam = cr.Hyperparameter(_Sequence([0.5, math.nan, 0.5, 0.5]))
+    opt.hyperparam.momentum = 0.5
+    opt.setup(cr.Link(a=W1, b=W2))
+    for W in (W1, W2):
+        W.grad = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match=r"parameter /b: hyperparameter 'lr' must be finite"):
+        opt.update()
+    np.testing.assert_array_equal(W1.array, np.ones(2, np.float32))
+    assert opt.t == 0
+
+
+def test_valid_values_of_other_real_types_pass_for_every_rule(bk: Backend) -> None:
+    """Values that are not Python floats (NumPy scalars, integers) take the full check, and pass."""
+    opt = trained(bk)
+    opt.lr = np.float64(0.25)
+    opt.target.l1.W.update_rule.hyperparam.momentum = 1
+    opt.update()
+    assert opt.t == 3
+
+
 # -- gradients -----------------------------------------------------------------
 
 

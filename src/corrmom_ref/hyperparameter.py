@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Hyperparameter", "HyperparameterProxy", "read_entry"]
+__all__ = ["Hyperparameter", "HyperparameterProxy", "quick_nonnegative_floats", "read_entry"]
+
+#: The largest finite float: ``0.0 <= x <= FLOAT_MAX`` is false for NaN, infinities and negatives.
+FLOAT_MAX = 1.7976931348623157e308
 
 
 class Hyperparameter:
@@ -84,6 +87,31 @@ def read_entry(hyperparam: Hyperparameter, name: str) -> Any:
     if node is None:
         raise AttributeError(f"hyperparameter {name!r} is not set")
     return getattr(node, name)
+
+
+def quick_nonnegative_floats(hyperparam: Hyperparameter, names: tuple[str, ...]) -> bool:
+    """A quick test that every entry in ``names`` reads as a finite Python ``float`` >= 0.
+
+    ``True`` is always right: each entry is read from the first dictionary
+    that holds it, as :func:`read_entry` reads it, and is a ``float`` in
+    ``[0, FLOAT_MAX]``. ``False`` may be wrong: the test looks at
+    ``hyperparameter`` and its parent only, both plain :class:`Hyperparameter`
+    objects, and accepts only Python floats (NumPy scalars and integers are
+    valid too), so a caller that must be exact looks closer after a ``False``
+    (:meth:`corrmom_ref.UpdateRule.check_hyperparameters`).
+    """
+    if type(hyperparam) is not Hyperparameter:
+        return False
+    own = hyperparam.__dict__
+    parent = own["_parent"]
+    if type(parent) is not Hyperparameter:
+        return False
+    entries = parent.__dict__ if len(own) == 1 else {**parent.__dict__, **own}  # own first
+    for name in names:
+        value = entries.get(name)
+        if type(value) is not float or not 0.0 <= value <= FLOAT_MAX:
+            return False
+    return True
 
 
 T = TypeVar("T")

@@ -9,12 +9,12 @@ oddity changes numbers the reference keeps it, so trajectories match.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
-from corrmom_ref._namespace import namespace_of
+from corrmom_ref._namespace import namespace_of, quick_alike
 from corrmom_ref._scalars import (
     LOSS_SCALE_HIGHEST,
     LOSS_SCALE_LOWEST,
@@ -23,7 +23,7 @@ from corrmom_ref._scalars import (
     check_loss_scale,
 )
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
-from corrmom_ref.hyperparameter import Hyperparameter
+from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats
 from corrmom_ref.loss_scaling import (
     LOSS_SCALE_MAX,
     NonFiniteGradientWarning,
@@ -173,6 +173,15 @@ class Optimizer:
         """The current loss scale (``None``: no loss scaling)."""
         return self._loss_scale
 
+    @property
+    def dynamic_loss_scaling(self) -> bool:
+        """Whether the loss scale is dynamic (:meth:`loss_scaling` without ``scale``).
+
+        It stays on after a later static :meth:`loss_scaling` call, as in
+        Chainer (see there).
+        """
+        return self._loss_scaling_is_dynamic
+
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
         """Configure loss scaling: dynamic when ``scale`` is ``None``, else static.
 
@@ -278,11 +287,13 @@ class Optimizer:
             rule.serialize(serializer[name])
         self._save_loss_scaling(serializer)
 
-    def _rules(self) -> Iterator[tuple[str, Any, UpdateRule]]:
-        for name, param in self.target.namedparams():
-            rule = getattr(param, "update_rule", None)
-            if rule is not None:
-                yield name, param, rule
+    def _rules(self) -> list[tuple[str, Any, UpdateRule]]:
+        """``(path, param, rule)`` of every parameter with a rule, in order."""
+        return [
+            (name, param, rule)
+            for name, param in self.target.namedparams()
+            if (rule := getattr(param, "update_rule", None)) is not None
+        ]
 
     def _load(self, serializer: AbstractSerializer) -> None:
         where_t, where_epoch = (
@@ -380,6 +391,36 @@ class GradientMethod(Optimizer):
         self.hyperparam = Hyperparameter()
         self._use_fp32_update = False
         self._use_cleargrads = True
+        self._outside_verdict: Callable[[], bool] | None = None
+
+    def set_outside_nonfinite_verdict(self, verdict: Callable[[], bool] | None) -> None:
+        """Let ``verdict()`` mark a step as non-finite, as a non-finite local gradient would.
+
+        With dynamic loss scaling, every :meth:`update` asks ``verdict()``
+        right after its own check of the gradients (step 4) and treats a true
+        answer as that check finding a non-finite gradient: no rule updates,
+        ``t`` still advances, the loss scale falls, and
+        :meth:`is_safe_to_update` answers ``False`` until the next check. No
+        warning is issued for it (the gradients here are finite; whoever
+        found the non-finite values reports them). Without dynamic loss
+        scaling ``verdict`` is not asked. ``None`` removes it.
+
+        This is the seam through which
+        :class:`~corrmom_ref.distributed.MultiNodeOptimizer` makes every rank
+        skip a step when any rank's gradients overflowed.
+        """
+        if verdict is not None and not callable(verdict):
+            raise TypeError(f"verdict must be callable or None, got {type(verdict).__name__}")
+        self._outside_verdict = verdict
+
+    def _apply_outside_verdict(self) -> None:
+        """Step 4's second half: OR the outside verdict into this step's non-finite flags."""
+        verdict = self._outside_verdict
+        if verdict is None or not self._loss_scaling_is_dynamic or self._loss_scaling_isnan:
+            return
+        if verdict():
+            self._loss_scaling_isnan = True
+            self._loss_scaling_isnan_ever = True
 
     def setup(self, link: Any) -> GradientMethod:
         """As :meth:`Optimizer.setup`, and give every parameter a fresh update rule.
@@ -401,7 +442,7 @@ class GradientMethod(Optimizer):
 
     def reallocate_cleared_grads(self) -> None:
         """Give every parameter whose gradient is ``None`` a zero gradient."""
-        for _, param in self.target.namedparams():
+        for param in self.target.params():
             if param.grad is None:
                 param.grad = namespace_of(param.array).zeros_like(param.array)
 
@@ -418,20 +459,23 @@ class GradientMethod(Optimizer):
         :attr:`~corrmom_ref.UpdateRule.floating_point_only` has no integer or
         boolean parameter, that each ``param.loss_scale`` is ``None`` or a
         real number in ``[2**-126, 2**126]`` (as a static loss scale, see
-        :meth:`loss_scaling`), and that each
-        hyperparameter is valid. Called by :meth:`update` before anything is
-        modified (cleared gradients are still ``None`` then). Returns the
+        :meth:`loss_scaling`), and that every hyperparameter of every enabled
+        rule is valid (each rule on its own, every step: the common case of
+        Python floats by
+        ``corrmom_ref.hyperparameter.quick_nonnegative_floats``, any other
+        by :meth:`~corrmom_ref.UpdateRule.check_hyperparameters`). Called by
+        :meth:`update` before anything is modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
-        entries = list(self._rules())
-        root = self.hyperparam
-        root_checked_for: set[type] = set()  # rule classes (their own hyperparameter names)
+        entries = self._rules()
         passed_dtype = None  # the last dtype check_parameter_dtype let through (models mostly have one)
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
-            check_gradient(param, name)
-            dtype = param.array.dtype
+            array, grad = param.array, param.grad
+            if grad is not None and not (type(grad) is type(array) and quick_alike(grad, array)):
+                check_gradient(param, name)  # the common case (a gradient like its array) answered above
+            dtype = array.dtype
             if dtype is not passed_dtype and rule.floating_point_only:
                 check_parameter_dtype(param, name, type(rule).__name__)
                 passed_dtype = dtype
@@ -440,16 +484,8 @@ class GradientMethod(Optimizer):
                 type(loss_scale) is float and LOSS_SCALE_LOWEST <= loss_scale <= LOSS_SCALE_HIGHEST
             ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
-            hyperparam = rule.hyperparam
-            own = hyperparam.__dict__
-            if type(hyperparam) is not Hyperparameter or own["_parent"] is not root:
-                # another parent, or a subclass that may compute entries: every value
-                rule.check_hyperparameters(where=f"parameter {name}")
-            elif type(rule) not in root_checked_for:
-                rule.check_hyperparameters(where=f"parameter {name}")
-                root_checked_for.add(type(rule))
-            elif len(own) > 1:  # entries of its own besides the parent link
-                rule.check_hyperparameters(where=f"parameter {name}", own_only=True)
+            if not quick_nonnegative_floats(rule.hyperparam, rule.nonnegative_hyperparams):
+                rule.check_hyperparameters(f"parameter {name}")  # raises, or passes another valid type
         return entries
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
@@ -464,7 +500,9 @@ class GradientMethod(Optimizer):
            gradient still moves by its momentum). Chainer does this before
            any check; the order changes nothing but what a refused step
            leaves behind.
-        4. With dynamic loss scaling, check gradients for non-finite values.
+        4. With dynamic loss scaling, check gradients for non-finite values
+           (:meth:`check_nan_in_grads`), then ask the outside verdict if one
+           is set (:meth:`set_outside_nonfinite_verdict`).
         5. Optimizer pre hooks (then the gradients are checked again).
         6. ``t += 1``, also on a skipped step.
         7. Unless a gradient was non-finite: each rule updates its parameter,
@@ -482,6 +520,7 @@ class GradientMethod(Optimizer):
         self.reallocate_cleared_grads()
         nonfinite_ever = self._loss_scaling_isnan_ever
         self.check_nan_in_grads()
+        self._apply_outside_verdict()
         has_pre_hooks = bool(self._registry().names("pre"))
         try:
             self.call_hooks("pre")

@@ -103,17 +103,17 @@ class UpdateRule:
         if not flag:  # updates without the master may change param.array in place
             self._fp16_written = None
 
-    def check_hyperparameters(self, where: str, own_only: bool = False) -> None:
-        """Raise unless every value in :attr:`nonnegative_hyperparams` is valid.
+    def check_hyperparameters(self, where: str) -> None:
+        """Raise unless every value in :attr:`nonnegative_hyperparams` is a finite real number >= 0.
 
-        With ``own_only``, check only the values this rule overrides (the
-        caller has checked the parent's).
+        The values are read as :meth:`update` reads them (this rule's own
+        entry, else its parent's); the error names ``where`` and the
+        hyperparameter. An optimizer's ``update()`` calls this for every
+        enabled rule before anything changes.
         """
-        own = self.hyperparam.__dict__
+        hyperparam = self.hyperparam
         for name in self.nonnegative_hyperparams:
-            if own_only and name not in own:
-                continue
-            check_nonnegative_finite(name, read_entry(self.hyperparam, name), where)
+            check_nonnegative_finite(name, read_entry(hyperparam, name), where)
 
     def update(self, param: Parameter) -> None:
         """Update ``param`` in Chainer's order.

@@ -167,7 +167,7 @@ def test_one_ranks_verdict_alone_makes_every_rank_skip(mpi_comm, monkeypatch):
 
     rank = mpi_comm.Get_rank()
     if rank == 0:  # as if rank 0 had found a non-finite gradient (its values stay finite)
-        monkeypatch.setattr(multi_node_optimizer, "_all_finite", lambda grads: False)
+        monkeypatch.setattr(multi_node_optimizer, "all_finite", lambda grads: False)
     problem = LeastSquares(global_batch=2 * mpi_comm.Get_size(), steps=1)
     model = make_model(problem)
     opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.1)).setup(model)

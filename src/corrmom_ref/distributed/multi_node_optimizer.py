@@ -11,9 +11,11 @@ order, see :meth:`corrmom_ref.GradientMethod.update`) on averaged gradients:
 3. average the still-scaled gradients, :math:`\bar g = \tfrac1k\sum_r s\,g^{(r)}
    = s\,\tfrac1k\sum_r g^{(r)}`, in one allreduce that also carries each
    rank's "non-finite gradient" verdict (dynamic loss scaling only);
-4. the wrapped optimizer's own update, whose NaN check is OR-ed with the
-   agreed verdict, so if one rank overflowed every rank skips the step and
-   halves its loss scale; the rules then divide by :math:`s` as usual.
+4. the wrapped optimizer's own update, which ORs the agreed verdict into its
+   own NaN check (through
+   :meth:`~corrmom_ref.GradientMethod.set_outside_nonfinite_verdict`), so if
+   one rank overflowed every rank skips the step and halves its loss scale;
+   the rules then divide by :math:`s` as usual.
 
 Every rank starts from rank 0's parameters (broadcast by :meth:`setup`) and
 applies the same update to the same bits, so all ranks stay bitwise equal.
@@ -86,18 +88,12 @@ class MultiNodeOptimizer:
 
     def _install(self, link: Any) -> None:
         self.communicator.bcast_data(link)
-        actual = self.actual_optimizer
-        local_check = type(actual).check_nan_in_grads
+        # The wrapped optimizer's update asks this after its own NaN check.
+        self.actual_optimizer.set_outside_nonfinite_verdict(self._agreed_verdict)
 
-        def agreed_check_nan_in_grads() -> None:
-            local_check(actual)
-            if self._agreed_nonfinite and not actual._loss_scaling_isnan:
-                actual._loss_scaling_isnan = True
-                actual._loss_scaling_isnan_ever = True
-
-        # The wrapped optimizer's update calls its own check; this instance
-        # attribute makes that check include the other ranks' verdicts.
-        actual.check_nan_in_grads = agreed_check_nan_in_grads
+    def _agreed_verdict(self) -> bool:
+        """Whether some rank's gradients were not finite in the last :meth:`update`."""
+        return bool(self._agreed_nonfinite)
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
         """One data-parallel step (see the module docstring for the order)."""
@@ -109,7 +105,7 @@ class MultiNodeOptimizer:
         actual.check_update_inputs()
         actual.reallocate_cleared_grads()
         verdict = None
-        if actual._loss_scaling_is_dynamic:
+        if actual.dynamic_loss_scaling:
             verdict = not all_finite([p.grad for p in actual.target.params()])
         self._agreed_nonfinite = bool(self.communicator.mean_grads(actual.target, verdict))
         actual.update()

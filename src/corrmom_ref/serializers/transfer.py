@@ -9,7 +9,6 @@ from array_api_compat import array_namespace, device
 
 from corrmom_ref._namespace import dtype_name  # re-exported: it was defined here first
 from corrmom_ref._scalars import check_flag
-from corrmom_ref.serializers._archive import StoredArray
 
 __all__ = ["convert_like", "convert_loaded", "dtype_name", "key_name", "to_flag", "to_float", "to_int"]
 
@@ -32,7 +31,7 @@ def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, d
         raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
     if dtype_name(value.dtype) != dtype_name(dtype):
         raise TypeError(f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}")
-    if isinstance(value, StoredArray):
+    if _is_stored(value):
         return xp.asarray(value.read(), dtype=dtype, device=device, copy=None)
     return xp.asarray(value, dtype=dtype, device=device, copy=True)
 
@@ -53,11 +52,19 @@ def _scalar(value: Any, what: str) -> Any:
     shape = getattr(value, "shape", ())
     if tuple(shape) != ():
         raise ValueError(f"{what}: expected a scalar, got an array of shape {tuple(shape)}")
-    if isinstance(value, StoredArray):
+    if _is_stored(value):
         if value.dtype.kind not in "biuf":
             raise TypeError(f"{what}: expected a bool or a real number, got a {value.dtype} value")
         value = value.read()
     return value.item() if hasattr(value, "item") else value
+
+
+def _is_stored(value: Any) -> bool:
+    """Whether ``value`` is an npz member not read yet (imported here: the archive reader
+    needs NumPy, which ``import corrmom_ref`` does not import)."""
+    from corrmom_ref.serializers._archive import StoredArray
+
+    return isinstance(value, StoredArray)
 
 
 def key_name(serializer: Any, key: str) -> str:
