@@ -1,10 +1,11 @@
 r"""Whether gradients are finite, asked with a few array operations however many there are.
 
 Dynamic loss scaling checks every gradient before each step. Asking each
-gradient on its own costs a few operations per gradient (about 4 ms for 1000
-gradients of 1 Ki elements on NumPy, 12 ms on PyTorch, whose ``isfinite`` is
-slow on the CPU), more than the step itself; the chunks below take 1.1 and
-2.4 ms. Consecutive gradients of one array type, dtype and device are
+gradient on its own costs a few array operations per gradient, which on many
+small gradients outweighs the step itself; the chunks below need a few
+operations per chunk instead (the timings behind this choice:
+``benchmarks/RESULTS.md``, "Measurements behind the machinery's design
+choices"). Consecutive gradients of one array type, dtype and device are
 concatenated into chunks of at most :data:`CHUNK_ELEMENTS` elements (a larger
 gradient is cut into slices of that size) and each chunk is reduced to one
 flag:
@@ -16,8 +17,8 @@ flag:
 
 for real dtypes: the standard's ``max`` and ``min`` propagate NaN, and an
 infinite element makes one of them infinite. Two reductions allocate no
-temporary as large as the chunk (on NumPy, a second such temporary costs ten
-times the arithmetic in page faults). Complex chunks use ``all(isfinite(x))``
+temporary as large as the chunk (``isfinite(x)`` would: on NumPy its fresh
+pages cost more than the arithmetic). Complex chunks use ``all(isfinite(x))``
 (the standard orders no complex numbers). The flags are stacked and read
 once, so a lazy backend (Dask) computes once. Nothing here warns: no
 operation makes a NaN out of numbers.

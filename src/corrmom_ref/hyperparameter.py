@@ -73,8 +73,10 @@ def read_entry(hyperparam: Hyperparameter, name: str) -> Any:
     """``hyperparam.<name>``, parent fallback included, for the per-parameter hot path.
 
     Equal to ``getattr(hyperparam, name)``. Plain attribute access reaches the
-    parent through a failed lookup on the child, which costs about a
-    microsecond per read; this walks the chain of entry dictionaries instead.
+    parent through a failed lookup on the child (an ``AttributeError`` raised
+    and caught per read); this walks the chain of entry dictionaries instead
+    (the saving: ``benchmarks/RESULTS.md``, "Measurements behind the
+    machinery's design choices").
     Subclasses of :class:`Hyperparameter` (which may compute entries) are read
     with ``getattr``.
     """

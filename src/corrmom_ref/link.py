@@ -162,10 +162,11 @@ class Link:
     def _walk(self) -> tuple[tuple[str, Parameter], ...]:
         """The ``(path, parameter)`` pairs, built once per change of any link's children.
 
-        An optimizer walks its target several times per step; sorting the
-        names and joining the paths again each time costs about 0.15 us per
-        parameter and walk. The pairs are rebuilt after any :meth:`add`
-        anywhere (see :class:`_Structure`).
+        An optimizer walks its target several times per step; the cache
+        saves sorting the names and joining the paths again each time, which
+        shows on many small parameters (``benchmarks/RESULTS.md``, "Link walk
+        cache"). The pairs are rebuilt after any :meth:`add` anywhere (see
+        :class:`_Structure`).
         """
         cached = self.__dict__.get("_walked")
         if cached is not None and cached[0] is _STRUCTURE.version:
