@@ -400,7 +400,7 @@ class GradientMethod(Optimizer):
         right after its own check of the gradients (step 4) and treats a true
         answer as that check finding a non-finite gradient: no rule updates,
         ``t`` still advances, the loss scale falls, and
-        :meth:`is_safe_to_update` answers ``False`` until the next check. No
+        :meth:`~Optimizer.is_safe_to_update` answers ``False`` until the next check. No
         warning is issued for it (the gradients here are finite; whoever
         found the non-finite values reports them). Without dynamic loss
         scaling ``verdict`` is not asked. ``None`` removes it.
@@ -501,7 +501,7 @@ class GradientMethod(Optimizer):
            any check; the order changes nothing but what a refused step
            leaves behind.
         4. With dynamic loss scaling, check gradients for non-finite values
-           (:meth:`check_nan_in_grads`), then ask the outside verdict if one
+           (:meth:`~Optimizer.check_nan_in_grads`), then ask the outside verdict if one
            is set (:meth:`set_outside_nonfinite_verdict`).
         5. Optimizer pre hooks (then the gradients are checked again).
         6. ``t += 1``, also on a skipped step.
