@@ -1,0 +1,83 @@
+"""hyperparameter.quick_nonnegative_floats: its True is always right; it is True in the common case."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+import corrmom_ref as cr
+from corrmom_ref._validation import check_nonnegative_finite
+from corrmom_ref.hyperparameter import quick_nonnegative_floats, read_entry
+
+NAMES = ("lr", "momentum")
+MISSING = object()
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-3, 3),
+    st.booleans(),
+    st.floats(0, 10).map(np.float32),
+    st.just("0.1"),
+    st.just(MISSING),
+)
+
+
+def chain(
+    parent_values: dict[str, object], own_values: dict[str, object], computed: bool
+) -> cr.Hyperparameter:
+    """A rule's hyperparameter under a parent (a subclass with a computed ``lr`` when ``computed``)."""
+
+    class Computed(cr.Hyperparameter):
+        @property
+        def lr(self) -> float:
+            return 0.5
+
+    parent = Computed() if computed else cr.Hyperparameter()
+    for name, value in parent_values.items():
+        if value is not MISSING and not (computed and name == "lr"):
+            setattr(parent, name, value)
+    child = cr.Hyperparameter(parent)
+    for name, value in own_values.items():
+        if value is not MISSING:
+            setattr(child, name, value)
+    return child
+
+
+@given(
+    parent=st.fixed_dictionaries({n: values for n in NAMES}),
+    own=st.fixed_dictionaries({n: values for n in NAMES}),
+    computed=st.booleans(),
+)
+def test_true_means_every_entry_passes_the_full_check(
+    parent: dict[str, object], own: dict[str, object], computed: bool
+) -> None:
+    hyperparam = chain(parent, own, computed)
+    if quick_nonnegative_floats(hyperparam, NAMES):
+        for name in NAMES:
+            value = read_entry(hyperparam, name)
+            assert type(value) is float
+            assert check_nonnegative_finite(name, value, "here") == value
+
+
+@given(
+    parent=st.fixed_dictionaries({n: st.floats(0, 1e308) for n in NAMES}),
+    own=st.fixed_dictionaries({n: st.floats(0, 1e308) | st.just(MISSING) for n in NAMES}),
+)
+def test_python_floats_held_by_the_rule_or_its_plain_parent_answer_true(
+    parent: dict[str, object], own: dict[str, object]
+) -> None:
+    assert quick_nonnegative_floats(chain(parent, own, computed=False), NAMES)
+
+
+def test_each_kind_of_bad_value_answers_false() -> None:
+    for bad in (math.nan, math.inf, -1.0, -math.inf, 1, True, np.float64(0.5), "0.1"):
+        assert not quick_nonnegative_floats(chain({"lr": 0.1, "momentum": 0.9}, {"lr": bad}, False), NAMES)
+        assert not quick_nonnegative_floats(chain({"lr": bad, "momentum": 0.9}, {}, False), NAMES)
+    # an entry only a grandparent holds, and a subclass anywhere up the chain: look closer
+    grandparent = cr.Hyperparameter()
+    grandparent.lr = grandparent.momentum = 0.5
+    assert not quick_nonnegative_floats(cr.Hyperparameter(cr.Hyperparameter(grandparent)), NAMES)
+    assert not quick_nonnegative_floats(chain({"momentum": 0.9}, {}, computed=True), NAMES)
