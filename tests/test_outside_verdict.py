@@ -70,7 +70,9 @@ def test_the_verdict_is_asked_once_per_step_and_only_with_dynamic_scaling() -> N
     opt.set_outside_nonfinite_verdict(lambda: asked.append(opt.t) or True)
     _step(opt, W, [1.0, 1.0])
     assert asked == [] and W.update_rule.t == 1  # no loss scaling: not asked, the step is taken
+    assert not opt.dynamic_loss_scaling
     opt.loss_scaling()
+    assert opt.dynamic_loss_scaling
     _step(opt, W, [1.0, 1.0])
     assert asked == [1] and W.update_rule.t == 1
 
@@ -121,3 +123,13 @@ def test_the_mpi_wrapper_uses_the_seam_and_writes_no_private_attribute() -> None
     assert comm.verdicts == [False, False]  # this rank's own gradients were finite both times
     assert set(vars(actual)) == own_before  # nothing patched in
     assert "check_nan_in_grads" not in vars(actual)
+
+
+def test_dynamic_loss_scaling_stays_on_after_a_static_scale_as_in_chainer() -> None:
+    opt = cr.CorrectedMomentumSGD().setup(_model()[0])
+    opt.set_loss_scale(4.0)
+    assert not opt.dynamic_loss_scaling
+    opt.loss_scaling()
+    with pytest.warns(UserWarning, match="dynamic policy stays on"):
+        opt.set_loss_scale(4.0)
+    assert opt.dynamic_loss_scaling
