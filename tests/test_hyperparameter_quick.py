@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,3 +82,12 @@ def test_each_kind_of_bad_value_answers_false() -> None:
     grandparent.lr = grandparent.momentum = 0.5
     assert not quick_nonnegative_floats(cr.Hyperparameter(cr.Hyperparameter(grandparent)), NAMES)
     assert not quick_nonnegative_floats(chain({"momentum": 0.9}, {}, computed=True), NAMES)
+
+
+def test_parent_is_public_and_read_only() -> None:
+    root = cr.Hyperparameter()
+    child = cr.Hyperparameter(root)
+    assert (child.parent, root.parent) == (root, None)
+    with pytest.raises(AttributeError):
+        child.parent = None  # type: ignore[misc]
+    assert child.parent is root and "parent" not in child.get_dict()
