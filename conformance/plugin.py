@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from corrmom_conformance import deviations as deviations_module
+from corrmom_conformance.backends import SUITE_BACKENDS
 from corrmom_conformance.report import Report
 
 CHECKS_DIR = Path(__file__).parent / "checks"
@@ -45,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--corrmom-backend",
         default=os.environ.get("CORRMOM_CONFORMANCE_BACKEND", "numpy"),
-        help="array backend for --corrmom-impl=ref: numpy, numpy1, numba, array_api_strict, torch, jax, dask, cupy (default numpy)",
+        help=f"array backend for --corrmom-impl=ref: {', '.join(SUITE_BACKENDS)} (default numpy)",
     )
     group.addoption(
         "--corrmom-thorough", action="store_true", help="many more generated cases per check (slow)"
