@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
+from corrmom_conformance import backends as registry
 from corrmom_conformance.oracle import beyond_rounding_bound
 from corrmom_ref import _update_math
 from corrmom_ref._backends.fast import corrected_kernel, use_fast_paths
@@ -51,16 +52,21 @@ def _run(xp, to_native, to_numpy, arrays, fast: bool, lr=LR, m=M):
     return to_numpy(p), to_numpy(v)
 
 
+def _registry(name: str):
+    """The namespace and conversions of backend ``name`` from the one registry (skipped where it cannot load)."""
+    try:
+        loaded = registry.load(name)
+    except ImportError as error:
+        pytest.skip(f"{name} unavailable: {error}")
+    return array_namespace(loaded.from_numpy(np.zeros(1, np.float32))), loaded.from_numpy, loaded.to_numpy
+
+
 def _torch():
-    torch = pytest.importorskip("torch")
-    return array_namespace(torch.zeros(1)), torch.from_numpy, lambda t: t.numpy().copy()
+    return _registry("torch")
 
 
 def _jax():
-    pytest.importorskip("jax")
-    import jax.numpy as jnp
-
-    return array_namespace(jnp.zeros(1)), jnp.asarray, np.asarray
+    return _registry("jax")
 
 
 BACKENDS = {"torch": (_torch, ("float32", "float64")), "jax": (_jax, ("float32",))}
