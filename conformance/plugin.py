@@ -36,7 +36,7 @@ CHECKS_DIR = Path(__file__).parent / "checks"
 NA_PREFIX = "not applicable: "
 
 
-@dataclass
+@dataclass(eq=False)  # one run is one object: found by identity
 class RunState:
     """What one conformance run keeps between pytest's hooks.
 
@@ -165,7 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN, None)
-    if run is not None and run in _RUNS:
+    if run is not None and any(r is run for r in _RUNS):
         _RUNS.remove(run)
 
 
