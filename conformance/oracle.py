@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,26 @@ def exact(a: np.ndarray | Sequence[float] | float) -> np.ndarray:
     return out
 
 
+def eq9_step(w: Any, u: Any, g: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    r"""One step of eq. (9): :math:`u' = m u + g,\ w' = w - \eta u'`; returns ``(w', u')``.
+
+    The suite's one statement of the corrected update, in this order of
+    operations, for any arithmetic (float64 or dtype arrays, Fractions).
+    """
+    u = m * u + g
+    return w - lr * u, u
+
+
+def eq10_step(w: Any, v: Any, g: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    r"""One step of eq. (10): :math:`v' = m v + \eta g,\ w' = w - v'`; returns ``(w', v')``.
+
+    ``m`` is the factor on the old state: the momentum, times
+    :math:`\eta_{t+1} / \eta_t` for eq. (10) with momentum correction.
+    """
+    v = m * v + lr * g
+    return w - v, v
+
+
 def eq9(
     w0: np.ndarray, grads: Sequence[np.ndarray], lrs: Sequence[float], momenta: Sequence[float]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -50,8 +71,7 @@ def eq9(
     w, u = w0, w0 * 0
     out = []
     for g, lr, m in zip(grads, lrs, momenta, strict=True):
-        u = m * u + g
-        w = w - lr * u
+        w, u = eq9_step(w, u, g, lr, m)
         out.append((w, u))
     return out
 
@@ -69,8 +89,7 @@ def eq10(
     previous_lr = None
     for g, lr, m in zip(grads, lrs, momenta, strict=True):
         factor = lr / previous_lr if corrected and previous_lr else 1
-        v = m * factor * v + lr * g
-        w = w - v
+        w, v = eq10_step(w, v, g, lr, m * factor)
         out.append((w, v))
         previous_lr = lr
     return out
@@ -144,9 +163,8 @@ class ChainerModel:
             for name, g in full.items():
                 lr, m = self.hyper(name, "lr"), self.hyper(name, "momentum")
                 previous = self.u[name]
-                u = m * (self.w[name] * 0 if previous is None else previous) + g
-                self.u[name] = u
-                self.w[name] = self.w[name] - lr * u
+                u = self.w[name] * 0 if previous is None else previous
+                self.w[name], self.u[name] = eq9_step(self.w[name], u, g, lr, m)
                 self.rule_t[name] += 1
         self.loss.after_step(skipped)
         return skipped
