@@ -8,12 +8,14 @@ python3 -m nox -s NAME``.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import nox
 
@@ -31,23 +33,33 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
+
+def _backend_registry() -> ModuleType:
+    """The suite's backend registry (conformance/backends.py), loaded by its path: nox needs no install.
+
+    The module imports only the standard library at module level.
+    """
+    path = Path(__file__).resolve().parent / "conformance" / "backends.py"
+    spec = importlib.util.spec_from_file_location("corrmom_backend_registry", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+BACKEND_REGISTRY = _backend_registry()
+
 #: The one CPU build of PyTorch that installs from the local wheel cache
 #: (a bare ``torch`` would pull a multi-GB CUDA build).
-TORCH = "torch==2.13.0"
+TORCH = BACKEND_REGISTRY.TORCH_REQUIREMENT
 
 #: NumPy's fast path (a compiled loop); a release that supports the NumPy it is given.
-NUMBA = "numba>=0.61"
+NUMBA = BACKEND_REGISTRY.NUMBA_REQUIREMENT
 
-#: What each backend leg installs on top of ``.[test]``.
+#: What each backend leg installs on top of ``.[test]``: the registry's backends that have a leg.
 BACKEND_REQUIREMENTS: dict[str, list[str]] = {
-    "numpy": ["numpy>=2"],
-    "numpy1": ["numpy==1.26.4"],
-    "numba": ["numpy>=2", NUMBA],
-    "array_api_strict": ["numpy>=2", "array-api-strict>=2.2"],
-    "torch": ["numpy>=2", TORCH],
-    "jax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],  # optax: tests of corrmom_ref.optax
-    "dask": ["numpy>=2", "dask[array]>=2024.1"],
-    "cupy": ["numpy>=2", "cupy-cuda12x>=13"],
+    spec.name: list(spec.requirements) for spec in BACKEND_REGISTRY.BACKENDS if spec.requirements
 }
 
 
@@ -61,11 +73,16 @@ def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
+def _needs_missing_gpu(backend: str) -> bool:
+    """Whether the backend needs a CUDA device (the registry's ``needs_gpu``) and this machine has none."""
+    return BACKEND_REGISTRY.REGISTRY[backend].needs_gpu and not _has_cuda()
+
+
 @nox.session
 @nox.parametrize("backend", list(BACKEND_REQUIREMENTS))
 def tests(session: nox.Session, backend: str) -> None:
     """Unit tests of the reference library on one array backend."""
-    if backend == "cupy" and not _has_cuda():
+    if _needs_missing_gpu(backend):
         session.skip("no CUDA device on this machine")
     # nox: tests/test_noxfile.py runs the sessions' argument checks
     session.install("-e", ".[test]", "nox", *BACKEND_REQUIREMENTS[backend])
@@ -112,10 +129,10 @@ CHAINER = "chainer==7.8.1"
 
 #: What each --impl needs besides the suite (the reference's backend comes from --backend).
 IMPL_REQUIREMENTS: dict[str, list[str]] = {
-    "torch": ["numpy>=2", TORCH],
-    "optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
-    "ref-torch": ["numpy>=2", TORCH],
-    "ref-optax": ["numpy>=2", "jax[cpu]>=0.4.30", "optax>=0.2"],
+    "torch": BACKEND_REQUIREMENTS["torch"],
+    "optax": BACKEND_REQUIREMENTS["jax"],
+    "ref-torch": BACKEND_REQUIREMENTS["torch"],
+    "ref-optax": BACKEND_REQUIREMENTS["jax"],
 }
 
 
@@ -220,7 +237,7 @@ def conformance(session: nox.Session) -> None:
     impl = _option(args, "impl", "ref")
     backend = _option(args, "backend", "numpy")
     _check_suite_args(session, impl, backend)
-    if backend == "cupy" and not _has_cuda():
+    if _needs_missing_gpu(backend):
         session.skip("no CUDA device on this machine")
     venv = _suite_venv(session, impl, backend)
     if not any(a.startswith("--report") for a in args):
@@ -281,8 +298,8 @@ def conformance_matrix(session: nox.Session) -> None:
     session.install("nox", "numpy", "-e", ".")  # the table is written by corrmom_conformance.matrix
     reports = []
     for impl, backend in MATRIX:
-        if backend == "cupy" and not _has_cuda():
-            session.log("skipping ref on cupy: no CUDA device")
+        if _needs_missing_gpu(backend):
+            session.log(f"skipping ref on {backend}: no CUDA device")
             continue
         # "-native" keeps --impl=ref-torch apart from --impl=ref --backend=torch
         name = f"{impl}-{backend}" if impl == "ref" else f"{impl}-native"

@@ -8,26 +8,60 @@ generic: NumPy ``float64`` arrays for large cases, object arrays of
 Eq. (9): :math:`u_{t+1} = m u_t + g_t,\ w_{t+1} = w_t - \eta_{t+1} u_{t+1}`.
 Eq. (10): :math:`v_{t+1} = m \frac{\eta_{t+1}}{\eta_t} v_t + \eta_{t+1} g_t,\
 w_{t+1} = w_t - v_{t+1}`, the factor present only with momentum correction.
+
+The one oracle of the project: the unit tests (``tests/``) import it too.
+Besides the float64 model of Chainer's machinery it holds the exact model
+(:func:`momentum_trajectory`, with forward error bounds), the loss-scale
+schedule in :math:`\log_2` space (:func:`loss_scale_log2_sequence`) and the
+rounding bound between a fast path and its generic twin
+(:func:`beyond_rounding_bound`). It imports nothing from the implementations
+under test.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
+#: The largest dynamic loss scale (float16's largest finite value).
 LOSS_SCALE_MAX = 65504.0
 
+#: Unit roundoff (half an ulp at 1) per dtype.
+UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24, "float64": 2.0**-53}
 
-def exact(a: np.ndarray | float) -> np.ndarray:
-    """``a`` as an object array of exact Fractions."""
+
+def exact(a: np.ndarray | Sequence[float] | float) -> np.ndarray:
+    """``a`` as an object array of exact Fractions, same shape (floats are dyadic rationals)."""
     arr = np.asarray(a, dtype=np.float64)
     out = np.empty(arr.shape, dtype=object)
     for index in np.ndindex(arr.shape):
         out[index] = Fraction(float(arr[index]))
     return out
+
+
+def eq9_step(w: Any, u: Any, g: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    r"""One step of eq. (9): :math:`u' = m u + g,\ w' = w - \eta u'`; returns ``(w', u')``.
+
+    The suite's one statement of the corrected update, in this order of
+    operations, for any arithmetic (float64 or dtype arrays, Fractions).
+    """
+    u = m * u + g
+    return w - lr * u, u
+
+
+def eq10_step(w: Any, v: Any, g: Any, lr: Any, m: Any) -> tuple[Any, Any]:
+    r"""One step of eq. (10): :math:`v' = m v + \eta g,\ w' = w - v'`; returns ``(w', v')``.
+
+    ``m`` is the factor on the old state: the momentum, times
+    :math:`\eta_{t+1} / \eta_t` for eq. (10) with momentum correction.
+    """
+    v = m * v + lr * g
+    return w - v, v
 
 
 def eq9(
@@ -37,8 +71,7 @@ def eq9(
     w, u = w0, w0 * 0
     out = []
     for g, lr, m in zip(grads, lrs, momenta, strict=True):
-        u = m * u + g
-        w = w - lr * u
+        w, u = eq9_step(w, u, g, lr, m)
         out.append((w, u))
     return out
 
@@ -56,8 +89,7 @@ def eq10(
     previous_lr = None
     for g, lr, m in zip(grads, lrs, momenta, strict=True):
         factor = lr / previous_lr if corrected and previous_lr else 1
-        v = m * factor * v + lr * g
-        w = w - v
+        w, v = eq10_step(w, v, g, lr, m * factor)
         out.append((w, v))
         previous_lr = lr
     return out
@@ -131,9 +163,8 @@ class ChainerModel:
             for name, g in full.items():
                 lr, m = self.hyper(name, "lr"), self.hyper(name, "momentum")
                 previous = self.u[name]
-                u = m * (self.w[name] * 0 if previous is None else previous) + g
-                self.u[name] = u
-                self.w[name] = self.w[name] - lr * u
+                u = self.w[name] * 0 if previous is None else previous
+                self.w[name], self.u[name] = eq9_step(self.w[name], u, g, lr, m)
                 self.rule_t[name] += 1
         self.loss.after_step(skipped)
         return skipped
@@ -142,6 +173,132 @@ class ChainerModel:
 def finite_everywhere(arrays: Mapping[str, np.ndarray | None]) -> bool:
     """Whether every array is free of NaN and infinities."""
     return all(a is None or bool(np.all(np.isfinite(a))) for a in arrays.values())
+
+
+# -- the exact model, with error bounds -----------------------------------------------
+
+
+@dataclass
+class Trajectory:
+    """Exact values after each step (index 0 is the start), and error bounds."""
+
+    params: list[list[Fraction]]
+    states: list[list[Fraction]]
+    #: Per step and element, a bound on |float result - exact| for unit roundoff 1.
+    param_error: list[list[Fraction]]
+    state_error: list[list[Fraction]]
+
+    def param_array(self, step: int) -> np.ndarray:
+        return np.array([float(x) for x in self.params[step]])
+
+    def state_array(self, step: int) -> np.ndarray:
+        return np.array([float(x) for x in self.states[step]])
+
+    def param_tolerance(self, step: int, eps: float) -> np.ndarray:
+        return np.array([float(e) * eps for e in self.param_error[step]])
+
+    def state_tolerance(self, step: int, eps: float) -> np.ndarray:
+        return np.array([float(e) * eps for e in self.state_error[step]])
+
+
+def _flat(values: Sequence[Fraction] | np.ndarray) -> list[Fraction]:
+    """The elements of a sequence or (object) array of Fractions, in C order."""
+    return list(np.asarray(values, dtype=object).ravel())
+
+
+def momentum_trajectory(
+    p0: Sequence[Fraction],
+    grads: Sequence[Sequence[Fraction] | None],
+    lrs: Sequence[Fraction],
+    momenta: Sequence[Fraction],
+    corrected: bool,
+) -> Trajectory:
+    """Run eq. (9) (``corrected``) or eq. (10) exactly.
+
+    ``p0`` and each gradient are Fractions of any shape (:func:`exact`),
+    taken elementwise in C order; ``grads[k]`` is the gradient of step ``k`` (``None``: cleared, which
+    Chainer turns into zeros), ``lrs[k]`` and ``momenta[k]`` the
+    hyperparameters in force at step ``k``.
+
+    The error bound follows the standard forward analysis: each of the three
+    operations per element (``m*v``, ``- g`` or ``- lr*g``, ``+ lr*v`` or
+    ``+ v``) rounds once, plus the rounding of ``m`` and ``lr`` to the array
+    dtype (NumPy's weak Python scalars); so the bound adds ``k`` times the
+    magnitude of each rounded quantity, with a factor 2 of slack.
+    """
+    p = _flat(p0)
+    n = len(p)
+    v = [Fraction(0)] * n
+    # magnitudes and error bounds (in units of eps)
+    ep = [Fraction(0)] * n
+    ev = [Fraction(0)] * n
+    params, states, perr, serr = [list(p)], [list(v)], [list(ep)], [list(ev)]
+    for g, lr, m in zip(grads, lrs, momenta, strict=True):
+        g = [Fraction(0)] * n if g is None else _flat(g)
+        for i in range(n):
+            mv = m * v[i]
+            if corrected:
+                v_new = mv - g[i]
+                step = lr * v_new
+                # m*v (rounded m, rounded product), minus g, lr*v (rounded lr, product), plus p
+                ev_new = m * ev[i] + 2 * abs(mv) + abs(v_new)
+                ep[i] = ep[i] + lr * ev_new + 2 * abs(step) + abs(p[i] + step)
+            else:
+                lg = lr * g[i]
+                v_new = mv - lg
+                step = v_new
+                ev_new = m * ev[i] + 2 * abs(mv) + 2 * abs(lg) + abs(v_new)
+                ep[i] = ep[i] + ev_new + abs(p[i] + step)
+            ev[i] = ev_new
+            v[i] = v_new
+            p[i] = p[i] + step
+        params.append(list(p))
+        states.append(list(v))
+        perr.append([2 * e for e in ep])
+        serr.append([2 * e for e in ev])
+    return Trajectory(params, states, perr, serr)
+
+
+def closed_form_constant(
+    p0: Fraction, g: Fraction, lr: Fraction, m: Fraction, t: int
+) -> tuple[Fraction, Fraction]:
+    r"""Eq. (9) after ``t`` steps of a constant gradient and learning rate.
+
+    .. math::
+
+        v_t = -g \sum_{k<t} m^k, \qquad
+        w_t = w_0 - \eta g \sum_{j=1}^{t} \sum_{k<j} m^k
+    """
+    geometric = [sum((m**k for k in range(j)), Fraction(0)) for j in range(t + 1)]
+    return p0 - lr * g * sum(geometric[1:], Fraction(0)), -g * geometric[t]
+
+
+def loss_scale_log2_sequence(
+    nonfinite: Sequence[bool], interval: int, start_log2: Fraction = Fraction(0)
+) -> list[float]:
+    r"""``log2`` of the dynamic loss scale after each step of a run.
+
+    The rule (Chainer 7.8.1): after each update the scale is multiplied by
+    1/2 if a gradient of this step was not finite, else by 2 if none ever
+    was, else by :math:`2^{1/\text{interval}}`, and clamped to
+    ``[1, 65504]``. In ``log2`` space the factors are -1, +1 and
+    ``Fraction(1, interval)`` (exact); the clamps are ``0`` and
+    ``log2(65504)`` (irrational; kept as a float).
+    """
+    top = math.log2(LOSS_SCALE_MAX)
+    level: Fraction | float = start_log2
+    ever = False
+    out = []
+    for bad in nonfinite:
+        ever = ever or bad
+        delta = Fraction(-1) if bad else (Fraction(1, interval) if ever else Fraction(1))
+        level = level + delta
+        if level > top:
+            level = top
+        if level < 0:
+            level = Fraction(0)
+        out.append(float(level))
+    return out
 
 
 # -- exact rounding ----------------------------------------------------------------
@@ -212,3 +369,50 @@ def builtin_hook(
         noise = kwargs["noise"]
         return {k: g + noise(g.shape, rule_t[k]) for k, g in grads.items()}  # type: ignore[operator]
     raise ValueError(f"unknown built-in hook {kind!r}")
+
+
+# -- a fast path against its generic twin ---------------------------------------------
+
+
+def beyond_rounding_bound(
+    name: str,
+    fast: tuple[np.ndarray, np.ndarray],
+    generic: tuple[np.ndarray, np.ndarray],
+    v_before: np.ndarray | None,
+    lr: float,
+    m: float,
+    roundings: float,
+) -> str | None:
+    r"""Where one fast step leaves the rounding bound of the generic step, or ``None``.
+
+    ``fast`` and ``generic`` are ``(w, v)`` after one step from the same
+    parameter, gradient and state ``v_before`` (``None``: zeros). With
+    :math:`k` = ``roundings`` (the products a fused multiply-add does not
+    round) and :math:`\epsilon` the machine epsilon of the generic ``w``'s
+    dtype, elementwise
+
+    .. math::
+
+        |v_f - v_g| \le k\epsilon\,(|m\,v| + |v_g|), \qquad
+        |w_f - w_g| \le \eta\,k\epsilon\,(|m\,v| + |v_g|) + k\epsilon\,(|\eta\,v_g| + |w_g|)
+
+    (one rounding of each product and result in either path, at most half an
+    ulp each; :math:`k = 0` demands bitwise equality). The answer names the
+    worst element: ``"state 'p'[3]: fast ... vs generic ..., beyond the bound
+    of 1 rounding(s) (...)"``.
+    """
+    (w_f, v_f), (w_g, v_g) = fast, generic
+    eps = roundings * float(np.finfo(w_g.dtype).eps)
+    v0 = np.zeros_like(w_g, np.float64) if v_before is None else np.asarray(v_before).astype(np.float64)
+    vg, wg = np.asarray(v_g).astype(np.float64), np.asarray(w_g).astype(np.float64)
+    bound_v = eps * (np.abs(m * v0) + np.abs(vg))
+    bound_w = lr * bound_v + eps * (np.abs(lr * vg) + np.abs(wg))
+    for what, got, want, bound in (("state", v_f, vg, bound_v), ("parameter", w_f, wg, bound_w)):
+        excess = np.abs(np.asarray(got).astype(np.float64) - want) - bound
+        if np.any(excess > 0):
+            worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+            return (
+                f"{what} {name!r}{[int(i) for i in worst]}: fast {got[worst]!r} vs generic {want[worst]!r}, "
+                f"beyond the bound of {roundings:g} rounding(s) ({bound[worst]:.3g})"
+            )
+    return None

@@ -8,6 +8,12 @@ suite names the plugin and the checks::
 (``nox -s conformance`` does this). Its options are namespaced (``--corrmom-*``),
 so a project's own ``--impl`` or ``--backend`` never clashes with them, and
 Hypothesis (the ``[test]`` extra) is imported only when the checks are.
+
+The run's state (the adapter, the declared deviations, the report, the
+seed and the shrinking budget) is one :class:`RunState` in
+``config.stash[RUN]``. Code that cannot reach the config (the check package's
+import, Hypothesis' state machines, a reproducer script) finds the current
+run through :func:`current_run`.
 """
 
 from __future__ import annotations
@@ -16,18 +22,77 @@ import importlib.util
 import os
 import shlex
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corrmom_conformance import deviations as deviations_module
+from corrmom_conformance.backends import SUITE_BACKENDS
 from corrmom_conformance.report import Report
 
 CHECKS_DIR = Path(__file__).parent / "checks"
 NA_PREFIX = "not applicable: "
 
-_STATE: dict[str, Any] = {}
+
+@dataclass(eq=False)  # one run is one object: found by identity
+class RunState:
+    """What one conformance run keeps between pytest's hooks.
+
+    Attributes:
+        config: The pytest config (``None`` in a reproducer script).
+        adapter: The implementation under test, once resolved.
+        check_ids: Node ids of the collected checks.
+        deviation_of: The declared deviation of each check that has one, by node id.
+        report: The report being filled (``None`` until the checks are collected).
+        seed: The Hypothesis seed of the run; ``seed_drawn``: drawn here, not given.
+        shrink_seconds: Shrinking time per failing check; ``family_left``: what
+            each family has left (``None``: no family budget); ``shrink_bound``:
+            whether Hypothesis' engine has the constant this sets.
+        profile_options: ``(thorough, no_shrink)``; ``profile``: the Hypothesis profile loaded.
+        unshrunk: Ids of the test functions already set to skip shrinking.
+    """
+
+    config: pytest.Config | None = None
+    adapter: Any = None
+    check_ids: set[str] = field(default_factory=set)
+    deviation_of: dict[str, deviations_module.Deviation] = field(default_factory=dict)
+    report: Report | None = None
+    seed: Any = None
+    seed_drawn: bool = False
+    shrink_seconds: float | None = None
+    family_left: dict[str, float] | None = None
+    shrink_bound: bool = False
+    profile_options: tuple[bool, bool] = (False, False)
+    profile: str | None = None
+    unshrunk: set[int] = field(default_factory=set)
+
+
+#: Where a config keeps its run's :class:`RunState`.
+RUN = pytest.StashKey[RunState]()
+
+#: The runs in progress, innermost last: a pytest run pushes its state in
+#: ``pytest_configure`` and pops it in ``pytest_unconfigure``.
+_RUNS: list[RunState] = []
+
+
+def current_run() -> RunState:
+    """The state of the conformance run in progress (a fresh one outside pytest: a reproducer script)."""
+    if not _RUNS:
+        _RUNS.append(RunState())
+    return _RUNS[-1]
+
+
+def _run(config: pytest.Config) -> RunState:
+    return config.stash[RUN]
+
+
+def standalone(adapter: Any, deviation_of: dict[str, Any] | None = None) -> RunState:
+    """Start a run outside pytest (a reproducer script) on ``adapter``, with these declared deviations."""
+    run = RunState(adapter=adapter, deviation_of=dict(deviation_of or {}))
+    _RUNS.append(run)
+    return run
 
 
 #: The suite's options; each is ``--corrmom-NAME`` (``nox -s conformance`` also takes ``--NAME``).
@@ -45,7 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--corrmom-backend",
         default=os.environ.get("CORRMOM_CONFORMANCE_BACKEND", "numpy"),
-        help="array backend for --corrmom-impl=ref: numpy, numpy1, numba, array_api_strict, torch, jax, dask, cupy (default numpy)",
+        help=f"array backend for --corrmom-impl=ref: {', '.join(SUITE_BACKENDS)} (default numpy)",
     )
     group.addoption(
         "--corrmom-thorough", action="store_true", help="many more generated cases per check (slow)"
@@ -88,12 +153,20 @@ def pytest_configure(config: pytest.Config) -> None:
             "the corrmom conformance suite needs Hypothesis: pip install 'corrmom-ref[test]' "
             "(or run without -p corrmom_conformance.plugin)"
         )
-    _STATE["config"] = config
+    run = RunState(config)
+    config.stash[RUN] = run
+    _RUNS.append(run)
     if _active(config):
         _fix_seed(config)
         _bound_shrinking(config)
     # registered (Hypothesis imported) when the checks are imported: see load_profile
-    _STATE["profile_options"] = (config.getoption("corrmom_thorough"), config.getoption("corrmom_no_shrink"))
+    run.profile_options = (config.getoption("corrmom_thorough"), config.getoption("corrmom_no_shrink"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN, None)
+    if run is not None and any(r is run for r in _RUNS):
+        _RUNS.remove(run)
 
 
 def register_profiles(thorough: bool = False, no_shrink: bool = False) -> str:
@@ -126,8 +199,8 @@ def _fix_seed(config: pytest.Config) -> None:
         config.option, "hypothesis_seed"
     ):
         config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
-        _STATE["seed_drawn"] = True
-    _STATE["seed"] = config.getoption("hypothesis_seed", default=None)
+        _run(config).seed_drawn = True
+    _run(config).seed = config.getoption("hypothesis_seed", default=None)
 
 
 def _bound_shrinking(config: pytest.Config) -> None:
@@ -141,20 +214,22 @@ def _bound_shrinking(config: pytest.Config) -> None:
     seconds = config.getoption("corrmom_shrink_seconds")
     if seconds is None:
         seconds = SHRINK_SECONDS["thorough" if config.getoption("corrmom_thorough") else "fast"]
-    _STATE["shrink_seconds"] = seconds
+    run = _run(config)
+    run.shrink_seconds = seconds
     bounded = config.getoption("corrmom_shrink_seconds") is None and not config.getoption("corrmom_thorough")
-    _STATE["family_left"] = {} if bounded else None
-    _STATE["shrink_bound"] = hasattr(engine, "MAX_SHRINKING_SECONDS")
+    run.family_left = {} if bounded else None
+    run.shrink_bound = hasattr(engine, "MAX_SHRINKING_SECONDS")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """Set this check's shrinking time: the per-check cap, or what its family has left."""
-    if _STATE.get("shrink_bound") and item.nodeid in _STATE.get("check_ids", ()):
+    run = _run(item.config)
+    if run.shrink_bound and item.nodeid in run.check_ids:
         from hypothesis.internal.conjecture import engine
 
-        seconds = _STATE["shrink_seconds"]
-        family_left = _STATE.get("family_left")
+        seconds = run.shrink_seconds
+        family_left = run.family_left
         if family_left is not None:
             left = family_left.setdefault(_family(item), FAMILY_FAILURE_SECONDS)
             seconds = max(0.5, min(seconds, left))
@@ -175,20 +250,22 @@ def load_profile() -> None:
     """
     from hypothesis import settings
 
-    if "profile" not in _STATE:  # outside pytest (a reproducer script): the default profile
-        _STATE["profile"] = register_profiles(*_STATE.get("profile_options", (False, False)))
-    settings.load_profile(_STATE["profile"])
+    run = current_run()  # outside pytest (a reproducer script): the default profile
+    if run.profile is None:
+        run.profile = register_profiles(*run.profile_options)
+    settings.load_profile(run.profile)
 
 
 def _adapter(config: pytest.Config) -> Any:
-    if "adapter" not in _STATE:
+    run = _run(config)
+    if run.adapter is None:
         from corrmom_conformance.adapters import resolve
 
         try:
-            _STATE["adapter"] = resolve(config.getoption("corrmom_impl"), config.getoption("corrmom_backend"))
+            run.adapter = resolve(config.getoption("corrmom_impl"), config.getoption("corrmom_backend"))
         except (ImportError, RuntimeError, ValueError, TypeError) as error:
             raise pytest.UsageError(f"cannot set up the implementation under test: {error}") from error
-    return _STATE["adapter"]
+    return run.adapter
 
 
 def _is_check(item: pytest.Item) -> bool:
@@ -202,14 +279,15 @@ def pytest_collection_modifyitems(
     if not checks:
         return
     adapter = _adapter(config)
-    _STATE["check_ids"] = {item.nodeid for item in checks}
+    run = _run(config)
+    run.check_ids = {item.nodeid for item in checks}
     try:
         declared = deviations_module.load(adapter.name, getattr(adapter, "expected_deviations", None))
     except ValueError as error:
         raise pytest.UsageError(f"expected deviations of {adapter.name}: {error}") from error
     by_key = {d.check: d for d in declared}
     used: set[str] = set()
-    _STATE["deviation_of"] = {}
+    run.deviation_of = {}
     for item in checks:
         needed = {c for marker in item.iter_markers("requires") for c in marker.args}
         missing = sorted(needed - set(adapter.capabilities))
@@ -222,21 +300,21 @@ def pytest_collection_modifyitems(
         key = next((k for k in keys if k in by_key), None)
         if key is not None:
             used.add(key)
-            _STATE["deviation_of"][item.nodeid] = by_key[key]
+            run.deviation_of[item.nodeid] = by_key[key]
             if by_key[key].match is not None:
-                _without_shrinking(item)
+                _without_shrinking(item, run)
     stale = sorted(set(by_key) - used)
     for key in stale:
         warnings.warn(
             f"expected deviation {key!r} of {adapter.name} matches no collected check", stacklevel=1
         )
-    _STATE["report"] = Report(
+    run.report = Report(
         adapter.name,
         adapter.version,
         adapter.backend,
         sorted(adapter.capabilities),
         stale_deviations=stale,
-        seed=str(_STATE.get("seed")),
+        seed=str(run.seed),
         command=shlex.join(["pytest", *config.invocation_params.args]),
         versions=_versions(),
     )
@@ -259,7 +337,7 @@ def _versions() -> dict[str, str]:
 def rules_left_out(nodeid_part: str = "test_state_machine") -> frozenset[str]:
     """State-machine rules a declared deviation leaves out (its ``without``)."""
     out: set[str] = set()
-    for nodeid, deviation in _STATE.get("deviation_of", {}).items():
+    for nodeid, deviation in current_run().deviation_of.items():
         if nodeid_part in nodeid:
             out |= set(deviation.without)
     return frozenset(out)
@@ -269,10 +347,11 @@ def rules_left_out(nodeid_part: str = "test_state_machine") -> frozenset[str]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep what a reproducer needs; judge a declared deviation: only the failure it names is expected."""
     outcome = yield
-    if call.when != "call" or item.nodeid not in _STATE.get("check_ids", ()):
+    run = _run(item.config)
+    if call.when != "call" or item.nodeid not in run.check_ids:
         return
     rep = outcome.get_result()
-    family_left = _STATE.get("family_left")
+    family_left = run.family_left
     if rep.failed and family_left is not None:
         family_left[_family(item)] = family_left.get(_family(item), FAMILY_FAILURE_SECONDS) - call.duration
     callspec = getattr(item, "callspec", None)
@@ -280,7 +359,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep.user_properties.append(("fixtures", list(getattr(item, "fixturenames", []))))
     rep.user_properties.append(("path", str(item.path)))
     rep.user_properties.append(("function", getattr(item, "originalname", item.name)))
-    deviation = _STATE.get("deviation_of", {}).get(item.nodeid)
+    deviation = run.deviation_of.get(item.nodeid)
     if deviation is None or deviation.match is None:  # none, or 'without': the check must simply pass
         return
     if rep.passed:
@@ -305,24 +384,24 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         adapter = _adapter(config)
     except Exception as error:  # the header must not hide the real error, collection reports it
         return [f"corrmom conformance: cannot load the implementation: {error}"]
-    profile = _STATE.get("profile", "conformance-fast")
+    run = _run(config)
+    profile = run.profile or "conformance-fast"
     seed = config.getoption("hypothesis_seed", default=None)
-    drawn = (
-        " (drawn for this run; rerun with --hypothesis-seed to repeat it)" if _STATE.get("seed_drawn") else ""
-    )
+    drawn = " (drawn for this run; rerun with --hypothesis-seed to repeat it)" if run.seed_drawn else ""
     return [
         f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",
         f"  capabilities: {', '.join(sorted(adapter.capabilities))}",
         f"  hypothesis profile: {profile}, seed: {seed}{drawn}, "
-        f"shrinking at most {_STATE.get('shrink_seconds', '?')} s per failing check",
+        f"shrinking at most {'?' if run.shrink_seconds is None else run.shrink_seconds} s per failing check",
     ]
 
 
 def current_adapter() -> Any:
     """The implementation under test, for code that cannot take fixtures (state machines)."""
-    if "adapter" not in _STATE:
+    adapter = current_run().adapter
+    if adapter is None:
         raise RuntimeError("no conformance run is in progress")
-    return _STATE["adapter"]
+    return adapter
 
 
 @pytest.fixture(scope="session")
@@ -331,7 +410,7 @@ def adapter(pytestconfig: pytest.Config) -> Any:
     return _adapter(pytestconfig)
 
 
-def _without_shrinking(item: pytest.Item) -> None:
+def _without_shrinking(item: pytest.Item, run: RunState) -> None:
     """Run an expected deviation's Hypothesis search without the shrink phase.
 
     Its failure is expected, so minimising the counterexample only costs time
@@ -345,15 +424,16 @@ def _without_shrinking(item: pytest.Item) -> None:
         cls.settings = settings(cls.settings, phases=phases)
         return
     test = getattr(item, "obj", None)
-    done = _STATE.setdefault("unshrunk", set())  # parametrised items share one test function
+    done = run.unshrunk  # parametrised items share one test function
     if getattr(test, "is_hypothesis_test", False) and id(test) not in done:
         done.add(id(test))
         settings(settings.default, phases=phases)(test)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    rep = _STATE.get("report")
-    if rep is None or report.nodeid not in _STATE["check_ids"]:
+    run = current_run()  # pytest passes no config to this hook: the innermost run in progress
+    rep = run.report
+    if rep is None or report.nodeid not in run.check_ids:
         return
     check = report.nodeid.split("checks/", 1)[-1]
     if report.when == "call":
@@ -362,14 +442,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             outcome = "deviation now passes" if report.passed else "expected deviation"
             rep.record(check, outcome, report.wasxfail)
         elif report.passed:
-            deviation = _STATE.get("deviation_of", {}).get(report.nodeid)
+            deviation = run.deviation_of.get(report.nodeid)
             note = f"without {', '.join(deviation.without)}: {deviation.reason}" if deviation else ""
             rep.record(check, "pass", note)
         else:
-            reason = _first_line(report.longreprtext)
+            reason = failure_reason(report)
             if "mismatch" in props:
                 reason = f"{props['mismatch']}: {reason}"
-            rep.record(check, "fail", reason, _reproduce(report, props))
+            rep.record(check, "fail", reason, _reproduce(run, report, props))
     elif report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
@@ -380,14 +460,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         else:
             rep.record(check, "not applicable", reason)
     elif report.failed:
-        rep.record(check, "error", _first_line(report.longreprtext))
+        rep.record(check, "error", failure_reason(report))
 
 
-def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, str]:
+def _reproduce(run: RunState, report: pytest.TestReport, props: dict[str, Any]) -> dict[str, str]:
     """The failure's reproducer: a command with the run's seed and a stand-alone script."""
     from corrmom_conformance import reproducer
 
-    config = _STATE["config"]
+    config = run.config
+    assert config is not None
     impl = config.getoption("corrmom_impl") or os.environ.get("CORRMOM_CONFORMANCE_IMPL") or "ref"
     options = [f"--corrmom-impl={impl}", f"--corrmom-backend={config.getoption('corrmom_backend')}"]
     if config.getoption("corrmom_thorough"):
@@ -395,7 +476,7 @@ def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, st
     path = str(props.get("path", report.fspath))
     name = report.nodeid.split("::", 1)[-1]
     return {
-        "command": reproducer.command(path, name, options, _STATE.get("seed")),
+        "command": reproducer.command(path, name, options, run.seed),
         "script": reproducer.script(
             Path(path).stem,
             str(props.get("function", name.split("[")[0])),
@@ -408,15 +489,21 @@ def _reproduce(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, st
     }
 
 
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("E "):
-            return line[2:].strip()
-    return text.strip().splitlines()[-1] if text.strip() else ""
+def failure_reason(report: pytest.TestReport) -> str:
+    """The first line of the exception that failed the check (``AssertionError: ...``), from pytest's report.
+
+    pytest keeps it as ``report.longrepr.reprcrash.message``; a report without
+    a crash entry (a plain-text long representation) gives its last line.
+    """
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and crash.message.strip():
+        return crash.message.strip().splitlines()[0].strip()
+    text = report.longreprtext.strip()
+    return text.splitlines()[-1] if text else ""
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    rep: Report | None = _STATE.get("report")
+    rep = _run(config).report
     if rep is None:
         return
     terminalreporter.section("corrmom conformance")

@@ -9,17 +9,25 @@ adapter is a thin layer over the implementation's own API. An adapter declares
 its :attr:`Adapter.capabilities`; a check that needs a capability the adapter
 lacks is reported *not applicable* with the missing capability as the reason.
 
-Capabilities (see :data:`CAPABILITIES` for the one-line meaning of each):
-``hyperparams``, ``per_param_hyperparams``, ``state``, ``counters``,
-``cleared_grads``, ``loss_scaling``, ``fp32_master``, ``hooks``,
-``rule_hooks``, ``serialize_npz``, ``epochs``, ``warnings``, ``float16``, ``float64``,
-``generic_variant``, ``disabled_rules``, ``builtin_hooks``, ``chainer_rounding``.
+The capabilities, with the one-line meaning of each, are the one list
+:data:`CAPABILITIES` (the Chainer-API adapters derive theirs from it).
 Capabilities added later default to absent, so an adapter written before them
 keeps working: the checks that need them are reported not applicable.
+
+What an adapter must have is typed in two layers: :class:`Adapter` and
+:class:`Optimizer` hold what every implementation gives; each capability that
+needs members has a small protocol (:class:`SupportsState`,
+:class:`SupportsGenericVariant`, ...; :data:`OPTIMIZER_PROTOCOLS` and
+:data:`ADAPTER_PROTOCOLS` map capabilities to them). The suite reads nothing
+else, but the optional :class:`DeclaresDeviations`. :func:`check_adapter` and
+:func:`check_optimizer` hold an implementation to the protocols of the
+capabilities it declares, naming the adapter and the missing member.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -123,10 +131,10 @@ class HookSpec:
 
 @runtime_checkable
 class Optimizer(Protocol):
-    """One optimizer over named parameters, driven by the suite."""
+    """One optimizer over named parameters, driven by the suite: what every optimizer gives."""
 
     def step(self, grads: Mapping[str, np.ndarray | None]) -> None:
-        """One update with these *unscaled* gradients (``None``: cleared).
+        """One update with these *unscaled* gradients (``None``: cleared, capability ``cleared_grads``).
 
         With loss scaling on, the adapter scales each gradient by the current
         loss scale in the parameter's dtype, as a backward pass of a scaled
@@ -136,8 +144,16 @@ class Optimizer(Protocol):
     def params(self) -> dict[str, np.ndarray]:
         """Every parameter's current value."""
 
+
+class SupportsState(Protocol):
+    """Capability ``state``: the momentum buffers."""
+
     def state(self) -> dict[str, np.ndarray | None]:
         """Every parameter's momentum buffer (``None`` before it exists)."""
+
+
+class SupportsCounters(Protocol):
+    """Capability ``counters``: the optimizer's and each rule's step counts."""
 
     @property
     def t(self) -> int:
@@ -146,14 +162,26 @@ class Optimizer(Protocol):
     def rule_t(self, name: str) -> int:
         """Number of updates the parameter ``name`` has received."""
 
+
+class SupportsHyperparams(Protocol):
+    """Capability ``hyperparams``: learning rate and momentum changed between steps."""
+
     def set_lr(self, lr: float) -> None:
         """Set the learning rate for the next steps."""
 
     def set_momentum(self, momentum: float) -> None:
         """Set the momentum for the next steps."""
 
+
+class SupportsPerParamHyperparams(Protocol):
+    """Capability ``per_param_hyperparams``: one parameter's own lr or momentum."""
+
     def set_param_hyperparam(self, name: str, key: str, value: float) -> None:
         """Override hyperparameter ``key`` for parameter ``name`` only."""
+
+
+class SupportsLossScaling(Protocol):
+    """Capability ``loss_scaling``: static and dynamic loss scaling."""
 
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
         """Configure loss scaling (``scale=None``: dynamic)."""
@@ -162,8 +190,16 @@ class Optimizer(Protocol):
     def loss_scale(self) -> float | None:
         """Current loss scale."""
 
+
+class SupportsFp32Master(Protocol):
+    """Capability ``fp32_master``: float16 parameters updated through a float32 copy."""
+
     def use_fp32_update(self) -> None:
         """Turn on the float32 master update."""
+
+
+class SupportsHooks(Protocol):
+    """Capabilities ``hooks`` (``level='optimizer'``) and ``rule_hooks`` (``level='rule'``)."""
 
     def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
         """Build a hook from ``spec`` that calls ``record`` and register it.
@@ -174,11 +210,19 @@ class Optimizer(Protocol):
     def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
         """Unregister a hook (errors propagate)."""
 
+
+class SupportsSerializeNpz(Protocol):
+    """Capability ``serialize_npz``: snapshots in Chainer's npz key layout."""
+
     def save(self, path: str) -> None:
         """Save the optimizer's state to an npz file."""
 
     def load(self, path: str, strict: bool = True) -> None:
         """Load the optimizer's state from an npz file (errors propagate)."""
+
+
+class SupportsEpochs(Protocol):
+    """Capability ``epochs``: the epoch counter."""
 
     def new_epoch(self, auto: bool = False) -> None:
         """Start a new epoch."""
@@ -187,17 +231,42 @@ class Optimizer(Protocol):
     def epoch(self) -> int:
         """Epoch count."""
 
+
+class SupportsDisabledRules(Protocol):
+    """Capability ``disabled_rules``: one parameter's update rule switched off."""
+
     def set_rule_enabled(self, name: str, enabled: bool) -> None:
-        """Enable or disable the update rule of parameter ``name`` (capability ``disabled_rules``)."""
+        """Enable or disable the update rule of parameter ``name``."""
+
+
+class SupportsBuiltinHooks(Protocol):
+    """Capability ``builtin_hooks``: Chainer's built-in optimizer hooks."""
 
     def add_builtin_hook(self, kind: str, **kwargs: object) -> None:
         """Register Chainer's built-in hook ``kind`` (see :data:`BUILTIN_HOOKS`) with its
-        default timing and name (capability ``builtin_hooks``)."""
+        default timing and name."""
+
+
+#: The optimizer protocol each capability needs (capabilities without members are absent).
+OPTIMIZER_PROTOCOLS: dict[str, type] = {
+    "state": SupportsState,
+    "counters": SupportsCounters,
+    "hyperparams": SupportsHyperparams,
+    "per_param_hyperparams": SupportsPerParamHyperparams,
+    "loss_scaling": SupportsLossScaling,
+    "fp32_master": SupportsFp32Master,
+    "hooks": SupportsHooks,
+    "rule_hooks": SupportsHooks,
+    "serialize_npz": SupportsSerializeNpz,
+    "epochs": SupportsEpochs,
+    "disabled_rules": SupportsDisabledRules,
+    "builtin_hooks": SupportsBuiltinHooks,
+}
 
 
 @runtime_checkable
 class Adapter(Protocol):
-    """An implementation, as the suite sees it."""
+    """An implementation, as the suite sees it: what every adapter gives."""
 
     #: Short name shown in reports (``'chainer'``).
     name: str
@@ -207,12 +276,97 @@ class Adapter(Protocol):
     backend: str
     #: Names from :data:`CAPABILITIES`.
     capabilities: frozenset[str]
-    #: What :meth:`Optimizer.state` holds, in Goyal et al.'s ``u`` of eq. (9):
+    #: What :meth:`SupportsState.state` holds, in Goyal et al.'s ``u`` of eq. (9):
     #: ``-1.0`` if state is ``-u`` (Chainer), ``1.0`` if it is ``u`` (PyTorch, optax).
     state_sign: float
 
     def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> Optimizer:
-        """A corrected-momentum (eq. 9) optimizer over copies of ``params``."""
+        """A corrected-momentum (eq. 9) optimizer over copies of ``params``.
 
+        The optimizer also has the members of :data:`OPTIMIZER_PROTOCOLS` for
+        each declared capability.
+        """
+
+
+class SupportsGenericVariant(Protocol):
+    """Capability ``generic_variant``: the same implementation without its native kernels."""
+
+    #: ``k``: how many roundings per product a fast step may save over the generic
+    #: one (``0``: the two agree bitwise); see the fast-path family's bound.
+    fast_path_roundings: float
+
+    def generic_variant(self) -> Adapter:
+        """The same implementation on the same backend with its native kernels off."""
+
+
+class DeclaresDeviations(Protocol):
+    """Optional for any adapter: where its expected deviations are declared.
+
+    Without it the suite reads the shipped ``expected_deviations/<name>.toml``
+    (none if there is no such file).
+    """
+
+    #: A TOML file of expected deviations (``None``: the shipped one, if any).
+    expected_deviations: str | os.PathLike[str] | None
+
+
+#: The adapter protocol each capability needs.
+ADAPTER_PROTOCOLS: dict[str, type] = {"generic_variant": SupportsGenericVariant}
 
 AdapterFactory = Callable[[], Adapter]
+
+
+def members(protocol: type) -> tuple[str, ...]:
+    """The public attributes and methods a protocol class declares itself (not inherited)."""
+    own = [n for n in vars(protocol) if not n.startswith("_")]
+    own += [n for n in vars(protocol).get("__annotations__", {}) if not n.startswith("_")]
+    return tuple(dict.fromkeys(own))
+
+
+def _lacks(obj: object, protocol: type) -> list[str]:
+    absent = object()
+    return [n for n in members(protocol) if inspect.getattr_static(obj, n, absent) is absent]
+
+
+def check_adapter(adapter: object, label: str) -> None:
+    """Raise ``TypeError`` naming ``label`` and each member the adapter lacks.
+
+    Required: the members of :class:`Adapter`; then, for every declared
+    capability in :data:`ADAPTER_PROTOCOLS`, that protocol's members. A
+    capability not declared needs nothing.
+    """
+    missing = _lacks(adapter, Adapter)
+    if missing:
+        raise TypeError(
+            f"adapter {label} lacks {', '.join(missing)} (see corrmom_conformance.protocol.Adapter)"
+        )
+    for capability in sorted(set(getattr(adapter, "capabilities", ())) & set(ADAPTER_PROTOCOLS)):
+        protocol = ADAPTER_PROTOCOLS[capability]
+        missing = _lacks(adapter, protocol)
+        if missing:
+            raise TypeError(
+                f"adapter {label} declares capability {capability!r} but lacks {', '.join(missing)} "
+                f"(see corrmom_conformance.protocol.{protocol.__name__})"
+            )
+
+
+def check_optimizer(optimizer: object, label: str, capabilities: frozenset[str]) -> None:
+    """Raise ``TypeError`` naming ``label`` and each member its optimizer lacks.
+
+    Required: :class:`Optimizer`'s members, then those of the protocol of each
+    declared capability in :data:`OPTIMIZER_PROTOCOLS`.
+    """
+    missing = _lacks(optimizer, Optimizer)
+    if missing:
+        raise TypeError(
+            f"the optimizer of adapter {label} lacks {', '.join(missing)} "
+            "(see corrmom_conformance.protocol.Optimizer)"
+        )
+    for capability in sorted(set(capabilities) & set(OPTIMIZER_PROTOCOLS)):
+        protocol = OPTIMIZER_PROTOCOLS[capability]
+        missing = _lacks(optimizer, protocol)
+        if missing:
+            raise TypeError(
+                f"adapter {label} declares capability {capability!r} but its optimizer lacks "
+                f"{', '.join(missing)} (see corrmom_conformance.protocol.{protocol.__name__})"
+            )

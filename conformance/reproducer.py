@@ -51,7 +51,8 @@ def script(
         "import pathlib, tempfile",
         "from corrmom_conformance import plugin",
         "from corrmom_conformance.adapters import resolve",
-        f"adapter = plugin._STATE['adapter'] = resolve({impl!r}, {backend!r})",
+        f"adapter = resolve({impl!r}, {backend!r})",
+        "run = plugin.standalone(adapter)",
     ]
     example = _FALSIFYING.search(failure_text)
     if example:
@@ -67,7 +68,7 @@ def script(
             "# the rules the implementation's declared deviations leave out, as in the run",
             "from corrmom_conformance import deviations",
             "declared = deviations.load(adapter.name, getattr(adapter, 'expected_deviations', None))",
-            f"plugin._STATE['deviation_of'] = {{d.check: d for d in declared if d.check.startswith('{module}::')}}",
+            f"run.deviation_of = {{d.check: d for d in declared if d.check.startswith('{module}::')}}",
             "from hypothesis.stateful import run_state_machine_as_test",
         ]
         lines += [f"from corrmom_conformance.checks.{module} import {machine}"]

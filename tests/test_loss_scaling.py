@@ -11,9 +11,9 @@ from backends import Backend
 from helpers import assert_same_snapshot, deep_snapshot, nested_link, set_grads
 from hypothesis import given
 from hypothesis import strategies as st
-from oracle import LOSS_SCALE_MAX, loss_scale_log2_sequence
 
 import corrmom_ref as cr
+from corrmom_conformance.oracle import LOSS_SCALE_MAX, loss_scale_log2_sequence
 from corrmom_ref.loss_scaling import NonFiniteGradientWarning
 
 

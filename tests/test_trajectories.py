@@ -15,9 +15,9 @@ import pytest
 from backends import Backend
 from hypothesis import given
 from hypothesis import strategies as st
-from oracle import UNIT_ROUNDOFF, closed_form_constant, exact, momentum_trajectory
 
 import corrmom_ref as cr
+from corrmom_conformance.oracle import UNIT_ROUNDOFF, closed_form_constant, exact, momentum_trajectory
 
 OPTIMIZERS = {"corrected": cr.CorrectedMomentumSGD, "uncorrected": cr.MomentumSGD}
 #: Smallest positive normal number per dtype: an absolute slack per operation

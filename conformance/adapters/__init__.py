@@ -6,7 +6,7 @@ import importlib
 import os
 from collections.abc import Callable
 
-from corrmom_conformance.protocol import CAPABILITIES, Adapter
+from corrmom_conformance.protocol import CAPABILITIES, Adapter, check_adapter, check_optimizer
 
 #: Registered adapters: name -> "module:factory" (imported lazily).
 REGISTRY: dict[str, str] = {
@@ -49,16 +49,20 @@ def _accepts_backend(factory: Callable[..., object]) -> bool:
         return False
 
 
-def _check(adapter: object, spec: str) -> None:
-    missing = [
-        a
-        for a in ("name", "version", "backend", "capabilities", "state_sign", "create")
-        if not hasattr(adapter, a)
-    ]
-    if missing:
-        raise TypeError(
-            f"adapter from {spec!r} lacks {', '.join(missing)} (see corrmom_conformance.protocol.Adapter)"
-        )
-    unknown = set(adapter.capabilities) - set(CAPABILITIES)  # type: ignore[attr-defined]
+#: The parameters of the optimizer :func:`resolve` creates once to check the optimizer's members.
+_PROBE = {"w": (2,)}
+
+
+def _check(adapter: Adapter, spec: str) -> None:
+    """Hold the adapter, and one optimizer it creates, to the protocols of what it declares."""
+    label = f"{getattr(adapter, 'name', '?')!r} (from {spec!r})"
+    check_adapter(adapter, label)
+    unknown = set(adapter.capabilities) - set(CAPABILITIES)
     if unknown:
         raise ValueError(f"adapter from {spec!r} declares unknown capabilities: {', '.join(sorted(unknown))}")
+    import numpy as np
+
+    probe = adapter.create(
+        {k: np.zeros(shape, np.float32) for k, shape in _PROBE.items()}, lr=0.1, momentum=0.9
+    )
+    check_optimizer(probe, label, adapter.capabilities)

@@ -15,28 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from corrmom_conformance.protocol import HookEvent, HookSpec
+from corrmom_conformance.protocol import CAPABILITIES, HookEvent, HookSpec
 
-ALL_CAPABILITIES = frozenset(
-    {
-        "hyperparams",
-        "per_param_hyperparams",
-        "state",
-        "counters",
-        "cleared_grads",
-        "loss_scaling",
-        "fp32_master",
-        "hooks",
-        "rule_hooks",
-        "serialize_npz",
-        "epochs",
-        "warnings",
-        "float16",
-        "float64",
-        "disabled_rules",
-        "builtin_hooks",
-    }
-)
+#: Capabilities that depend on how an implementation computes, not on Chainer's API:
+#: ``generic_variant`` (a twin without native kernels) and ``chainer_rounding``
+#: (Chainer's roundings, bitwise). An adapter adds them where they hold.
+NOT_FROM_THE_API = frozenset({"generic_variant", "chainer_rounding"})
+
+#: Every capability Chainer's optimizer API gives, so every Chainer-API
+#: implementation has it: the protocol's list (:data:`~corrmom_conformance.protocol.CAPABILITIES`)
+#: less :data:`NOT_FROM_THE_API`.
+ALL_CAPABILITIES = frozenset(CAPABILITIES) - NOT_FROM_THE_API
 
 
 @dataclass(frozen=True)
@@ -68,12 +57,13 @@ class Flavour:
 
 
 class ChainerStyleOptimizer:
-    """:class:`corrmom_conformance.protocol.Optimizer` over a Chainer-API optimizer."""
+    """A Chainer-API optimizer as the suite sees it: :class:`~corrmom_conformance.protocol.Optimizer`
+    and every protocol of :data:`~corrmom_conformance.protocol.OPTIMIZER_PROTOCOLS`."""
 
     def __init__(
         self, flavour: Flavour, params: Mapping[str, np.ndarray], lr: float, momentum: float
     ) -> None:
-        self._f = flavour
+        self._flavour = flavour
         self.link, self._params = flavour.make_link({k: flavour.to_native(v) for k, v in params.items()})
         self._names = {id(p): k for k, p in self._params.items()}
         self._dtypes = {k: np.asarray(v).dtype for k, v in params.items()}
@@ -88,26 +78,26 @@ class ChainerStyleOptimizer:
                 if g is None:
                     param.cleargrad()
                 else:
-                    param.grad = self._f.to_native(np.asarray(g, dtype=self._dtypes[name]))
-            with self._f.dispatch():
+                    param.grad = self._flavour.to_native(np.asarray(g, dtype=self._dtypes[name]))
+            with self._flavour.dispatch():
                 self.opt.update()
             return
         scripted = [
-            (self._params[name], self._f.to_native(np.asarray(g, dtype=self._dtypes[name])))
+            (self._params[name], self._flavour.to_native(np.asarray(g, dtype=self._dtypes[name])))
             for name, g in grads.items()
             if g is not None
         ]
-        with self._f.dispatch():
-            self.opt.update(self._f.scaled_loss(scripted))
+        with self._flavour.dispatch():
+            self.opt.update(self._flavour.scaled_loss(scripted))
 
     def params(self) -> dict[str, np.ndarray]:
-        return {k: self._f.to_numpy(p.array) for k, p in self._params.items()}
+        return {k: self._flavour.to_numpy(p.array) for k, p in self._params.items()}
 
     def state(self) -> dict[str, np.ndarray | None]:
         out: dict[str, np.ndarray | None] = {}
         for k, p in self._params.items():
             state = p.update_rule.state
-            out[k] = None if not state or state.get("v") is None else self._f.to_numpy(state["v"])
+            out[k] = None if not state or state.get("v") is None else self._flavour.to_numpy(state["v"])
         return out
 
     @property
@@ -170,11 +160,11 @@ class ChainerStyleOptimizer:
                 if len(args) == 2:
                     _, param = args
                     name = adapter._names.get(id(param), getattr(param, "name", None))
-                    grads = {name: None if param.grad is None else adapter._f.to_numpy(param.grad)}
+                    grads = {name: None if param.grad is None else adapter._flavour.to_numpy(param.grad)}
                 else:
                     name = None
                     grads = {
-                        k: None if p.grad is None else adapter._f.to_numpy(p.grad)
+                        k: None if p.grad is None else adapter._flavour.to_numpy(p.grad)
                         for k, p in adapter._params.items()
                     }
                 record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
@@ -200,7 +190,7 @@ class ChainerStyleOptimizer:
         return hook
 
     def add_builtin_hook(self, kind: str, **kwargs: Any) -> None:
-        hooks = self._f.optimizer_hooks
+        hooks = self._flavour.optimizer_hooks
         if kind == "GradientNoise":
             noise = kwargs.pop("noise")
 
@@ -216,10 +206,10 @@ class ChainerStyleOptimizer:
     # -- serialization and epochs -------------------------------------------------
 
     def save(self, path: str) -> None:
-        self._f.save_npz(path, self.opt)
+        self._flavour.save_npz(path, self.opt)
 
     def load(self, path: str, strict: bool = True) -> None:
-        self._f.load_npz(path, self.opt, strict=strict)
+        self._flavour.load_npz(path, self.opt, strict=strict)
 
     def new_epoch(self, auto: bool = False) -> None:
         self.opt.new_epoch(auto=auto)

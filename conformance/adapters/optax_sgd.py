@@ -43,6 +43,8 @@ class OptaxSGDOptimizer:
 
 
 class OptaxSGDAdapter:
+    """``optax.sgd``; its optimizer gives the protocol's ``Optimizer``, ``SupportsState`` and ``SupportsHyperparams``."""
+
     name = "optax"
     state_sign = 1.0
     capabilities = frozenset({"hyperparams", "state", "float64"})

@@ -206,6 +206,10 @@ class RefOptaxOptimizer:
 
 
 class RefOptaxAdapter:
+    """``corrmom_ref.optax``; its optimizer gives ``Optimizer`` and the protocols of the declared
+    capabilities that have members (``state``, ``counters``, ``hyperparams``,
+    ``per_param_hyperparams``, ``loss_scaling``, ``serialize_npz``)."""
+
     name = "ref-optax"
     state_sign = -1.0
     capabilities = frozenset(

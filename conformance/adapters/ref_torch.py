@@ -211,6 +211,9 @@ class RefTorchAdapter:
     #: per-rule hyperparameters torch keeps per group, and GradientNoise, which draws from
     #: NumPy's global random state that no torch generator reproduces).
     capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {"generic_variant"}
+    #: ``generic_variant`` (:class:`~corrmom_conformance.protocol.SupportsGenericVariant`):
+    #: 1 with torch's fused kernel (a multiply-add per product), 0 for the generic twin.
+    fast_path_roundings: float
 
     def __init__(self, fused: bool = True) -> None:
         import torch

@@ -25,6 +25,9 @@ class ReferenceAdapter:
 
     name = "ref"
     state_sign = -1.0
+    #: Declares ``generic_variant`` (:class:`~corrmom_conformance.protocol.SupportsGenericVariant`):
+    #: 1 where the backend's native kernel fuses products, else 0 (set per backend).
+    fast_path_roundings: float
 
     def __init__(self, backend: str = "numpy", optimizer_class: Any = None, fast_paths: bool = True) -> None:
         import corrmom_ref as cr

@@ -95,6 +95,9 @@ class TorchSGDOptimizer:
 
 
 class TorchSGDAdapter:
+    """``torch.optim.SGD``; its optimizer gives ``Optimizer`` and the protocols of ``state``,
+    ``hyperparams``, ``per_param_hyperparams`` and ``loss_scaling``."""
+
     name = "torch"
     backend = "torch:cpu"
     state_sign = 1.0

@@ -45,8 +45,7 @@ def _expected(kind, kwargs, params, grads, lrs, m, loss_scale):
         seen = {k: s * np.asarray(v, np.float64) for k, v in g.items()}
         hooked = oracle.builtin_hook(kind, kwargs, w, seen, dict.fromkeys(w, t), loss_scale)
         for k in w:
-            u[k] = m * u[k] + hooked[k] / s
-            w[k] = w[k] - lr * u[k]
+            w[k], u[k] = oracle.eq9_step(w[k], u[k], hooked[k] / s, lr, m)
         out.append(dict(w))
     return out
 

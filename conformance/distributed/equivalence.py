@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from corrmom_conformance import oracle
 from corrmom_conformance.distributed.adapter import DistributedFactory
 
 __all__ = ["EquivalenceReport", "LeastSquares", "check_data_parallel_equivalence", "oracle_trajectory"]
@@ -78,11 +79,9 @@ def oracle_trajectory(
         grads = problem.gradient(params, step, slice(None))
         for k in params:
             if optimizer == "corrected":  # eq. (9): u <- m u + g; w <- w - lr u
-                buffers[k] = m * buffers[k] + grads[k]
-                params[k] = params[k] - lr * buffers[k]
+                params[k], buffers[k] = oracle.eq9_step(params[k], buffers[k], grads[k], lr, m)
             elif optimizer == "uncorrected":  # eq. (10): v <- m v + lr g; w <- w - v
-                buffers[k] = m * buffers[k] + lr * grads[k]
-                params[k] = params[k] - buffers[k]
+                params[k], buffers[k] = oracle.eq10_step(params[k], buffers[k], grads[k], lr, m)
             else:
                 raise ValueError(f"unknown optimizer {optimizer!r}")
         out.append({k: v.copy() for k, v in params.items()})

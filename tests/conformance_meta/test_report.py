@@ -69,3 +69,64 @@ def test_a_seed_is_drawn_and_reported_when_none_is_given(tmp_path):
     assert seed.isdigit(), seed
     assert f"seed: {seed} (drawn for this run" in done.stdout
     assert f"hypothesis seed: {seed}" in done.stdout
+
+
+class _PlantedFailure:
+    """An adapter whose every step fails with a known two-line assertion message."""
+
+    name, version, backend, state_sign = "planted", "0", "numpy", 1.0
+    capabilities = frozenset({"float64"})
+    MESSAGE = "planted: the step refuses\nsecond line of the message"
+
+    def create(self, params, *, lr, momentum):
+        planted = self
+
+        class Refusing:
+            def step(self, grads):
+                raise AssertionError(planted.MESSAGE)
+
+            def params(self):
+                return dict(params)
+
+        return Refusing()
+
+
+def planted_failure() -> _PlantedFailure:
+    return _PlantedFailure()
+
+
+def test_a_failure_reason_is_the_first_line_of_the_assertion_message(tmp_path):
+    """Read from pytest's report object (its crash entry), whatever the traceback style."""
+    for style in ("auto", "native", "short"):
+        result = _run(
+            "tests.conformance_meta.test_report:planted_failure",
+            ["test_equations"],
+            tmp_path,
+            "-k",
+            "test_zero_initial_state",
+            f"--tb={style}",
+        )
+        (entry,) = [e for e in result["entries"] if e["outcome"] == "fail"]
+        assert entry["reason"] == "AssertionError: planted: the step refuses", (style, entry)
+
+
+def test_two_runs_in_one_process_keep_their_own_state(tmp_path):
+    """The run's state lives in each config's stash: a second run does not inherit the first one's adapter."""
+    check = ROOT / "conformance" / "checks" / "test_equations.py"
+    script = tmp_path / "two_runs.py"
+    script.write_text(
+        "import sys, pytest\n"
+        "for impl, name in (('ref', 'first'), ('tests.conformance_meta.test_report:planted_failure', 'second')):\n"
+        f"    pytest.main([{str(check)!r}, '-p', 'corrmom_conformance.plugin', '--corrmom-impl=' + impl,\n"
+        "                 '-k', 'test_zero_initial_state', '--hypothesis-seed=0', '-q', '-p', 'no:cacheprovider',\n"
+        f"                 '--corrmom-report=' + {str(tmp_path)!r} + '/' + name])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PATH}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (tmp_path / "second.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    first = json.loads((tmp_path / "first.json").read_text())
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert first["impl"] == "ref" and first["counts"]["pass"] == 1
+    assert second["impl"] == "planted" and second["counts"]["fail"] == 1
