@@ -8,6 +8,20 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace, is_numpy_array
 
+__all__ = ["GradientClipping", "clipping_factor"]
+
+
+def clipping_factor(threshold: float, sqnorm: float) -> float | None:
+    r""":math:`\tau / n` for :math:`n = \sqrt{\text{sqnorm}}` when it is below 1, else ``None`` (no clipping).
+
+    A zero norm also gives ``None``: the factor would be infinite.
+    """
+    norm = math.sqrt(sqnorm)
+    if norm == 0.0:
+        return None
+    rate = threshold / norm
+    return None if rate >= 1 else rate
+
 
 class GradientClipping:
     r"""Rescale all gradients so that their global L2 norm is at most ``threshold``.
@@ -46,11 +60,8 @@ class GradientClipping:
         for param in params:
             xp = array_namespace(param.grad)
             sqnorm += float(xp.sum(param.grad * param.grad))
-        norm = math.sqrt(sqnorm)
-        if norm == 0.0:
-            return
-        rate = self.threshold / norm
-        if rate >= 1:
+        rate = clipping_factor(self.threshold, sqnorm)
+        if rate is None:
             return
         for param in params:
             param.grad = xpx.at(param.grad)[...].multiply(rate)

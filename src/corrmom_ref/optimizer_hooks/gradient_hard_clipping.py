@@ -7,6 +7,13 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace
 
+__all__ = ["GradientHardClipping", "clip_elements"]
+
+
+def clip_elements(g: Any, lower_bound: float, upper_bound: float) -> Any:
+    """``g`` clipped elementwise into ``[lower_bound, upper_bound]``, written into ``g`` where it is writeable."""
+    return xpx.at(g)[...].set(array_namespace(g).clip(g, lower_bound, upper_bound))
+
 
 class GradientHardClipping:
     r"""Clip every gradient element into ``[lower_bound, upper_bound]``.
@@ -28,5 +35,4 @@ class GradientHardClipping:
         grad = param.grad
         if grad is None:
             return
-        xp = array_namespace(grad)
-        param.grad = xpx.at(grad)[...].set(xp.clip(grad, self.lower_bound, self.upper_bound))
+        param.grad = clip_elements(grad, self.lower_bound, self.upper_bound)

@@ -7,6 +7,13 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace
 
+__all__ = ["Lasso", "add_lasso"]
+
+
+def add_lasso(p: Any, g: Any, rate: float) -> Any:
+    r""":math:`g + \lambda \operatorname{sign}(p)`, written into ``g`` where it is writeable; the result."""
+    return xpx.at(g)[...].add(rate * array_namespace(p).sign(p))
+
 
 class Lasso:
     r"""Add :math:`\lambda \operatorname{sign}(p)` to each gradient.
@@ -30,5 +37,4 @@ class Lasso:
         p, g = param.array, param.grad
         if p is None or g is None:
             return
-        xp = array_namespace(p)
-        param.grad = xpx.at(g)[...].add(self.rate * xp.sign(p))
+        param.grad = add_lasso(p, g, self.rate)

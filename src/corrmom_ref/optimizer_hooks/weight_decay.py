@@ -6,6 +6,19 @@ from typing import Any
 
 import array_api_extra as xpx
 
+__all__ = ["WeightDecay", "add_weight_decay"]
+
+
+def add_weight_decay(p: Any, g: Any, rate: float, loss_scale: float | None = None) -> Any:
+    r""":math:`g + (\lambda s)\,p`, written into ``g`` where it is writeable; the result.
+
+    :math:`s` is ``loss_scale`` (1 when ``None``): the rate is multiplied by it
+    first, as Chainer does, so the product rounds as Chainer's.
+    """
+    if loss_scale is not None:
+        rate *= loss_scale
+    return xpx.at(g)[...].add(rate * p)
+
 
 class WeightDecay:
     r"""Add :math:`\lambda p` to each gradient (L2 regularisation, coupled).
@@ -29,8 +42,4 @@ class WeightDecay:
         p, g = param.array, param.grad
         if p is None or g is None:
             return
-        rate = self.rate
-        scale = getattr(param, "loss_scale", None)
-        if scale is not None:
-            rate *= scale
-        param.grad = xpx.at(g)[...].add(rate * p)
+        param.grad = add_weight_decay(p, g, self.rate, getattr(param, "loss_scale", None))

@@ -7,7 +7,9 @@ before ``t`` advances and before the gradients are unscaled, so, as in
 Chainer, they see loss-scaled gradients. Per-parameter hooks are called as
 ``hook(optimizer, param)``, whole-optimizer hooks as ``hook(optimizer)``.
 
-Each does Chainer's arithmetic in Chainer's order on the gradient in place:
+Each does Chainer's arithmetic in Chainer's order on the gradient in place,
+with the reference hooks' own functions (:mod:`corrmom_ref.optimizer_hooks`),
+so the maths is written once:
 
 * :class:`WeightDecay`: :math:`g \mathrel{+}= (\lambda s)\,p` (:math:`s` the loss scale, 1 without);
 * :class:`Lasso`: :math:`g \mathrel{+}= \lambda \operatorname{sign}(p)` (no :math:`s`, as in Chainer 7.8.1);
@@ -25,10 +27,11 @@ hyperparameters, which PyTorch keeps per group.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
+
+from corrmom_ref.optimizer_hooks import add_lasso, add_weight_decay, clip_elements, clipping_factor
 
 __all__ = ["GradientClipping", "GradientHardClipping", "Lasso", "WeightDecay"]
 
@@ -51,12 +54,8 @@ class WeightDecay:
         g = param.grad
         if g is None:
             return
-        rate = self.rate
-        scale = getattr(optimizer, "loss_scale", None)
-        if scale is not None:
-            rate *= scale
         with torch.no_grad():
-            g += rate * param
+            add_weight_decay(param, g, self.rate, getattr(optimizer, "loss_scale", None))
 
 
 class Lasso:
@@ -81,7 +80,7 @@ class Lasso:
         if g is None:
             return
         with torch.no_grad():
-            g += self.rate * torch.sign(param)
+            add_lasso(param, g, self.rate)
 
 
 class GradientClipping:
@@ -108,11 +107,8 @@ class GradientClipping:
             return
         with torch.no_grad():
             sqnorm = sum(float(torch.dot(g.reshape(-1), g.reshape(-1))) for g in grads)
-            norm = math.sqrt(sqnorm)
-            if norm == 0.0:
-                return
-            rate = self.threshold / norm
-            if rate >= 1:
+            rate = clipping_factor(self.threshold, sqnorm)
+            if rate is None:
                 return
             for g in grads:
                 g *= rate
@@ -139,4 +135,4 @@ class GradientHardClipping:
         if g is None:
             return
         with torch.no_grad():
-            g.clamp_(self.lower_bound, self.upper_bound)
+            clip_elements(g, self.lower_bound, self.upper_bound)
