@@ -20,6 +20,7 @@ __all__ = ["alike_and_separate"]
 
 _dtype_of = attrgetter("dtype")
 _shape_of = attrgetter("shape")
+_aval_of = attrgetter("aval")
 
 
 def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
@@ -38,13 +39,22 @@ def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
     count = len(arrays)
     if list(map(type, arrays)).count(type(first)) != count:
         return False
-    if list(map(_dtype_of, arrays)).count(first.dtype) != count:
-        return False
-    if not (list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))):
+    if not _alike(ps, gs, vs, arrays, first):
         return False
     if len(set(map(id, arrays))) != count:
         return False
     return not _views_overlap(ps, gs, vs, arrays)
+
+
+def _alike(ps: list[Any], gs: list[Any], vs: list[Any], arrays: list[Any], first: Any) -> bool:
+    """One dtype everywhere, one shape per triple (arrays of ``first``'s type)."""
+    if hasattr(first, "aval"):  # JAX: an aval (shape, dtype, weak type) is read without building anything
+        avals = list(map(_aval_of, ps))
+        if avals == list(map(_aval_of, gs)) == list(map(_aval_of, vs)):
+            return len({aval.dtype for aval in set(avals)}) == 1
+    if list(map(_dtype_of, arrays)).count(first.dtype) != len(arrays):
+        return False
+    return list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))
 
 
 def _views_overlap(ps: list[Any], gs: list[Any], vs: list[Any], arrays: list[Any]) -> bool:

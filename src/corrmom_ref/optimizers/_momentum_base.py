@@ -123,16 +123,8 @@ class MomentumRuleBase(UpdateRule):
             return None
         hyperparam = self.hyperparam
         lr, momentum = read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum")
-        return (
-            cls,
-            type(array),
-            array.dtype,
-            placement_of(array),
-            type(lr),
-            float(lr),
-            type(momentum),
-            float(momentum),
-        )
+        # the types too: equal values of two types compare equal, and on NumPy 1.x round 0-d arithmetic differently
+        return cls, type(array), array.dtype, placement_of(array), lr, type(lr), momentum, type(momentum)
 
     @classmethod
     def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
