@@ -256,6 +256,13 @@ def test_kernel_roundings_reads_the_declaration_and_the_switch() -> None:
 # -- the shared input check ---------------------------------------------------------
 
 
+class _NotAnArray:
+    """An object of another library that has a NumPy array's dtype and shape."""
+
+    def __init__(self, like: np.ndarray) -> None:
+        self.dtype, self.shape = like.dtype, like.shape
+
+
 def _aliased(kind: str) -> tuple[list, list, list]:
     p, g, v = _triple(6)
     if kind == "dtype":
@@ -263,7 +270,7 @@ def _aliased(kind: str) -> tuple[list, list, list]:
     elif kind == "shape":
         g = g.reshape(2, 3)
     elif kind == "type":
-        g = np.ma.masked_array(g)
+        g = _NotAnArray(g)
     elif kind == "p is v":
         v = p
     elif kind == "g is v":
@@ -402,3 +409,14 @@ def test_rules_with_equal_values_batch_together_whatever_their_parents() -> None
     assert same[0] == same[1] and hash(same[0]) == hash(same[1])
     assert other[0] != other[1]
     assert _keys([0.5])[0] != _keys([np.float32(0.5)])[0]  # the type too (NumPy 1.x rounds 0-d by it)
+
+
+def test_subclasses_of_one_library_pass_the_shared_check_and_torch_takes_them() -> None:
+    """``torch.nn.Parameter`` with a plain tensor gradient (the ``corrmom_ref.torch`` case) is one library."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from corrmom_ref._backends import torch_update
+
+    p, g, v = (torch.from_numpy(a) for a in _triple(6))
+    p = torch.nn.Parameter(p)
+    assert inputs.alike_and_separate([p], [g], [v])
+    assert torch_update.accepts([p], [g], [v], 0.1, 0.9) == torch_update.available()

@@ -26,7 +26,8 @@ _aval_of = attrgetter("aval")
 def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
     """Whether the lists (not empty) can be stepped by one native call.
 
-    True when every array has the type and dtype of ``ps[0]``, the three
+    True when every array comes from the library of ``ps[0]`` (a subclass
+    such as ``torch.nn.Parameter`` included) and has its dtype, the three
     arrays of each triple have one shape, no array object appears twice
     anywhere in the lists (so neither ``p is v`` nor ``g is v`` nor a parameter
     tied to another), and no two arrays of a triple are views that may share
@@ -37,7 +38,10 @@ def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
     first = ps[0]
     arrays = [*ps, *gs, *vs]
     count = len(arrays)
-    if list(map(type, arrays)).count(type(first)) != count:
+    if (
+        list(map(type, arrays)).count(type(first)) != count
+        and len(set(map(_library, set(map(type, arrays))))) != 1
+    ):
         return False
     if not _alike(ps, gs, vs, arrays, first):
         return False
@@ -55,6 +59,11 @@ def _alike(ps: list[Any], gs: list[Any], vs: list[Any], arrays: list[Any], first
     if list(map(_dtype_of, arrays)).count(first.dtype) != len(arrays):
         return False
     return list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))
+
+
+def _library(kind: type) -> str:
+    """The top-level module an array type comes from (``numpy``, ``torch``, ``jaxlib``, ...)."""
+    return kind.__module__.split(".", 1)[0]
 
 
 def _views_overlap(ps: list[Any], gs: list[Any], vs: list[Any], arrays: list[Any]) -> bool:
