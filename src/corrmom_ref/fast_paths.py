@@ -1,8 +1,8 @@
 """The switch for the native fast paths, and what each path promises.
 
 The momentum optimizers step through the reference arithmetic
-(:mod:`corrmom_ref._reference`) or through a faster sibling chosen by one
-policy (:func:`corrmom_ref._backends.dispatch.choose`). :func:`use_fast_paths`
+(``corrmom_ref/_reference.py``) or through a faster sibling chosen by one
+policy (``corrmom_ref._backends.dispatch.choose``; see the backends page). :func:`use_fast_paths`
 turns the native kernels off within a block (for instance to compare them
 with the generic step) or lets JAX donate buffers; :func:`kernel_roundings`
 says how far a backend's native kernel may be from the reference step.

@@ -109,13 +109,13 @@ def momentum_steps(
 
 
 def corrected_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
-    """:func:`corrected_steps` of one triple; the new ``(p, v)``."""
+    """``corrected_steps`` of one triple; the new ``(p, v)``."""
     new_ps, new_vs = corrected_steps(xp, [p], [g], [v], lr, m)
     return new_ps[0], new_vs[0]
 
 
 def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
-    """:func:`momentum_steps` of one triple; the new ``(p, v)``."""
+    """``momentum_steps`` of one triple; the new ``(p, v)``."""
     new_ps, new_vs = momentum_steps(xp, [p], [g], [v], lr, m)
     return new_ps[0], new_vs[0]
 

@@ -38,7 +38,7 @@ def use_fast_paths(enabled: bool, *, donate: bool = False) -> Iterator[None]:
     the previous ``param.array`` becomes invalid, hence opt-in. The previous
     setting comes back when the block ends, also by an exception; a thread or
     ``asyncio`` task started elsewhere keeps its own setting
-    (:class:`contextvars.ContextVar`).
+    (a ``contextvars.ContextVar``).
     """
     token = _SETTING.set(FastPathSetting(bool(enabled), bool(donate)))
     try:

@@ -49,7 +49,7 @@ class MomentumRuleBase(UpdateRule):
     ``step`` is replaced on the instance is stepped alone as well.
     """
 
-    #: Whether :meth:`update_batch` may step this class's rules together (see the class docstring).
+    #: Whether ``update_batch`` may step this class's rules together (see the class docstring).
     batchable: ClassVar[bool] = True
 
     state_keys = ("v",)
