@@ -88,7 +88,7 @@ def _choose(rule: _Rule, xp: Any, ps: list[Array], gs: list[Array], vs: list[Arr
             if native.accepts(ps, gs, vs, lr, m):
                 return _native_path(native)
             if len(ps) > 1:
-                return _per_triple_path(rule)
+                return _per_triple_path(rule, native.ROUNDINGS)
     if generic_fast.accepts(xp):
         return _blocked_path(rule)
     return _reference_path(rule)
@@ -157,7 +157,8 @@ def _native_path(native: ModuleType) -> Path:
 
 
 @cache
-def _per_triple_path(rule: _Rule) -> Path:
+def _per_triple_path(rule: _Rule, roundings: int) -> Path:
+    """Each triple chosen again: at most the native kernel's roundings."""
     def steps(xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: Any, m: Any) -> Any:
         new_ps, new_vs = [], []
         for p, g, v in zip(ps, gs, vs, strict=True):
@@ -166,7 +167,7 @@ def _per_triple_path(rule: _Rule) -> Path:
             new_vs.append(v)
         return new_ps, new_vs
 
-    return Path("per triple", 1, steps)
+    return Path("per triple", roundings, steps)
 
 
 @cache
