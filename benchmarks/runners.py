@@ -54,7 +54,11 @@ def _reference(
     def make(shapes: list[tuple[int, ...]]) -> Step:
         import corrmom_ref as cr
         from corrmom_ref import flat
-        from corrmom_ref._backends.fast import use_fast_paths
+
+        try:
+            from corrmom_ref.fast_paths import use_fast_paths
+        except ImportError:  # a version before issue 15 (bench-compare against an older revision)
+            from corrmom_ref._backends.fast import use_fast_paths  # type: ignore[no-redef]
 
         params = {f"p{i}": cr.Parameter(to_native(a)) for i, a in enumerate(_arrays(shapes))}
         link = cr.Link(**params)

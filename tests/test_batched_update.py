@@ -17,8 +17,9 @@ from backends import Backend
 from helpers import assert_same_snapshot, deep_snapshot
 
 import corrmom_ref as cr
-from corrmom_ref import _update_math
-from corrmom_ref._backends.fast import use_fast_paths
+from corrmom_ref import _reference
+from corrmom_ref._backends import dispatch, generic_fast
+from corrmom_ref.fast_paths import use_fast_paths
 
 
 def _model(bk: Backend) -> cr.Link:
@@ -173,9 +174,9 @@ class _HalfOfParent(cr.Hyperparameter):
         return self.parent.lr / 2
 
 
-def test_rules_that_read_their_parent_batch_by_parent_and_computed_entries_by_value(bk: Backend) -> None:
-    """Rules without overrides of one parent share a batch keyed by that parent; a rule whose
-    hyperparameter computes ``lr`` (no entry of its own either) must not join them."""
+def test_rules_batch_by_the_values_they_read_also_computed_ones(bk: Backend) -> None:
+    """Rules without overrides of one parent share a batch keyed by the values they read; a rule
+    whose hyperparameter computes ``lr`` (no entry of its own either) must not join them."""
     link = cr.Link(**{name: cr.Parameter(bk.asarray([1.0, -2.0])) for name in ("a", "b", "half")})
     opt = cr.CorrectedMomentumSGD(lr=0.5, momentum=0.5).setup(link)
     link.half.update_rule.hyperparam = _HalfOfParent(opt.hyperparam)
@@ -186,7 +187,7 @@ def test_rules_that_read_their_parent_batch_by_parent_and_computed_entries_by_va
         keys = {name: param.update_rule.batch_key(param) for name, param in link.namedparams()}
         opt.update()
     assert keys["/a"] == keys["/b"] != keys["/half"]
-    assert keys["/a"][-1] is opt.hyperparam
+    assert keys["/a"][-4:] == (0.5, float, 0.5, float)
     # v = -g, then v = 0.5 v - g: w = 1 - 0.5 * (1 + 1.5) for lr 0.5, 1 - 0.25 * 2.5 for lr 0.25
     np.testing.assert_allclose(bk.to_numpy(link.a.array), [1.0 - 1.25, -2.0 - 1.25])
     np.testing.assert_allclose(bk.to_numpy(link.half.array), [1.0 - 0.625, -2.0 - 0.625])
@@ -212,8 +213,8 @@ def test_a_rule_whose_update_core_is_replaced_on_the_instance_is_not_batched(bk:
 
 
 _STEPS = {
-    "corrected": (_update_math.corrected_momentum_step, _update_math.corrected_momentum_steps),
-    "uncorrected": (_update_math.momentum_step, _update_math.momentum_steps),
+    "corrected": (dispatch.corrected_step, dispatch.corrected_steps),
+    "uncorrected": (dispatch.momentum_step, dispatch.momentum_steps),
 }
 
 
@@ -254,25 +255,31 @@ def test_generic_batch_step_equals_single_steps(
             np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
 
 
+_KERNELS = {
+    "corrected": (_reference.corrected_in_place, _reference.corrected_pure, _reference.corrected_step),
+    "uncorrected": (_reference.momentum_in_place, _reference.momentum_pure, _reference.momentum_step),
+}
+_BLOCK = generic_fast.BLOCK_ELEMENTS
+
+
 @pytest.mark.parametrize("odd", ["dtype", "read-only", "large"])
-@pytest.mark.parametrize("kind", sorted(_STEPS))
-def test_a_batch_with_one_odd_triple_equals_single_steps(
-    bk: Backend, kind: str, odd: str, monkeypatch
-) -> None:
+@pytest.mark.parametrize("kind", sorted(_KERNELS))
+def test_a_batch_with_one_odd_triple_equals_single_steps(bk: Backend, kind: str, odd: str) -> None:
     """A batch whose triples are all alike is stepped with one choice for all; one odd triple
     (another dtype, a read-only parameter, a parameter large enough to block) must send the
     whole batch back to choosing triple by triple, with the single-step result each."""
     if odd == "read-only" and bk.name not in ("numpy", "numpy1"):
         pytest.skip("read-only arrays among writeable ones: NumPy's flags")
-    step, steps = _STEPS[kind]
-    blocked = []
-    original_blocked = _update_math._run_blocked
-    monkeypatch.setattr(
-        _update_math, "_run_blocked", lambda *a: blocked.append(a[2].shape) or original_blocked(*a)
-    )
-    monkeypatch.setattr(_update_math, "BLOCK_ELEMENTS", 6)
+    in_place, pure, _ = _KERNELS[kind]
+    calls: list[tuple[int, ...]] = []
+
+    def spy(p, g, v, lr, m):
+        calls.append(tuple(p.shape))
+        return in_place(p, g, v, lr, m)
+
+    blocked_step = generic_fast.BlockedStep(spy, pure)
     rng = np.random.default_rng(5)
-    shapes = [(5,), (3,), (8,) if odd == "large" else (4,), (2,)]
+    shapes = [(5,), (3,), (_BLOCK + 2,) if odd == "large" else (4,), (2,)]
     hosts = [[rng.standard_normal(shape) * 4 for _ in range(3)] for shape in shapes]
 
     def triples() -> tuple[list, list, list]:
@@ -285,29 +292,28 @@ def test_a_batch_with_one_odd_triple_equals_single_steps(
         return [t[0] for t in made], [t[1] for t in made], [t[2] for t in made]
 
     xp = array_namespace(bk.asarray([0.0]))
-    with use_fast_paths(False):
-        batch = steps(xp, *triples(), 0.1, 0.9)
-        single = [step(xp, p, g, v, 0.1, 0.9) for p, g, v in zip(*triples(), strict=True)]
-    for (p, v), p_batch, v_batch in zip(single, *batch, strict=True):
+    batch = blocked_step.steps(xp, *triples(), 0.1, 0.9)
+    single = [blocked_step.steps(xp, [p], [g], [v], 0.1, 0.9) for p, g, v in zip(*triples(), strict=True)]
+    for ((p,), (v,)), p_batch, v_batch in zip(single, *batch, strict=True):
         np.testing.assert_array_equal(bk.to_numpy(p_batch), bk.to_numpy(p))
         np.testing.assert_array_equal(bk.to_numpy(v_batch), bk.to_numpy(v))
-    if odd == "large":  # blocked in the batch and in its single step where arrays are written in place
+    if odd == "large":  # blocked in the batch and in its single step where slices are views
         in_place = bk.name in ("numpy", "numpy1", "numba", "array_api_strict", "torch", "cupy")
-        assert blocked == ([(8,), (8,)] if in_place else [])
+        assert calls.count((_BLOCK,)) == (2 if in_place else 0)
 
 
-@pytest.mark.parametrize("kind", sorted(_STEPS))
-def test_blocked_step_equals_the_whole_array_step(bk: Backend, kind: str, monkeypatch) -> None:
-    """A parameter larger than a cache block is stepped block by block; the last block is short."""
-    step, _ = _STEPS[kind]
+@pytest.mark.parametrize("kind", sorted(_KERNELS))
+def test_blocked_step_equals_the_reference_step(bk: Backend, kind: str) -> None:
+    """A parameter larger than a cache block is stepped block by block (the last block short),
+    with the reference step's result, bit for bit."""
+    in_place, pure, reference = _KERNELS[kind]
     rng = np.random.default_rng(11)
-    hosts = [rng.standard_normal((41, 61)) for _ in range(3)]  # 2501 elements
+    hosts = [rng.standard_normal(2 * _BLOCK + 7) for _ in range(3)]
     xp = array_namespace(bk.asarray([0.0]))
-    results = []
-    for block in (1000, 1 << 30):
-        monkeypatch.setattr(_update_math, "BLOCK_ELEMENTS", block)
-        p, g, v = (bk.asarray(a, "float32") for a in hosts)
-        with use_fast_paths(False):
-            results.append([bk.to_numpy(a) for a in step(xp, p, g, v, 0.05, 0.9)])
-    for blocked, whole in zip(*results, strict=True):
-        np.testing.assert_array_equal(blocked, whole)
+    p, g, v = (bk.asarray(a, "float32") for a in hosts)
+    (blocked_p,), (blocked_v,) = generic_fast.BlockedStep(in_place, pure).steps(xp, [p], [g], [v], 0.05, 0.9)
+    blocked = [bk.to_numpy(blocked_p), bk.to_numpy(blocked_v)]
+    p, g, v = (bk.asarray(a, "float32") for a in hosts)
+    whole = [bk.to_numpy(a) for a in reference(xp, p, g, v, 0.05, 0.9)]
+    for a, b in zip(blocked, whole, strict=True):
+        np.testing.assert_array_equal(a, b)

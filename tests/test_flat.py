@@ -7,7 +7,7 @@ import pytest
 
 import corrmom_ref as cr
 from corrmom_ref import flat
-from corrmom_ref._backends.fast import use_fast_paths
+from corrmom_ref.fast_paths import use_fast_paths
 
 SHAPES = [(3, 4), (5,), (), (2, 2, 2), (0,), (70_000,)]
 

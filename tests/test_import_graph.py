@@ -17,16 +17,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "corrmom_ref"
-
-#: Edges tolerated until another branch lands.
-ALLOWED_EDGES = {
-    # removed by r15-core; the lead deletes this at merge
-    ("corrmom_ref._backends.jax_update", "corrmom_ref._backends.fast"),
-}
 
 
 def modules(source: Path = SOURCE, package: str = PACKAGE) -> dict[str, tuple[Path, bool]]:
@@ -137,23 +129,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def _without_allowed(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {a: {b for b in targets if (a, b) not in ALLOWED_EDGES} for a, targets in graph.items()}
-
-
 def test_the_package_imports_without_a_cycle() -> None:
-    graph = _without_allowed(import_graph())
+    graph = import_graph()
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def test_allowed_edges_still_exist() -> None:
-    """An allowed edge that is gone is stale: delete it from ALLOWED_EDGES."""
-    graph = import_graph()
-    assert all(b in graph[a] for a, b in ALLOWED_EDGES), ALLOWED_EDGES
-
-
-@pytest.fixture
 def planted(tmp_path: Path) -> Path:
     """A small package ``p`` whose ``a`` imports ``b`` at module level and ``b`` imports ``a`` in a function."""
     package = tmp_path / "p"

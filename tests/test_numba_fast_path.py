@@ -16,14 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from corrmom_ref import _update_math
-from corrmom_ref._backends import numba_update
-from corrmom_ref._backends.fast import (
-    corrected_kernel,
-    corrected_multi_kernel,
-    kernel_roundings,
-    use_fast_paths,
-)
+from corrmom_ref._backends import dispatch, numba_update
+from corrmom_ref.fast_paths import kernel_roundings, use_fast_paths
 
 pytest.importorskip("numba")
 
@@ -43,7 +37,7 @@ def _assert_bitwise(a: np.ndarray, b: np.ndarray) -> None:
 def _step(arrays: list[np.ndarray], fast: bool, lr: float = LR, m: float = M) -> tuple[np.ndarray, ...]:
     p, g, v = (a.copy() for a in arrays)
     with use_fast_paths(fast):
-        new_p, new_v = _update_math.corrected_momentum_step(XP, p, g, v, lr, m)
+        new_p, new_v = dispatch.corrected_step(XP, p, g, v, lr, m)
     return new_p, new_v, p, v
 
 
@@ -99,7 +93,8 @@ def test_loop_runs_and_is_bitwise_on_a_large_array(dtype: str) -> None:
     rng = np.random.default_rng(5)
     arrays = [(rng.standard_normal((523, 509)) * s).astype(dtype) for s in (1.0, 1e3, 1e-3)]
     p, g, v = (a.copy() for a in arrays)
-    assert corrected_kernel(XP)(p, g, v, LR, M) == (p, v)
+    assert numba_update.accepts([p], [g], [v], LR, M)
+    assert numba_update.run([p], [g], [v], LR, M) == ([p], [v])
     generic_p, generic_v, _, _ = _step(arrays, fast=False)
     _assert_bitwise(p, generic_p)
     _assert_bitwise(v, generic_v)
@@ -113,16 +108,18 @@ def test_strided_arrays_are_taken_and_bitwise(which: str) -> None:
     strided = [a.T.copy().T if name in which else a for name, a in zip("pgv", arrays, strict=True)]
     assert not all(a.flags.c_contiguous for a in strided)
     p, g, v = (np.copy(a, order="K") for a in strided)
-    assert corrected_kernel(XP)(p, g, v, LR, M) == (p, v)
+    assert numba_update.accepts([p], [g], [v], LR, M)
+    numba_update.run([p], [g], [v], LR, M)
     generic_p, generic_v, _, _ = _step(strided, fast=False)
     _assert_bitwise(p, generic_p)
     _assert_bitwise(v, generic_v)
 
 
 def test_numpy_namespace_has_the_loop_and_declares_it_bitwise() -> None:
-    assert corrected_kernel(XP) is not None
-    assert corrected_multi_kernel(XP) is numba_update.corrected_steps
-    assert kernel_roundings(XP) == 0
+    p, g, v = (np.ones(3, np.float32) for _ in range(3))
+    assert dispatch.native_kernel(XP) is numba_update
+    assert dispatch.choose("corrected", XP, [p], [g], [v], LR, M).name == "numba_update"
+    assert numba_update.ROUNDINGS == kernel_roundings(XP) == 0
 
 
 class _Subclass(np.ndarray):
@@ -164,7 +161,7 @@ def test_an_unfit_triple_anywhere_in_the_lists_is_declined_untouched(kind: str) 
     triples[1] = list(_odd(kind, *triples[1]))
     before = [[a.copy() for a in triple] for triple in triples]
     ps, gs, vs = (list(arrays) for arrays in zip(*triples, strict=True))
-    assert numba_update.corrected_steps(ps, gs, vs, LR, M) is None
+    assert not numba_update.accepts(ps, gs, vs, LR, M)
     for triple, kept in zip(triples, before, strict=True):
         for a, b in zip(triple, kept, strict=True):
             _assert_bitwise(np.asarray(a), b)
@@ -173,12 +170,13 @@ def test_an_unfit_triple_anywhere_in_the_lists_is_declined_untouched(kind: str) 
 @pytest.mark.parametrize(("lr", "m"), [(1e39, M), (LR, 1e39)])
 def test_hyperparameters_beyond_float32_are_declined(lr: float, m: float) -> None:
     p, g, v = (np.ones(4, np.float32) for _ in range(3))
-    assert corrected_kernel(XP)(p, g, v, lr, m) is None
+    assert not numba_update.accepts([p], [g], [v], lr, m)
     np.testing.assert_array_equal(p, 1.0)
 
 
 def test_tied_parameters_and_views_of_one_buffer_step_as_the_generic_loop() -> None:
-    """A parameter listed twice moves twice, in order; disjoint views of one buffer are taken."""
+    """A parameter listed twice moves twice, in order (the loop declines the list, the policy steps
+    it triple by triple); disjoint views of one buffer are taken."""
     rng = np.random.default_rng(8)
     buffer = rng.standard_normal(20).astype(np.float32)
     tied = rng.standard_normal(10).astype(np.float32)
@@ -193,10 +191,12 @@ def test_tied_parameters_and_views_of_one_buffer_step_as_the_generic_loop() -> N
             [s.copy() for s in states],
         )
         if fast:
-            assert numba_update.corrected_steps(ps, gs, vs, LR, M) is not None
+            assert numba_update.accepts(ps[:2], gs[:2], vs[:2], LR, M)  # the views
+            assert not numba_update.accepts(ps, gs, vs, LR, M)  # the tied pair
+            dispatch.corrected_steps(XP, ps, gs, vs, LR, M)
         else:
             with use_fast_paths(False):
-                _update_math.corrected_momentum_steps(XP, ps, gs, vs, LR, M)
+                dispatch.corrected_steps(XP, ps, gs, vs, LR, M)
         results.append([views, shared, *vs])
     for fast_array, generic_array in zip(*results, strict=True):
         _assert_bitwise(fast_array, generic_array)

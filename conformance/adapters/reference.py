@@ -31,7 +31,7 @@ class ReferenceAdapter:
 
     def __init__(self, backend: str = "numpy", optimizer_class: Any = None, fast_paths: bool = True) -> None:
         import corrmom_ref as cr
-        from corrmom_ref._backends.fast import kernel_roundings
+        from corrmom_ref.fast_paths import kernel_roundings
 
         self._cr = cr
         self._backend_key = backend
@@ -59,7 +59,7 @@ class ReferenceAdapter:
         return ReferenceAdapter(self._backend_key, self._optimizer_class, fast_paths=False)
 
     def flavour(self) -> Flavour:
-        from corrmom_ref._backends.fast import use_fast_paths
+        from corrmom_ref.fast_paths import use_fast_paths
 
         cr = self._cr
         return Flavour(

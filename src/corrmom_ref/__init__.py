@@ -7,6 +7,7 @@ JAX, array-api-strict and Dask.
 """
 
 from corrmom_ref import optimizer_hooks, serializers
+from corrmom_ref.fast_paths import use_fast_paths
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy
 from corrmom_ref.link import Link, Parameter
 from corrmom_ref.losses import ScriptedLoss
@@ -37,4 +38,5 @@ __all__ = [
     "__version__",
     "optimizer_hooks",
     "serializers",
+    "use_fast_paths",
 ]

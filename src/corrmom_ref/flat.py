@@ -30,7 +30,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device, is_writeable_array
 
-from corrmom_ref._update_math import _slices_are_views
+from corrmom_ref._backends.generic_fast import slices_are_views
 from corrmom_ref.link import Link, Parameter
 
 __all__ = ["flatten"]
@@ -61,7 +61,7 @@ def _flatten_group(params: list[Parameter]) -> Parameter:
     total = sum(math.prod(p.array.shape) for p in params)
     values = xp.zeros((total,), dtype=first.dtype, device=device(first))
     grads = xp.zeros((total,), dtype=first.dtype, device=device(first))
-    if not (is_writeable_array(values) and _slices_are_views(xp)):
+    if not (is_writeable_array(values) and slices_are_views(xp)):
         raise ValueError(f"flat-buffer mode needs writeable views; {xp.__name__} arrays have none")
     start = 0
     for param in params:

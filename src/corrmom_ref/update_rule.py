@@ -10,6 +10,7 @@ from array_api_compat import array_namespace, device, is_writeable_array
 from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import dtype_name, is_float16, namespace_of
+from corrmom_ref._reference import keep_dtype
 from corrmom_ref._scalars import check_counter
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, read_entry
@@ -323,8 +324,5 @@ def _divide(grad: Any, scale: float) -> Any:
     if is_writeable_array(grad):
         grad /= scale
         return grad
-    quotient = grad / scale
-    if type(quotient) is not type(grad) or quotient.dtype != grad.dtype:
-        # NumPy 1.x: a 0-d float16 array divided by a Python float is a float64 scalar
-        quotient = namespace_of(grad).asarray(quotient, dtype=grad.dtype)
-    return quotient
+    # NumPy 1.x: a 0-d float16 array divided by a Python float is a float64 scalar
+    return keep_dtype(grad / scale, grad)

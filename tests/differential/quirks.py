@@ -51,9 +51,11 @@ def rule_for_difference(chainer: dict[str, Any], ours: dict[str, Any]) -> str | 
     Row 13 applies only while the Numba loop is in use, and only when the
     observations agree once every NaN is made the same NaN.
     """
-    from corrmom_ref._backends import fast, numba_update
+    from corrmom_ref._backends import numba_update
+    from corrmom_ref._backends.dispatch import native_kernel
+    from corrmom_ref._backends.switch import current
 
-    if not (numba_update.available() and fast.corrected_kernel(np) is not None):
+    if not (current().enabled and native_kernel(np) is numba_update):
         return None
     if _nan_normalized(chainer) == _nan_normalized(ours):
         return NUMBA_NAN_BITS

@@ -2,7 +2,9 @@ r"""CuPy: the corrected-momentum step as one elementwise kernel.
 
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
-One kernel reads ``p, g, v`` and writes ``p, v`` once, in place.
+One kernel reads ``p, g, v`` and writes ``p, v`` once, in place. The GPU
+compiler contracts the products into fused multiply-adds, so the result is
+within one rounding per product of the reference step (``ROUNDINGS = 1``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from typing import Any
 
 import cupy
 
-__all__ = ["corrected_step"]
+from corrmom_ref._backends.inputs import alike_and_separate
+
+__all__ = ["ROUNDINGS", "accepts", "run"]
+
+#: Roundings per product by which the kernel may differ from the reference step.
+ROUNDINGS = 1
 
 _KERNEL = cupy.ElementwiseKernel(
     "T g, T lr, T m",
@@ -21,11 +28,19 @@ _KERNEL = cupy.ElementwiseKernel(
 )
 
 
-def corrected_step(p: Any, g: Any, v: Any, lr: float, m: float) -> tuple[Any, Any] | None:
-    """Update ``p`` and ``v`` in place; ``None`` if the inputs differ in dtype, shape or device."""
-    if not (p.dtype == g.dtype == v.dtype and p.shape == g.shape == v.shape):
-        return None
-    if not (p.flags.c_contiguous and v.flags.c_contiguous and p.device == g.device == v.device):
-        return None
-    _KERNEL(g, p.dtype.type(lr), p.dtype.type(m), p, v)
-    return p, v
+def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> bool:
+    """The shared check plus: C-contiguous ``p`` and ``v``, every array on one device."""
+    if not alike_and_separate(ps, gs, vs):
+        return False
+    device = ps[0].device
+    return all(
+        p.flags.c_contiguous and v.flags.c_contiguous and p.device == g.device == v.device == device
+        for p, g, v in zip(ps, gs, vs, strict=True)
+    )
+
+
+def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
+    """Update every ``p`` and ``v`` in place, one kernel launch per triple (inputs :func:`accepts` took)."""
+    for p, g, v in zip(ps, gs, vs, strict=True):
+        _KERNEL(g, p.dtype.type(lr), p.dtype.type(m), p, v)
+    return ps, vs

@@ -18,14 +18,16 @@ agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
 The loop is compiled on first use, once per dtype, rank, layout and
-writeability of the gradient (about half a second for the first), and kept
-in Numba's on-disk cache for later processes; C-contiguous
+writeability of the gradient, and kept in Numba's on-disk cache for later
+processes (the compile time is in ``benchmarks/RESULTS.md``); C-contiguous
 arrays take a flat loop, others go element by element in index order. It
-takes only what it computes exactly as the generic step: float32 or float64
-``numpy.ndarray`` (not a subclass, whose operators may mean something else)
-of one dtype and shape of rank 1 or more, ``p`` and ``v`` writeable, ``lr`` and
-``m`` within the dtype's range, and three arrays that share no memory (with ``g is v`` the
-generic step scales ``g`` before it subtracts it; a fused pass could not).
+takes only what it computes exactly as the generic step (:func:`accepts`):
+float32 or float64 ``numpy.ndarray`` (not a subclass, whose operators may
+mean something else) of one dtype and shape of rank 1 or more, ``p`` and ``v``
+writeable, ``lr`` and ``m`` within the dtype's range, and arrays that are not
+aliased (:func:`~corrmom_ref._backends.inputs.alike_and_separate`: with
+``g is v`` the generic step scales ``g`` before it subtracts it; a fused pass
+could not).
 0-d arrays are declined because NumPy 1.x computes their step in the
 promotion of the dtype and the scalar's type (float64 for a Python float; see
 :mod:`corrmom_ref._backends.scalars`), not in the dtype as this loop does.
@@ -35,13 +37,17 @@ Anything else is declined and takes the generic step.
 from __future__ import annotations
 
 from functools import cache
-from itertools import repeat
-from operator import attrgetter, is_, is_not
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "corrected_steps"]
+from corrmom_ref._backends.inputs import alike_and_separate
+
+__all__ = ["ROUNDINGS", "accepts", "available", "run"]
+
+#: Roundings by which the loop may differ from the reference step: none (bitwise, NaN payloads aside).
+ROUNDINGS = 0
 
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
@@ -63,9 +69,9 @@ def available() -> bool:
 def _loop() -> Any:
     """The compiled loop (Numba is imported, and the dispatcher built, on first use).
 
-    Compiled code is cached on disk, so a later process skips the compilation
-    (about 0.3 s of its first step here); where Numba finds no writable place
-    for its cache, the loop is compiled anew in each process instead.
+    Compiled code is cached on disk, so a later process skips the compilation;
+    where Numba finds no writable place for its cache, the loop is compiled
+    anew in each process instead.
     """
     import numba
 
@@ -92,86 +98,39 @@ def _corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma:
             p[index] = p[index] + lr * x
 
 
-_dtype_of = attrgetter("dtype")
+def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> bool:
+    """Whether the loop computes every triple exactly as the reference step does.
+
+    The shared check (:func:`~corrmom_ref._backends.inputs.alike_and_separate`)
+    plus: exactly ``numpy.ndarray`` of float32 or float64, no 0-d array,
+    ``p`` and ``v`` writeable, ``lr`` and ``m`` within the dtype's range.
+    """
+    first = ps[0]
+    if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
+        return False
+    if list(map(type, [*ps, *gs, *vs])).count(np.ndarray) != 3 * len(ps):  # no subclass
+        return False
+    if () in map(_shape_of, ps) or not (all(map(_writeable, ps)) and all(map(_writeable, vs))):
+        return False
+    return alike_and_separate(ps, gs, vs)
+
+
+def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
+    """Update every ``p`` and ``v`` in place, triple after triple (inputs :func:`accepts` took)."""
+    lr_scalar, m_scalar = _scalars(ps[0].dtype, lr, m)  # type: ignore[misc]
+    loop = _loop()
+    for p, g, v in zip(ps, gs, vs, strict=True):
+        loop(p, g, v, lr_scalar, m_scalar)
+    return ps, vs
+
+
 _shape_of = attrgetter("shape")
-_base_of = attrgetter("base")
 _writeable = attrgetter("flags.writeable")
 
 
-def _all_take(ps: list[Any], gs: list[Any], vs: list[Any], dtype: np.dtype) -> bool:
-    """:func:`_takes` of every triple, asked of whole lists (C-level ``map``): a ``False``
-    here may be wrong (views), and is then asked triple by triple."""
-    arrays = [*ps, *gs, *vs]
-    count = len(arrays)
-    return (
-        list(map(type, arrays)).count(np.ndarray) == count
-        and list(map(_dtype_of, arrays)).count(dtype) == count
-        and list(map(_shape_of, ps)) == list(map(_shape_of, gs)) == list(map(_shape_of, vs))
-        and () not in map(_shape_of, ps)
-        and all(map(_writeable, ps))
-        and all(map(_writeable, vs))
-        and all(map(is_, map(_base_of, arrays), repeat(None)))  # every array owns its memory
-        and all(map(is_not, ps, gs))
-        and all(map(is_not, gs, vs))
-        and all(map(is_not, ps, vs))
-    )
-
-
-def _takes(p: Any, g: Any, v: Any, dtype: np.dtype) -> bool:
-    """Whether the loop computes this triple exactly as the generic step does."""
-    if not (type(p) is np.ndarray and type(g) is np.ndarray and type(v) is np.ndarray):
-        return False
-    if not (p.dtype is dtype and g.dtype is dtype and v.dtype is dtype and p.shape == g.shape == v.shape):
-        return False
-    if p.ndim == 0:
-        return False
-    if not (p.flags.writeable and v.flags.writeable):
-        return False
-    return _separate(p, g, v)
-
-
-def _separate(p: Any, g: Any, v: Any) -> bool:
-    """Whether no two of the three arrays share memory.
-
-    Arrays that own their memory (``base is None``) are separate unless they
-    are the same object; views are asked of NumPy (a bounds test).
-    """
-    if p is g or g is v or p is v:
-        return False
-    if p.base is None and g.base is None and v.base is None:
-        return True
-    return not (np.may_share_memory(p, g) or np.may_share_memory(g, v) or np.may_share_memory(p, v))
-
-
-def _scalars(dtype: Any, lr: float, m: float) -> tuple[Any, Any] | None:
+def _scalars(dtype: Any, lr: Any, m: Any) -> tuple[Any, Any] | None:
     """``lr`` and ``m`` as scalars of ``dtype``, or ``None`` if not a float32/float64 dtype or out of its range."""
     largest = _LARGEST.get(dtype)
     if largest is None or not (abs(lr) <= largest and abs(m) <= largest):
         return None
     return dtype.type(lr), dtype.type(m)
-
-
-def corrected_steps(
-    ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float
-) -> tuple[list[Any], list[Any]] | None:
-    """Update every ``p`` and ``v`` in place, triple after triple; ``None`` if any triple is declined.
-
-    Every triple is checked before the first is touched, so a declined list
-    is left as it was. The triples are stepped in order, as the generic step
-    does, so a parameter given twice (tied) moves twice as it would there.
-    """
-    if not ps or not isinstance(ps[0], np.ndarray):
-        return None
-    dtype = ps[0].dtype
-    scalars = _scalars(dtype, lr, m)
-    if scalars is None:
-        return None
-    if not _all_take(ps, gs, vs, dtype):
-        for p, g, v in zip(ps, gs, vs, strict=True):
-            if not _takes(p, g, v, dtype):
-                return None
-    loop = _loop()
-    lr_scalar, m_scalar = scalars
-    for p, g, v in zip(ps, gs, vs, strict=True):
-        loop(p, g, v, lr_scalar, m_scalar)
-    return ps, vs

@@ -6,20 +6,28 @@ it becomes exactly our step on Chainer's sign of the state:
 
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
-reading ``p, g, v`` and writing ``p, v`` once (20 bytes per float32 element).
-The kernel skips the momentum buffer when ``m == 0`` and walks memory
-linearly, so those cases and non-contiguous inputs are left to the generic step.
+reading ``p, g, v`` and writing ``p, v`` once. The kernel contracts each
+product into a fused multiply-add, so it agrees with the reference step to
+within one rounding per product (``ROUNDINGS = 1``), not bitwise.
 """
 
 from __future__ import annotations
 
+from operator import attrgetter, methodcaller
 from typing import Any
 
 import torch
 
-__all__ = ["available", "corrected_steps"]
+from corrmom_ref._backends.inputs import alike_and_separate
+
+__all__ = ["ROUNDINGS", "accepts", "available", "run"]
+
+#: Roundings per product by which the kernel may differ from the reference step.
+ROUNDINGS = 1
 
 _DTYPES = (torch.float32, torch.float64)
+_is_cpu = attrgetter("is_cpu")
+_is_contiguous = methodcaller("is_contiguous")
 
 
 def available() -> bool:
@@ -27,55 +35,39 @@ def available() -> bool:
     return hasattr(torch, "_fused_sgd_")
 
 
-def corrected_steps(
-    ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float
-) -> tuple[list[Any], list[Any]] | None:
-    """Update every ``p`` and ``v`` in place with one kernel call; ``None`` if any input is not for it.
+def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> bool:
+    """Whether one kernel call steps the lists as the reference does (within one rounding).
 
-    The kernel takes one dtype and device per call, skips the momentum
-    buffer when ``m == 0`` and walks memory linearly; a tensor given twice
-    (tied parameters) would be read before its first update is written, so
-    such lists are declined too and stepped one by one.
+    The shared check plus: float32 or float64, one device (the kernel takes
+    one per call), contiguous tensors (it walks memory linearly), and
+    ``m != 0`` (it skips the momentum buffer then).
     """
-    if m == 0 or not ps:
-        return None
-    first = ps[0]
-    dtype, cpu = first.dtype, first.is_cpu
-    if dtype not in _DTYPES:
-        return None
-    for p, g, v in zip(ps, gs, vs, strict=True):
-        if not (
-            p.dtype is dtype  # dtypes are singletons
-            and g.dtype is dtype
-            and v.dtype is dtype
-            and p.is_cpu is cpu  # a device is a new object on each read; is_cpu is not
-            and g.is_cpu is cpu
-            and v.is_cpu is cpu
-            and p.shape == g.shape == v.shape
-            and p.is_contiguous()
-            and g.is_contiguous()
-            and v.is_contiguous()
-        ):
-            return None
-    if not cpu and any(t.device != first.device for t in (*ps, *gs, *vs)):
-        return None
-    if len({id(t) for t in (*ps, *vs)}) != 2 * len(ps):
-        return None
+    if m == 0 or ps[0].dtype not in _DTYPES:
+        return False
+    if not alike_and_separate(ps, gs, vs):
+        return False
+    arrays = [*ps, *gs, *vs]
+    if not all(map(_is_contiguous, arrays)):
+        return False
+    cpu = list(map(_is_cpu, arrays)).count(True)  # a device is a new object on each read; is_cpu is not
+    if cpu == len(arrays):
+        return True
+    return cpu == 0 and all(t.device == ps[0].device for t in arrays)
+
+
+def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
+    """Update every ``p`` and ``v`` in place with one kernel call (inputs :func:`accepts` took)."""
     with torch.no_grad():  # one context per call is cheaper than asking each tensor
-        _fused_corrected(ps, gs, vs, lr, m)
+        torch._fused_sgd_(
+            ps,
+            gs,
+            vs,
+            weight_decay=0.0,
+            momentum=m,
+            lr=-lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=True,
+            is_first_step=False,
+        )
     return ps, vs
-
-
-def _fused_corrected(ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
-    torch._fused_sgd_(
-        ps,
-        gs,
-        vs,
-        weight_decay=0.0,
-        momentum=m,
-        lr=-lr,
-        dampening=0.0,
-        nesterov=False,
-        maximize=True,
-        is_first_step=False,
-    )

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from corrmom_ref._backends.jax_update import corrected_increment
+from corrmom_ref._reference import corrected_increment
 
 __all__ = ["MomentumState", "corrected_momentum_sgd", "momentum_sgd"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from array_api_compat import array_namespace
 
@@ -34,7 +34,24 @@ def default_hyperparam() -> Hyperparameter:
 
 
 class MomentumRuleBase(UpdateRule):
-    """An update rule with ``lr``, ``momentum`` and one state array ``v`` (zeros at first)."""
+    """An update rule with ``lr``, ``momentum`` and one state array ``v`` (zeros at first).
+
+    Rules of one class whose parameters share array type, dtype and device
+    and whose ``lr`` and ``momentum`` have equal values (and types) are
+    stepped together by one :attr:`steps` call (:meth:`batch_key`), which
+    gives each parameter what :meth:`update` would. That holds only while
+    the class updates as this one does, so it is declared, not inferred:
+    :attr:`batchable` is ``True`` here, and a subclass that overrides
+    :meth:`update`, :meth:`update_core` or :attr:`step` must say whether it is
+    batchable; if it says nothing, ``batchable = False`` is set for it when
+    the class is created, so its own code runs for every parameter (a
+    subclass that gives both :attr:`step` and a matching :attr:`steps` may
+    declare ``batchable = True``). A rule whose ``update``, ``update_core`` or
+    ``step`` is replaced on the instance is stepped alone as well.
+    """
+
+    #: Whether ``update_batch`` may step this class's rules together (see the class docstring).
+    batchable: ClassVar[bool] = True
 
     state_keys = ("v",)
     nonnegative_hyperparams = ("lr", "momentum")
@@ -77,21 +94,25 @@ class MomentumRuleBase(UpdateRule):
             scalar_operand(xp, read_entry(hyperparam, "momentum")),
         )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that overrides the update and does not declare :attr:`batchable` is not batchable."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "batchable" not in own and any(name in own for name in ("update", "update_core", "step")):
+            cls.batchable = False
+
     def batch_key(self, param: Parameter) -> Hashable | None:
-        """Batch with rules of the same class, array type, dtype, placement (device), ``lr`` and ``momentum``.
+        """Batch with rules of the same class, array type, dtype, device, ``lr`` and ``momentum``.
 
-        Rules that override no hyperparameter and share a parent read the
-        same ``lr`` and ``momentum``, so their key holds the parent itself
-        (reading the two values costs half a microsecond per rule); a rule
-        with entries of its own is keyed by the values.
-
-        Only a plain step batches: the rule is enabled, has its state, has a
-        gradient, no loss scale to divide by, no float32 master copy, and its
-        class and the rule itself keep this class's :meth:`update`,
-        :meth:`update_core` and :attr:`step` (or give a matching :attr:`steps`).
+        Keyed by values: ``lr`` and ``momentum`` enter with their types, since
+        on NumPy 1.x a ``numpy.float32`` and a Python float of one value round
+        0-d arithmetic differently (:mod:`corrmom_ref._backends.scalars`).
+        Only a plain step batches: the class is :attr:`batchable`, the rule is
+        enabled, has its state, has a gradient, no loss scale to divide by,
+        no float32 master copy, and nothing replaced on the instance.
         """
         cls = type(self)
-        if not (self.enabled and self._state is not None and _plain_update(cls)):
+        if not (cls.batchable and self.enabled and self._state is not None):
             return None
         own = self.__dict__
         if "update" in own or "update_core" in own or "step" in own:
@@ -101,7 +122,10 @@ class MomentumRuleBase(UpdateRule):
             return None
         if self._use_fp32_update and _is_float16(array.dtype):
             return None
-        return cls, type(array), array.dtype, placement_of(array), _hyperparameter_key(self.hyperparam)
+        hyperparam = self.hyperparam
+        lr, momentum = read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum")
+        # the types too: equal values of two types compare equal, and on NumPy 1.x round 0-d arithmetic differently
+        return cls, type(array), array.dtype, placement_of(array), lr, type(lr), momentum, type(momentum)
 
     @classmethod
     def update_batch(cls, members: Sequence[tuple[Parameter, UpdateRule]]) -> None:
@@ -155,47 +179,3 @@ def _as_given(value: Any, checked: float) -> Any:
     and on NumPy 1.x its type changes 0-d arithmetic: :mod:`corrmom_ref._backends.scalars`),
     anything else as the Python float ``checked``."""
     return value if type(value).__module__ == "numpy" else checked
-
-
-def _hyperparameter_key(hyperparam: Hyperparameter) -> Hashable:
-    """What fixes the ``lr`` and ``momentum`` a rule reads: its parent, or the two values.
-
-    A plain :class:`Hyperparameter` holding only its parent link reads both
-    from the parent, so rules with the same parent read the same values. A
-    subclass may compute entries without holding any, so it is keyed by the
-    values and their types (see :mod:`corrmom_ref._backends.scalars`), as is
-    a rule with entries of its own.
-    """
-    entries = hyperparam.__dict__
-    if type(hyperparam) is Hyperparameter and len(entries) == 1:
-        return entries["_parent"]
-    lr, momentum = read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum")
-    # the types too: on NumPy 1.x a numpy.float32 and a Python float of one value round 0-d arithmetic differently
-    return type(lr), float(lr), type(momentum), float(momentum)
-
-
-#: Per rule class: whether it updates as :class:`MomentumRuleBase` does.
-_PLAIN_UPDATE: dict[type, bool] = {}
-
-
-def _plain_update(cls: type[MomentumRuleBase]) -> bool:
-    """Whether ``cls`` updates as :class:`MomentumRuleBase` does, so that :attr:`~MomentumRuleBase.steps` may batch it.
-
-    A subclass may override :meth:`update` or :meth:`update_core`, or give
-    a new :attr:`~MomentumRuleBase.step` without a matching ``steps``; any of
-    these keeps its rules updating one by one.
-    """
-    plain = _PLAIN_UPDATE.get(cls)
-    if plain is None:
-        plain = (
-            cls.update is UpdateRule.update
-            and cls.update_core is MomentumRuleBase.update_core
-            and issubclass(_defined_in(cls, "steps"), _defined_in(cls, "step"))
-        )
-        _PLAIN_UPDATE[cls] = plain
-    return plain
-
-
-def _defined_in(cls: type, name: str) -> type:
-    """The class of ``cls``'s MRO whose body defines ``name``."""
-    return next(klass for klass in cls.__mro__ if name in vars(klass))

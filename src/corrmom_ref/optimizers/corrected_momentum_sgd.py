@@ -17,7 +17,7 @@ Chainer's ``CorrectedMomentumSGD``.
 
 from __future__ import annotations
 
-from corrmom_ref import _update_math
+from corrmom_ref._backends import dispatch
 from corrmom_ref.optimizers._momentum_base import MomentumMethodBase, MomentumRuleBase
 
 __all__ = ["CorrectedMomentumSGD", "CorrectedMomentumSGDRule"]
@@ -37,8 +37,9 @@ class CorrectedMomentumSGDRule(MomentumRuleBase):
         momentum: Momentum :math:`m` for this parameter.
     """
 
-    step = staticmethod(_update_math.corrected_momentum_step)
-    steps = staticmethod(_update_math.corrected_momentum_steps)
+    batchable = True  # step and steps are the same update, one triple and a list
+    step = staticmethod(dispatch.corrected_step)
+    steps = staticmethod(dispatch.corrected_steps)
 
 
 class CorrectedMomentumSGD(MomentumMethodBase):

@@ -7,7 +7,7 @@ Kept for comparison: under a changing learning rate it departs from
 
 from __future__ import annotations
 
-from corrmom_ref import _update_math
+from corrmom_ref._backends import dispatch
 from corrmom_ref.optimizers._momentum_base import MomentumMethodBase, MomentumRuleBase
 
 __all__ = ["MomentumSGD", "MomentumSGDRule"]
@@ -27,8 +27,9 @@ class MomentumSGDRule(MomentumRuleBase):
         momentum: Momentum :math:`m` for this parameter.
     """
 
-    step = staticmethod(_update_math.momentum_step)
-    steps = staticmethod(_update_math.momentum_steps)
+    batchable = True  # step and steps are the same update, one triple and a list
+    step = staticmethod(dispatch.momentum_step)
+    steps = staticmethod(dispatch.momentum_steps)
 
 
 class MomentumSGD(MomentumMethodBase):

@@ -6,7 +6,7 @@ the buffer :math:`v` holds :math:`-u` and starts at zero,
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
 and :class:`MomentumSGD` is eq. (10), :math:`v \leftarrow m v - \eta g;\ p \leftarrow p + v`.
-Both step through the reference's kernels (``corrmom_ref._update_math``):
+Both step through the reference's kernels (``corrmom_ref._backends.dispatch``):
 with ``fused=True`` (the default where PyTorch has it) one
 ``torch._fused_sgd_`` call per group, dtype and device, whose multiply-adds
 are one rounding per product away from Chainer's; with ``fused=False`` the
@@ -43,10 +43,11 @@ import torch
 from array_api_compat import array_namespace
 
 from corrmom_ref._backends import torch_update
-from corrmom_ref._backends.fast import use_fast_paths
+from corrmom_ref._backends.dispatch import corrected_steps as corrected_momentum_steps
+from corrmom_ref._backends.dispatch import momentum_steps
+from corrmom_ref._backends.switch import use_fast_paths
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
-from corrmom_ref._update_math import corrected_momentum_steps, momentum_steps
 
 __all__ = ["CorrectedMomentumSGD", "HookHandle", "MomentumSGD"]
 
