@@ -135,6 +135,7 @@ def test_the_package_imports_without_a_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+@pytest.fixture
 def planted(tmp_path: Path) -> Path:
     """A small package ``p`` whose ``a`` imports ``b`` at module level and ``b`` imports ``a`` in a function."""
     package = tmp_path / "p"
