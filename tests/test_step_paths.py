@@ -420,3 +420,22 @@ def test_subclasses_of_one_library_pass_the_shared_check_and_torch_takes_them() 
     p = torch.nn.Parameter(p)
     assert inputs.alike_and_separate([p], [g], [v])
     assert torch_update.accepts([p], [g], [v], 0.1, 0.9) == torch_update.available()
+
+
+def test_torch_overlapping_views_are_declined_and_stepped_as_the_reference() -> None:
+    """Regression: the fused PyTorch kernel used to take ``p`` and ``v`` viewing one storage
+    with an offset (0.6 off the reference step, not one rounding); now the shared check declines them."""
+    torch = pytest.importorskip("torch")
+    g = torch.full((8,), 0.5)
+
+    def stepped(fast: bool) -> Any:
+        buffer = torch.arange(12, dtype=torch.float32) / 7
+        p, v = buffer[0:8], buffer[4:12]
+        others = [torch.ones(3) for _ in range(3)]  # a second, ordinary triple in the same list
+        with use_fast_paths(fast):
+            dispatch.corrected_steps(
+                array_namespace(p), [p, others[0]], [g, others[1]], [v, others[2]], 0.1, 0.9
+            )
+        return buffer
+
+    assert torch.equal(stepped(True), stepped(False))

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar, overload
 
-__all__ = ["Hyperparameter", "HyperparameterProxy", "quick_nonnegative_floats", "read_entry"]
+__all__ = [
+    "Hyperparameter",
+    "HyperparameterProxy",
+    "quick_nonnegative_floats",
+    "read_entries",
+    "read_entry",
+    "reads_through",
+]
 
 #: The largest finite float: ``0.0 <= x <= FLOAT_MAX`` is false for NaN, infinities and negatives.
 FLOAT_MAX = 1.7976931348623157e308
@@ -89,6 +96,34 @@ def read_entry(hyperparam: Hyperparameter, name: str) -> Any:
     if node is None:
         raise AttributeError(f"hyperparameter {name!r} is not set")
     return getattr(node, name)
+
+
+def read_entries(hyperparam: Hyperparameter, first: str, second: str) -> tuple[Any, Any]:
+    """``(read_entry(hyperparam, first), read_entry(hyperparam, second))``, the common case read once.
+
+    The common case is a rule's child holding no entry of its own under a
+    plain parent that holds both: then both come from the parent's entry
+    dictionary in one lookup each; anything else is read by :func:`read_entry`.
+    """
+    own = hyperparam.__dict__
+    if len(own) == 1 and type(hyperparam) is Hyperparameter:
+        parent = own["_parent"]
+        if type(parent) is Hyperparameter:
+            entries = parent.__dict__
+            if first in entries and second in entries:
+                return entries[first], entries[second]
+    return read_entry(hyperparam, first), read_entry(hyperparam, second)
+
+
+def reads_through(hyperparam: Hyperparameter) -> Hyperparameter | None:
+    """The parent whose entries ``hyperparam`` reads unchanged, or ``None``.
+
+    That is the parent of a plain :class:`Hyperparameter` holding no entry of
+    its own: every read of it is a read of the parent, so two such children of
+    one parent read the same values at any moment.
+    """
+    own = hyperparam.__dict__
+    return own["_parent"] if len(own) == 1 and type(hyperparam) is Hyperparameter else None
 
 
 def quick_nonnegative_floats(hyperparam: Hyperparameter, names: tuple[str, ...]) -> bool:

@@ -23,7 +23,7 @@ from corrmom_ref._scalars import (
     check_loss_scale,
 )
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
-from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats
+from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, reads_through
 from corrmom_ref.loss_scaling import (
     LOSS_SCALE_MAX,
     NonFiniteGradientWarning,
@@ -463,12 +463,15 @@ class GradientMethod(Optimizer):
         rule is valid (each rule on its own, every step: the common case of
         Python floats by
         ``corrmom_ref.hyperparameter.quick_nonnegative_floats``, any other
-        by :meth:`~corrmom_ref.UpdateRule.check_hyperparameters`). Called by
+        by :meth:`~corrmom_ref.UpdateRule.check_hyperparameters`; rules that
+        read a parent's entries unchanged, ``corrmom_ref.hyperparameter.reads_through``,
+        share the check of that parent made earlier in the same pass). Called by
         :meth:`update` before anything is modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = self._rules()
         passed_dtype = None  # the last dtype check_parameter_dtype let through (models mostly have one)
+        passed_source = passed_names = None  # the last parent whose entries passed, and their names
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
@@ -484,7 +487,13 @@ class GradientMethod(Optimizer):
                 type(loss_scale) is float and LOSS_SCALE_LOWEST <= loss_scale <= LOSS_SCALE_HIGHEST
             ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
-            if not quick_nonnegative_floats(rule.hyperparam, rule.nonnegative_hyperparams):
+            hyperparam, names = rule.hyperparam, rule.nonnegative_hyperparams
+            source = reads_through(hyperparam)
+            if source is not None and source is passed_source and names is passed_names:
+                continue  # reads the entries of a parent checked in this same pass: the same values
+            if quick_nonnegative_floats(hyperparam, names):
+                passed_source, passed_names = source, names
+            else:
                 rule.check_hyperparameters(f"parameter {name}")  # raises, or passes another valid type
         return entries
 

@@ -11,7 +11,7 @@ from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._namespace import is_float16 as _is_float16
 from corrmom_ref._namespace import namespace_of, placement_of
 from corrmom_ref._validation import check_nonnegative_finite
-from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entry
+from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entries, read_entry
 from corrmom_ref.optimizer import GradientMethod
 from corrmom_ref.update_rule import UpdateRule
 
@@ -122,8 +122,9 @@ class MomentumRuleBase(UpdateRule):
             return None
         if self._use_fp32_update and _is_float16(array.dtype):
             return None
-        hyperparam = self.hyperparam
-        lr, momentum = read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum")
+        lr, momentum = read_entries(self.hyperparam, "lr", "momentum")
+        if type(lr) is float and type(momentum) is float:
+            return cls, type(array), array.dtype, placement_of(array), lr, momentum
         # the types too: equal values of two types compare equal, and on NumPy 1.x round 0-d arithmetic differently
         return cls, type(array), array.dtype, placement_of(array), lr, type(lr), momentum, type(momentum)
 
