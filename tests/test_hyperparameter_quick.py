@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import corrmom_ref as cr
 from corrmom_ref._validation import check_nonnegative_finite
-from corrmom_ref.hyperparameter import quick_nonnegative_floats, read_entry
+from corrmom_ref.hyperparameter import quick_nonnegative_floats, read_entries, read_entry, reads_through
 
 NAMES = ("lr", "momentum")
 MISSING = object()
@@ -91,3 +91,51 @@ def test_parent_is_public_and_read_only() -> None:
     with pytest.raises(AttributeError):
         child.parent = None  # type: ignore[misc]
     assert child.parent is root and "parent" not in child.get_dict()
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal and of one type (NaN equal to itself)."""
+    return type(a) is type(b) and (a == b or (a != a and b != b))
+
+
+@given(
+    parent=st.fixed_dictionaries({n: values for n in NAMES}),
+    own=st.fixed_dictionaries({n: values for n in NAMES}),
+    computed=st.booleans(),
+)
+def test_read_entries_reads_what_read_entry_reads(
+    parent: dict[str, object], own: dict[str, object], computed: bool
+) -> None:
+    hyperparam = chain(parent, own, computed)
+    try:
+        expected = (read_entry(hyperparam, "lr"), read_entry(hyperparam, "momentum"))
+    except AttributeError:
+        with pytest.raises(AttributeError):
+            read_entries(hyperparam, "lr", "momentum")
+        return
+    got = read_entries(hyperparam, "lr", "momentum")
+    assert all(_same(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_reads_through_names_the_parent_only_of_a_child_without_entries() -> None:
+    parent = cr.Hyperparameter()
+    parent.lr = 0.1
+    child = cr.Hyperparameter(parent)
+    assert reads_through(child) is parent
+    child.lr = 0.2
+    assert reads_through(child) is None  # an entry of its own
+    assert reads_through(parent) is None  # holds entries (and has no parent)
+
+
+def test_a_bad_override_under_a_checked_parent_is_still_refused() -> None:
+    """The per-pass sharing of a parent's check covers only children that hold nothing of their own."""
+    link = cr.Link(a=cr.Parameter(np.zeros(2, np.float32)), b=cr.Parameter(np.zeros(2, np.float32)))
+    opt = cr.CorrectedMomentumSGD().setup(link)
+    for param in link.params():
+        param.grad = np.ones(2, np.float32)
+    link.b.update_rule.hyperparam.lr = math.nan
+    before = [param.array.copy() for param in link.params()]
+    with pytest.raises(ValueError, match="lr"):
+        opt.update()
+    for param, array in zip(link.params(), before, strict=True):
+        np.testing.assert_array_equal(param.array, array)
