@@ -23,11 +23,12 @@ _shape_of = attrgetter("shape")
 _aval_of = attrgetter("aval")
 
 
-def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
+def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any], *, exact_type: bool = False) -> bool:
     """Whether the lists (not empty) can be stepped by one native call.
 
     True when every array comes from the library of ``ps[0]`` (a subclass
-    such as ``torch.nn.Parameter`` included) and has its dtype, the three
+    such as ``torch.nn.Parameter`` included; with ``exact_type``, every
+    array is of ``ps[0]``'s very type) and has its dtype, the three
     arrays of each triple have one shape, no array object appears twice
     anywhere in the lists (so neither ``p is v`` nor ``g is v`` nor a parameter
     tied to another), and no two arrays of a triple are views that may share
@@ -38,9 +39,8 @@ def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
     first = ps[0]
     arrays = [*ps, *gs, *vs]
     count = len(arrays)
-    if (
-        list(map(type, arrays)).count(type(first)) != count
-        and len(set(map(_library, set(map(type, arrays))))) != 1
+    if list(map(type, arrays)).count(type(first)) != count and (
+        exact_type or len(set(map(_library, set(map(type, arrays))))) != 1
     ):
         return False
     if not _alike(ps, gs, vs, arrays, first):

@@ -108,11 +108,9 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     first = ps[0]
     if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
         return False
-    if list(map(type, [*ps, *gs, *vs])).count(np.ndarray) != 3 * len(ps):  # no subclass
+    if () in map(_shape_of, ps) or not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
         return False
-    if () in map(_shape_of, ps) or not (all(map(_writeable, ps)) and all(map(_writeable, vs))):
-        return False
-    return alike_and_separate(ps, gs, vs)
+    return all(map(_writeable, ps)) and all(map(_writeable, vs))
 
 
 def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
