@@ -100,6 +100,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.serializers,
         corrmom_ref.lr_policy,
         corrmom_ref.flat,
+        corrmom_ref.fast_paths,
         corrmom_ref.distributed,
         corrmom_ref.torch,
         corrmom_ref.serializers.chainer_layout,
