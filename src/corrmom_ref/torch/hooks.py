@@ -7,9 +7,10 @@ before ``t`` advances and before the gradients are unscaled, so, as in
 Chainer, they see loss-scaled gradients. Per-parameter hooks are called as
 ``hook(optimizer, param)``, whole-optimizer hooks as ``hook(optimizer)``.
 
-Each does Chainer's arithmetic in Chainer's order on the gradient in place,
-with the reference hooks' own functions (:mod:`corrmom_ref.optimizer_hooks`),
-so the maths is written once:
+Each is the reference hook of the same name (:mod:`corrmom_ref.optimizer_hooks`:
+its name, timing and arguments) with a ``__call__`` for PyTorch's parameters,
+and does Chainer's arithmetic in Chainer's order on the gradient in place with
+that module's functions, so the maths is written once:
 
 * :class:`WeightDecay`: :math:`g \mathrel{+}= (\lambda s)\,p` (:math:`s` the loss scale, 1 without);
 * :class:`Lasso`: :math:`g \mathrel{+}= \lambda \operatorname{sign}(p)` (no :math:`s`, as in Chainer 7.8.1);
@@ -31,24 +32,18 @@ from typing import Any
 
 import torch
 
+from corrmom_ref import optimizer_hooks as reference
 from corrmom_ref.optimizer_hooks import add_lasso, add_weight_decay, clip_elements, clipping_factor
 
 __all__ = ["GradientClipping", "GradientHardClipping", "Lasso", "WeightDecay"]
 
 
-class WeightDecay:
+class WeightDecay(reference.WeightDecay):
     r"""Coupled L2 decay: :math:`g \mathrel{+}= \lambda s\,p` per parameter (``pre``).
 
     Args:
         rate: :math:`\lambda`.
     """
-
-    name = "WeightDecay"
-    call_for_each_param = True
-    timing = "pre"
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
 
     def __call__(self, optimizer: Any, param: torch.Tensor) -> None:
         g = param.grad
@@ -58,7 +53,7 @@ class WeightDecay:
             add_weight_decay(param, g, self.rate, getattr(optimizer, "loss_scale", None))
 
 
-class Lasso:
+class Lasso(reference.Lasso):
     r"""L1 term: :math:`g \mathrel{+}= \lambda \operatorname{sign}(p)` per parameter (``pre``).
 
     The rate is not multiplied by the loss scale (Chainer 7.8.1 does not), so
@@ -68,13 +63,6 @@ class Lasso:
         rate: :math:`\lambda`.
     """
 
-    name = "Lasso"
-    call_for_each_param = True
-    timing = "pre"
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-
     def __call__(self, optimizer: Any, param: torch.Tensor) -> None:
         g = param.grad
         if g is None:
@@ -83,7 +71,7 @@ class Lasso:
             add_lasso(param, g, self.rate)
 
 
-class GradientClipping:
+class GradientClipping(reference.GradientClipping):
     r"""Scale every gradient by :math:`\tau / n` when the global L2 norm :math:`n` exceeds :math:`\tau` (``pre``).
 
     :math:`n^2` is the sum over parameters of :math:`g \cdot g`, each computed
@@ -94,12 +82,6 @@ class GradientClipping:
     Args:
         threshold: :math:`\tau`.
     """
-
-    name = "GradientClipping"
-    timing = "pre"
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
 
     def __call__(self, optimizer: Any) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -114,21 +96,13 @@ class GradientClipping:
                 g *= rate
 
 
-class GradientHardClipping:
+class GradientHardClipping(reference.GradientHardClipping):
     """Clip every gradient element into ``[lower_bound, upper_bound]`` (per parameter, ``pre``).
 
     Args:
         lower_bound: Smallest allowed value.
         upper_bound: Largest allowed value.
     """
-
-    name = "GradientHardClipping"
-    call_for_each_param = True
-    timing = "pre"
-
-    def __init__(self, lower_bound: float, upper_bound: float) -> None:
-        self.lower_bound = lower_bound
-        self.upper_bound = upper_bound
 
     def __call__(self, optimizer: Any, param: torch.Tensor) -> None:
         g = param.grad
