@@ -335,19 +335,8 @@ def check_adapter(adapter: object, label: str) -> None:
     capability in :data:`ADAPTER_PROTOCOLS`, that protocol's members. A
     capability not declared needs nothing.
     """
-    missing = _lacks(adapter, Adapter)
-    if missing:
-        raise TypeError(
-            f"adapter {label} lacks {', '.join(missing)} (see corrmom_conformance.protocol.Adapter)"
-        )
-    for capability in sorted(set(getattr(adapter, "capabilities", ())) & set(ADAPTER_PROTOCOLS)):
-        protocol = ADAPTER_PROTOCOLS[capability]
-        missing = _lacks(adapter, protocol)
-        if missing:
-            raise TypeError(
-                f"adapter {label} declares capability {capability!r} but lacks {', '.join(missing)} "
-                f"(see corrmom_conformance.protocol.{protocol.__name__})"
-            )
+    capabilities = set(getattr(adapter, "capabilities", ()))
+    _require(adapter, Adapter, ADAPTER_PROTOCOLS, capabilities, label, f"adapter {label}", "")
 
 
 def check_optimizer(optimizer: object, label: str, capabilities: frozenset[str]) -> None:
@@ -356,17 +345,30 @@ def check_optimizer(optimizer: object, label: str, capabilities: frozenset[str])
     Required: :class:`Optimizer`'s members, then those of the protocol of each
     declared capability in :data:`OPTIMIZER_PROTOCOLS`.
     """
-    missing = _lacks(optimizer, Optimizer)
+    whose = f"the optimizer of adapter {label}"
+    _require(optimizer, Optimizer, OPTIMIZER_PROTOCOLS, set(capabilities), label, whose, "its optimizer ")
+
+
+def _require(
+    obj: object,
+    base: type,
+    protocols: dict[str, type],
+    capabilities: set[str],
+    label: str,
+    whose: str,
+    subject: str,
+) -> None:
+    """Raise ``TypeError`` for the first of ``base`` and the declared capabilities' protocols ``obj`` falls short of."""
+    missing = _lacks(obj, base)
     if missing:
         raise TypeError(
-            f"the optimizer of adapter {label} lacks {', '.join(missing)} "
-            "(see corrmom_conformance.protocol.Optimizer)"
+            f"{whose} lacks {', '.join(missing)} (see corrmom_conformance.protocol.{base.__name__})"
         )
-    for capability in sorted(set(capabilities) & set(OPTIMIZER_PROTOCOLS)):
-        protocol = OPTIMIZER_PROTOCOLS[capability]
-        missing = _lacks(optimizer, protocol)
+    for capability in sorted(capabilities & set(protocols)):
+        protocol = protocols[capability]
+        missing = _lacks(obj, protocol)
         if missing:
             raise TypeError(
-                f"adapter {label} declares capability {capability!r} but its optimizer lacks "
+                f"adapter {label} declares capability {capability!r} but {subject}lacks "
                 f"{', '.join(missing)} (see corrmom_conformance.protocol.{protocol.__name__})"
             )
