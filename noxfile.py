@@ -78,20 +78,66 @@ def _needs_missing_gpu(backend: str) -> bool:
     return BACKEND_REGISTRY.REGISTRY[backend].needs_gpu and not _has_cuda()
 
 
+#: The backends of the README's test command, which share one virtualenv: every
+#: CPU backend that can (NumPy 2, array-api-strict, PyTorch, JAX, Dask). Numba
+#: replaces NumPy's step and NumPy 1.26 needs a NumPy of its own, so those two
+#: run in ``tests-backend`` only.
+QUICK_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
+
+#: pytest's arguments for the tests that ``packaging`` runs instead (they build
+#: and install the wheel in fresh virtualenvs).
+WITHOUT_PACKAGING = ["--ignore=tests/packaging"]
+
+
+def _runnable_backends() -> list[str]:
+    """The backends with a test leg that can run on this machine (CuPy only with a CUDA device)."""
+    return [b for b in BACKEND_REQUIREMENTS if not _needs_missing_gpu(b)]
+
+
 @nox.session
-@nox.parametrize("backend", list(BACKEND_REQUIREMENTS))
-def tests(session: nox.Session, backend: str) -> None:
-    """Unit tests of the reference library on one array backend."""
-    if _needs_missing_gpu(backend):
-        session.skip("no CUDA device on this machine")
-    # nox: tests/test_noxfile.py runs the sessions' argument checks
-    session.install("-e", ".[test]", "nox", *BACKEND_REQUIREMENTS[backend])
+def tests(session: nox.Session) -> None:
+    """The unit tests on NumPy 2, array-api-strict, PyTorch, JAX and Dask: one virtualenv, every core.
+
+    The README's test command. Hypothesis runs its quick profile (fewer
+    examples per property); ``tests-backend`` runs each backend in its own
+    virtualenv with the full budget, NumPy 1.26 and Numba included, and
+    ``packaging`` the wheel and install-line tests. CI runs all three.
+    """
+    requirements = sorted({r for b in QUICK_BACKENDS for r in BACKEND_REQUIREMENTS[b]})
+    session.install("-e", ".[test]", "nox", "pytest-xdist", *requirements)
     session.run(
         "pytest",
         "tests",
+        "-n",
+        "auto",
+        *WITHOUT_PACKAGING,
         *session.posargs,
-        env={"CORRMOM_BACKENDS": backend},
+        env={"CORRMOM_BACKENDS": ",".join(QUICK_BACKENDS), "HYPOTHESIS_PROFILE": "quick"},
     )
+
+
+@nox.session(name="tests-backend")
+@nox.parametrize("backend", _runnable_backends())
+def tests_backend(session: nox.Session, backend: str) -> None:
+    """The unit tests on one array backend in its own virtualenv, full Hypothesis budget.
+
+    ``nox -s tests-backend`` runs every backend that can run here (CuPy only
+    where a CUDA device is; no virtualenv is made for it elsewhere);
+    ``nox -s "tests-backend(backend='torch')"`` one of them.
+    """
+    # nox: tests/test_noxfile.py runs the sessions' argument checks
+    session.install("-e", ".[test]", "nox", *BACKEND_REQUIREMENTS[backend])
+    session.run("pytest", "tests", *WITHOUT_PACKAGING, *session.posargs, env={"CORRMOM_BACKENDS": backend})
+
+
+@nox.session
+def packaging(session: nox.Session) -> None:
+    """Builds the sdist and the wheel, checks what they carry, and installs every install line of the docs.
+
+    Each install runs in a fresh virtualenv (tests/packaging); pip needs PyPI or its cache.
+    """
+    session.install("-e", ".[test]", "build")  # build: the sdist test
+    session.run("pytest", "tests/packaging", *session.posargs, env={"CORRMOM_BACKENDS": "numpy"})
 
 
 @nox.session

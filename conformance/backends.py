@@ -9,7 +9,7 @@ installs, and its flags; :func:`load` imports the library and returns a
   (``CORRMOM_BACKENDS`` lists names from :data:`REGISTRY`);
 * :mod:`corrmom_conformance.adapters.reference`: ``--corrmom-backend``
   (the backends with ``suite=True``);
-* ``noxfile.py``: the legs of ``nox -s tests`` and ``--backend`` of
+* ``noxfile.py``: the legs of ``nox -s tests-backend`` and ``--backend`` of
   ``nox -s conformance`` (the backends with ``requirements``). nox loads this
   file by its path, so the module imports nothing at module level but the
   standard library, and nothing from the suite.

@@ -150,7 +150,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(*capabilities): the check needs these adapter capabilities")
     if importlib.util.find_spec("hypothesis") is None:
         raise pytest.UsageError(
-            "the corrmom conformance suite needs Hypothesis: pip install 'corrmom-ref[test]' "
+            "the corrmom conformance suite needs Hypothesis: pip install hypothesis "
             "(or run without -p corrmom_conformance.plugin)"
         )
     run = RunState(config)

@@ -28,12 +28,20 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile("thorough", max_examples=300, deadline=None)
+#: The README's test command (``nox -s tests``): a first answer in minutes; the
+#: per-backend legs (``nox -s tests-backend``) run the default budget.
+settings.register_profile(
+    "quick",
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _EXPLICIT = bool(os.environ.get("CORRMOM_BACKENDS", "").strip())
 
 #: tests/docs builds the documentation site; only ``nox -s docs`` runs it
-#: (it sets CORRMOM_DOCS_TESTS), not the per-backend ``nox -s tests``.
+#: (it sets CORRMOM_DOCS_TESTS), not ``nox -s tests`` nor ``nox -s tests-backend``.
 collect_ignore = [] if os.environ.get("CORRMOM_DOCS_TESTS") else ["docs"]
 
 

@@ -120,7 +120,7 @@ def test_dynamic_loss_scale_overflow_in_float16(bk: Backend) -> None:
 
 def float16_only(bk: Backend) -> None:
     if not bk.has_float16:
-        pytest.skip(f"{bk.name} has no float16: the fp32 master update applies to float16 only")
+        pytest.skip(f"{bk.name} has no float16")
 
 
 def test_fp32_master_keeps_updates_below_float16_resolution(bk: Backend) -> None:

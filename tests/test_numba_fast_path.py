@@ -1,6 +1,6 @@
 """NumPy's fast path, a Numba loop: bitwise the generic step where it runs, and untouched inputs where it declines.
 
-Runs where Numba is installed (``nox -s "tests(backend='numba')"``); elsewhere
+Runs where Numba is installed (``nox -s "tests-backend(backend='numba')"``); elsewhere
 each test is skipped with the reason.
 """
 

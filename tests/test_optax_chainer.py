@@ -290,7 +290,7 @@ def test_our_snapshot_resumes_in_chainer(rec, tmp_path) -> None:
 
     python = os.environ.get("CORRMOM_CHAINER_PYTHON")
     if not python:
-        pytest.skip("set CORRMOM_CHAINER_PYTHON to a Python with chainer 7.8.1")
+        pytest.skip("real Chainer not available: set CORRMOM_CHAINER_PYTHON to a Python with chainer 7.8.1")
     tx = transformation()
     params = tree({p: rec[f"init/{p}"] for p in PATHS})
     first = {k: v[:SNAPSHOT_AFTER] for k, v in rec.items() if k.startswith("run/")}

@@ -185,7 +185,7 @@ def test_refused_multi_node_update_leaves_gradients_unaveraged(bk: Backend) -> N
 
 def float16_only(bk: Backend) -> None:
     if not bk.has_float16:
-        pytest.skip(f"{bk.name} has no float16: the fp32 master update applies to float16 only")
+        pytest.skip(f"{bk.name} has no float16")
 
 
 def _fp16_model_after_one_update(bk: Backend, momentum: float) -> tuple[cr.GradientMethod, cr.Parameter]:

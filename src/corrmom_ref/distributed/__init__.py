@@ -15,7 +15,7 @@ hold the same bits. This is the setting of Goyal et al. (2017): with the
 linear scaling rule and gradual warm-up (:mod:`corrmom_ref.lr_policy`) the
 learning rate changes, which is where momentum correction matters.
 
-mpi4py is an optional dependency (``pip install corrmom-ref[mpi]``); it is
+mpi4py is an optional dependency (``pip install ".[mpi]"``); it is
 imported when a communicator is created, not by this package.
 """
 
