@@ -429,7 +429,10 @@ def docs(session: nox.Session) -> None:
     skipped with the reason when Debian's ``chromium`` is not installed).
     """
     session.install("-e", ".[test]", *DOCS_REQUIREMENTS)
-    session.run("sphinx-build", "-E", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
+    # -q: warnings and errors only (no per-page progress, no MyST configuration dump)
+    session.run(
+        "sphinx-build", "-q", "-E", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html"
+    )
     pages = sorted(str(page) for page in Path("docs").glob("*.md"))
     # The fast-path kernels import their backend (torch, jax, cupy) at module
     # level and hold no examples; importing them here would need every backend.

@@ -10,9 +10,23 @@ Everything is built offline: math is rendered to MathML at build time
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
+
+# Sphinx's notices of its own coming API removals, raised inside the
+# extensions this site uses (myst-parser, furo), not in our code: they are for
+# those projects to act on and say nothing to a reader of this build.
+warnings.filterwarnings(
+    "ignore",
+    message=r".*deprecated.*",
+    category=PendingDeprecationWarning,
+    module=r"(myst_parser|furo)(\.|$)",
+)
+warnings.filterwarnings(
+    "ignore", message=r".*deprecated.*", category=DeprecationWarning, module=r"(myst_parser|furo)(\.|$)"
+)
 ROOT = DOCS.parent
 sys.path[:0] = [str(DOCS / "_ext"), str(DOCS), str(ROOT / "src")]
 

@@ -173,10 +173,10 @@ def plot(path: str, lrs, runs, distance, save=None) -> None:
     fig.suptitle("Data-parallel momentum SGD with warm-up:\ncorrected vs uncorrected")
     fig.tight_layout()
     if save is not None:
-        save(fig, path)
+        save(fig, path)  # the docs build: its own figure machinery, nothing printed
     else:
         fig.savefig(path, dpi=96)
-    print(f"wrote {path}")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

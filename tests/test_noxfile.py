@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,25 @@ def test_sessions_without_arguments_refuse_them():
     code, lines = _nox("-s", "conformance-matrix", "--", "--impl=torch")
     line = _the_error(lines)
     assert code != 0 and "takes no arguments" in line and "--impl=torch" in line
+
+
+def test_no_test_leg_for_a_backend_that_cannot_run_here():
+    code, lines = _nox("-l")
+    assert code == 0, lines
+    listed = " ".join(lines)
+    noxfile = _noxfile()
+    for backend in noxfile.BACKEND_REQUIREMENTS:
+        leg = f"tests-backend(backend='{backend}')"
+        runs_here = not noxfile._needs_missing_gpu(backend)
+        assert (leg in listed) == runs_here, f"{leg}: listed {leg in listed}, runs here {runs_here}"
+    assert not shutil.which("nvidia-smi") or "tests-backend(backend='cupy')" in listed
+
+
+def test_readme_test_command_runs_the_quick_backends_in_one_venv():
+    noxfile = _noxfile()
+    assert set(noxfile.QUICK_BACKENDS) <= set(noxfile.BACKEND_REQUIREMENTS)
+    assert not any(noxfile.BACKEND_REGISTRY.REGISTRY[b].needs_gpu for b in noxfile.QUICK_BACKENDS)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "python3 -m nox -s tests " in readme and 'nox.options.sessions = ["tests"]' in (
+        ROOT / "noxfile.py"
+    ).read_text(encoding="utf-8")

@@ -51,7 +51,10 @@ def test_stand_in_chainer_warnings_are_silenced(tmp_path):
     assert done.stdout.strip() == "7.8.1" and "Warning" not in done.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("chainer") is None, reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it")
+@pytest.mark.skipif(
+    importlib.util.find_spec("chainer") is None,
+    reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it",
+)
 def test_real_chainer_warnings_are_silenced():
     done = _construct()
     assert done.returncode == 0, done.stderr

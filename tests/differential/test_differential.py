@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it")
+pytest.importorskip(
+    "chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it"
+)
 
 from differential.fuzz import default_count, fuzz
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it")
+pytest.importorskip(
+    "chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -45,7 +45,9 @@ FAILING = [name for name in scenarios.SCENARIOS if name != "ok"]
 def _needs_mpiexec():
     if any(key in os.environ for key in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
         pytest.skip("starts its own mpiexec jobs: runs in the serial pass of `nox -s distributed`")
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed: run `nox -s distributed` (mpiexec -n 2 and -n 3)")
+    pytest.importorskip(
+        "mpi4py", reason="mpi4py is not installed: run `nox -s distributed` (mpiexec -n 2 and -n 3)"
+    )
     if scenarios.find_mpiexec() is None:
         pytest.skip("needs mpiexec (the `mpich` wheel): run `nox -s distributed`")
 
