@@ -201,7 +201,7 @@ def test_bad_hyperparameters_raise_before_anything_changes(bad):
     opt = crt.CorrectedMomentumSGD([w], lr=0.1)
     opt.param_groups[0]["lr"] = bad
     w.grad = torch.ones(2)
-    with pytest.raises((TypeError, ValueError), match="lr of group 0"):
+    with pytest.raises((TypeError, ValueError), match="param group 0: hyperparameter 'lr'"):
         opt.step()
     assert opt.t == 0 and torch.equal(w, torch.zeros(2))
 
