@@ -96,10 +96,29 @@ _SGD_OPTIONS: dict[str, tuple[Any, str]] = {
     "nesterov": (False, "Chainer's momentum SGD has no Nesterov form"),
     "maximize": (False, "Chainer's optimizers minimise: negate the loss"),
 }
+#: Options of PyTorch's other optimizers (a group holding one was made for another optimizer).
+_OTHER_OPTIONS = frozenset(
+    {
+        "alpha",
+        "amsgrad",
+        "betas",
+        "centered",
+        "decoupled_weight_decay",
+        "eps",
+        "etas",
+        "initial_accumulator_value",
+        "lambd",
+        "lr_decay",
+        "momentum_decay",
+        "rho",
+        "step_sizes",
+        "t0",
+    }
+)
 #: Per-parameter state keys this optimizer keeps.
 _STATE_KEYS = frozenset({"t", "v", "master"})
 #: The keys of :data:`_SGD_OPTIONS` and ``differentiable`` (whether a group needs a closer look).
-_OPTION_KEYS = frozenset(_SGD_OPTIONS) | {"differentiable"}
+_OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
 
 #: Files whose frames a warning skips to reach the user's line: this package and PyTorch.
@@ -129,6 +148,12 @@ def _refuse_options(group: Mapping[str, Any], where: str, owner: str) -> None:
     for key, (_, instead) in _SGD_OPTIONS.items():
         if key in group:
             raise ValueError(f"{where}: {owner} has no option {key!r} (got {group[key]!r}); {instead}")
+    foreign = sorted(_OTHER_OPTIONS.intersection(group))
+    if foreign:
+        raise ValueError(
+            f"{where}: {owner} has no option {foreign[0]!r} (got {group[foreign[0]]!r}), an option of "
+            f"another torch.optim optimizer"
+        )
     if group.get("differentiable", False):
         raise ValueError(
             f"{where}: {owner} has no option differentiable=True; its step runs under torch.no_grad()"
@@ -559,6 +584,16 @@ class _ChainerMomentum(torch.optim.Optimizer):
         foreign = any("momentum_buffer" in s for s in saved_state.values()) or any(
             not _OPTION_KEYS.isdisjoint(g) for g in saved_groups
         )
+        if (
+            foreign
+            and not self._corrected
+            and any(s.get("momentum_buffer") is not None for s in saved_state.values())
+        ):
+            raise ValueError(
+                f"{owner}.load_state_dict: torch.optim.SGD's momentum_buffer b holds no learning rate, "
+                f"{owner}'s v does (v = -lr * b only if lr never changed); load it into "
+                f"CorrectedMomentumSGD, whose v is -b exactly"
+            )
         groups = [self._loaded_group(g, gi, foreign) for gi, g in enumerate(saved_groups)]
         state = {}
         for k, entry in saved_state.items():
