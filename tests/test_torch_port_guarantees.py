@@ -413,3 +413,62 @@ def test_a_thousand_skipped_steps_leave_one_warning_per_parameter():
     assert opt.t == 1000 and len(caught) == 2
     entries = [k for k in registry if isinstance(k, tuple) and k[1] is NonFiniteGradientWarning]
     assert len(entries) == 2
+
+
+# -- 7. torch.compile in a real loop -----------------------------------------------------------------
+
+
+def compiled_loop(kind, steps, *, compiled=True, scaler=False, overflow_at=()):
+    """A training loop: zero_grad (gradients to None), forward, backward, the (compiled) step, an
+    lr schedule. Returns the parameters, dynamo's (frames, graphs) counts after each step and
+    whether dynamo gave up for hitting its recompile limit (then it runs the rest eagerly)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = two_layers(seed=3)
+    if kind == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    else:
+        opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.1, momentum=0.9, fused=False)
+    loss_scaler = crt.LossScaler(interval=2) if scaler else None
+
+    def step():
+        if loss_scaler is None:
+            opt.step()
+        else:
+            loss_scaler.step(opt)
+
+    run = torch.compile(step, backend="eager") if compiled else step
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    counts = []
+    for i in range(steps):
+        opt.zero_grad()
+        loss = net(x).pow(2).sum() * (math.inf if i in overflow_at else 1.0)
+        (loss if loss_scaler is None else loss_scaler.scale(loss)).backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteGradientWarning)
+            run()
+        if loss_scaler is not None:
+            loss_scaler.update()
+        schedule.step()
+        counts.append((counters["frames"]["total"], counters["stats"]["unique_graphs"]))
+    gave_up = any("recompile limit" in reason for reason in counters["unimplemented"])
+    return [p.detach().clone() for p in net.parameters()], counts, gave_up
+
+
+def test_compiled_step_compiles_no_more_often_than_torch_sgd_with_eager_numbers():
+    ours, our_counts, gave_up = compiled_loop("ours", 20)
+    _, sgd_counts, _ = compiled_loop("sgd", 20)
+    assert our_counts[-1][0] <= sgd_counts[-1][0] and our_counts[-1][1] <= sgd_counts[-1][1]
+    assert our_counts[9] == our_counts[-1] and not gave_up, "nothing compiles after a few steps"
+    eager, _, _ = compiled_loop("ours", 20, compiled=False)
+    assert all(torch.equal(a, b) for a, b in zip(ours, eager, strict=True))
+
+
+def test_compiled_loss_scaler_step_gives_the_eager_numbers_without_recompiling():
+    compiled, counts, gave_up = compiled_loop("ours", 24, scaler=True, overflow_at=(4, 15))
+    eager, _, _ = compiled_loop("ours", 24, compiled=False, scaler=True, overflow_at=(4, 15))
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))
+    assert counts[9] == counts[-1] and not gave_up, "a new scale, a skipped step, a new lr compile nothing"

@@ -197,6 +197,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
         self._step_loss_scale: float | None = None
         self._xp: Any = None
+        #: Under torch.compile, where the kernels' arguments go instead of the kernels.
+        self._collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """PyTorch's ``add_param_group``, refusing what this optimizer cannot do, before the group is added.
@@ -381,6 +383,23 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 ``loss_scale`` is outside the reference's range, or a gradient is
                 sparse: raised before anything changes.
         """
+        if torch.compiler.is_compiling():
+            return self._traced_step(closure, loss_scale, check_finite)
+        loss, work = self._begin(closure, loss_scale, check_finite)
+        try:
+            for group, lr, m in work or ():
+                self._update_group(group, lr, m, self._step_loss_scale)
+            self._end(skipped=work is None)
+        finally:
+            self._step_loss_scale = None
+        return loss
+
+    def _begin(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> tuple[Any, list[tuple[dict[str, Any], float, float]] | None]:
+        """Chainer's ``update()`` up to the updates: checks, reallocation, the non-finite check,
+        pre hooks, ``t += 1``. Returns the loss and each group to update with its ``lr`` and
+        ``momentum`` (``None`` when the step is skipped); leaves :attr:`loss_scale` set."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -394,17 +413,60 @@ class _ChainerMomentum(torch.optim.Optimizer):
             if self._chainer_hooks.names("pre"):
                 self._call_hooks("pre")
                 hypers = self._hyperparameters()  # a hook may have changed them: Chainer reads them now
-            self.t += 1
-            if not skipped:
-                for group, (lr, m) in zip(self.param_groups, hypers, strict=True):
-                    self._update_group(group, lr, m, scale)
-            if self._param_hooks:  # only a hook can have cleared a gradient since the first pass
-                self._reallocate()
-            self._call_hooks("post")
+        except BaseException:
+            self._step_loss_scale = None
+            raise
+        self.t += 1
+        if skipped:
+            return loss, None
+        return loss, [(group, lr, m) for group, (lr, m) in zip(self.param_groups, hypers, strict=True)]
+
+    def _end(self, skipped: bool) -> None:
+        """Chainer's ``update()`` after the updates: reallocation, post hooks."""
+        if self._param_hooks:  # only a hook can have cleared a gradient since the first pass
+            self._reallocate()
+        self._call_hooks("post")
+        self.last_step_skipped = skipped
+
+    def _traced_step(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> Any:
+        """The step under ``torch.compile``: the bookkeeping runs eagerly (:meth:`_eager_begin`,
+        :meth:`_eager_end`), the arithmetic of :func:`_foreach_step` is traced."""
+        loss, batches = self._eager_begin(closure, loss_scale, check_finite)
+        for ps, gs, vs, lr, m in batches or ():
+            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+        self._eager_end(skipped=batches is None)
+        return loss
+
+    @torch.compiler.disable
+    def _eager_begin(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> tuple[Any, list[tuple[list[Any], list[Any], list[Any], float, float]] | None]:
+        """:meth:`_begin` and the per-parameter preamble, returning the kernels' arguments
+        instead of running them (``None``: the step is skipped). With parameter hooks or
+        ``fp32_master`` the updates run here, eagerly (their order interleaves with them)."""
+        loss, work = self._begin(closure, loss_scale, check_finite)
+        if work is None:
+            return loss, None
+        collected: list[tuple[list[Any], list[Any], list[Any], float, float]] = []
+        self._collect = None if (self._param_hooks or self.fp32_master) else collected
+        try:
+            for group, lr, m in work:
+                self._update_group(group, lr, m, self._step_loss_scale)
+        except BaseException:
+            self._step_loss_scale = None
+            raise
+        finally:
+            self._collect = None
+        return loss, collected
+
+    @torch.compiler.disable
+    def _eager_end(self, skipped: bool) -> None:
+        try:
+            self._end(skipped)
         finally:
             self._step_loss_scale = None
-        self.last_step_skipped = skipped
-        return loss
 
     def _hyperparameters(self) -> list[tuple[float, float]]:
         """Every group's ``(lr, momentum)``, checked by the reference's rule (errors name the group)."""
@@ -514,8 +576,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 self._step_loss_scale = scale
 
     def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
-        if torch.compiler.is_compiling():
-            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+        if self._collect is not None:  # under torch.compile: the traced step runs it
+            self._collect.append((ps, gs, vs, lr, m))
             return
         if self._xp is None:
             self._xp = array_namespace(ps[0])
