@@ -16,17 +16,38 @@ bitwise equal to Chainer's NumPy arithmetic.
 One :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` does what Chainer's ``update()`` does after
 backward, in its order:
 
-1. every parameter whose ``grad`` is ``None`` gets a zero gradient (so it
-   still moves by its momentum, as in Chainer);
+1. every trainable parameter whose ``grad`` is ``None`` gets a zero gradient
+   (so it still moves by its momentum, as in Chainer);
 2. with ``check_finite`` (dynamic loss scaling), any non-finite gradient
-   marks the step skipped and warns, naming the parameter;
+   marks the step skipped and warns
+   :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, naming the
+   parameter, attributed to the caller's line;
 3. the pre hooks of :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_hook`, each followed by
    step 1 again;
 4. ``t += 1``, also on a skipped step;
-5. unless skipped, per parameter: its own ``t += 1``, its buffer created at
+5. unless skipped, per trainable parameter: its own ``t += 1``, its buffer created at
    zero on first use, the gradient divided by ``loss_scale`` in place, and
    the update with its group's ``lr`` and ``momentum``;
 6. step 1 again, then the post hooks.
+
+Every check runs first (the reference's rules and messages, from
+``corrmom_ref._validation`` and ``corrmom_ref._scalars``): a step that raises
+changes nothing.
+
+Frozen parameters: ``requires_grad=False`` is Chainer's disabled update rule.
+Such a parameter is never updated, gets no state, no ``t`` advance and no
+zero gradient; unfrozen, it resumes with the state it had. Chainer's hooks
+and non-finite check visit every parameter, disabled ones too, so a frozen
+parameter that still holds a gradient is seen by them here as well; one
+without a gradient (the usual case, since backward computes none) is skipped
+by per-parameter hooks and adds nothing to ``GradientClipping``'s norm, where
+Chainer would have given it a zero gradient first.
+
+Under ``torch.compile`` the bookkeeping (checks, reallocation, the
+non-finite check, hooks, counters, state) runs eagerly outside the graph and
+only the arithmetic of :func:`_foreach_step` is traced, with the numbers of
+``fused=False``; nothing in a loop recompiles once the first learning-rate,
+loss-scale and skipped-step variants are compiled.
 
 Hooks registered with PyTorch's ``register_step_pre_hook`` /
 ``register_step_post_hook`` run around all of that, as for any optimizer.
