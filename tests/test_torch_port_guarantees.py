@@ -472,3 +472,25 @@ def test_compiled_loss_scaler_step_gives_the_eager_numbers_without_recompiling()
     eager, _, _ = compiled_loop("ours", 24, compiled=False, scaler=True, overflow_at=(4, 15))
     assert all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))
     assert counts[9] == counts[-1] and not gave_up, "a new scale, a skipped step, a new lr compile nothing"
+
+
+def test_a_float16_parameters_float32_buffer_survives_load_state_dict():
+    """Under fp32_master the buffer lives in float32; a loaded run continues the uninterrupted one."""
+
+    def made(w):
+        return crt.CorrectedMomentumSGD([w], lr=1e-3, momentum=0.9, fp32_master=True, fused=False)
+
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    opt = made(w)
+    w.grad = torch.full((3,), 1e-3, dtype=torch.float16)
+    opt.step()
+    u = torch.nn.Parameter(w.detach().clone())
+    resumed = made(u)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.state[u]["v"].dtype == torch.float32
+    for _ in range(3):
+        w.grad = torch.full((3,), 1e-3, dtype=torch.float16)
+        u.grad = w.grad.clone()
+        opt.step()
+        resumed.step()
+    assert torch.equal(opt.state[w]["v"], resumed.state[u]["v"]) and torch.equal(w, u)

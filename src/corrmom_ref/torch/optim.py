@@ -186,6 +186,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
     #: Whether the update is eq. (9) (``True``) or eq. (10) (``False``).
     _corrected: bool = True
+    #: Under torch.compile, where the kernels' arguments go instead of the kernels (else ``None``;
+    #: a class default, so that an optimizer unpickled from an older version has it).
+    _collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
 
     def __init__(
         self,
@@ -218,8 +221,6 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
         self._step_loss_scale: float | None = None
         self._xp: Any = None
-        #: Under torch.compile, where the kernels' arguments go instead of the kernels.
-        self._collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """PyTorch's ``add_param_group``, refusing what this optimizer cannot do, before the group is added.
@@ -622,7 +623,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
         Ours: the buffers are copied (loading another live optimizer's state
         dict leaves the two independent; PyTorch's base class would share
-        them); float32 masters stay float32.
+        them); float32 masters stay float32, and so do the buffers of float16
+        parameters under ``fp32_master``.
 
         ``torch.optim.SGD``'s (or any dict with its per-parameter
         ``momentum_buffer``): only plain SGD migrates, that is every group with
@@ -692,10 +694,20 @@ class _ChainerMomentum(torch.optim.Optimizer):
         t = check_counter(counters["t"], "chainer.t")
         epoch = check_counter(counters["epoch"], "chainer.epoch")
         masters = {k: s.pop("master") for k, s in state.items() if "master" in s}
+        # PyTorch casts every state tensor to its parameter's dtype; a float16 parameter
+        # updated through a float32 master keeps its buffer in float32, as the step made it
+        on_master = {
+            k: s["v"]
+            for k, s in state.items()
+            if "v" in s and self.fp32_master and index_to_param[k].dtype == torch.float16
+        }
         super().load_state_dict({"state": state, "param_groups": groups})
         for k, master in masters.items():
             p = index_to_param[k]
             self.state[p]["master"] = master.to(device=p.device, dtype=torch.float32).clone()
+        for k, v in on_master.items():
+            p = index_to_param[k]
+            self.state[p]["v"] = v.to(device=p.device, dtype=torch.float32)
         self.t, self.epoch = t, epoch
 
     def _loaded_group(self, saved: Mapping[str, Any], gi: int, foreign: bool) -> dict[str, Any]:
