@@ -418,7 +418,7 @@ def test_a_thousand_skipped_steps_leave_one_warning_per_parameter():
 # -- 7. torch.compile in a real loop -----------------------------------------------------------------
 
 
-def compiled_loop(kind, steps, *, compiled=True, scaler=False, overflow_at=()):
+def compiled_loop(kind, steps, *, compiled=True, scaler=False, overflow_at=(), method=False):
     """A training loop: zero_grad (gradients to None), forward, backward, the (compiled) step, an
     lr schedule. Returns the parameters, dynamo's (frames, graphs) counts after each step and
     whether dynamo gave up for hitting its recompile limit (then it runs the rest eagerly)."""
@@ -439,7 +439,7 @@ def compiled_loop(kind, steps, *, compiled=True, scaler=False, overflow_at=()):
         else:
             loss_scaler.step(opt)
 
-    run = torch.compile(step, backend="eager") if compiled else step
+    run = torch.compile(opt.step if method else step, backend="eager") if compiled else step
     schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
     counts = []
@@ -458,9 +458,10 @@ def compiled_loop(kind, steps, *, compiled=True, scaler=False, overflow_at=()):
     return [p.detach().clone() for p in net.parameters()], counts, gave_up
 
 
-def test_compiled_step_compiles_no_more_often_than_torch_sgd_with_eager_numbers():
-    ours, our_counts, gave_up = compiled_loop("ours", 20)
-    _, sgd_counts, _ = compiled_loop("sgd", 20)
+@pytest.mark.parametrize("method", [False, True], ids=["a function calling opt.step", "opt.step"])
+def test_compiled_step_compiles_no_more_often_than_torch_sgd_with_eager_numbers(method):
+    ours, our_counts, gave_up = compiled_loop("ours", 20, method=method)
+    _, sgd_counts, _ = compiled_loop("sgd", 20, method=method)
     assert our_counts[-1][0] <= sgd_counts[-1][0] and our_counts[-1][1] <= sgd_counts[-1][1]
     assert our_counts[9] == our_counts[-1] and not gave_up, "nothing compiles after a few steps"
     eager, _, _ = compiled_loop("ours", 20, compiled=False)
