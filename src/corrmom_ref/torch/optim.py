@@ -317,9 +317,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
         for hook in self._chainer_hooks.of(timing):
             if getattr(hook, "call_for_each_param", False):
                 for p in list(self._params()):
-                    if (
-                        p.requires_grad or p.grad is not None
-                    ):  # a frozen parameter without a gradient: nothing to see
+                    # Chainer calls it on disabled rules too; a frozen parameter without a gradient has nothing
+                    if p.requires_grad or p.grad is not None:
                         hook(self, p)
                     self._reallocate()
             else:
