@@ -45,7 +45,7 @@ Chainer would have given it a zero gradient first.
 
 Under ``torch.compile`` the bookkeeping (checks, reallocation, the
 non-finite check, hooks, counters, state) runs eagerly outside the graph and
-only the arithmetic of :func:`_foreach_step` is traced, with the numbers of
+only the arithmetic of ``_foreach_step`` is traced, with the numbers of
 ``fused=False``; nothing in a loop recompiles once the first learning-rate,
 loss-scale and skipped-step variants are compiled.
 
@@ -452,8 +452,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def _traced_step(
         self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
     ) -> Any:
-        """The step under ``torch.compile``: the bookkeeping runs eagerly (:meth:`_eager_begin`,
-        :meth:`_eager_end`), the arithmetic of :func:`_foreach_step` is traced."""
+        """The step under ``torch.compile``: the bookkeeping runs eagerly (``_eager_begin``,
+        ``_eager_end``), the arithmetic of ``_foreach_step`` is traced."""
         loss, batches = self._eager_begin(closure, loss_scale, check_finite)
         for ps, gs, vs, lr, m in batches or ():
             _foreach_step(self._corrected, ps, gs, vs, lr, m)
