@@ -201,12 +201,15 @@ def test_bad_hyperparameters_raise_before_anything_changes(bad):
     opt = crt.CorrectedMomentumSGD([w], lr=0.1)
     opt.param_groups[0]["lr"] = bad
     w.grad = torch.ones(2)
-    with pytest.raises((TypeError, ValueError), match="lr of group 0"):
+    with pytest.raises((TypeError, ValueError), match="param group 0: hyperparameter 'lr'"):
         opt.step()
     assert opt.t == 0 and torch.equal(w, torch.zeros(2))
 
 
-def test_torch_compile_traces_the_step_without_graph_breaks():
+def test_torch_compile_of_the_step_gives_the_eager_numbers():
+    """(The loop with a scheduler and a loss scaler, and the compile counts, are in
+    ``test_torch_port_guarantees.py``.)"""
+
     def make():
         torch.manual_seed(0)
         net = torch.nn.Linear(5, 3)
@@ -223,8 +226,6 @@ def test_torch_compile_traces_the_step_without_graph_breaks():
     assert all(
         torch.equal(p, q) for p, q in zip(eager[0].parameters(), compiled[0].parameters(), strict=True)
     )
-    explained = torch._dynamo.explain(compiled[1].step)()
-    assert explained.graph_break_count == 0, explained.break_reasons
 
 
 # -- the loss scaler ----------------------------------------------------------------

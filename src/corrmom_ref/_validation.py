@@ -62,6 +62,9 @@ def check_nonnegative_finite(name: str, value: Any, where: str) -> float:
     return as_float
 
 
+#: How the reference keeps a parameter fixed (the last clause of :func:`check_parameter_dtype`'s message).
+_KEEP_FIXED_BY_RULE = "keep it fixed with param.update_rule.enabled = False"
+
 #: Per dtype: whether it is an integer or boolean dtype (read once per parameter and step).
 _INTEGRAL_OR_BOOL: dict[tuple[type, Any], bool] = {}
 
@@ -80,21 +83,23 @@ def _integral_or_bool(dtype: Any) -> bool:
     return known
 
 
-def check_parameter_dtype(param: Parameter, path: str, rule_name: str) -> None:
+def check_parameter_dtype(
+    param: Parameter, path: str, rule_name: str, *, keep_fixed: str = _KEEP_FIXED_BY_RULE
+) -> None:
     r"""Raise ``TypeError`` if ``param.array`` holds integers or booleans.
 
     A momentum rule computes :math:`v \leftarrow m v - g`,
     :math:`w \leftarrow w + \eta v` with real :math:`m, \eta`: on an
     integer or boolean array there is no right answer (NumPy refuses the cast,
     Chainer 7.8.1 raises NumPy's ``UFuncTypeError`` after earlier parameters
-    have moved). Such a parameter can be kept fixed by disabling its rule.
+    have moved). Such a parameter can be kept fixed by disabling its rule;
+    ``keep_fixed`` is the message's last clause, saying how (a port passes its own way).
     """
     dtype = param.array.dtype
     if _integral_or_bool(dtype):
         raise TypeError(
             f"parameter {path} has dtype {dtype_name(dtype)}: {rule_name} updates floating-point "
-            f"parameters only; give it a floating-point array, or keep it fixed with "
-            f"param.update_rule.enabled = False"
+            f"parameters only; give it a floating-point array, or {keep_fixed}"
         )
 
 

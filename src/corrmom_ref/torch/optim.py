@@ -16,17 +16,38 @@ bitwise equal to Chainer's NumPy arithmetic.
 One :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` does what Chainer's ``update()`` does after
 backward, in its order:
 
-1. every parameter whose ``grad`` is ``None`` gets a zero gradient (so it
-   still moves by its momentum, as in Chainer);
+1. every trainable parameter whose ``grad`` is ``None`` gets a zero gradient
+   (so it still moves by its momentum, as in Chainer);
 2. with ``check_finite`` (dynamic loss scaling), any non-finite gradient
-   marks the step skipped and warns, naming the parameter;
+   marks the step skipped and warns
+   :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, naming the
+   parameter, attributed to the caller's line;
 3. the pre hooks of :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_hook`, each followed by
    step 1 again;
 4. ``t += 1``, also on a skipped step;
-5. unless skipped, per parameter: its own ``t += 1``, its buffer created at
+5. unless skipped, per trainable parameter: its own ``t += 1``, its buffer created at
    zero on first use, the gradient divided by ``loss_scale`` in place, and
    the update with its group's ``lr`` and ``momentum``;
 6. step 1 again, then the post hooks.
+
+Every check runs first (the reference's rules and messages, from
+``corrmom_ref._validation`` and ``corrmom_ref._scalars``): a step that raises
+changes nothing.
+
+Frozen parameters: ``requires_grad=False`` is Chainer's disabled update rule.
+Such a parameter is never updated, gets no state, no ``t`` advance and no
+zero gradient; unfrozen, it resumes with the state it had. Chainer's hooks
+and non-finite check visit every parameter, disabled ones too, so a frozen
+parameter that still holds a gradient is seen by them here as well; one
+without a gradient (the usual case, since backward computes none) is skipped
+by per-parameter hooks and adds nothing to ``GradientClipping``'s norm, where
+Chainer would have given it a zero gradient first.
+
+Under ``torch.compile`` the bookkeeping (checks, reallocation, the
+non-finite check, hooks, counters, state) runs eagerly outside the graph and
+only the arithmetic of ``_foreach_step`` is traced, with the numbers of
+``fused=False``; nothing in a loop recompiles once the first learning-rate,
+loss-scale and skipped-step variants are compiled.
 
 Hooks registered with PyTorch's ``register_step_pre_hook`` /
 ``register_step_post_hook`` run around all of that, as for any optimizer.
@@ -34,9 +55,11 @@ Hooks registered with PyTorch's ``register_step_pre_hook`` /
 
 from __future__ import annotations
 
-import math
+import os
+import sys
+import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -48,6 +71,9 @@ from corrmom_ref._backends.dispatch import momentum_steps
 from corrmom_ref._backends.switch import use_fast_paths
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
+from corrmom_ref._scalars import check_counter, check_loss_scale
+from corrmom_ref._validation import check_nonnegative_finite, check_parameter_dtype
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning
 
 __all__ = ["CorrectedMomentumSGD", "HookHandle", "MomentumSGD"]
 
@@ -70,20 +96,89 @@ class HookHandle:
         self._optimizer.remove_hook(self.name)
 
 
-def _check_number(value: Any, what: str) -> float:
-    """``value`` as a finite float; ``TypeError``/``ValueError`` naming ``what`` otherwise."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise TypeError(
-                f"{what} must be a number or a one-element tensor, got shape {tuple(value.shape)}"
-            )
+def _hyperparameter(value: Any, name: str, where: str) -> float:
+    """``value`` as a Python float by the reference's rule (finite, >= 0; its messages).
+
+    A one-element tensor stands for its number (schedulers may keep ``lr`` as one).
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a real number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{what} must be finite, got {number}")
-    return number
+    return check_nonnegative_finite(name, value, where)
+
+
+#: torch.optim.SGD's options that change its update, with the value at which they change nothing,
+#: and what to use instead in Chainer's optimizer.
+_SGD_OPTIONS: dict[str, tuple[Any, str]] = {
+    "weight_decay": (
+        0,
+        "Chainer's weight decay is a hook: optimizer.add_hook(corrmom_ref.torch.WeightDecay(rate))",
+    ),
+    "dampening": (0, "Chainer's momentum SGD has no dampening"),
+    "nesterov": (False, "Chainer's momentum SGD has no Nesterov form"),
+    "maximize": (False, "Chainer's optimizers minimise: negate the loss"),
+}
+#: Options of PyTorch's other optimizers (a group holding one was made for another optimizer).
+_OTHER_OPTIONS = frozenset(
+    {
+        "alpha",
+        "amsgrad",
+        "betas",
+        "centered",
+        "decoupled_weight_decay",
+        "eps",
+        "etas",
+        "initial_accumulator_value",
+        "lambd",
+        "lr_decay",
+        "momentum_decay",
+        "rho",
+        "step_sizes",
+        "t0",
+    }
+)
+#: Per-parameter state keys this optimizer keeps.
+_STATE_KEYS = frozenset({"t", "v", "master"})
+#: The keys of :data:`_SGD_OPTIONS` and ``differentiable`` (whether a group needs a closer look).
+_OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
+_INF = float("inf")
+
+#: Files whose frames a warning skips to reach the user's line: this package and PyTorch.
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,
+)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller that points at the user's line.
+
+    Counts the frames of ``corrmom_ref`` and ``torch`` (``step``, ``LossScaler.step``,
+    PyTorch's step wrappers and ``no_grad``) between the caller and the first other frame,
+    however many wrappers a PyTorch version adds.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _refuse_options(group: Mapping[str, Any], where: str, owner: str) -> None:
+    """``ValueError`` naming the first key of ``group`` that asks for an update this optimizer does not do."""
+    for key, (_, instead) in _SGD_OPTIONS.items():
+        if key in group:
+            raise ValueError(f"{where}: {owner} has no option {key!r} (got {group[key]!r}); {instead}")
+    foreign = sorted(_OTHER_OPTIONS.intersection(group))
+    if foreign:
+        raise ValueError(
+            f"{where}: {owner} has no option {foreign[0]!r} (got {group[foreign[0]]!r}), an option of "
+            f"another torch.optim optimizer"
+        )
+    if group.get("differentiable", False):
+        raise ValueError(
+            f"{where}: {owner} has no option differentiable=True; its step runs under torch.no_grad()"
+        )
 
 
 class _ChainerMomentum(torch.optim.Optimizer):
@@ -91,6 +186,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
     #: Whether the update is eq. (9) (``True``) or eq. (10) (``False``).
     _corrected: bool = True
+    #: Under torch.compile, where the kernels' arguments go instead of the kernels (else ``None``;
+    #: a class default, so that an optimizer unpickled from an older version has it).
+    _collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
 
     def __init__(
         self,
@@ -101,8 +199,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
         fused: bool | None = None,
         fp32_master: bool = False,
     ) -> None:
-        lr = _check_number(lr, "lr")
-        momentum = _check_number(momentum, "momentum")
+        owner = type(self).__name__
+        lr = _hyperparameter(lr, "lr", owner)
+        momentum = _hyperparameter(momentum, "momentum", owner)
         if fused and not torch_update.available():
             raise RuntimeError("fused=True, but this PyTorch has no torch._fused_sgd_ kernel")
         super().__init__(params, {"lr": lr, "momentum": momentum})
@@ -122,6 +221,39 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
         self._step_loss_scale: float | None = None
         self._xp: Any = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """PyTorch's ``add_param_group``, refusing what this optimizer cannot do, before the group is added.
+
+        Raises:
+            ValueError: a key of ``torch.optim.SGD`` that changes the update
+                (``weight_decay``: use the hook :class:`~corrmom_ref.torch.WeightDecay`;
+                ``dampening``, ``nesterov``, ``maximize``, ``differentiable=True``),
+                or a negative or non-finite ``lr``/``momentum``.
+            TypeError: an integer or boolean parameter (named), or a
+                hyperparameter that is not a real number.
+        """
+        owner = type(self).__name__
+        where = f"{owner} param group {len(self.param_groups)}"
+        _refuse_options(param_group, where, owner)
+        for key in ("lr", "momentum"):
+            if key in param_group:
+                _hyperparameter(param_group[key], key, where)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        names = group.get("param_names")
+        for i, p in enumerate(group["params"]):
+            name = names[i] if names is not None else f"{i} of param group {len(self.param_groups) - 1}"
+            try:
+                check_parameter_dtype(
+                    types.SimpleNamespace(array=p),  # type: ignore[arg-type]
+                    name,
+                    owner,
+                    keep_fixed="leave it out of the optimizer's parameters",
+                )
+            except TypeError:
+                self.param_groups.pop()  # the group was not added
+                raise
 
     # -- hooks with Chainer's naming and timing ------------------------------------
 
@@ -185,7 +317,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
         for hook in self._chainer_hooks.of(timing):
             if getattr(hook, "call_for_each_param", False):
                 for p in list(self._params()):
-                    hook(self, p)
+                    # Chainer calls it on disabled rules too; a frozen parameter without a gradient has nothing
+                    if p.requires_grad or p.grad is not None:
+                        hook(self, p)
                     self._reallocate()
             else:
                 hook(self)
@@ -227,13 +361,17 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 yield (names[pi] if names is not None else f"param {pi} of group {gi}"), p
 
     def _reallocate(self, check_dense: bool = False) -> None:
-        """Give every parameter without a gradient a zero one; with ``check_dense``, first
-        raise ``TypeError`` (changing nothing) if a gradient is sparse."""
+        """Give every trainable parameter without a gradient a zero one; with ``check_dense``, first
+        raise ``TypeError`` (changing nothing) if a gradient is sparse.
+
+        A frozen parameter (``requires_grad=False``) gets none: it has no update rule to feed.
+        """
         missing = []
         for p in self._params():
             g = p.grad
             if g is None:
-                missing.append(p)
+                if p.requires_grad:
+                    missing.append(p)
             elif check_dense and g.is_sparse:
                 name = next(n for n, q in self._named() if q is p)
                 raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
@@ -261,14 +399,34 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
         Raises:
             TypeError, ValueError: a group's ``lr`` or ``momentum`` is not a
-                finite number, or a gradient is sparse (before anything changes).
+                finite number >= 0 (the reference's rule and message), a group
+                holds an option this optimizer does not do (as :meth:`add_param_group`),
+                ``loss_scale`` is outside the reference's range, or a gradient is
+                sparse: raised before anything changes.
         """
+        if torch.compiler.is_compiling():
+            return self._traced_step(closure, loss_scale, check_finite)
+        loss, work = self._begin(closure, loss_scale, check_finite)
+        try:
+            for group, lr, m in work or ():
+                self._update_group(group, lr, m, self._step_loss_scale)
+            self._end(skipped=work is None)
+        finally:
+            self._step_loss_scale = None
+        return loss
+
+    def _begin(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> tuple[Any, list[tuple[dict[str, Any], float, float]] | None]:
+        """Chainer's ``update()`` up to the updates: checks, reallocation, the non-finite check,
+        pre hooks, ``t += 1``. Returns the loss and each group to update with its ``lr`` and
+        ``momentum`` (``None`` when the step is skipped); leaves :attr:`loss_scale` set."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         hypers = self._hyperparameters()
-        scale = None if loss_scale is None else _check_number(loss_scale, "loss_scale")
+        scale = None if loss_scale is None else check_loss_scale(loss_scale, "loss_scale")
         self._reallocate(check_dense=True)
         skipped = check_finite and self._nonfinite_warned(scale)
         self._step_loss_scale = scale
@@ -276,37 +434,85 @@ class _ChainerMomentum(torch.optim.Optimizer):
             if self._chainer_hooks.names("pre"):
                 self._call_hooks("pre")
                 hypers = self._hyperparameters()  # a hook may have changed them: Chainer reads them now
-            self.t += 1
-            if not skipped:
-                for group, (lr, m) in zip(self.param_groups, hypers, strict=True):
-                    self._update_group(group, lr, m, scale)
-            if self._param_hooks:  # only a hook can have cleared a gradient since the first pass
-                self._reallocate()
-            self._call_hooks("post")
-        finally:
+        except BaseException:
             self._step_loss_scale = None
+            raise
+        self.t += 1
+        if skipped:
+            return loss, None
+        return loss, [(group, lr, m) for group, (lr, m) in zip(self.param_groups, hypers, strict=True)]
+
+    def _end(self, skipped: bool) -> None:
+        """Chainer's ``update()`` after the updates: reallocation, post hooks."""
+        if self._param_hooks:  # only a hook can have cleared a gradient since the first pass
+            self._reallocate()
+        self._call_hooks("post")
         self.last_step_skipped = skipped
+
+    def _traced_step(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> Any:
+        """The step under ``torch.compile``: the bookkeeping runs eagerly (``_eager_begin``,
+        ``_eager_end``), the arithmetic of ``_foreach_step`` is traced."""
+        loss, batches = self._eager_begin(closure, loss_scale, check_finite)
+        for ps, gs, vs, lr, m in batches or ():
+            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+        self._eager_end(skipped=batches is None)
         return loss
 
+    @torch.compiler.disable
+    def _eager_begin(
+        self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
+    ) -> tuple[Any, list[tuple[list[Any], list[Any], list[Any], float, float]] | None]:
+        """:meth:`_begin` and the per-parameter preamble, returning the kernels' arguments
+        instead of running them (``None``: the step is skipped). With parameter hooks or
+        ``fp32_master`` the updates run here, eagerly (their order interleaves with them)."""
+        loss, work = self._begin(closure, loss_scale, check_finite)
+        if work is None:
+            return loss, None
+        collected: list[tuple[list[Any], list[Any], list[Any], float, float]] = []
+        self._collect = None if (self._param_hooks or self.fp32_master) else collected
+        try:
+            for group, lr, m in work:
+                self._update_group(group, lr, m, self._step_loss_scale)
+        except BaseException:
+            self._step_loss_scale = None
+            raise
+        finally:
+            self._collect = None
+        return loss, collected
+
+    @torch.compiler.disable
+    def _eager_end(self, skipped: bool) -> None:
+        try:
+            self._end(skipped)
+        finally:
+            self._step_loss_scale = None
+
     def _hyperparameters(self) -> list[tuple[float, float]]:
-        """Every group's ``(lr, momentum)``, checked (``TypeError``/``ValueError`` naming the group)."""
-        return [
-            (
-                _check_number(g["lr"], f"lr of group {i}"),
-                _check_number(g["momentum"], f"momentum of group {i}"),
-            )
-            for i, g in enumerate(self.param_groups)
-        ]
+        """Every group's ``(lr, momentum)``, checked by the reference's rule (errors name the group)."""
+        owner = type(self).__name__
+        out = []
+        for i, g in enumerate(self.param_groups):
+            where = f"{owner} param group {i}"
+            lr, m = g["lr"], g["momentum"]
+            if not (type(lr) is float and type(m) is float and 0.0 <= lr < _INF and 0.0 <= m < _INF):
+                lr, m = _hyperparameter(lr, "lr", where), _hyperparameter(m, "momentum", where)
+            if not _OPTION_KEYS.isdisjoint(g):
+                _refuse_options(g, where, owner)
+            out.append((lr, m))
+        return out
 
     def _nonfinite_warned(self, scale: float | None) -> bool:
-        named = list(self._named())
+        """Warn :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` per parameter with a
+        non-finite gradient (frozen ones with a gradient too, as Chainer checks every parameter)."""
+        named = [(name, p) for name, p in self._named() if p.grad is not None]
         flags = finite_flags([p.grad for _, p in named])
         bad = [name for (name, _), finite in zip(named, flags, strict=True) if not finite]
-        for name in bad:
-            warnings.warn(
-                f"Non finite number found in param.grad of {name} (iteration: {self.t}, loss_scale: {scale})",
-                stacklevel=4,
-            )
+        if bad:
+            level = _user_stacklevel()
+            for name in bad:
+                warnings.warn(NonFiniteGradientWarning(name, self.t, scale), stacklevel=level)
         return bool(bad)
 
     def _update_group(self, group: dict[str, Any], lr: float, m: float, scale: float | None) -> None:
@@ -317,6 +523,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
         plain = scale is None and not one_by_one
         state_of = self.state
         for p in group["params"]:
+            if not p.requires_grad:  # frozen: Chainer's disabled rule (no step, no state, no t)
+                continue
             state = state_of[p]
             v = state.get("v") if plain else None
             if v is not None and not (self.fp32_master and p.dtype == torch.float16):
@@ -389,8 +597,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 self._step_loss_scale = scale
 
     def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
-        if torch.compiler.is_compiling():
-            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+        if self._collect is not None:  # under torch.compile: the traced step runs it
+            self._collect.append((ps, gs, vs, lr, m))
             return
         if self._xp is None:
             self._xp = array_namespace(ps[0])
@@ -410,26 +618,151 @@ class _ChainerMomentum(torch.optim.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load what :meth:`state_dict` returned (float32 masters stay float32).
+        """Load what :meth:`state_dict` returned, or migrate a ``torch.optim.SGD`` state dict exactly.
 
-        The buffers are copied: loading another live optimizer's state dict
-        leaves the two independent (PyTorch's base class would share them).
+        Ours: the buffers are copied (loading another live optimizer's state
+        dict leaves the two independent; PyTorch's base class would share
+        them); float32 masters stay float32, and so do the buffers of float16
+        parameters under ``fp32_master``.
+
+        ``torch.optim.SGD``'s (or any dict with its per-parameter
+        ``momentum_buffer``): only plain SGD migrates, that is every group with
+        ``dampening=0``, ``nesterov=False``, ``weight_decay=0``,
+        ``maximize=False``. Its buffer :math:`b` (:math:`b \\leftarrow m b + g,\\ p
+        \\leftarrow p - \\eta b`) becomes :math:`v = -b`, exact in floating point,
+        and since negation commutes with every rounding, the steps that follow are
+        SGD's to the bit (with ``fused=True`` against SGD's ``fused=True``; the
+        generic step rounds ``lr * v`` before adding it, where SGD's CPU kernels may
+        contract it). SGD's ``momentum`` is this optimizer's (same :math:`m`) and
+        its ``lr`` too (a constant one gives the same steps; SGD's buffer holds no
+        ``lr``, as Chainer's corrected form). SGD keeps no step count, so ``t``, each
+        parameter's ``t`` and ``epoch`` start at 0 (nothing in the update reads them).
+        SGD's other group keys (``foreach``, ``fused``, ``differentiable=False``)
+        are dropped.
+
+        Raises:
+            ValueError: a group with another SGD setting (named, with its value),
+                a per-parameter state key that is neither ours nor ``momentum_buffer``
+                (named, with the parameter), a buffer whose shape is not its
+                parameter's, groups that do not match this optimizer's, or
+                counters or hyperparameters the reference refuses; nothing is
+                loaded then.
+            TypeError: as for ValueError, a value of the wrong type.
         """
-        state_dict = dict(state_dict)
-        counters = state_dict.pop("chainer", {"t": 0, "epoch": 0})
-        state_dict["state"] = {
-            k: {n: v.clone() if isinstance(v, torch.Tensor) else v for n, v in s.items()}
-            for k, s in state_dict["state"].items()
+        owner = type(self).__name__
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{owner}.load_state_dict: {len(saved_groups)} param groups, this optimizer has "
+                f"{len(self.param_groups)}"
+            )
+        index_to_param: dict[Any, torch.Tensor] = {}
+        for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{owner}.load_state_dict: param group {gi} has {len(saved['params'])} "
+                    f"parameters, this optimizer's {len(group['params'])}"
+                )
+            index_to_param.update(zip(saved["params"], group["params"], strict=True))
+        saved_state: Mapping[Any, Mapping[str, Any]] = state_dict["state"]
+        foreign = any("momentum_buffer" in s for s in saved_state.values()) or any(
+            not _OPTION_KEYS.isdisjoint(g) for g in saved_groups
+        )
+        if (
+            foreign
+            and not self._corrected
+            and any(s.get("momentum_buffer") is not None for s in saved_state.values())
+        ):
+            raise ValueError(
+                f"{owner}.load_state_dict: torch.optim.SGD's momentum_buffer b holds no learning rate, "
+                f"{owner}'s v does (v = -lr * b only if lr never changed); load it into "
+                f"CorrectedMomentumSGD, whose v is -b exactly"
+            )
+        groups = [self._loaded_group(g, gi, foreign) for gi, g in enumerate(saved_groups)]
+        state = {}
+        for k, entry in saved_state.items():
+            p = index_to_param.get(k)
+            if p is None:
+                raise ValueError(f"{owner}.load_state_dict: state for parameter {k!r}, which no group holds")
+            state[k] = self._loaded_state(entry, k, p, foreign)
+        counters = state_dict.get("chainer", {"t": 0, "epoch": 0})
+        if foreign and "chainer" in state_dict:
+            raise ValueError(
+                f"{owner}.load_state_dict: a torch.optim.SGD state dict with our 'chainer' counters"
+            )
+        t = check_counter(counters["t"], "chainer.t")
+        epoch = check_counter(counters["epoch"], "chainer.epoch")
+        masters = {k: s.pop("master") for k, s in state.items() if "master" in s}
+        # PyTorch casts every state tensor to its parameter's dtype; a float16 parameter
+        # updated through a float32 master keeps its buffer in float32, as the step made it
+        on_master = {
+            k: s["v"]
+            for k, s in state.items()
+            if "v" in s and self.fp32_master and index_to_param[k].dtype == torch.float16
         }
-        masters = {k: s["master"] for k, s in state_dict["state"].items() if "master" in s}
-        super().load_state_dict(state_dict)
-        if masters:
-            params = list(self._params())
-            for k, master in masters.items():
-                p = params[k]
-                self.state[p]["master"] = master.to(device=p.device, dtype=torch.float32).clone()
-        self.t = int(counters["t"])
-        self.epoch = int(counters["epoch"])
+        super().load_state_dict({"state": state, "param_groups": groups})
+        for k, master in masters.items():
+            p = index_to_param[k]
+            self.state[p]["master"] = master.to(device=p.device, dtype=torch.float32).clone()
+        for k, v in on_master.items():
+            p = index_to_param[k]
+            self.state[p]["v"] = v.to(device=p.device, dtype=torch.float32)
+        self.t, self.epoch = t, epoch
+
+    def _loaded_group(self, saved: Mapping[str, Any], gi: int, foreign: bool) -> dict[str, Any]:
+        """A saved param group checked (and, from SGD, stripped of SGD's settings at their neutral values)."""
+        owner = type(self).__name__
+        where = f"{owner}.load_state_dict param group {gi}"
+        group = dict(saved)
+        if foreign:
+            for key, (neutral, _) in _SGD_OPTIONS.items():
+                if key in group and group[key] == neutral and type(group[key]) is type(neutral):
+                    del group[key]
+            if group.get("differentiable", False) is False:
+                group.pop("differentiable", None)
+            group.pop("foreach", None)
+            group.pop("fused", None)
+        _refuse_options(group, where, owner)
+        for key in ("lr", "momentum"):
+            if key not in group:
+                raise ValueError(f"{where}: no {key!r}")
+            _hyperparameter(group[key], key, where)
+        return group
+
+    def _loaded_state(
+        self, entry: Mapping[str, Any], k: Any, p: torch.Tensor, foreign: bool
+    ) -> dict[str, Any]:
+        """One parameter's saved state checked and copied (an SGD buffer ``b`` becomes ``v = -b``)."""
+        where = f"{type(self).__name__}.load_state_dict: state of parameter {k!r}"
+        allowed = {"momentum_buffer"} if foreign else _STATE_KEYS
+        unknown = sorted(str(key) for key in entry if key not in allowed)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key {unknown[0]!r} (this optimizer keeps 't', 'v', 'master'; "
+                f"torch.optim.SGD 'momentum_buffer')"
+            )
+        out: dict[str, Any] = {}
+        if foreign:
+            b = entry.get("momentum_buffer")
+            if b is None:  # SGD without momentum, or not stepped yet: the buffer starts at zero here
+                return out
+            buffer = b
+        else:
+            if "t" in entry:
+                out["t"] = check_counter(entry["t"], f"{where}: t")
+            buffer = entry.get("v")
+            if "master" in entry:
+                out["master"] = entry["master"]
+        if buffer is not None:
+            if not isinstance(buffer, torch.Tensor) or not buffer.is_floating_point():
+                raise TypeError(f"{where}: the buffer must be a floating-point tensor, got {buffer!r}")
+            if tuple(buffer.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"{where}: the buffer has shape {tuple(buffer.shape)}, the parameter {tuple(p.shape)}"
+                )
+            out["v"] = torch.neg(buffer) if foreign else buffer.clone()
+            out.setdefault("t", 0)
+        return out
 
 
 def _foreach_step(corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
