@@ -280,7 +280,9 @@ class LossScaling:
         self.nonfinite_ever = saved.nonfinite_ever
 
     @staticmethod
-    def read_entries(stored: Mapping[str, Any], prefix: str = "") -> SavedLossScaling | None:
+    def read_entries(
+        stored: Mapping[str, Any], prefix: str = "", keys: Mapping[str, str] | None = None
+    ) -> SavedLossScaling | None:
         r"""Read and check the ``loss_scaling.*`` entries of a snapshot.
 
         Args:
@@ -288,6 +290,7 @@ class LossScaling:
                 scalars, 0-d arrays, unread npz members or Python values.
             prefix: What the keys are stored under, for the messages
                 (``'updater/optimizer:main/'``).
+            keys: The key of each part (default :data:`KEYS`, the snapshot's).
 
         Returns:
             ``None`` when none of the four keys is there (Chainer's snapshots:
@@ -310,17 +313,18 @@ class LossScaling:
         """
         from corrmom_ref.serializers.transfer import to_flag, to_float, to_int
 
-        present = {name: stored[key] for name, key in KEYS.items() if key in stored}
+        keys = KEYS if keys is None else keys
+        present = {name: stored[key] for name, key in keys.items() if key in stored}
         if not present:
             return None
 
         def where(name: str) -> str:
-            return repr(prefix + KEYS[name])
+            return repr(prefix + keys[name])
 
         def require(name: str, why: str) -> Any:
             if name not in present:
                 raise KeyError(
-                    f"{where(name)} is missing from a snapshot that holds other loss_scaling keys "
+                    f"{where(name)} is missing from a loss-scaling state that holds other keys "
                     f"({why}); a snapshot holds all of them or none"
                 )
             return present[name]

@@ -25,17 +25,41 @@ of optax's ``trace``), it starts at zeros, and ``count`` is the number of
 updates applied (Chainer's per-parameter ``UpdateRule.t``), at which a
 schedule is evaluated: step ``k`` (counting from 0) uses
 ``learning_rate(k)``.
+
+Inputs are held to the reference's rules, with its messages:
+
+* ``learning_rate`` and ``momentum`` must be finite and :math:`\ge 0`
+  (:func:`corrmom_ref._validation.check_nonnegative_finite`). A number or a
+  concrete array is checked when the transformation is made; a schedule's
+  value (or a value injected by ``optax.inject_hyperparams``) when ``update``
+  runs: run eagerly, ``update`` raises ``ValueError`` before returning
+  anything; under ``jax.jit`` the value is a tracer, so a
+  ``jax.debug.callback`` checks it on the host and the jitted call raises
+  (``JaxRuntimeError``, whose message holds the same text) instead of
+  returning a state. Either way no new state exists, so nothing changes.
+  Constant hyperparameters add no callback.
+* Parameters (and the velocity) must be floating point: an integer or
+  boolean leaf is a ``TypeError`` naming its path, raised by ``init`` (and
+  by ``update``), as the reference's ``check_parameter_dtype``.
+* A ``float0`` gradient (what ``jax.grad(..., allow_int=True)`` gives for an
+  integer leaf) is a ``TypeError`` naming its path; ``optax.sgd`` refuses it
+  too, with an error naming no leaf. Keep such leaves out of the
+  transformation (``optax.partition`` with ``optax.set_to_zero``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from corrmom_ref._reference import corrected_increment
+from corrmom_ref._validation import check_nonnegative_finite
+from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["MomentumState", "corrected_momentum_sgd", "momentum_sgd"]
 
@@ -53,35 +77,102 @@ class MomentumState(NamedTuple):
     velocity: optax.Updates
 
 
-def _hyperparameter(value: Any, name: str) -> Any:
+def _hyperparameter(value: Any, name: str, where: str) -> Any:
+    """``value`` if it is a schedule, or a number or array that is finite and >= 0 where it is
+    concrete (a tracer is checked when ``update`` runs, see :func:`_checked_at`)."""
     if callable(value):
         return value
     if isinstance(value, bool) or (
         not isinstance(value, (int, float, jax.Array)) and not hasattr(value, "dtype")
     ):
         raise TypeError(f"{name} must be a number, an array or an optax schedule, got {type(value).__name__}")
+    _check_value(value, name, where)
     return value
 
 
-def _at(value: Any, count: jax.Array) -> Any:
-    return value(count) if callable(value) else value
+def _check_value(value: Any, name: str, where: str, count: Any = None) -> None:
+    """Raise as the reference does unless ``value`` (a number or a scalar array) is finite and >= 0;
+    a tracer gets a host callback that raises when the traced computation runs. With ``count``,
+    the message says it is a schedule's value at that count."""
+    if isinstance(value, jax.core.Tracer):
+        jax.debug.callback(_host_check, value, count, name=name, where=where)
+        return
+    if count is not None:
+        where = _at_count(where, count)
+    if hasattr(value, "dtype"):
+        array = np.asarray(value)
+        if array.shape != ():
+            raise TypeError(f"{where}: hyperparameter {name!r} must be a scalar, got shape {array.shape}")
+        if array.dtype.kind == "b" or array.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: hyperparameter {name!r} must be a real number, got {value!r}")
+        value = array.item()
+    check_nonnegative_finite(name, value, where)
+
+
+def _host_check(value: Any, count: Any, *, name: str, where: str) -> None:
+    """The check of a traced hyperparameter, run on the host by ``jax.debug.callback``."""
+    number = float(np.asarray(value))
+    if not (math.isfinite(number) and number >= 0):
+        if count is not None:
+            where = _at_count(where, count)
+        check_nonnegative_finite(name, number, where)  # raises the reference's ValueError
+
+
+def _at_count(where: str, count: Any) -> str:
+    shown = "being traced" if isinstance(count, jax.core.Tracer) else int(np.asarray(count))
+    return f"{where} (the schedule's value at count {shown})"
+
+
+def _checked_at(value: Any, count: jax.Array, name: str, where: str) -> Any:
+    """The hyperparameter's value at ``count``: a schedule's value is checked now
+    (eagerly, or by a host callback under ``jax.jit``)."""
+    if not callable(value):
+        if isinstance(value, jax.core.Tracer):
+            _check_value(value, name, where)  # injected by inject_hyperparams under jit
+        return value
+    at = value(count)
+    _check_value(at, name, where, count)
+    return at
+
+
+def _check_leaf_dtypes(tree: Any, where: str, what: str) -> None:
+    """``TypeError`` naming the first leaf of ``tree`` that is not floating point (``what``:
+    ``'parameter'`` or ``'gradient of parameter'``)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = jnp.result_type(leaf)
+        if dtype == jax.dtypes.float0:
+            raise TypeError(
+                f"{what} {chainer_path(path)} has dtype float0 (jax.grad's gradient of an integer "
+                f"or boolean input): {where} updates floating-point parameters only; keep the leaf "
+                f"out of the transformation (optax.partition with optax.set_to_zero)"
+            )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{what} {chainer_path(path)} has dtype {dtype}: {where} updates floating-point "
+                f"parameters only; give it a floating-point array, or keep it out of the "
+                f"transformation (optax.partition with optax.set_to_zero)"
+            )
 
 
 def _momentum_transformation(
     learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, corrected: bool
 ) -> optax.GradientTransformation:
-    learning_rate = _hyperparameter(learning_rate, "learning_rate")
-    momentum = _hyperparameter(momentum, "momentum")
+    where = "corrected_momentum_sgd" if corrected else "momentum_sgd"
+    learning_rate = _hyperparameter(learning_rate, "learning_rate", where)
+    momentum = _hyperparameter(momentum, "momentum", where)
 
     def init(params: optax.Params) -> MomentumState:
+        _check_leaf_dtypes(params, where, "parameter")
         return MomentumState(count=jnp.zeros((), jnp.int32), velocity=optax.tree.zeros_like(params))
 
     def update(
         updates: optax.Updates, state: MomentumState, params: optax.Params | None = None
     ) -> tuple[optax.Updates, MomentumState]:
         del params
-        lr = _at(learning_rate, state.count)
-        m = _at(momentum, state.count)
+        _check_leaf_dtypes(state.velocity, where, "parameter")
+        _check_leaf_dtypes(updates, where, "gradient of parameter")
+        lr = _checked_at(learning_rate, state.count, "learning_rate", where)
+        m = _checked_at(momentum, state.count, "momentum", where)
 
         def leaf(g: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
             # Chainer's NumPy code multiplies by Python floats, which NumPy
