@@ -330,9 +330,7 @@ class LossScaling:
             return present[name]
 
         dynamic = to_flag(require("dynamic", "every loss-scaling state has it"), where("dynamic"))
-        ever = to_flag(
-            require("nonfinite_ever", "every loss-scaling state has it"), where("nonfinite_ever")
-        )
+        ever = to_flag(require("nonfinite_ever", "every loss-scaling state has it"), where("nonfinite_ever"))
         interval = scale = None
         if dynamic or "interval" in present:
             stored_interval = require("interval", "a dynamic loss scale has one")

@@ -505,6 +505,7 @@ class GradientMethod(Optimizer):
 
 #: How to clip the true gradients with the reference (see ``docs/porting.md``).
 _REFERENCE_RECIPE = (
-    "scale the threshold by the loss scale yourself (a pre hook of your own), or clip after "
-    "unscaling in a rule pre hook (update_rule.add_hook), which runs on the unscaled gradient"
+    "register in its place a pre hook that clips at the threshold times the loss scale, "
+    "opt.add_hook(lambda o: GradientClipping(threshold * o.loss_scale)(o), name='clip'), "
+    "as docs/porting.md shows ('Clipping under loss scaling')"
 )
