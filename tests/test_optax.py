@@ -196,10 +196,109 @@ def test_static_scale_unscales_and_never_skips() -> None:
     assert np.isnan(nan_run[0]["W"]).all()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"interval": 0}, "interval"), ({"scale": 0.0}, "scale")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"interval": 0}, r"^interval: must be an integer in \[1, 2\*\*63 - 1\], got 0$"),
+        ({"interval": 1.5}, r"^interval: expected an integer, got 1\.5 \(float\)$"),
+        ({"interval": True}, r"^interval: expected an integer, got True \(bool\)$"),
+        ({"interval": 2**31}, r"^interval: loss_scaling records it as an int32, got 2147483648$"),
+        (
+            {"scale": 0.0},
+            r"^loss scale: a loss scale must be finite and in \[2\*\*-126, 2\*\*126\], got 0\.0$",
+        ),
+        ({"scale": float("inf")}, r"^loss scale: a loss scale must be finite and in .*, got inf$"),
+        ({"scale": float("nan")}, r"^loss scale: a loss scale must be finite and in .*, got nan$"),
+        ({"scale": 1e-300}, r"^loss scale: a loss scale must be finite and in .*, got 1e-300$"),
+        ({"scale": "2"}, r"^loss scale: expected a real number, got '2' \(str\)$"),
+    ],
+)
 def test_loss_scaling_rejects_bad_configuration(kwargs, match) -> None:
+    """The reference's rules and messages (corrmom_ref.loss_scaling.check_interval_argument,
+    check_scale_argument): interval=1.5, scale=inf and scale='2' were accepted (issue 20, item 4)."""
     with pytest.raises(ValueError, match=match):
         co.loss_scaling(co.corrected_momentum_sgd(), **kwargs)
+    reference = cr.CorrectedMomentumSGD().setup(cr.Link(W=cr.Parameter(np.zeros(2, np.float32))))
+    if "int32" not in match:
+        with pytest.raises(ValueError, match=match):
+            reference.loss_scaling(**kwargs)
+
+
+# -- hyperparameters, parameters and gradients the reference refuses (issue 20, item 4) ------
+
+CMS = "corrected_momentum_sgd"
+
+
+@pytest.mark.parametrize("factory", [co.corrected_momentum_sgd, co.momentum_sgd])
+@pytest.mark.parametrize(
+    ("kwargs", "name", "shown"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate", "-0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate", "nan"),
+        ({"learning_rate": float("inf")}, "learning_rate", "inf"),
+        ({"momentum": -0.5}, "momentum", "-0.5"),
+        ({"learning_rate": np.float32(-1.0)}, "learning_rate", "-1.0"),
+        ({"learning_rate": jnp.asarray(-2.0)}, "learning_rate", "-2.0"),
+    ],
+)
+def test_bad_constant_hyperparameters_are_refused_at_construction(factory, kwargs, name, shown) -> None:
+    where = factory.__name__
+    with pytest.raises(
+        ValueError, match=rf"^{where}: hyperparameter '{name}' must be finite and >= 0, got {shown}$"
+    ):
+        factory(**kwargs)
+
+
+def test_a_schedule_returning_nan_is_refused_when_the_update_runs_eagerly() -> None:
+    tx = co.corrected_momentum_sgd(lambda count: jnp.where(count >= 1, jnp.nan, 0.1), 0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    grads = {"W": jnp.ones(3, jnp.float32)}
+    _, state = tx.update(grads, tx.init(params))
+    with pytest.raises(
+        ValueError,
+        match=rf"^{CMS} \(the schedule's value at count 1\): hyperparameter 'learning_rate' must be finite",
+    ):
+        tx.update(grads, state)
+
+
+def test_a_negative_schedule_value_under_jit_raises_instead_of_returning_a_state() -> None:
+    tx = co.corrected_momentum_sgd(lambda count: 0.1 - 0.2 * count, 0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    grads = {"W": jnp.ones(3, jnp.float32)}
+    step = jax.jit(tx.update)
+    _, state = step(grads, tx.init(params))
+    with pytest.raises(
+        Exception, match=r"schedule's value at count 1\): hyperparameter 'learning_rate'"
+    ) as caught:
+        jax.block_until_ready(step(grads, state))
+    assert isinstance(caught.value, jax.errors.JaxRuntimeError)  # what a failed host callback raises
+
+
+def test_an_injected_negative_learning_rate_is_refused() -> None:
+    tx = optax.inject_hyperparams(co.corrected_momentum_sgd)(learning_rate=0.1, momentum=0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    state = tx.init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(-1.0)
+    with pytest.raises(
+        ValueError, match=rf"^{CMS}: hyperparameter 'learning_rate' must be finite and >= 0, got -1.0$"
+    ):
+        tx.update({"W": jnp.ones(3, jnp.float32)}, state)
+
+
+def test_integer_parameters_are_refused_naming_the_leaf() -> None:
+    params = {"l1": {"W": jnp.ones(3, jnp.float32)}, "steps": jnp.asarray([1, 2], jnp.int32)}
+    with pytest.raises(
+        TypeError, match=rf"^parameter /steps has dtype int32: {CMS} updates floating-point parameters only"
+    ):
+        co.corrected_momentum_sgd(0.1, 0.9).init(params)
+
+
+def test_a_float0_gradient_is_refused_naming_the_leaf() -> None:
+    tx = co.corrected_momentum_sgd(0.1, 0.9)
+    state = tx.init({"W": jnp.ones(2, jnp.float32)})
+    grads = {"W": np.zeros(2, dtype=jax.dtypes.float0)}
+    with pytest.raises(TypeError, match=r"^gradient of parameter /W has dtype float0 \(jax\.grad's gradient"):
+        tx.update(grads, state)
 
 
 def test_loss_scale_without_a_loss_scaling_state_names_the_fix() -> None:
