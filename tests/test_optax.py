@@ -398,3 +398,38 @@ def test_load_rejects_a_wrong_shape_and_a_wrong_loss_scaling(tmp_path) -> None:
 def test_snapshot_needs_a_momentum_state(tmp_path) -> None:
     with pytest.raises(ValueError, match="MomentumState"):
         co.save_chainer_snapshot(tmp_path / "s.npz", optax.sgd(0.1).init({"w": jnp.zeros(1)}))
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"loss_scaling.dynamic": None}, KeyError, r"'loss_scaling\.dynamic' is missing"),
+        ({"loss_scaling.nonfinite_ever": None}, KeyError, r"'loss_scaling\.nonfinite_ever' is missing"),
+        ({"loss_scaling.dynamic": np.float64(0.0)}, TypeError, r"'loss_scaling\.dynamic': expected a bool"),
+        (
+            {"loss_scaling.scale": np.float64(1e-300)},
+            ValueError,
+            r"'loss_scaling\.scale': a loss scale must be",
+        ),
+        ({"loss_scaling.interval": np.uint64(2**64 - 1)}, ValueError, r"'loss_scaling\.interval': must be"),
+    ],
+)
+def test_load_reads_loss_scaling_by_the_references_rules(tmp_path, change, error, match) -> None:
+    """Issue 20, items 8 and 9: a partial set of loss_scaling keys is an error naming the missing
+    one (it loaded silently with the state's own scale), dynamic=0.0 is not a bool, a scale of
+    1e-300 is refused (it became 0.0 in float32)."""
+    params, grads = problem(11)
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9), interval=4)
+    _, state = optax_run(tx, params, grads[:2])
+    co.save_chainer_snapshot(tmp_path / "s.npz", state)
+    with np.load(tmp_path / "s.npz") as stored:
+        members = {k: stored[k] for k in stored.files}
+    for key, value in change.items():
+        if value is None:
+            del members[key]
+        else:
+            members[key] = np.asarray(value)
+    np.savez(tmp_path / "damaged.npz", **members)
+    fresh = tx.init({k: jnp.asarray(v) for k, v in params.items()})
+    with pytest.raises(error, match=match):
+        co.load_chainer_snapshot(tmp_path / "damaged.npz", fresh)
