@@ -17,6 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import corrmom_ref as cr  # noqa: E402
 import corrmom_ref.optax as co  # noqa: E402
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -180,9 +181,11 @@ def test_skipped_step_warns_naming_the_parameter() -> None:
     tx = co.loss_scaling(co.corrected_momentum_sgd(0.1))
     p = {"l1": {"W": jnp.ones(2, jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
     g = {"l1": {"W": jnp.asarray([1.0, np.inf], jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
-    with pytest.warns(RuntimeWarning, match=r"gradient of /l1/W \(iteration: 0, loss_scale: 1.0\)") as caught:
+    with pytest.warns(NonFiniteGradientWarning, match=r"param\.grad of /l1/W: ") as caught:
         jax.block_until_ready(jax.jit(tx.update)(g, tx.init(p), p))
     assert not any("/b" in str(w.message) for w in caught)
+    (warning,) = [w.message for w in caught if isinstance(w.message, NonFiniteGradientWarning)]
+    assert (warning.path, warning.iteration, warning.loss_scale) == ("/l1/W", 0, 1.0)
 
 
 def test_static_scale_unscales_and_never_skips() -> None:

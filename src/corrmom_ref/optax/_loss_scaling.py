@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling
+from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -67,14 +67,11 @@ class LossScalingState(NamedTuple):
 
 
 def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any) -> None:
+    """The reference's :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` for every
+    parameter whose gradient is not finite (its message names the parameter only)."""
     for name, ok in zip(names, finite, strict=True):
         if not bool(ok):
-            warnings.warn(
-                f"Non finite number found in the gradient of {name} "
-                f"(iteration: {int(count)}, loss_scale: {float(scale)}); the update is skipped",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(NonFiniteGradientWarning(name, int(count), float(scale)), stacklevel=2)
 
 
 def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
@@ -104,9 +101,11 @@ def loss_scaling(
         interval: Dynamic scaling: clean steps per doubling once a
             non-finite gradient was seen (Chainer's ``interval``).
         scale: A positive number for static scaling; ``None`` for dynamic.
-        warn: Dynamic scaling: warn (``RuntimeWarning``, through
+        warn: Dynamic scaling: warn (the reference's
+            :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, through
             ``jax.debug.callback``) naming every parameter whose gradient is
-            not finite, as Chainer does.
+            not finite, as Chainer does; the step and the scale are the
+            warning's ``iteration`` and ``loss_scale`` attributes.
 
     Returns:
         An ``optax.GradientTransformation`` with a :class:`LossScalingState`.
@@ -130,7 +129,7 @@ def loss_scaling(
     dynamic = config.dynamic
     if dynamic and config.interval > _INT32_MAX:  # type: ignore[operator]
         raise ValueError(f"interval: loss_scaling records it as an int32, got {config.interval}")
-    multiplier = config.multiplier if dynamic else 1.0
+    multiplier = config.multiplier if config.multiplier is not None else 1.0
     start, max_scale = float(config.scale), config.max_scale
 
     def init(params: optax.Params) -> LossScalingState:
