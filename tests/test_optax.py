@@ -436,3 +436,5 @@ def test_load_reads_loss_scaling_by_the_references_rules(tmp_path, change, error
     fresh = tx.init({k: jnp.asarray(v) for k, v in params.items()})
     with pytest.raises(error, match=match):
         co.load_chainer_snapshot(tmp_path / "damaged.npz", fresh)
+    with pytest.raises(error, match=match):
+        co.snapshot_loss_scaling(tmp_path / "damaged.npz")

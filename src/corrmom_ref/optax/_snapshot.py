@@ -141,12 +141,12 @@ def snapshot_loss_scaling(file: File) -> dict[str, Any] | None:
     """The loss-scaling configuration a snapshot records, as keyword arguments of
     :func:`~corrmom_ref.optax.loss_scaling` (``{'interval': 2}`` or ``{'scale': 128.0}``);
     ``None`` for a snapshot without one (Chainer's)."""
-    stored = read_npz_arrays(file)
-    if "loss_scaling.dynamic" not in stored:
+    saved = LossScaling.read_entries(read_npz_arrays(file))  # checked as the reference checks them
+    if saved is None or (not saved.dynamic and saved.scale is None):
         return None
-    if bool(stored["loss_scaling.dynamic"]):
-        return {"interval": int(stored["loss_scaling.interval"])}
-    return {"scale": float(stored["loss_scaling.scale"])}
+    if saved.dynamic:
+        return {"interval": saved.interval}
+    return {"scale": float(saved.scale)}
 
 
 def _scalar_int(value: np.ndarray, key: str) -> int:
