@@ -225,6 +225,20 @@ def test_reference_warns_once_when_gradient_clipping_meets_dynamic_scaling() -> 
     assert "GradientClipping(threshold * o.loss_scale)" in message  # the recipe
 
 
+def test_hard_clipping_under_dynamic_scaling_warns_with_its_effective_bounds() -> None:
+    W = cr.Parameter(np.zeros(2, np.float32))
+    opt = cr.CorrectedMomentumSGD(lr=0.1).setup(cr.Link(W=W))
+    opt.loss_scaling()
+    opt.update(lambda: cr.ScriptedLoss({W: np.ones(2, np.float32)}))  # scale 1 -> 2
+    opt.add_hook(cr.optimizer_hooks.GradientHardClipping(-2.0, 4.0))
+    with pytest.warns(ClippingUnderLossScalingWarning) as caught:
+        opt.update(lambda: cr.ScriptedLoss({W: np.ones(2, np.float32)}))
+    assert (
+        "bounds [-2.0, 4.0] on the scaled gradients are [-1.0, 2.0] on the true gradients at the current scale 2.0"
+        in str(caught[0].message)
+    )
+
+
 def test_reference_does_not_warn_under_static_scaling_or_without_clipping() -> None:
     W = cr.Parameter(np.zeros(2, np.float32))
     opt = cr.CorrectedMomentumSGD(lr=0.1).setup(cr.Link(W=W))
