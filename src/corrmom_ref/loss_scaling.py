@@ -1,4 +1,4 @@
-r"""Chainer's dynamic loss-scaling policy, as a pure function.
+r"""Chainer's loss scaling: the policy as a pure function, and one object that holds the state.
 
 With dynamic scaling the loss is multiplied by a scale :math:`s` before
 backward, and every gradient is divided by :math:`s` before the update. After
@@ -16,6 +16,14 @@ each :meth:`~corrmom_ref.Optimizer.update` the scale moves:
 so the scale doubles every step until the first overflow, halves on every
 overflow, and afterwards doubles once per ``interval`` clean steps. It starts
 at 1 and is clamped to ``[1, 65504]`` (the largest finite float16).
+
+:class:`LossScaling` holds one optimizer's state (configuration, flags, the
+rule above, its snapshot entries and their checked reader) for all three
+implementations: :class:`corrmom_ref.Optimizer`,
+:class:`corrmom_ref.torch.LossScaler` and :func:`corrmom_ref.optax.loss_scaling`
+(whose jitted arithmetic is :func:`next_loss_scale` in ``jnp``), so their
+rules and error messages are one. :class:`ClippingUnderLossScalingWarning`
+says once when a clipping hook meets dynamic scaling.
 """
 
 from __future__ import annotations
