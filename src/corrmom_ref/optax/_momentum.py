@@ -31,13 +31,14 @@ Inputs are held to the reference's rules, with its messages:
 * ``learning_rate`` and ``momentum`` must be finite and :math:`\ge 0`
   (:func:`corrmom_ref._validation.check_nonnegative_finite`). A number or a
   concrete array is checked when the transformation is made; a schedule's
-  value (or a value injected by ``optax.inject_hyperparams``) when ``update``
-  runs: run eagerly, ``update`` raises ``ValueError`` before returning
-  anything; under ``jax.jit`` the value is a tracer, so a
-  ``jax.debug.callback`` checks it on the host and the jitted call raises
-  (``JaxRuntimeError``, whose message holds the same text) instead of
-  returning a state. Either way no new state exists, so nothing changes.
-  Constant hyperparameters add no callback.
+  value when ``update`` runs: run eagerly, ``update`` raises ``ValueError``
+  before returning anything. Under ``jax.jit`` a schedule's value (or one
+  set through ``optax.inject_hyperparams``) is a tracer, and a jitted
+  function cannot raise on a value without a host callback on every step
+  (which costs more than the step itself): a bad traced value becomes NaN,
+  so that step's updates (and the velocity, where the value enters it) are
+  NaN rather than silently wrong; the same step run under
+  ``jax.disable_jit()`` raises the ``ValueError``.
 * Parameters (and the velocity) must be floating point: an integer or
   boolean leaf is a ``TypeError`` naming its path, raised by ``init`` (and
   by ``update``), as the reference's ``check_parameter_dtype``.
@@ -49,7 +50,6 @@ Inputs are held to the reference's rules, with its messages:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -86,53 +86,41 @@ def _hyperparameter(value: Any, name: str, where: str) -> Any:
         not isinstance(value, (int, float, jax.Array)) and not hasattr(value, "dtype")
     ):
         raise TypeError(f"{name} must be a number, an array or an optax schedule, got {type(value).__name__}")
-    _check_value(value, name, where)
+    if not isinstance(value, jax.core.Tracer):
+        _check_concrete(value, name, where)
     return value
 
 
-def _check_value(value: Any, name: str, where: str, count: Any = None) -> None:
-    """Raise as the reference does unless ``value`` (a number or a scalar array) is finite and >= 0;
-    a tracer gets a host callback that raises when the traced computation runs. With ``count``,
-    the message says it is a schedule's value at that count."""
-    if isinstance(value, jax.core.Tracer):
-        jax.debug.callback(_host_check, value, count, name=name, where=where)
-        return
-    if count is not None:
-        where = _at_count(where, count)
+def _check_concrete(value: Any, name: str, where: str) -> None:
+    """Raise as the reference does unless ``value`` (a number or a scalar array) is finite and >= 0."""
     if hasattr(value, "dtype"):
         array = np.asarray(value)
         if array.shape != ():
             raise TypeError(f"{where}: hyperparameter {name!r} must be a scalar, got shape {array.shape}")
-        if array.dtype.kind == "b" or array.dtype.kind not in "iuf":
+        if array.dtype.kind not in "iuf":
             raise TypeError(f"{where}: hyperparameter {name!r} must be a real number, got {value!r}")
         value = array.item()
     check_nonnegative_finite(name, value, where)
 
 
-def _host_check(value: Any, count: Any, *, name: str, where: str) -> None:
-    """The check of a traced hyperparameter, run on the host by ``jax.debug.callback``."""
-    number = float(np.asarray(value))
-    if not (math.isfinite(number) and number >= 0):
-        if count is not None:
-            where = _at_count(where, count)
-        check_nonnegative_finite(name, number, where)  # raises the reference's ValueError
-
-
-def _at_count(where: str, count: Any) -> str:
-    shown = "being traced" if isinstance(count, jax.core.Tracer) else int(np.asarray(count))
-    return f"{where} (the schedule's value at count {shown})"
-
-
 def _checked_at(value: Any, count: jax.Array, name: str, where: str) -> Any:
-    """The hyperparameter's value at ``count``: a schedule's value is checked now
-    (eagerly, or by a host callback under ``jax.jit``)."""
-    if not callable(value):
-        if isinstance(value, jax.core.Tracer):
-            _check_value(value, name, where)  # injected by inject_hyperparams under jit
-        return value
-    at = value(count)
-    _check_value(at, name, where, count)
-    return at
+    """The hyperparameter's value at ``count``, checked.
+
+    A concrete value that is negative or not finite raises the reference's
+    ``ValueError``. A traced one (a schedule's value under ``jax.jit``, a value
+    injected by ``optax.inject_hyperparams`` there) cannot raise: it becomes
+    NaN when it is bad, so the step's updates are NaN rather than silently
+    wrong (the same step under ``jax.disable_jit()`` raises the
+    ``ValueError``).
+    """
+    at = value(count) if callable(value) else value
+    if not isinstance(at, jax.core.Tracer):
+        if callable(value):
+            shown = "being traced" if isinstance(count, jax.core.Tracer) else int(count)
+            _check_concrete(at, name, f"{where} (the schedule's value at count {shown})")
+        return at
+    good = jnp.isfinite(at) & (at >= 0)
+    return jnp.where(good, at, jnp.nan)
 
 
 def _check_leaf_dtypes(tree: Any, where: str, what: str) -> None:
