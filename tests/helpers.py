@@ -44,10 +44,10 @@ def deep_snapshot(bk: Backend, opt: cr.GradientMethod) -> dict[str, Any]:
         "t": opt.t,
         "epoch": opt.epoch,
         "hyperparam": dict(opt.hyperparam.get_dict()),
-        "loss_scale": opt._loss_scale,
-        "dynamic": opt._loss_scaling_is_dynamic,
-        "isnan_ever": opt._loss_scaling_isnan_ever,
-        "interval": opt._loss_scaling_interval,
+        "loss_scale": opt.loss_scale,
+        "dynamic": opt.dynamic_loss_scaling,
+        "isnan_ever": opt._loss_scaling.nonfinite_ever,
+        "interval": opt._loss_scaling.interval,
     }
     for path, param in opt.target.namedparams():
         rule = param.update_rule

@@ -17,6 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import corrmom_ref as cr  # noqa: E402
 import corrmom_ref.optax as co  # noqa: E402
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -180,9 +181,11 @@ def test_skipped_step_warns_naming_the_parameter() -> None:
     tx = co.loss_scaling(co.corrected_momentum_sgd(0.1))
     p = {"l1": {"W": jnp.ones(2, jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
     g = {"l1": {"W": jnp.asarray([1.0, np.inf], jnp.float32)}, "b": jnp.ones(1, jnp.float32)}
-    with pytest.warns(RuntimeWarning, match=r"gradient of /l1/W \(iteration: 0, loss_scale: 1.0\)") as caught:
+    with pytest.warns(NonFiniteGradientWarning, match=r"param\.grad of /l1/W: ") as caught:
         jax.block_until_ready(jax.jit(tx.update)(g, tx.init(p), p))
     assert not any("/b" in str(w.message) for w in caught)
+    (warning,) = [w.message for w in caught if isinstance(w.message, NonFiniteGradientWarning)]
+    assert (warning.path, warning.iteration, warning.loss_scale) == ("/l1/W", 0, 1.0)
 
 
 def test_static_scale_unscales_and_never_skips() -> None:
@@ -196,10 +199,120 @@ def test_static_scale_unscales_and_never_skips() -> None:
     assert np.isnan(nan_run[0]["W"]).all()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"interval": 0}, "interval"), ({"scale": 0.0}, "scale")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"interval": 0}, r"^interval: must be an integer in \[1, 2\*\*63 - 1\], got 0$"),
+        ({"interval": 1.5}, r"^interval: expected an integer, got 1\.5 \(float\)$"),
+        ({"interval": True}, r"^interval: expected an integer, got True \(bool\)$"),
+        ({"interval": 2**31}, r"^interval: loss_scaling records it as an int32, got 2147483648$"),
+        (
+            {"scale": 0.0},
+            r"^loss scale: a loss scale must be finite and in \[2\*\*-126, 2\*\*126\], got 0\.0$",
+        ),
+        ({"scale": float("inf")}, r"^loss scale: a loss scale must be finite and in .*, got inf$"),
+        ({"scale": float("nan")}, r"^loss scale: a loss scale must be finite and in .*, got nan$"),
+        ({"scale": 1e-300}, r"^loss scale: a loss scale must be finite and in .*, got 1e-300$"),
+        ({"scale": "2"}, r"^loss scale: expected a real number, got '2' \(str\)$"),
+    ],
+)
 def test_loss_scaling_rejects_bad_configuration(kwargs, match) -> None:
+    """The reference's rules and messages (corrmom_ref.loss_scaling.check_interval_argument,
+    check_scale_argument): interval=1.5, scale=inf and scale='2' were accepted (issue 20, item 4)."""
     with pytest.raises(ValueError, match=match):
         co.loss_scaling(co.corrected_momentum_sgd(), **kwargs)
+    reference = cr.CorrectedMomentumSGD().setup(cr.Link(W=cr.Parameter(np.zeros(2, np.float32))))
+    if "int32" not in match:
+        with pytest.raises(ValueError, match=match):
+            reference.loss_scaling(**kwargs)
+
+
+# -- hyperparameters, parameters and gradients the reference refuses (issue 20, item 4) ------
+
+CMS = "corrected_momentum_sgd"
+
+
+@pytest.mark.parametrize("factory", [co.corrected_momentum_sgd, co.momentum_sgd])
+@pytest.mark.parametrize(
+    ("kwargs", "name", "shown"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate", "-0.1"),
+        ({"learning_rate": float("nan")}, "learning_rate", "nan"),
+        ({"learning_rate": float("inf")}, "learning_rate", "inf"),
+        ({"momentum": -0.5}, "momentum", "-0.5"),
+        ({"learning_rate": np.float32(-1.0)}, "learning_rate", "-1.0"),
+        ({"learning_rate": jnp.asarray(-2.0)}, "learning_rate", "-2.0"),
+    ],
+)
+def test_bad_constant_hyperparameters_are_refused_at_construction(factory, kwargs, name, shown) -> None:
+    where = factory.__name__
+    with pytest.raises(
+        ValueError, match=rf"^{where}: hyperparameter '{name}' must be finite and >= 0, got {shown}$"
+    ):
+        factory(**kwargs)
+
+
+def test_a_schedule_returning_nan_is_refused_when_the_update_runs_eagerly() -> None:
+    tx = co.corrected_momentum_sgd(lambda count: jnp.where(count >= 1, jnp.nan, 0.1), 0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    grads = {"W": jnp.ones(3, jnp.float32)}
+    _, state = tx.update(grads, tx.init(params))
+    with pytest.raises(
+        ValueError,
+        match=rf"^{CMS} \(the schedule's value at count 1\): hyperparameter 'learning_rate' must be finite",
+    ):
+        tx.update(grads, state)
+
+
+def test_a_negative_schedule_value_under_jit_makes_the_step_nan_and_raises_without_jit() -> None:
+    """Under jax.jit the value is a tracer: the step's updates become NaN (not a step in the
+    wrong direction); the same step under jax.disable_jit() raises the ValueError."""
+    tx = co.corrected_momentum_sgd(lambda count: 0.1 - 0.2 * count, 0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    grads = {"W": jnp.ones(3, jnp.float32)}
+    step = jax.jit(tx.update)
+    updates, state = step(grads, tx.init(params))
+    assert np.isfinite(np.asarray(updates["W"])).all()
+    updates, bad_state = step(grads, state)
+    assert np.isnan(np.asarray(updates["W"])).all()  # p + lr v: the parameters become NaN
+    assert not np.isnan(np.asarray(bad_state.velocity["W"])).any()  # v = m v - g takes no lr
+    with (
+        jax.disable_jit(),
+        pytest.raises(
+            ValueError,
+            match=rf"^{CMS} \(the schedule's value at count 1\): hyperparameter 'learning_rate' must be finite and >= 0, got -0.1",
+        ),
+    ):
+        step(grads, state)
+
+
+def test_an_injected_negative_learning_rate_is_refused() -> None:
+    tx = optax.inject_hyperparams(co.corrected_momentum_sgd)(learning_rate=0.1, momentum=0.9)
+    params = {"W": jnp.ones(3, jnp.float32)}
+    state = tx.init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(-1.0)
+    with pytest.raises(
+        ValueError, match=rf"^{CMS}: hyperparameter 'learning_rate' must be finite and >= 0, got -1.0$"
+    ):
+        tx.update({"W": jnp.ones(3, jnp.float32)}, state)
+    updates, _ = jax.jit(tx.update)({"W": jnp.ones(3, jnp.float32)}, state)  # traced: NaN, not a wrong step
+    assert np.isnan(np.asarray(updates["W"])).all()
+
+
+def test_integer_parameters_are_refused_naming_the_leaf() -> None:
+    params = {"l1": {"W": jnp.ones(3, jnp.float32)}, "steps": jnp.asarray([1, 2], jnp.int32)}
+    with pytest.raises(
+        TypeError, match=rf"^parameter /steps has dtype int32: {CMS} updates floating-point parameters only"
+    ):
+        co.corrected_momentum_sgd(0.1, 0.9).init(params)
+
+
+def test_a_float0_gradient_is_refused_naming_the_leaf() -> None:
+    tx = co.corrected_momentum_sgd(0.1, 0.9)
+    state = tx.init({"W": jnp.ones(2, jnp.float32)})
+    grads = {"W": np.zeros(2, dtype=jax.dtypes.float0)}
+    with pytest.raises(TypeError, match=r"^gradient of parameter /W has dtype float0 \(jax\.grad's gradient"):
+        tx.update(grads, state)
 
 
 def test_loss_scale_without_a_loss_scaling_state_names_the_fix() -> None:
@@ -299,3 +412,40 @@ def test_load_rejects_a_wrong_shape_and_a_wrong_loss_scaling(tmp_path) -> None:
 def test_snapshot_needs_a_momentum_state(tmp_path) -> None:
     with pytest.raises(ValueError, match="MomentumState"):
         co.save_chainer_snapshot(tmp_path / "s.npz", optax.sgd(0.1).init({"w": jnp.zeros(1)}))
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"loss_scaling.dynamic": None}, KeyError, r"'loss_scaling\.dynamic' is missing"),
+        ({"loss_scaling.nonfinite_ever": None}, KeyError, r"'loss_scaling\.nonfinite_ever' is missing"),
+        ({"loss_scaling.dynamic": np.float64(0.0)}, TypeError, r"'loss_scaling\.dynamic': expected a bool"),
+        (
+            {"loss_scaling.scale": np.float64(1e-300)},
+            ValueError,
+            r"'loss_scaling\.scale': a loss scale must be",
+        ),
+        ({"loss_scaling.interval": np.uint64(2**64 - 1)}, ValueError, r"'loss_scaling\.interval': must be"),
+    ],
+)
+def test_load_reads_loss_scaling_by_the_references_rules(tmp_path, change, error, match) -> None:
+    """Issue 20, items 8 and 9: a partial set of loss_scaling keys is an error naming the missing
+    one (it loaded silently with the state's own scale), dynamic=0.0 is not a bool, a scale of
+    1e-300 is refused (it became 0.0 in float32)."""
+    params, grads = problem(11)
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9), interval=4)
+    _, state = optax_run(tx, params, grads[:2])
+    co.save_chainer_snapshot(tmp_path / "s.npz", state)
+    with np.load(tmp_path / "s.npz") as stored:
+        members = {k: stored[k] for k in stored.files}
+    for key, value in change.items():
+        if value is None:
+            del members[key]
+        else:
+            members[key] = np.asarray(value)
+    np.savez(tmp_path / "damaged.npz", **members)
+    fresh = tx.init({k: jnp.asarray(v) for k, v in params.items()})
+    with pytest.raises(error, match=match):
+        co.load_chainer_snapshot(tmp_path / "damaged.npz", fresh)
+    with pytest.raises(error, match=match):
+        co.snapshot_loss_scaling(tmp_path / "damaged.npz")

@@ -300,6 +300,63 @@ def test_scaler_state_dict_round_trip_and_errors():
             crt.LossScaler(**bad)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"scale": float("inf")},
+            r"^loss scale: a loss scale must be finite and in \[2\*\*-126, 2\*\*126\], got inf$",
+        ),
+        ({"scale": float("nan")}, r"^loss scale: a loss scale must be finite and in .*, got nan$"),
+        ({"scale": "2"}, r"^loss scale: expected a real number, got '2' \(str\)$"),
+        ({"scale": True}, r"^loss scale: expected a real number, got True \(bool\)$"),
+        ({"interval": 1.5}, r"^interval: expected an integer, got 1\.5 \(float\)$"),
+        ({"interval": False}, r"^interval: expected an integer, got False \(bool\)$"),
+    ],
+)
+def test_scaler_refuses_what_the_reference_refuses_with_its_message(kwargs, match):
+    """LossScaler(scale=inf) was accepted and failed at the first step (issue 20, item 4)."""
+    with pytest.raises(ValueError, match=match):
+        crt.LossScaler(**kwargs)
+    reference = cr.CorrectedMomentumSGD().setup(cr.Link(W=cr.Parameter(np.zeros(2, np.float32))))
+    with pytest.raises(ValueError, match=match):
+        reference.loss_scaling(**kwargs)
+
+
+GOOD_SCALER_STATE = {"scale": 4.0, "dynamic": True, "interval": 3, "nonfinite_ever": True}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"dynamic": 0.0}, TypeError, r"'dynamic': expected a bool, got 0\.0"),
+        ({"scale": float("inf")}, ValueError, r"'scale': a loss scale must be finite"),
+        ({"scale": "2"}, TypeError, r"'scale': expected a real number"),
+        ({"scale": np.datetime64(4, "s")}, TypeError, r"'scale': expected a real number"),
+        ({"interval": 2**64 - 1}, ValueError, r"'interval': must be an integer in \[1, 2\*\*63 - 1\]"),
+        ({"interval": 1.5}, TypeError, r"'interval': expected an integer"),
+        ({"nonfinite_ever": 1}, TypeError, r"'nonfinite_ever': expected a bool"),
+        ({"nonfinite_ever": None}, KeyError, r"'nonfinite_ever' is missing"),
+        ({"extra": 1}, KeyError, r"unknown key 'extra'"),
+    ],
+)
+def test_scaler_load_state_dict_refuses_bad_values_and_changes_nothing(change, error, match):
+    scaler = crt.LossScaler(scale=8.0)
+    before = scaler.state_dict()
+    state = {**GOOD_SCALER_STATE, **change}
+    state = {k: v for k, v in state.items() if v is not None}
+    with pytest.raises(error, match=match):
+        scaler.load_state_dict(state)
+    assert scaler.state_dict() == before
+
+
+def test_scaler_update_with_a_bad_new_scale_is_refused():
+    scaler = crt.LossScaler(scale=8.0)
+    with pytest.raises(ValueError, match=r"^loss scale: a loss scale must be finite .*got inf$"):
+        scaler.update(float("inf"))
+    assert scaler.get_scale() == 8.0
+
+
 # -- hooks --------------------------------------------------------------------------
 
 

@@ -15,36 +15,18 @@ from typing import Any, Literal
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of, quick_alike
-from corrmom_ref._scalars import (
-    LOSS_SCALE_HIGHEST,
-    LOSS_SCALE_LOWEST,
-    check_counter,
-    check_interval,
-    check_loss_scale,
-)
+from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_counter, check_loss_scale
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, reads_through
-from corrmom_ref.loss_scaling import (
-    LOSS_SCALE_MAX,
-    NonFiniteGradientWarning,
-    growth_multiplier,
-    next_loss_scale,
-)
+from corrmom_ref.loss_scaling import KEYS, LossScaling, NonFiniteGradientWarning, SavedLossScaling
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
-from corrmom_ref.serializers.transfer import key_name, to_flag, to_float, to_int
+from corrmom_ref.serializers.transfer import key_name, to_int
 from corrmom_ref.update_rule import UpdateRule, update_all
 
 __all__ = ["GradientMethod", "Optimizer"]
 
-#: Snapshot keys of the loss-scaling state. Chainer does not save it; the dot
-#: makes the keys impossible as Chainer link or parameter names, and Chainer
-#: ignores keys it does not ask for, so such snapshots still load in Chainer.
-LOSS_SCALING_KEYS = (
-    "loss_scaling.dynamic",
-    "loss_scaling.interval",
-    "loss_scaling.nonfinite_ever",
-    "loss_scaling.scale",
-)
+#: Snapshot keys of the loss-scaling state (:data:`corrmom_ref.loss_scaling.KEYS`).
+LOSS_SCALING_KEYS = tuple(sorted(KEYS.values()))
 
 
 class Optimizer:
@@ -65,13 +47,15 @@ class Optimizer:
     target: Any = None
     use_auto_new_epoch = False
     _hooks: HookRegistry | None = None
-    _loss_scale: float | None = None
-    _loss_scale_max = LOSS_SCALE_MAX
-    _loss_scaling_is_dynamic = False
-    _loss_scaling_interval: int | None = None
-    _loss_scaling_multiplier: float | None = None
-    _loss_scaling_isnan = False
-    _loss_scaling_isnan_ever = False
+
+    @property
+    def _loss_scaling(self) -> LossScaling:
+        """The loss-scaling state (made on first use, so subclasses need not call ``__init__``)."""
+        try:
+            return self.__dict__["_loss_scaling_state"]  # type: ignore[no-any-return]
+        except KeyError:
+            state = self.__dict__["_loss_scaling_state"] = LossScaling()
+            return state
 
     def setup(self, link: Any) -> Optimizer:
         """Set ``link`` as the target; reset ``t``, ``epoch`` and the hooks; return ``self``.
@@ -171,7 +155,13 @@ class Optimizer:
     @property
     def loss_scale(self) -> float | None:
         """The current loss scale (``None``: no loss scaling)."""
-        return self._loss_scale
+        return self._loss_scaling.scale  # type: ignore[no-any-return]
+
+    @property
+    def _loss_scale(self) -> float | None:
+        """:attr:`loss_scale` under Chainer's attribute name, for code that reads Chainer's
+        optimizers and the reference's alike (read-only)."""
+        return self._loss_scaling.scale  # type: ignore[no-any-return]
 
     @property
     def dynamic_loss_scaling(self) -> bool:
@@ -180,12 +170,14 @@ class Optimizer:
         It stays on after a later static :meth:`loss_scaling` call, as in
         Chainer (see there).
         """
-        return self._loss_scaling_is_dynamic
+        return self._loss_scaling.dynamic
 
     def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
         """Configure loss scaling: dynamic when ``scale`` is ``None``, else static.
 
-        Dynamic scaling restarts at 1.0 and follows
+        The state is a :class:`~corrmom_ref.loss_scaling.LossScaling`
+        (:meth:`~corrmom_ref.loss_scaling.LossScaling.configure`). Dynamic
+        scaling restarts at 1.0 and follows
         :func:`~corrmom_ref.loss_scaling.next_loss_scale`. Static scaling fixes
         the scale. Chainer quirk, kept because it changes numbers: switching
         from dynamic to static leaves the dynamic flag on, so the static value
@@ -205,22 +197,7 @@ class Optimizer:
                 numbers). A snapshot's loss-scaling keys are held to the same
                 ranges.
         """
-        if scale is None:
-            interval = _refused_as_value_error(check_interval, interval, "interval")
-            self._loss_scaling_is_dynamic = True
-            self._loss_scale = 1.0
-            self._loss_scaling_interval = int(interval)
-            self._loss_scaling_multiplier = growth_multiplier(int(interval))
-            self._loss_scaling_isnan_ever = False
-            return
-        _refused_as_value_error(check_loss_scale, scale, "loss scale")
-        if self._loss_scaling_is_dynamic:
-            warnings.warn(
-                "static loss scale set while dynamic loss scaling is on: as in Chainer, the "
-                "dynamic policy stays on and will keep changing this scale",
-                stacklevel=2,
-            )
-        self._loss_scale = scale
+        self._loss_scaling.configure(interval, scale, stacklevel=2)
 
     def set_loss_scale(self, loss_scale: float) -> None:
         """Static loss scaling with ``loss_scale`` (``loss_scaling(scale=loss_scale)``)."""
@@ -236,15 +213,16 @@ class Optimizer:
         registry (and a line to stderr) for ever; here the registry holds at
         most one entry per parameter.
         """
-        self._loss_scaling_isnan = False
-        if not self._loss_scaling_is_dynamic:
+        scaling = self._loss_scaling
+        scaling.record(False)
+        if not scaling.dynamic:
             return
         named = [(name, p.grad) for name, p in self.target.namedparams() if p.grad is not None]
-        for (name, _), finite in zip(named, finite_flags([g for _, g in named]), strict=True):
+        flags = finite_flags([g for _, g in named])
+        scaling.record(not all(flags))
+        for (name, _), finite in zip(named, flags, strict=True):
             if not finite:
-                self._loss_scaling_isnan = True
-                self._loss_scaling_isnan_ever = True
-                warnings.warn(NonFiniteGradientWarning(name, self.t, self._loss_scale), stacklevel=3)
+                warnings.warn(NonFiniteGradientWarning(name, self.t, scaling.scale), stacklevel=3)
 
     def is_safe_to_update(self) -> bool:
         """Whether the last :meth:`check_nan_in_grads` found only finite gradients.
@@ -252,20 +230,11 @@ class Optimizer:
         Chainer raises ``AttributeError`` before the first check; the
         reference returns ``True`` (no check has found anything).
         """
-        return not self._loss_scaling_isnan
+        return not self._loss_scaling.nonfinite_now
 
     def update_loss_scale(self) -> None:
         """Move the dynamic loss scale after a step (no-op for static or none)."""
-        if not self._loss_scaling_is_dynamic:
-            return
-        assert self._loss_scale is not None and self._loss_scaling_multiplier is not None
-        self._loss_scale = next_loss_scale(
-            self._loss_scale,
-            nonfinite_now=self._loss_scaling_isnan,
-            nonfinite_ever=self._loss_scaling_isnan_ever,
-            multiplier=self._loss_scaling_multiplier,
-            max_scale=self._loss_scale_max,
-        )
+        self._loss_scaling.advance()
 
     # -- serialization -------------------------------------------------------
 
@@ -311,69 +280,24 @@ class Optimizer:
         for rule, loaded in loaded_rules:
             rule.apply_loaded(loaded)
         if loss_scaling is not None:
-            self.__dict__.update(loss_scaling)
+            self._loss_scaling.restore(loss_scaling)
 
     def _save_loss_scaling(self, serializer: AbstractSerializer) -> None:
-        serializer("loss_scaling.dynamic", bool(self._loss_scaling_is_dynamic))
-        serializer("loss_scaling.nonfinite_ever", bool(self._loss_scaling_isnan_ever))
-        if self._loss_scaling_interval is not None:
-            serializer("loss_scaling.interval", int(self._loss_scaling_interval))
-        if self._loss_scale is not None:
-            serializer("loss_scaling.scale", _scale_to_save(self._loss_scale))
+        for key, value in self._loss_scaling.snapshot_entries().items():
+            serializer(key, value)
 
-    def _read_loss_scaling(self, serializer: AbstractSerializer) -> dict[str, Any] | None:
-        """Read and check the ``loss_scaling.*`` keys (ranges: :mod:`corrmom_ref._scalars`)."""
-
-        def read(key: str) -> Any:
+    def _read_loss_scaling(self, serializer: AbstractSerializer) -> SavedLossScaling | None:
+        """Read and check the ``loss_scaling.*`` keys
+        (:meth:`~corrmom_ref.loss_scaling.LossScaling.read_entries`)."""
+        stored = {}
+        for key in LOSS_SCALING_KEYS:
             try:
-                return serializer(key, None)
+                value = serializer(key, None)
             except KeyError:
-                return None
-
-        dynamic = read("loss_scaling.dynamic")
-        if dynamic is None:
-            return None  # a Chainer snapshot: keep the current configuration
-        interval = read("loss_scaling.interval")
-        scale = read("loss_scaling.scale")
-        ever = read("loss_scaling.nonfinite_ever")
-        keys = ("dynamic", "interval", "scale", "nonfinite_ever")
-        names = {key: key_name(serializer, f"loss_scaling.{key}") for key in keys}
-        is_dynamic = to_flag(dynamic, names["dynamic"])
-        interval_value = None
-        if interval is not None:
-            interval_value = check_interval(to_int(interval, names["interval"]), names["interval"])
-        scale_value = None
-        if scale is not None:
-            scale_value = _loaded_scale(
-                scale, check_loss_scale(to_float(scale, names["scale"]), names["scale"])
-            )
-        ever_value = False if ever is None else to_flag(ever, names["nonfinite_ever"])
-        if is_dynamic and (interval_value is None or scale_value is None):
-            raise ValueError("loss_scaling.*: a dynamic loss scale needs an interval and a scale")
-        return {
-            "_loss_scaling_is_dynamic": is_dynamic,
-            "_loss_scaling_interval": interval_value,
-            "_loss_scaling_multiplier": None if interval_value is None else growth_multiplier(interval_value),
-            "_loss_scaling_isnan_ever": ever_value,
-            "_loss_scale": scale_value,
-        }
-
-
-def _scale_to_save(scale: Any) -> Any:
-    """The loss scale as saved: a NumPy float16/float32 scalar as it is (its type changes 0-d
-    arithmetic on NumPy 1.x: ``corrmom_ref._backends.scalars``), anything else as a Python float."""
-    dtype = getattr(scale, "dtype", None)
-    if dtype is not None and str(dtype) in ("float16", "float32") and not getattr(scale, "shape", ()):
-        return scale
-    return float(scale)
-
-
-def _loaded_scale(stored: Any, value: float) -> Any:
-    """The loaded loss scale: a NumPy scalar of the stored float16/float32 dtype, else ``value``."""
-    dtype = getattr(stored, "dtype", None)
-    if dtype is not None and str(dtype) in ("float16", "float32") and hasattr(dtype, "type"):
-        return dtype.type(value)
-    return value
+                continue
+            if value is not None:
+                stored[key] = value
+        return LossScaling.read_entries(stored, getattr(serializer, "path", ""))
 
 
 class GradientMethod(Optimizer):
@@ -415,12 +339,11 @@ class GradientMethod(Optimizer):
 
     def _apply_outside_verdict(self) -> None:
         """Step 4's second half: OR the outside verdict into this step's non-finite flags."""
-        verdict = self._outside_verdict
-        if verdict is None or not self._loss_scaling_is_dynamic or self._loss_scaling_isnan:
+        verdict, scaling = self._outside_verdict, self._loss_scaling
+        if verdict is None or not scaling.dynamic or scaling.nonfinite_now:
             return
         if verdict():
-            self._loss_scaling_isnan = True
-            self._loss_scaling_isnan_ever = True
+            scaling.record(True)
 
     def setup(self, link: Any) -> GradientMethod:
         """As :meth:`Optimizer.setup`, and give every parameter a fresh update rule.
@@ -527,17 +450,20 @@ class GradientMethod(Optimizer):
             self.backward_loss(lossfun, *args, **kwds)
         entries = self.check_update_inputs()
         self.reallocate_cleared_grads()
-        nonfinite_ever = self._loss_scaling_isnan_ever
+        scaling = self._loss_scaling
+        nonfinite_ever = scaling.nonfinite_ever
         self.check_nan_in_grads()
         self._apply_outside_verdict()
         has_pre_hooks = bool(self._registry().names("pre"))
         try:
+            if has_pre_hooks and scaling.dynamic and not scaling.clipping_warned:
+                scaling.warn_clipping(self._registry().of("pre"), recipe=_REFERENCE_RECIPE, stacklevel=2)
             self.call_hooks("pre")
             if has_pre_hooks:  # the hooks may have changed anything: walk and check again
                 entries = self.check_update_inputs()
         except BaseException:
             # the step did not happen: forget what its NaN check recorded
-            self._loss_scaling_isnan_ever = nonfinite_ever
+            scaling.nonfinite_ever = nonfinite_ever
             raise
         self.t += 1
         if self.is_safe_to_update():
@@ -558,7 +484,7 @@ class GradientMethod(Optimizer):
             self.target.cleargrads()
         else:
             self.target.zerograds()
-        loss.backward(loss_scale=self._loss_scale)
+        loss.backward(loss_scale=self._loss_scaling.scale)
 
     def use_cleargrads(self, use: bool = True) -> None:
         """Choose ``cleargrads`` (default) or ``zerograds`` in :meth:`update` (deprecated)."""
@@ -577,10 +503,9 @@ class GradientMethod(Optimizer):
                 rule.use_fp32_update(self._use_fp32_update)
 
 
-def _refused_as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> Any:
-    """``check(value, name)``, its ``TypeError`` (not a number) raised as ``ValueError``,
-    the one error :meth:`Optimizer.loss_scaling` has always raised for a refused argument."""
-    try:
-        return check(value, name)
-    except TypeError as error:
-        raise ValueError(str(error)) from None
+#: How to clip the true gradients with the reference (see ``docs/porting.md``).
+_REFERENCE_RECIPE = (
+    "register in its place a pre hook that clips at the threshold times the loss scale, "
+    "opt.add_hook(lambda o: GradientClipping(threshold * o.loss_scale)(o), name='clip'), "
+    "as docs/porting.md shows ('Clipping under loss scaling')"
+)

@@ -174,13 +174,14 @@ def static_scaling_skips_non_finite() -> ReferenceAdapter:
 
     class Optimizer(cr.CorrectedMomentumSGD):
         def check_nan_in_grads(self) -> None:
-            dynamic = self._loss_scaling_is_dynamic
-            if self._loss_scale is not None:
-                self._loss_scaling_is_dynamic = True
+            scaling = self._loss_scaling
+            dynamic = scaling.dynamic
+            if scaling.scale is not None:
+                scaling.dynamic = True
             try:
                 super().check_nan_in_grads()
             finally:
-                self._loss_scaling_is_dynamic = dynamic
+                scaling.dynamic = dynamic
 
     return _adapter("static_scaling_skips_non_finite", Optimizer)
 
@@ -193,12 +194,9 @@ def uncapped_after_an_overflow() -> ReferenceAdapter:
 
     class Optimizer(cr.CorrectedMomentumSGD):
         def update_loss_scale(self) -> None:
-            if (
-                self._loss_scaling_is_dynamic
-                and self._loss_scaling_isnan_ever
-                and not self._loss_scaling_isnan
-            ):
-                self._loss_scale *= self._loss_scaling_multiplier
+            scaling = self._loss_scaling
+            if scaling.dynamic and scaling.nonfinite_ever and not scaling.nonfinite_now:
+                scaling.scale *= scaling.multiplier
                 return
             super().update_loss_scale()
 
@@ -208,12 +206,13 @@ def uncapped_after_an_overflow() -> ReferenceAdapter:
 def _finite_check(name: str, finite: Any) -> ReferenceAdapter:
     class Optimizer(cr.CorrectedMomentumSGD):
         def check_nan_in_grads(self) -> None:
-            self._loss_scaling_isnan = False
-            if not self._loss_scaling_is_dynamic:
+            scaling = self._loss_scaling
+            scaling.record(False)
+            if not scaling.dynamic:
                 return
             for path, param in self.target.namedparams():
-                if param.grad is not None and not finite(param.grad, self._loss_scale):
-                    self._loss_scaling_isnan = self._loss_scaling_isnan_ever = True
+                if param.grad is not None and not finite(param.grad, scaling.scale):
+                    scaling.record(True)
                     warnings.warn(f"Non finite number found in param.grad of {path}", stacklevel=2)
 
     return _adapter(name, Optimizer)
@@ -257,12 +256,13 @@ def overflow_history_not_saved() -> ReferenceAdapter:
 
     class Optimizer(cr.CorrectedMomentumSGD):
         def _save_loss_scaling(self, serializer: Any) -> None:
-            ever = self._loss_scaling_isnan_ever
-            self._loss_scaling_isnan_ever = False
+            scaling = self._loss_scaling
+            ever = scaling.nonfinite_ever
+            scaling.nonfinite_ever = False
             try:
                 super()._save_loss_scaling(serializer)
             finally:
-                self._loss_scaling_isnan_ever = ever
+                scaling.nonfinite_ever = ever
 
     return _adapter("overflow_history_not_saved", Optimizer)
 

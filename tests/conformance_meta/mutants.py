@@ -129,7 +129,7 @@ def interval_plus_one() -> ReferenceAdapter:
         def loss_scaling(self, interval: int = 1000, scale: float | None = None) -> None:
             super().loss_scaling(interval, scale)
             if scale is None:
-                self._loss_scaling_multiplier = ls.growth_multiplier(interval + 1)
+                self._loss_scaling.multiplier = ls.growth_multiplier(interval + 1)
 
     return _adapter("interval_plus_one", Optimizer)
 
@@ -138,17 +138,16 @@ def no_clamp() -> ReferenceAdapter:
     """The scale is not clamped to [1, 65504]."""
 
     class Optimizer(cr.CorrectedMomentumSGD):
-        _loss_scale_max = float("inf")
-
         def update_loss_scale(self) -> None:
-            if not self._loss_scaling_is_dynamic:
+            scaling = self._loss_scaling
+            if not scaling.dynamic:
                 return
-            if self._loss_scaling_isnan:
-                self._loss_scale *= 0.5
-            elif self._loss_scaling_isnan_ever:
-                self._loss_scale *= self._loss_scaling_multiplier
+            if scaling.nonfinite_now:
+                scaling.scale *= 0.5
+            elif scaling.nonfinite_ever:
+                scaling.scale *= scaling.multiplier
             else:
-                self._loss_scale *= 2.0
+                scaling.scale *= 2.0
 
     return _adapter("no_clamp", Optimizer)
 
@@ -172,7 +171,7 @@ def t_frozen_on_skip() -> ReferenceAdapter:
     class Optimizer(cr.CorrectedMomentumSGD):
         def update(self, lossfun: Any = None, *args: Any, **kwds: Any) -> None:
             super().update(lossfun, *args, **kwds)
-            if self._loss_scaling_isnan:
+            if self._loss_scaling.nonfinite_now:
                 self.t -= 1
 
     return _adapter("t_frozen_on_skip", Optimizer)

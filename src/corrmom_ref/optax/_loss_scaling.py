@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, LOSS_SCALE_MIN, growth_multiplier
+from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -67,14 +67,11 @@ class LossScalingState(NamedTuple):
 
 
 def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any) -> None:
+    """The reference's :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` for every
+    parameter whose gradient is not finite (its message names the parameter only)."""
     for name, ok in zip(names, finite, strict=True):
         if not bool(ok):
-            warnings.warn(
-                f"Non finite number found in the gradient of {name} "
-                f"(iteration: {int(count)}, loss_scale: {float(scale)}); the update is skipped",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(NonFiniteGradientWarning(name, int(count), float(scale)), stacklevel=2)
 
 
 def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
@@ -104,34 +101,43 @@ def loss_scaling(
         interval: Dynamic scaling: clean steps per doubling once a
             non-finite gradient was seen (Chainer's ``interval``).
         scale: A positive number for static scaling; ``None`` for dynamic.
-        warn: Dynamic scaling: warn (``RuntimeWarning``, through
+        warn: Dynamic scaling: warn (the reference's
+            :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, through
             ``jax.debug.callback``) naming every parameter whose gradient is
-            not finite, as Chainer does.
+            not finite, as Chainer does; the step and the scale are the
+            warning's ``iteration`` and ``loss_scale`` attributes.
 
     Returns:
         An ``optax.GradientTransformation`` with a :class:`LossScalingState`.
 
+    The configuration is checked and kept by the reference's
+    :class:`~corrmom_ref.loss_scaling.LossScaling` (its ``configure``), and the
+    jitted update moves the scale by that object's rule
+    (:func:`~corrmom_ref.loss_scaling.next_loss_scale`: the same factors,
+    multiplier and bounds) written in ``jnp``.
+
     Raises:
-        ValueError: ``interval < 1`` with dynamic scaling, or ``scale <= 0``.
+        ValueError: ``interval`` is not an integer in ``[1, 2**63 - 1]`` with
+            dynamic scaling (``interval: expected an integer, got 1.5 (float)``),
+            or ``scale`` is not a real number in ``[2**-126, 2**126]`` (``inf``,
+            NaN, ``0``, ``'2'``, a bool: ``loss scale: ...``), the messages of
+            :meth:`corrmom_ref.Optimizer.loss_scaling`. An interval beyond the
+            ``int32`` the state records it in is refused too.
     """
-    dynamic = scale is None
-    if dynamic:
-        if interval < 1:
-            raise ValueError(f"loss_scaling: interval must be >= 1, got {interval}")
-        multiplier = growth_multiplier(interval)
-    else:
-        assert scale is not None
-        if not scale > 0:
-            raise ValueError(f"loss_scaling: scale must be positive, got {scale}")
-        multiplier = 1.0
-    start = 1.0 if dynamic else float(scale)  # type: ignore[arg-type]
+    config = LossScaling()
+    config.configure(interval, scale)
+    dynamic = config.dynamic
+    if dynamic and config.interval > _INT32_MAX:  # type: ignore[operator]
+        raise ValueError(f"interval: loss_scaling records it as an int32, got {config.interval}")
+    multiplier = config.multiplier if config.multiplier is not None else 1.0
+    start, max_scale = float(config.scale), config.max_scale
 
     def init(params: optax.Params) -> LossScalingState:
         return LossScalingState(
             count=jnp.zeros((), jnp.int32),
             scale=jnp.asarray(start, dtype=float),
             nonfinite_ever=jnp.zeros((), bool),
-            interval=jnp.asarray(interval if dynamic else 0, jnp.int32),
+            interval=jnp.asarray(config.interval if dynamic else 0, jnp.int32),
             inner_state=inner.init(params),
         )
 
@@ -158,12 +164,16 @@ def loss_scaling(
         )
         ever = state.nonfinite_ever | ~finite
         factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
-        new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, LOSS_SCALE_MAX).astype(s.dtype)
+        new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, max_scale).astype(s.dtype)
         return new_updates, state._replace(
             count=count, scale=new_scale, nonfinite_ever=ever, inner_state=kept_inner
         )
 
     return optax.GradientTransformation(init, update)  # type: ignore[arg-type]
+
+
+#: The largest interval :attr:`LossScalingState.interval` holds.
+_INT32_MAX = 2**31 - 1
 
 
 def find_loss_scaling_state(state: optax.OptState) -> LossScalingState | None:

@@ -25,6 +25,27 @@ of optax's ``trace``), it starts at zeros, and ``count`` is the number of
 updates applied (Chainer's per-parameter ``UpdateRule.t``), at which a
 schedule is evaluated: step ``k`` (counting from 0) uses
 ``learning_rate(k)``.
+
+Inputs are held to the reference's rules, with its messages:
+
+* ``learning_rate`` and ``momentum`` must be finite and :math:`\ge 0`
+  (:func:`corrmom_ref._validation.check_nonnegative_finite`). A number or a
+  concrete array is checked when the transformation is made; a schedule's
+  value when ``update`` runs: run eagerly, ``update`` raises ``ValueError``
+  before returning anything. Under ``jax.jit`` a schedule's value (or one
+  set through ``optax.inject_hyperparams``) is a tracer, and a jitted
+  function cannot raise on a value without a host callback on every step
+  (which costs more than the step itself): a bad traced value becomes NaN,
+  so that step's updates (and the velocity, where the value enters it) are
+  NaN rather than silently wrong; the same step run under
+  ``jax.disable_jit()`` raises the ``ValueError``.
+* Parameters (and the velocity) must be floating point: an integer or
+  boolean leaf is a ``TypeError`` naming its path, raised by ``init`` (and
+  by ``update``), as the reference's ``check_parameter_dtype``.
+* A ``float0`` gradient (what ``jax.grad(..., allow_int=True)`` gives for an
+  integer leaf) is a ``TypeError`` naming its path; ``optax.sgd`` refuses it
+  too, with an error naming no leaf. Keep such leaves out of the
+  transformation (``optax.partition`` with ``optax.set_to_zero``).
 """
 
 from __future__ import annotations
@@ -33,9 +54,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from corrmom_ref._reference import corrected_increment
+from corrmom_ref._validation import check_nonnegative_finite
+from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["MomentumState", "corrected_momentum_sgd", "momentum_sgd"]
 
@@ -53,35 +77,90 @@ class MomentumState(NamedTuple):
     velocity: optax.Updates
 
 
-def _hyperparameter(value: Any, name: str) -> Any:
+def _hyperparameter(value: Any, name: str, where: str) -> Any:
+    """``value`` if it is a schedule, or a number or array that is finite and >= 0 where it is
+    concrete (a tracer is checked when ``update`` runs, see :func:`_checked_at`)."""
     if callable(value):
         return value
     if isinstance(value, bool) or (
         not isinstance(value, (int, float, jax.Array)) and not hasattr(value, "dtype")
     ):
         raise TypeError(f"{name} must be a number, an array or an optax schedule, got {type(value).__name__}")
+    if not isinstance(value, jax.core.Tracer):
+        _check_concrete(value, name, where)
     return value
 
 
-def _at(value: Any, count: jax.Array) -> Any:
-    return value(count) if callable(value) else value
+def _check_concrete(value: Any, name: str, where: str) -> None:
+    """Raise as the reference does unless ``value`` (a number or a scalar array) is finite and >= 0."""
+    if hasattr(value, "dtype"):
+        array = np.asarray(value)
+        if array.shape != ():
+            raise TypeError(f"{where}: hyperparameter {name!r} must be a scalar, got shape {array.shape}")
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"{where}: hyperparameter {name!r} must be a real number, got {value!r}")
+        value = array.item()
+    check_nonnegative_finite(name, value, where)
+
+
+def _checked_at(value: Any, count: jax.Array, name: str, where: str) -> Any:
+    """The hyperparameter's value at ``count``, checked.
+
+    A concrete value that is negative or not finite raises the reference's
+    ``ValueError``. A traced one (a schedule's value under ``jax.jit``, a value
+    injected by ``optax.inject_hyperparams`` there) cannot raise: it becomes
+    NaN when it is bad, so the step's updates are NaN rather than silently
+    wrong (the same step under ``jax.disable_jit()`` raises the
+    ``ValueError``).
+    """
+    at = value(count) if callable(value) else value
+    if not isinstance(at, jax.core.Tracer):
+        if callable(value):
+            shown = "being traced" if isinstance(count, jax.core.Tracer) else int(count)
+            _check_concrete(at, name, f"{where} (the schedule's value at count {shown})")
+        return at
+    good = jnp.isfinite(at) & (at >= 0)
+    return jnp.where(good, at, jnp.nan)
+
+
+def _check_leaf_dtypes(tree: Any, where: str, what: str) -> None:
+    """``TypeError`` naming the first leaf of ``tree`` that is not floating point (``what``:
+    ``'parameter'`` or ``'gradient of parameter'``)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = jnp.result_type(leaf)
+        if dtype == jax.dtypes.float0:
+            raise TypeError(
+                f"{what} {chainer_path(path)} has dtype float0 (jax.grad's gradient of an integer "
+                f"or boolean input): {where} updates floating-point parameters only; keep the leaf "
+                f"out of the transformation (optax.partition with optax.set_to_zero)"
+            )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{what} {chainer_path(path)} has dtype {dtype}: {where} updates floating-point "
+                f"parameters only; give it a floating-point array, or keep it out of the "
+                f"transformation (optax.partition with optax.set_to_zero)"
+            )
 
 
 def _momentum_transformation(
     learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, corrected: bool
 ) -> optax.GradientTransformation:
-    learning_rate = _hyperparameter(learning_rate, "learning_rate")
-    momentum = _hyperparameter(momentum, "momentum")
+    where = "corrected_momentum_sgd" if corrected else "momentum_sgd"
+    learning_rate = _hyperparameter(learning_rate, "learning_rate", where)
+    momentum = _hyperparameter(momentum, "momentum", where)
 
     def init(params: optax.Params) -> MomentumState:
+        _check_leaf_dtypes(params, where, "parameter")
         return MomentumState(count=jnp.zeros((), jnp.int32), velocity=optax.tree.zeros_like(params))
 
     def update(
         updates: optax.Updates, state: MomentumState, params: optax.Params | None = None
     ) -> tuple[optax.Updates, MomentumState]:
         del params
-        lr = _at(learning_rate, state.count)
-        m = _at(momentum, state.count)
+        _check_leaf_dtypes(state.velocity, where, "parameter")
+        _check_leaf_dtypes(updates, where, "gradient of parameter")
+        lr = _checked_at(learning_rate, state.count, "learning_rate", where)
+        m = _checked_at(momentum, state.count, "momentum", where)
 
         def leaf(g: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
             # Chainer's NumPy code multiplies by Python floats, which NumPy

@@ -20,7 +20,6 @@ the next step Chainer's next step.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Hashable, Mapping
 from typing import Any, BinaryIO
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from corrmom_ref.loss_scaling import LossScaling
 from corrmom_ref.optax._loss_scaling import LossScalingState
 from corrmom_ref.optax._momentum import MomentumState
 from corrmom_ref.optax._paths import chainer_path, plain_key
@@ -141,12 +141,12 @@ def snapshot_loss_scaling(file: File) -> dict[str, Any] | None:
     """The loss-scaling configuration a snapshot records, as keyword arguments of
     :func:`~corrmom_ref.optax.loss_scaling` (``{'interval': 2}`` or ``{'scale': 128.0}``);
     ``None`` for a snapshot without one (Chainer's)."""
-    stored = read_npz_arrays(file)
-    if "loss_scaling.dynamic" not in stored:
+    saved = LossScaling.read_entries(read_npz_arrays(file))  # checked as the reference checks them
+    if saved is None or (not saved.dynamic and saved.scale is None):
         return None
-    if bool(stored["loss_scaling.dynamic"]):
-        return {"interval": int(stored["loss_scaling.interval"])}
-    return {"scale": float(stored["loss_scaling.scale"])}
+    if saved.dynamic:
+        return {"interval": saved.interval}
+    return {"scale": float(saved.scale)}
 
 
 def _scalar_int(value: np.ndarray, key: str) -> int:
@@ -229,20 +229,20 @@ def load_chainer_snapshot(
             return node
         t = read("t")
         node = node if t is None else node._replace(count=jnp.asarray(_scalar_int(t, "t"), node.count.dtype))
-        if "loss_scaling.dynamic" not in stored:
+        saved = LossScaling.read_entries(stored)  # checked as the reference checks them
+        if saved is None:
             return node  # Chainer's snapshot: the scale is not saved, keep the current one
-        dynamic = bool(stored["loss_scaling.dynamic"])
-        interval = int(stored["loss_scaling.interval"]) if dynamic else 0
+        dynamic = saved.dynamic
+        interval = saved.interval if dynamic else 0
         if interval != int(node.interval):
             want = f"loss_scaling(..., interval={interval})" if dynamic else "static loss_scaling"
             raise ValueError(
                 f"load_chainer_snapshot: the snapshot's loss scaling needs {want}, the state's has "
                 f"interval {int(node.interval)} (0: static); see snapshot_loss_scaling"
             )
-        scale = float(stored["loss_scaling.scale"])
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"loss_scaling.scale: must be positive and finite, got {scale}")
-        ever = bool(stored.get("loss_scaling.nonfinite_ever", False))
+        if saved.scale is None:
+            raise KeyError("load_chainer_snapshot: 'loss_scaling.scale' is not in the snapshot")
+        scale, ever = float(saved.scale), saved.nonfinite_ever
         return node._replace(
             scale=jnp.asarray(scale, node.scale.dtype),
             nonfinite_ever=jnp.asarray(ever, node.nonfinite_ever.dtype),

@@ -166,46 +166,42 @@ def write_optimizer_npz(file: File, snapshot: OptimizerSnapshot, compression: bo
 def loss_scaling_entries(
     *, scale: float, dynamic: bool, interval: int, nonfinite_ever: bool
 ) -> dict[str, np.ndarray]:
-    r"""The ``loss_scaling.*`` entries of :attr:`OptimizerSnapshot.extra` for this state.
+    r"""The ``loss_scaling.*`` entries of :attr:`OptimizerSnapshot.extra` for this state
+    (:meth:`corrmom_ref.loss_scaling.LossScaling.snapshot_entries`).
 
     ``nonfinite_ever``: whether any step had a non-finite gradient (after which
     the dynamic scale grows by :math:`2^{1/\mathrm{interval}}` per clean step).
     """
-    values = {
-        "scale": float(scale),
-        "dynamic": bool(dynamic),
-        "interval": int(interval),
-        "nonfinite_ever": bool(nonfinite_ever),
-    }
-    return {LOSS_SCALING_KEYS[k]: np.asarray(v) for k, v in values.items()}
+    from corrmom_ref.loss_scaling import LossScaling, SavedLossScaling
+
+    state = LossScaling()
+    state.restore(SavedLossScaling(bool(dynamic), float(scale), int(interval), bool(nonfinite_ever)))
+    return {key: np.asarray(value) for key, value in state.snapshot_entries().items()}
 
 
 def read_loss_scaling(snapshot: OptimizerSnapshot, path: str = "") -> dict[str, Any]:
     """The loss-scaling state in ``snapshot.extra`` as ``{scale, dynamic, interval, nonfinite_ever}``;
     ``{}`` when there is none (Chainer's snapshots, or a run without loss scaling).
 
+    Read and checked by :meth:`corrmom_ref.loss_scaling.LossScaling.read_entries`.
     A static scale saved without an interval reads as interval 1000 (Chainer's default).
 
     Raises:
-        KeyError: a dynamic scale without its interval (``path`` prefixes the key in the message).
-        ValueError: a scale that is not positive or an interval below 1.
+        KeyError: some ``loss_scaling.*`` keys are there and a needed one is not
+            (``path`` prefixes the key in the message).
+        TypeError, ValueError: a value of the wrong kind or out of range (named by its key).
     """
-    extra = snapshot.extra
-    keys = LOSS_SCALING_KEYS
-    if keys["dynamic"] not in extra or keys["scale"] not in extra:
+    from corrmom_ref.loss_scaling import LossScaling
+
+    saved = LossScaling.read_entries(snapshot.extra, path)
+    if saved is None or saved.scale is None:
         return {}
-    dynamic = bool(np.asarray(extra[keys["dynamic"]]).item())
-    if dynamic and keys["interval"] not in extra:
-        raise KeyError(f"{path}{keys['interval']} is missing for a dynamic loss scale")
-    state = {
-        "scale": float(np.asarray(extra[keys["scale"]]).item()),
-        "dynamic": dynamic,
-        "interval": int(np.asarray(extra.get(keys["interval"], 1000)).item()),
-        "nonfinite_ever": bool(np.asarray(extra.get(keys["nonfinite_ever"], False)).item()),
+    return {
+        "scale": float(saved.scale),
+        "dynamic": saved.dynamic,
+        "interval": 1000 if saved.interval is None else saved.interval,
+        "nonfinite_ever": saved.nonfinite_ever,
     }
-    if not state["scale"] > 0 or state["interval"] < 1:
-        raise ValueError(f"invalid saved loss scale {state}")
-    return state
 
 
 def _to_int(value: np.ndarray, key: str) -> int:

@@ -15,6 +15,11 @@ doubles once per ``interval`` clean steps), within ``[1, 65504]``. A static
 scale never moves and never skips. Unlike Chainer, the state is saved
 (:meth:`~corrmom_ref.torch.LossScaler.state_dict`), so a resumed run continues the same scale
 sequence.
+
+The state and its checks are the reference's
+(:class:`corrmom_ref.loss_scaling.LossScaling`): the constructor, :meth:`LossScaler.update`
+and :meth:`LossScaler.load_state_dict` refuse what :meth:`corrmom_ref.Optimizer.loss_scaling`
+and a reference snapshot refuse, with the same messages, before anything changes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from typing import Any
 
 import torch
 
-from corrmom_ref.loss_scaling import LOSS_SCALE_MAX, growth_multiplier, next_loss_scale
+from corrmom_ref.loss_scaling import (
+    KEYS,
+    LossScaling,
+    SavedLossScaling,
+    check_interval_argument,
+    check_scale_argument,
+)
 
 __all__ = ["LossScaler"]
 
@@ -34,25 +45,25 @@ class LossScaler:
 
     Args:
         interval: Dynamic scaling doubles the scale once per ``interval`` clean
-            steps after the first overflow (Chainer's default 1000).
+            steps after the first overflow (Chainer's default 1000). Checked
+            with a static scale too, since :meth:`state_dict` records it.
         scale: A fixed scale (static scaling); ``None``: dynamic, starting at 1.
         enabled: ``False`` makes every method a pass-through (scale 1, no checks).
 
     Raises:
-        ValueError: ``interval < 1`` (dynamic) or ``scale <= 0`` (static).
+        ValueError: ``interval`` is not an integer in ``[1, 2**63 - 1]``
+            (``interval: expected an integer, got 1.5 (float)``), or ``scale``
+            is not a real number in ``[2**-126, 2**126]`` (``inf``, NaN, ``0``,
+            ``'2'``, a bool: ``loss scale: ...``), as
+            :meth:`corrmom_ref.Optimizer.loss_scaling` refuses them.
     """
 
     def __init__(self, interval: int = 1000, scale: float | None = None, *, enabled: bool = True) -> None:
-        if scale is None:
-            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-                raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
-        elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        checked_interval = check_interval_argument(interval)
+        checked_scale = 1.0 if scale is None else check_scale_argument(scale)
         self._enabled = bool(enabled)
-        self._dynamic = scale is None
-        self._interval = int(interval)
-        self._scale = 1.0 if scale is None else float(scale)
-        self._nonfinite_ever = False
+        self._state = LossScaling()
+        self._state.restore(SavedLossScaling(scale is None, checked_scale, checked_interval, False))
         self._stepped: dict[int, bool] = {}  # id(optimizer) -> skipped, since the last update()
         self._unscaled: set[int] = set()
 
@@ -65,18 +76,18 @@ class LossScaler:
     @property
     def dynamic(self) -> bool:
         """Whether the scale follows Chainer's dynamic rule."""
-        return self._dynamic
+        return self._state.dynamic
 
     def get_scale(self) -> float:
         """The current scale (1.0 when disabled)."""
-        return self._scale if self._enabled else 1.0
+        return float(self._state.scale) if self._enabled else 1.0
 
     def scale(self, outputs: Any) -> Any:
         """``outputs`` (a tensor, or lists/tuples of them) times the current scale."""
         if not self._enabled:
             return outputs
         if isinstance(outputs, torch.Tensor):
-            return outputs * self._scale
+            return outputs * self._state.scale
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
         raise TypeError(f"scale() takes tensors or lists/tuples of them, got {type(outputs).__name__}")
@@ -99,7 +110,7 @@ class LossScaler:
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        p.grad.div_(self._scale)
+                        p.grad.div_(self._state.scale)
         self._unscaled.add(id(optimizer))
 
     def step(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:
@@ -111,8 +122,13 @@ class LossScaler:
             return optimizer.step(closure)
         if id(optimizer) in self._stepped:
             raise RuntimeError("step() was already called on this optimizer since the last update()")
-        scale = None if id(optimizer) in self._unscaled else self._scale
-        out = optimizer.step(closure, loss_scale=scale, check_finite=self._dynamic)
+        unscaled = id(optimizer) in self._unscaled
+        if not unscaled and self._state.dynamic:
+            hooks = getattr(optimizer, "_chainer_hooks", None)  # the optimizer's pre hooks
+            if hooks is not None:
+                self._state.warn_clipping(hooks.of("pre"), recipe=TORCH_RECIPE, stacklevel=2)
+        scale = None if unscaled else self._state.scale
+        out = optimizer.step(closure, loss_scale=scale, check_finite=self._state.dynamic)
         self._stepped[id(optimizer)] = bool(optimizer.last_step_skipped)
         return out
 
@@ -124,28 +140,20 @@ class LossScaler:
 
         Raises:
             RuntimeError: dynamic, no ``new_scale``, and no :meth:`step` since the last update.
+            ValueError: ``new_scale`` is not a loss scale (as for the constructor's ``scale``).
         """
         if not self._enabled:
             return
         try:
             if new_scale is not None:
-                if not new_scale > 0:
-                    raise ValueError(f"new_scale must be positive, got {new_scale!r}")
-                self._scale = float(new_scale)
+                self._state.scale = check_scale_argument(new_scale)
                 return
-            if not self._dynamic:
+            if not self._state.dynamic:
                 return
             if not self._stepped:
                 raise RuntimeError("update() without a step() since the last update()")
-            overflow = any(self._stepped.values())
-            self._nonfinite_ever = self._nonfinite_ever or overflow
-            self._scale = next_loss_scale(
-                self._scale,
-                nonfinite_now=overflow,
-                nonfinite_ever=self._nonfinite_ever,
-                multiplier=growth_multiplier(self._interval),
-                max_scale=LOSS_SCALE_MAX,
-            )
+            self._state.record(any(self._stepped.values()))
+            self._state.advance()
         finally:
             self._stepped.clear()
             self._unscaled.clear()
@@ -156,24 +164,45 @@ class LossScaler:
         """``scale``, ``dynamic``, ``interval``, ``nonfinite_ever`` (empty when disabled)."""
         if not self._enabled:
             return {}
+        state = self._state
         return {
-            "scale": self._scale,
-            "dynamic": self._dynamic,
-            "interval": self._interval,
-            "nonfinite_ever": self._nonfinite_ever,
+            "scale": float(state.scale),
+            "dynamic": state.dynamic,
+            "interval": state.interval,
+            "nonfinite_ever": state.nonfinite_ever,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned.
+        """Restore what :meth:`state_dict` returned, checked as a reference snapshot's
+        ``loss_scaling.*`` keys are (:meth:`corrmom_ref.loss_scaling.LossScaling.read_entries`).
 
         Raises:
-            KeyError: a key is missing (nothing is changed then).
+            KeyError: some keys are there and one is missing (named).
+            TypeError, ValueError: a value of the wrong kind or out of range
+                (``dynamic=0.0``, ``scale=inf``, ``interval=2**64-1``, ...; named).
             RuntimeError: loading a non-empty state into a disabled scaler.
+
+            Nothing changes when it raises.
         """
         if not state_dict:
             return
         if not self._enabled:
             raise RuntimeError("a disabled LossScaler cannot load a saved scale")
-        scale, dynamic = float(state_dict["scale"]), bool(state_dict["dynamic"])
-        interval, ever = int(state_dict["interval"]), bool(state_dict["nonfinite_ever"])
-        self._scale, self._dynamic, self._interval, self._nonfinite_ever = scale, dynamic, interval, ever
+        unknown = sorted(set(state_dict) - set(KEYS), key=str)
+        if unknown:
+            raise KeyError(f"LossScaler.load_state_dict: unknown key {unknown[0]!r}")
+        saved = LossScaling.read_entries(state_dict, keys={name: name for name in KEYS})
+        for name in KEYS:  # a LossScaler's state has all four
+            if name not in state_dict:
+                raise KeyError(f"LossScaler.load_state_dict: {name!r} is missing")
+        assert saved is not None and saved.interval is not None
+        self._state.restore(
+            SavedLossScaling(saved.dynamic, float(saved.scale), saved.interval, saved.nonfinite_ever)
+        )
+
+
+#: How to clip the true gradients with :mod:`corrmom_ref.torch` (see ``docs/porting.md``).
+TORCH_RECIPE = (
+    "call scaler.unscale_(optimizer) and then torch.nn.utils.clip_grad_norm_(params, threshold) "
+    "(or clip_grad_value_) before scaler.step(optimizer), instead of the hook"
+)
