@@ -25,12 +25,17 @@ class Parameter:
     """An array to optimise, with its gradient and update rule.
 
     Args:
-        array: The parameter's value, an array of any Array API backend.
+        array: The parameter's value, an array of any Array API backend, or
+            ``None`` for a parameter not initialised yet (Chainer's lazy
+            initialisation: assign :attr:`array` later). Until then
+            optimizers skip it as Chainer does (see ``docs/machinery.md``).
         name: A name used in messages (links name their parameters by path).
+        dtype: The dtype a parameter not initialised yet will have (Chainer
+            takes it from the initializer); ignored once :attr:`array` is set.
 
     Attributes:
         array: The parameter's value (replaced, not mutated, by backends
-            whose arrays are immutable).
+            whose arrays are immutable); ``None`` until initialised.
         name: The name given at construction, or ``None``; registering the
             parameter in a link (:meth:`Link.add`) renames it to its
             attribute name there, as Chainer's ``init_scope`` does (a
@@ -42,15 +47,19 @@ class Parameter:
             gradient by it before updating. ``None`` means unscaled.
     """
 
-    def __init__(self, array: Any, name: str | None = None) -> None:
-        array_namespace(array)  # raises TypeError for a non-array
+    def __init__(self, array: Any = None, name: str | None = None, *, dtype: Any = None) -> None:
+        if array is not None:
+            array_namespace(array)  # raises TypeError for a non-array
         self.array = array
         self.name = name
+        self._declared_dtype = dtype
         self.grad: Any = None
         self.update_rule: UpdateRule | None = None
         self.loss_scale: float | None = None
 
     def __repr__(self) -> str:
+        if self.array is None:
+            return f"Parameter(name={self.name!r}, uninitialized, dtype={self.dtype})"
         return f"Parameter(name={self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
     @property
@@ -68,8 +77,15 @@ class Parameter:
         return tuple(self.array.shape)
 
     @property
+    def is_initialized(self) -> bool:
+        """Whether the parameter has an array (Chainer's name)."""
+        return self.array is not None
+
+    @property
     def dtype(self) -> Any:
-        """Data type of the parameter's array."""
+        """Data type of the parameter's array (before it has one: the declared ``dtype``, or ``None``)."""
+        if self.array is None:
+            return self._declared_dtype
         return self.array.dtype
 
     @property
@@ -151,13 +167,16 @@ class Link:
         """Yield ``(path, parameter)`` pairs in Chainer's order.
 
         Own parameters sorted by name first, then each child link's parameters
-        (children sorted by name), with ``/``-joined paths.
+        (children sorted by name), with ``/``-joined paths. With
+        ``include_uninit=False`` parameters whose array is ``None`` are left out.
         """
-        return iter(self._walk())
+        if include_uninit:
+            return iter(self._walk())
+        return ((path, param) for path, param in self._walk() if param.array is not None)
 
     def params(self, include_uninit: bool = True) -> Iterator[Parameter]:
-        """Yield the parameters in :meth:`namedparams` order."""
-        return (param for _, param in self._walk())
+        """Yield the parameters in :meth:`namedparams` order (see there for ``include_uninit``)."""
+        return (param for _, param in self.namedparams(include_uninit))
 
     def _walk(self) -> tuple[tuple[str, Parameter], ...]:
         """The ``(path, parameter)`` pairs, built once per change of any link's children.
@@ -184,8 +203,8 @@ class Link:
             param.cleargrad()
 
     def zerograds(self) -> None:
-        """Set every parameter's gradient to zeros."""
-        for param in self.params():
+        """Set every initialised parameter's gradient to zeros."""
+        for param in self.params(include_uninit=False):
             param.zerograd()
 
     def serialize(self, serializer: AbstractSerializer) -> None:
