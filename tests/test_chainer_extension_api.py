@@ -100,7 +100,9 @@ def test_device_method_that_does_not_fit_is_refused_before_anything_changes(bk: 
     w = cr.Parameter(array)
     w.grad = bk.asarray([1.0, 1.0])
     opt = CountingSGD().setup(cr.Link(W=w))
-    with pytest.raises(NotImplementedError, match=r"CountingSGDRule cannot update parameter 'W'.*update_core_cpu"):
+    with pytest.raises(
+        NotImplementedError, match=r"CountingSGDRule cannot update parameter 'W'.*update_core_cpu"
+    ):
         opt.update()
     assert opt.t == 0 and w.update_rule.t == 0 and w.update_rule.state is None
     np.testing.assert_array_equal(bk.to_numpy(w.array), [1.0, 2.0])
@@ -185,11 +187,15 @@ def lazy_model(bk: Backend) -> tuple[cr.Link, cr.Parameter, cr.Parameter]:
     return cr.Link(a=lazy, b=ready), lazy, ready
 
 
-@pytest.mark.parametrize("hook", ["WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping", "GradientLARS"])
+@pytest.mark.parametrize(
+    "hook", ["WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping", "GradientLARS"]
+)
 def test_uninitialized_parameter_is_skipped_as_in_chainer(bk: Backend, hook: str) -> None:
     link, lazy, ready = lazy_model(bk)
     opt = cr.CorrectedMomentumSGD(lr=0.5, momentum=0.0).setup(link)
-    args = {"GradientHardClipping": (-10.0, 10.0), "GradientLARS": (1e9,)}.get(hook, (0.0 if hook != "GradientClipping" else 100.0,))
+    args = {"GradientHardClipping": (-10.0, 10.0), "GradientLARS": (1e9,)}.get(
+        hook, (0.0 if hook != "GradientClipping" else 100.0,)
+    )
     opt.add_hook(getattr(cr.optimizer_hooks, hook)(*args))
     opt.loss_scaling()  # dynamic: the NaN check walks every parameter
     ready.grad = bk.asarray([2.0, 2.0])
@@ -198,11 +204,13 @@ def test_uninitialized_parameter_is_skipped_as_in_chainer(bk: Backend, hook: str
     assert lazy.update_rule.t == 1 and lazy.update_rule.state is None  # t counts, as in Chainer
     np.testing.assert_array_equal(bk.to_numpy(ready.array), [0.0, 1.0])
     assert [path for path, _ in link.namedparams(include_uninit=False)] == ["/b"]
-    assert set(saved(opt)) == {"t", "epoch", "a/t", "b/t", "b/v"} | {k for k in saved(opt) if k.startswith("loss_scaling.")}
+    assert set(saved(opt)) == {"t", "epoch", "a/t", "b/t", "b/v"} | {
+        k for k in saved(opt) if k.startswith("loss_scaling.")
+    }
 
 
 def test_a_parameter_initialised_later_starts_its_state_then(bk: Backend) -> None:
-    link, lazy, ready = lazy_model(bk)
+    link, lazy, _ = lazy_model(bk)
     opt = cr.CorrectedMomentumSGD(lr=1.0, momentum=0.5).setup(link)
     opt.update()
     lazy.array = bk.asarray([4.0])
@@ -326,6 +334,7 @@ def test_chainer_style_rule_next_to_chainer() -> None:
     with np.load(buffer) as npz:
         chainer_keys = set(npz.files)
     assert chainer_keys == set(saved(ours)) - {k for k in saved(ours) if k.startswith("loss_scaling.")}
+
     # a snapshot of an uninitialised parameter holds only its t: a strict load asks for the
     # entries its rule would create, and fails, in Chainer as here; a lenient one loads the rest
     def both() -> tuple[Any, Any]:
