@@ -221,6 +221,25 @@ def test_a_parameter_initialised_later_starts_its_state_then(bk: Backend) -> Non
     assert lazy.update_rule.t == 2
 
 
+def test_model_snapshot_with_an_uninitialized_parameter() -> None:
+    model = cr.Link(W=cr.Parameter(np.ones(2, np.float32)), a=cr.Parameter())
+    assert set(saved(model)) == {"W"}  # nothing to save for `a` yet
+    buffer = io.BytesIO()
+    save_npz(buffer, model)
+    buffer.seek(0)
+    fresh = cr.Link(W=cr.Parameter(np.zeros(2, np.float32)), a=cr.Parameter())
+    load_npz(buffer, fresh)
+    assert fresh.a.array is None
+    np.testing.assert_array_equal(fresh.W.array, [1.0, 1.0])
+    model.a.array = np.arange(3, dtype=np.float32)
+    buffer = io.BytesIO()
+    save_npz(buffer, model)
+    buffer.seek(0)
+    load_npz(buffer, fresh)  # initialises `a` from the snapshot, as Chainer does
+    np.testing.assert_array_equal(fresh.a.array, [0.0, 1.0, 2.0])
+    assert fresh.a.array.dtype == np.float32
+
+
 def test_fp32_update_of_an_uninitialized_float16_parameter() -> None:
     seen: list[Any] = []
 

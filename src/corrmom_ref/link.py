@@ -211,22 +211,45 @@ class Link:
         """Save or load every parameter's array under its name (Chainer's keys).
 
         Loading validates every array first and assigns only when all are
-        valid, so a failed load changes nothing.
+        valid, so a failed load changes nothing. A parameter not initialised
+        yet is not saved (Chainer writes a pickled ``None``, which an npz
+        file holds only with pickles); loading initialises it with the stored
+        array when there is one (a NumPy array, as stored), else leaves it
+        uninitialised.
         """
         named = list(self.namedparams())
         if not isinstance(serializer, Deserializer):
             for path, param in named:
-                _child(serializer, path)(path.rsplit("/", 1)[1], param.array)
+                if param.array is not None:
+                    _child(serializer, path)(path.rsplit("/", 1)[1], param.array)
             return
         loaded = []
         for path, param in named:
-            value = _child(serializer, path)(path.rsplit("/", 1)[1], None)
+            node, key = _child(serializer, path), path.rsplit("/", 1)[1]
+            if param.array is None:
+                loaded.append((param, _initial_array(node, key)))
+                continue
+            value = node(key, None)
             if value is not None:
                 value = convert_like(value, param.array, what=f"parameter {path}")
             loaded.append((param, value))
         for param, value in loaded:
             if value is not None:
                 param.array = value
+
+
+def _initial_array(serializer: AbstractSerializer, key: str) -> Any:
+    """The stored array for an uninitialised parameter (a NumPy copy), or ``None`` if there is none."""
+    try:
+        value = serializer(key, None)
+    except KeyError:
+        return None
+    if value is None:
+        return None
+    import numpy
+
+    read = getattr(value, "read", None)
+    return numpy.array(read() if callable(read) else value, copy=True)
 
 
 def _child(serializer: AbstractSerializer, path: str) -> AbstractSerializer:
