@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -274,7 +275,7 @@ class UpdateRule:
             name = "update_core_gpu"
         else:
             raise NotImplementedError(_no_update_message(self, param))
-        if name in self.__dict__ or getattr(type(self), name) is not getattr(UpdateRule, name):
+        if _overrides(self, name):
             return getattr(self, name)  # type: ignore[no-any-return]
         raise NotImplementedError(_no_update_message(self, param))
 
@@ -324,8 +325,8 @@ class UpdateRule:
         """
         where_t = f"{where} t ({key_name(serializer, 't')})"
         t = check_counter(to_int(serializer("t", self.t), where=where_t), where_t)
-        initialized = param is not None and param.array is not None
-        template = self.state_template(param) if initialized else {}  # type: ignore[arg-type]
+        array = None if param is None else param.array
+        template = {} if param is None or array is None else self.state_template(param)
         keys = list(self._state) if self._state is not None else self._created_state_keys(param)
         state: dict[str, Any] = {}
         for key in keys:
@@ -342,17 +343,16 @@ class UpdateRule:
                 state[key] = current
                 continue
             what = f"{where} state {key!r}"
-            if key in template:
-                assert param is not None
+            if key in template and param is not None:
                 shape, dtype = template[key]
                 dtype, cast_to = self._loaded_state_dtypes(param, dtype, current, value)
-                xp = array_namespace(param.array)
+                xp = array_namespace(array)
                 entry = convert_loaded(
-                    value, xp=xp, shape=shape, dtype=dtype, device=device(param.array), what=what
+                    value, xp=xp, shape=shape, dtype=dtype, device=device(array), what=what
                 )
                 state[key] = entry if cast_to is None else xp.astype(entry, cast_to)
             else:
-                state[key] = _loaded_entry(value, current, param.array if initialized else None, what)  # type: ignore[union-attr]
+                state[key] = _loaded_entry(value, current, array, what)
         return t, state
 
     def _created_state_keys(self, param: Parameter | None) -> list[str]:
@@ -487,6 +487,11 @@ def _loaded_entry(value: Any, current: Any, array: Any, what: str) -> Any:
     return value
 
 
+def _overrides(rule: UpdateRule, name: str) -> bool:
+    """Whether ``rule`` replaces the method ``name`` of :class:`UpdateRule` (in its class or on itself)."""
+    return name in rule.__dict__ or getattr(type(rule), name) is not getattr(UpdateRule, name)
+
+
 def _no_update_message(rule: UpdateRule, param: Parameter) -> str:
     """Why ``rule`` cannot update ``param``: the rule, the parameter, its array type, the methods there are."""
     array = param.array
@@ -495,11 +500,7 @@ def _no_update_message(rule: UpdateRule, param: Parameter) -> str:
         if array is None
         else f"{type(array).__module__}.{type(array).__name__} arrays"
     )
-    own = [
-        f"{name} ({kind})"
-        for name, kind in DEVICE_METHODS
-        if name in rule.__dict__ or getattr(type(rule), name) is not getattr(UpdateRule, name)
-    ]
+    own = [f"{name} ({kind})" for name, kind in DEVICE_METHODS if _overrides(rule, name)]
     has = ", ".join(own) if own else "neither update_core nor a device method"
     return (
         f"{type(rule).__name__} cannot update parameter {param.name!r} with {arrays}: it overrides {has}; "
@@ -517,8 +518,6 @@ def _declared_dtype(param: Any) -> Any:
 
 def _float32_like(dtype: Any) -> Any:
     """float32 of the library ``dtype`` belongs to (NumPy's for NumPy dtypes and scalar types)."""
-    import sys
-
     module = sys.modules.get(type(dtype).__module__.split(".")[0])
     if module is None or not hasattr(module, "float32"):
         import numpy
