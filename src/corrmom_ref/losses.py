@@ -21,8 +21,8 @@ class ScriptedLoss:
     dtype (``s`` is rounded to that dtype first, then multiplied, as
     Chainer's backward of a float16 loss does, for 0-d gradients too and on
     every backend; so float16 can overflow as it would) and records
-    ``param.loss_scale = s``. Parameters not in ``grads`` are left alone (their gradients stay
-    cleared).
+    ``param.loss_scale = s``. Parameters not in ``grads`` are left alone
+    (their gradients stay cleared).
 
     Args:
         grads: The gradient of each parameter.
