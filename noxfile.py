@@ -156,7 +156,8 @@ def fixtures(session: nox.Session) -> None:
 
     Runs the scenarios of tools/make_chainer_fixtures.py in Chainer (commit the
     changed files), then the Chainer-fixture tests with Chainer importable, so
-    that snapshots saved by corrmom_ref are also loaded and continued in Chainer.
+    that snapshots saved by corrmom_ref are also loaded and continued in Chainer,
+    and the extension-API tests' side-by-side checks against Chainer.
     """
     session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
     session.install("--no-build-isolation", CHAINER)
@@ -164,7 +165,11 @@ def fixtures(session: nox.Session) -> None:
     session.run("python", "tools/make_torch_port_fixture.py")  # tests/test_torch_port.py's Chainer run
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(
-        "pytest", "tests/test_chainer_fixtures.py", *session.posargs, env={"CORRMOM_BACKENDS": "numpy1"}
+        "pytest",
+        "tests/test_chainer_fixtures.py",
+        "tests/test_chainer_extension_api.py",
+        *session.posargs,
+        env={"CORRMOM_BACKENDS": "numpy1"},
     )
 
 

@@ -71,3 +71,10 @@ def test_immutable_backend_is_refused():
     jnp = pytest.importorskip("jax.numpy")
     with pytest.raises(ValueError, match="writeable views"):
         flat.flatten(cr.Link(a=cr.Parameter(jnp.zeros(3))))
+
+
+def test_uninitialized_parameter_is_refused_naming_it():
+    model = cr.Link(W=cr.Parameter(np.zeros(2, np.float32)), l1=cr.Link(lazy=cr.Parameter()))
+    with pytest.raises(ValueError, match="/l1/lazy is not initialised"):
+        flat.flatten(model)
+    assert model.W.array.base is None  # nothing moved into a buffer

@@ -179,3 +179,25 @@ def test_weight_decay_multiplies_rate_by_loss_scale_lasso_does_not(bk: Backend, 
         opt.add_hook(hook)
         opt.update(lambda W=W: cr.ScriptedLoss({W: bk.asarray([0.5], "float32")}))
         assert float(bk.to_numpy(W.array)[0]) == expected, type(hook).__name__
+
+
+def test_dynamic_nan_check_skips_uninitialized_parameters(bk: Backend) -> None:
+    """Chainer's non-finite check raises TypeError on a parameter whose array is None; fixed: skipped.
+
+    The initialised parameter's overflow is still found: the step is skipped
+    and the scale halves from 1 to its floor 1; a finite step then doubles it
+    (interval 1).
+    """
+    W, opt = one_param(bk, [1.0], lr=0.5)
+    opt.target.add("lazy", cr.Parameter())
+    opt = cr.CorrectedMomentumSGD(lr=0.5).setup(opt.target)
+    opt.loss_scaling(interval=1)  # after an overflow the scale grows by 2 ** (1 / interval) per clean step
+    W.grad = bk.asarray([np.inf])
+    with pytest.warns(cr.loss_scaling.NonFiniteGradientWarning):
+        opt.update()
+    assert not opt.is_safe_to_update() and opt.loss_scale == 1.0
+    W.grad = bk.asarray([2.0])
+    opt.update()
+    assert opt.is_safe_to_update() and opt.loss_scale == 2.0
+    np.testing.assert_array_equal(bk.to_numpy(W.array), [0.0])  # 1 + 0.5 * (0 - 2)
+    assert opt.target.lazy.array is None and opt.target.lazy.update_rule.t == 1

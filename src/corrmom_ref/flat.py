@@ -44,10 +44,14 @@ def flatten(link: Link) -> Link:
     are ``None`` become zero views.
 
     Raises:
-        ValueError: if the backend cannot update views of a buffer in place.
+        ValueError: if the backend cannot update views of a buffer in place,
+            or a parameter is not initialised yet (it has no array to move;
+            the message names it).
     """
     groups: dict[tuple[str, str], list[Parameter]] = {}
-    for param in link.params():
+    for path, param in link.namedparams():
+        if param.array is None:
+            raise ValueError(f"parameter {path} is not initialised yet: flat buffers need every array")
         groups.setdefault((str(param.array.dtype), str(device(param.array))), []).append(param)
     flat = Link()
     for i, params in enumerate(groups.values()):

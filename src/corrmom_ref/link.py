@@ -25,12 +25,17 @@ class Parameter:
     """An array to optimise, with its gradient and update rule.
 
     Args:
-        array: The parameter's value, an array of any Array API backend.
+        array: The parameter's value, an array of any Array API backend, or
+            ``None`` for a parameter not initialised yet (Chainer's lazy
+            initialisation: assign :attr:`array` later). Until then
+            optimizers skip it as Chainer does (see ``docs/machinery.md``).
         name: A name used in messages (links name their parameters by path).
+        dtype: The dtype a parameter not initialised yet will have (Chainer
+            takes it from the initializer); ignored once :attr:`array` is set.
 
     Attributes:
         array: The parameter's value (replaced, not mutated, by backends
-            whose arrays are immutable).
+            whose arrays are immutable); ``None`` until initialised.
         name: The name given at construction, or ``None``; registering the
             parameter in a link (:meth:`Link.add`) renames it to its
             attribute name there, as Chainer's ``init_scope`` does (a
@@ -42,15 +47,19 @@ class Parameter:
             gradient by it before updating. ``None`` means unscaled.
     """
 
-    def __init__(self, array: Any, name: str | None = None) -> None:
-        array_namespace(array)  # raises TypeError for a non-array
+    def __init__(self, array: Any = None, name: str | None = None, *, dtype: Any = None) -> None:
+        if array is not None:
+            array_namespace(array)  # raises TypeError for a non-array
         self.array = array
         self.name = name
+        self._declared_dtype = dtype
         self.grad: Any = None
         self.update_rule: UpdateRule | None = None
         self.loss_scale: float | None = None
 
     def __repr__(self) -> str:
+        if self.array is None:
+            return f"Parameter(name={self.name!r}, uninitialized, dtype={self.dtype})"
         return f"Parameter(name={self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
 
     @property
@@ -68,8 +77,15 @@ class Parameter:
         return tuple(self.array.shape)
 
     @property
+    def is_initialized(self) -> bool:
+        """Whether the parameter has an array (Chainer's name)."""
+        return self.array is not None
+
+    @property
     def dtype(self) -> Any:
-        """Data type of the parameter's array."""
+        """Data type of the parameter's array (before it has one: the declared ``dtype``, or ``None``)."""
+        if self.array is None:
+            return self._declared_dtype
         return self.array.dtype
 
     @property
@@ -151,13 +167,16 @@ class Link:
         """Yield ``(path, parameter)`` pairs in Chainer's order.
 
         Own parameters sorted by name first, then each child link's parameters
-        (children sorted by name), with ``/``-joined paths.
+        (children sorted by name), with ``/``-joined paths. With
+        ``include_uninit=False`` parameters whose array is ``None`` are left out.
         """
-        return iter(self._walk())
+        if include_uninit:
+            return iter(self._walk())
+        return ((path, param) for path, param in self._walk() if param.array is not None)
 
     def params(self, include_uninit: bool = True) -> Iterator[Parameter]:
-        """Yield the parameters in :meth:`namedparams` order."""
-        return (param for _, param in self._walk())
+        """Yield the parameters in :meth:`namedparams` order (see there for ``include_uninit``)."""
+        return (param for _, param in self.namedparams(include_uninit))
 
     def _walk(self) -> tuple[tuple[str, Parameter], ...]:
         """The ``(path, parameter)`` pairs, built once per change of any link's children.
@@ -184,30 +203,53 @@ class Link:
             param.cleargrad()
 
     def zerograds(self) -> None:
-        """Set every parameter's gradient to zeros."""
-        for param in self.params():
+        """Set every initialised parameter's gradient to zeros."""
+        for param in self.params(include_uninit=False):
             param.zerograd()
 
     def serialize(self, serializer: AbstractSerializer) -> None:
         """Save or load every parameter's array under its name (Chainer's keys).
 
         Loading validates every array first and assigns only when all are
-        valid, so a failed load changes nothing.
+        valid, so a failed load changes nothing. A parameter not initialised
+        yet is not saved (Chainer writes a pickled ``None``, which an npz
+        file holds only with pickles); loading initialises it with the stored
+        array when there is one (a NumPy array, as stored), else leaves it
+        uninitialised.
         """
         named = list(self.namedparams())
         if not isinstance(serializer, Deserializer):
             for path, param in named:
-                _child(serializer, path)(path.rsplit("/", 1)[1], param.array)
+                if param.array is not None:
+                    _child(serializer, path)(path.rsplit("/", 1)[1], param.array)
             return
         loaded = []
         for path, param in named:
-            value = _child(serializer, path)(path.rsplit("/", 1)[1], None)
+            node, key = _child(serializer, path), path.rsplit("/", 1)[1]
+            if param.array is None:
+                loaded.append((param, _initial_array(node, key)))
+                continue
+            value = node(key, None)
             if value is not None:
                 value = convert_like(value, param.array, what=f"parameter {path}")
             loaded.append((param, value))
         for param, value in loaded:
             if value is not None:
                 param.array = value
+
+
+def _initial_array(serializer: AbstractSerializer, key: str) -> Any:
+    """The stored array for an uninitialised parameter (a NumPy copy), or ``None`` if there is none."""
+    try:
+        value = serializer(key, None)
+    except KeyError:
+        return None
+    if value is None:
+        return None
+    import numpy
+
+    read = getattr(value, "read", None)
+    return numpy.array(read() if callable(read) else value, copy=True)
 
 
 def _child(serializer: AbstractSerializer, path: str) -> AbstractSerializer:

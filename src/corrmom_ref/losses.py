@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 if TYPE_CHECKING:
     from corrmom_ref.link import Parameter
@@ -17,10 +17,12 @@ class ScriptedLoss:
     r"""A loss whose gradients are given: :math:`L = \sum_p \langle g_p, p \rangle`.
 
     ``backward(loss_scale=s)`` does what a framework's backward does with a
-    scaled loss: it sets ``param.grad = s * g_p`` (computed in the gradient's
-    dtype, so float16 can overflow as it would) and records ``param.loss_scale
-    = s``. Parameters not in ``grads`` are left alone (their gradients stay
-    cleared).
+    scaled loss: it sets ``param.grad = s * g_p`` computed in the gradient's
+    dtype (``s`` is rounded to that dtype first, then multiplied, as
+    Chainer's backward of a float16 loss does, for 0-d gradients too and on
+    every backend; so float16 can overflow as it would) and records
+    ``param.loss_scale = s``. Parameters not in ``grads`` are left alone
+    (their gradients stay cleared).
 
     Args:
         grads: The gradient of each parameter.
@@ -45,6 +47,9 @@ class ScriptedLoss:
             if loss_scale is None:
                 param.grad = xp.asarray(grad, copy=True)
             else:
-                # asarray: NumPy 1.x turns a 0-d array times a float into a float64 scalar
-                param.grad = xp.asarray(grad * loss_scale, dtype=grad.dtype)
+                # the scale as an array of the gradient's dtype: NumPy 1.x would multiply a 0-d
+                # array by a Python float in float64, while n-d arrays (and Chainer's backward) do
+                # it in the gradient's dtype
+                scale = xp.asarray(loss_scale, dtype=grad.dtype, device=device(grad))
+                param.grad = xp.asarray(grad * scale, dtype=grad.dtype)
             param.loss_scale = loss_scale

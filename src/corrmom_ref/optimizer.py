@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
+from corrmom_ref._deprecated_hooks import deprecated_alias
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of, quick_alike
@@ -24,6 +25,9 @@ from corrmom_ref.serializers.transfer import key_name, to_int
 from corrmom_ref.update_rule import UpdateRule, update_all
 
 __all__ = ["GradientMethod", "Optimizer"]
+
+#: The default ``update_core``, which dispatches to the per-device methods.
+_DISPATCHING_UPDATE_CORE = UpdateRule.update_core
 
 #: Snapshot keys of the loss-scaling state (:data:`corrmom_ref.loss_scaling.KEYS`).
 LOSS_SCALING_KEYS = tuple(sorted(KEYS.values()))
@@ -217,7 +221,11 @@ class Optimizer:
         scaling.record(False)
         if not scaling.dynamic:
             return
-        named = [(name, p.grad) for name, p in self.target.namedparams() if p.grad is not None]
+        named = [
+            (name, p.grad)
+            for name, p in self.target.namedparams()
+            if p.array is not None and p.grad is not None
+        ]
         flags = finite_flags([g for _, g in named])
         scaling.record(not all(flags))
         for (name, _), finite in zip(named, flags, strict=True):
@@ -364,10 +372,14 @@ class GradientMethod(Optimizer):
         raise NotImplementedError
 
     def reallocate_cleared_grads(self) -> None:
-        """Give every parameter whose gradient is ``None`` a zero gradient."""
+        """Give every initialised parameter whose gradient is ``None`` a zero gradient.
+
+        A parameter not initialised yet (array ``None``) keeps its ``None``
+        gradient, as in Chainer.
+        """
         for _, param in self.target.namedparams():  # a tuple's iterator: cheaper than params()
-            if param.grad is None:
-                param.grad = namespace_of(param.array).zeros_like(param.array)
+            if (array := param.array) is not None and param.grad is None:
+                param.grad = namespace_of(array).zeros_like(array)
 
     def call_hook(self, hook: Callable[..., Any]) -> None:
         """Call one hook, then reallocate any gradient it cleared."""
@@ -377,8 +389,10 @@ class GradientMethod(Optimizer):
     def check_update_inputs(self) -> list[tuple[str, Any, UpdateRule]]:
         """Raise, naming the parameter, unless every enabled rule can update.
 
-        Checks that each gradient matches its parameter (backend, shape,
-        dtype, device), that a rule with
+        Checks that a rule with per-device methods only (Chainer-style) has
+        the one for the parameter's arrays
+        (:meth:`~corrmom_ref.UpdateRule.device_method`), that each gradient
+        matches its parameter (backend, shape, dtype, device), that a rule with
         :attr:`~corrmom_ref.UpdateRule.floating_point_only` has no integer or
         boolean parameter, that each ``param.loss_scale`` is ``None`` or a
         real number in ``[2**-126, 2**126]`` (as a static loss scale, see
@@ -388,7 +402,8 @@ class GradientMethod(Optimizer):
         ``corrmom_ref.hyperparameter.quick_nonnegative_floats``, any other
         by :meth:`~corrmom_ref.UpdateRule.check_hyperparameters`; rules that
         read a parent's entries unchanged, ``corrmom_ref.hyperparameter.reads_through``,
-        share the check of that parent made earlier in the same pass). Called by
+        share the check of that parent made earlier in the same pass). A
+        parameter not initialised yet (array ``None``) is not checked further. Called by
         :meth:`update` before anything is modified (cleared gradients are still ``None`` then). Returns the
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
@@ -398,7 +413,12 @@ class GradientMethod(Optimizer):
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
-            array, grad = param.array, param.grad
+            array = param.array
+            if getattr(type(rule), "update_core", None) is _DISPATCHING_UPDATE_CORE:  # Chainer-style rule
+                rule.device_method(param)  # raises when no per-device method fits these arrays
+            if array is None:  # not initialised yet: updated as Chainer does (UpdateRule.update)
+                continue
+            grad = param.grad
             if grad is not None and not (type(grad) is type(array) and quick_alike(grad, array)):
                 check_gradient(param, name)  # the common case (a gradient like its array) answered above
             dtype = array.dtype
@@ -509,3 +529,11 @@ _REFERENCE_RECIPE = (
     "opt.add_hook(lambda o: GradientClipping(threshold * o.loss_scale)(o), name='clip'), "
     "as docs/porting.md shows ('Clipping under loss scaling')"
 )
+
+
+# Chainer's deprecated aliases of the built-in hooks (``corrmom_ref._deprecated_hooks``).
+WeightDecay = deprecated_alias("WeightDecay")
+Lasso = deprecated_alias("Lasso")
+GradientClipping = deprecated_alias("GradientClipping")
+GradientNoise = deprecated_alias("GradientNoise")
+GradientHardClipping = deprecated_alias("GradientHardClipping")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
-from array_api_compat import array_namespace, device, is_writeable_array
+from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array, is_writeable_array
 
 from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
@@ -16,17 +18,32 @@ from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, read_entry
 from corrmom_ref.link import Parameter
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
-from corrmom_ref.serializers.transfer import convert_loaded, key_name, to_int
+from corrmom_ref.serializers.transfer import convert_like, convert_loaded, key_name, to_int
 
 __all__ = ["UpdateRule", "update_all"]
+
+#: Chainer's per-device update methods, by the arrays they take (:meth:`UpdateRule.update_core`).
+DEVICE_METHODS = (("update_core_cpu", "NumPy"), ("update_core_gpu", "CuPy"))
 
 
 class UpdateRule:
     """How one parameter is updated from its gradient; holds that parameter's state.
 
-    Subclasses implement :meth:`update_core` and :meth:`init_state`, list
-    their state entries in :attr:`state_keys` and their non-negative
-    hyperparameters in :attr:`nonnegative_hyperparams`.
+    Subclasses implement :meth:`update_core` (the Array API entry point, for
+    arrays of any backend) or, as rules written for Chainer do, the
+    per-device :meth:`update_core_cpu` (NumPy arrays) and
+    :meth:`update_core_gpu` (CuPy arrays), which the default
+    :meth:`update_core` dispatches to. They create their state in
+    :meth:`init_state`; every entry created there is saved and loaded.
+    :attr:`state_keys` declares the entries a rule always creates, so that
+    loading can check their shapes against the parameter;
+    :attr:`nonnegative_hyperparams` lists the hyperparameters checked at
+    update time.
+
+    A parameter whose array is ``None`` (not initialised yet, Chainer's lazy
+    initialisation) is updated as Chainer updates it: ``t += 1``, the hooks
+    and :meth:`update_core` are called (a ``None`` gradient is skipped by
+    the built-in rules), no state is created and no loss scale is divided out.
 
     Args:
         parent_hyperparam: The optimizer's hyperparameter this rule's
@@ -122,14 +139,25 @@ class UpdateRule:
         ``t += 1``; choose the master copy for float16 with fp32 update on;
         create the state if there is none; divide the gradient by
         ``param.loss_scale`` if set; pre hooks; :meth:`update_core`; post
-        hooks; copy the master back.
+        hooks; copy the master back. For a parameter not initialised yet
+        (array ``None``) the state and the loss scale are left alone.
+
+        Raises:
+            NotImplementedError: the rule has neither :meth:`update_core`
+                nor the device method for ``param``'s arrays (raised before
+                anything changes).
         """
         if not self.enabled:
             return
+        self.device_method(param)  # raises before t moves when nothing can update param
         self.t += 1
-        xp = namespace_of(param.array)
+        array = param.array
+        if array is None:
+            self._update_uninitialized(param)
+            return
+        xp = namespace_of(array)
         target = param
-        on_master = self._use_fp32_update and is_float16(param.array.dtype)
+        on_master = self._use_fp32_update and is_float16(array.dtype)
         if on_master:
             target = self._master_copy(param, xp)
         if self._state is None:
@@ -148,6 +176,25 @@ class UpdateRule:
                 hook(self, target)
         if on_master:
             param.array = self._fp16_written = xp.astype(target.array, param.array.dtype)
+            target.grad = None
+
+    def _update_uninitialized(self, param: Parameter) -> None:
+        """Chainer's update of a parameter without an array: hooks and :meth:`update_core` only.
+
+        With the fp32 update on and a parameter declared float16, they get
+        the (equally uninitialised) float32 master, as in Chainer.
+        """
+        target = param
+        if self._use_fp32_update and is_float16(_declared_dtype(param)):
+            if self._fp32_param is None:
+                self._fp32_param = Parameter(None, name=param.name, dtype=_float32_like(param.dtype))
+            target = self._fp32_param
+        for hook in self._hooks.of("pre"):
+            hook(self, target)
+        self.update_core(target)
+        for hook in self._hooks.of("post"):
+            hook(self, target)
+        if target is not param:
             target.grad = None
 
     def batch_key(self, param: Parameter) -> Hashable | None:
@@ -179,8 +226,58 @@ class UpdateRule:
         """Create the entries of :attr:`state` for ``param`` (override)."""
 
     def update_core(self, param: Parameter) -> None:
-        """Update ``param.array`` from ``param.grad`` and the state (override)."""
-        raise NotImplementedError
+        """Update ``param.array`` from ``param.grad`` and the state.
+
+        Override this for arrays of any backend. The default calls the
+        device method that fits ``param``'s arrays, as Chainer does
+        (:meth:`device_method`).
+        """
+        method = self.device_method(param)
+        assert method is not None  # device_method raises when no method fits
+        method(param)
+
+    def update_core_cpu(self, param: Parameter) -> None:
+        """Update a parameter whose arrays are NumPy arrays (override; see :meth:`update_core`)."""
+        raise NotImplementedError(_no_update_message(self, param))
+
+    def update_core_gpu(self, param: Parameter) -> None:
+        """Update a parameter whose arrays are CuPy arrays (override; see :meth:`update_core`)."""
+        raise NotImplementedError(_no_update_message(self, param))
+
+    def update_core_chainerx(self, param: Parameter) -> None:
+        """Chainer's method for ChainerX arrays, which are not Array API arrays: never called here.
+
+        It exists so that rules written for Chainer, which may define or
+        wrap it, work unchanged; the default raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(_no_update_message(self, param))
+
+    def device_method(self, param: Parameter) -> Callable[[Parameter], None] | None:
+        """The per-device method the default :meth:`update_core` calls for ``param``; ``None`` if overridden.
+
+        ``None`` when :meth:`update_core` is overridden (on the class or the
+        instance): that method updates arrays of every backend. Otherwise
+        :meth:`update_core_cpu` for NumPy arrays (also for a parameter not
+        initialised yet, whose device is the host, as in Chainer) and
+        :meth:`update_core_gpu` for CuPy arrays, provided the rule overrides it.
+
+        Raises:
+            NotImplementedError: the rule has no method for ``param``'s
+                arrays (its message names the rule, the parameter, the array
+                type and the methods the rule has).
+        """
+        if type(self).update_core is not UpdateRule.update_core or "update_core" in self.__dict__:
+            return None
+        array = param.array
+        if array is None or is_numpy_array(array):
+            name = "update_core_cpu"
+        elif is_cupy_array(array):
+            name = "update_core_gpu"
+        else:
+            raise NotImplementedError(_no_update_message(self, param))
+        if _overrides(self, name):
+            return getattr(self, name)  # type: ignore[no-any-return]
+        raise NotImplementedError(_no_update_message(self, param))
 
     def state_template(self, param: Parameter) -> Mapping[str, tuple[tuple[int, ...], Any]]:
         """Shape and dtype each state entry must have for ``param``."""
@@ -191,39 +288,48 @@ class UpdateRule:
         return {key: (tuple(param.array.shape), dtype) for key in self.state_keys}
 
     def serialize(self, serializer: AbstractSerializer, param: Parameter | None = None) -> None:
-        """Save or load ``t`` and the state (Chainer's keys: ``t``, then each state key).
+        """Save or load ``t`` and every state entry (Chainer's keys: ``t``, then each entry).
 
-        Loading needs ``param`` to check and place the arrays; it reads and
-        checks every value before assigning any, so a failed load leaves the
-        rule as it was.
+        Chainer's signature: ``serializer`` alone. Every entry the rule
+        created in :meth:`init_state` is saved and loaded, declared in
+        :attr:`state_keys` or not. A rule without state learns its entries
+        as Chainer does, by running :meth:`init_state` on a dummy parameter
+        (:meth:`read_snapshot`). ``param``, when given (an optimizer gives
+        it), lets loading check the declared entries' shape and dtype and
+        place every array on the parameter's backend and device; without
+        it arrays are placed like the entries they replace, or kept as read.
+        Loading reads and checks every value before assigning any, so a
+        failed load leaves the rule as it was.
         """
         if isinstance(serializer, Deserializer):
-            if param is None:
-                raise TypeError("loading an update rule needs the parameter it updates")
             self.apply_loaded(self.read_snapshot(serializer, param, where="update rule"))
             return
         serializer("t", self.t)
         if self._state is not None:
-            for key in self.state_keys:
-                serializer(key, self._state[key])
+            for key, value in self._state.items():
+                serializer(key, value)
 
     def read_snapshot(
-        self, serializer: AbstractSerializer, param: Parameter, where: str
+        self, serializer: AbstractSerializer, param: Parameter | None, where: str
     ) -> tuple[int, dict[str, Any] | None]:
         """Read and check ``t`` and the state from ``serializer``; assign nothing.
 
-        As in Chainer: a state key missing from a strict snapshot raises
-        ``KeyError`` for an enabled rule; for a disabled rule, or a non-strict
-        snapshot, a rule without state is left to create it lazily (``None``)
-        and a rule with state keeps that entry.
+        The entries read are those of the current state, or, for a rule
+        without state, those :meth:`init_state` creates (found as Chainer
+        finds them: on a copy of the rule given a one-element float32
+        dummy parameter, of ``param``'s backend and dtype when it has an
+        array). As in Chainer: a state key missing from a strict snapshot
+        raises ``KeyError`` for an enabled rule; for a disabled rule, or a
+        non-strict snapshot, a rule without state is left to create it
+        lazily (``None``) and a rule with state keeps that entry.
         """
         where_t = f"{where} t ({key_name(serializer, 't')})"
         t = check_counter(to_int(serializer("t", self.t), where=where_t), where_t)
-        template = self.state_template(param)
-        xp = array_namespace(param.array)
-        place = device(param.array)
+        array = None if param is None else param.array
+        template = {} if param is None or array is None else self.state_template(param)
+        keys = list(self._state) if self._state is not None else self._created_state_keys(param)
         state: dict[str, Any] = {}
-        for key in self.state_keys:
+        for key in keys:
             current = None if self._state is None else self._state.get(key)
             try:
                 value = serializer(key, current)
@@ -236,13 +342,45 @@ class UpdateRule:
             if value is current:
                 state[key] = current
                 continue
-            shape, dtype = template[key]
-            dtype, cast_to = self._loaded_state_dtypes(param, dtype, current, value)
-            entry = convert_loaded(
-                value, xp=xp, shape=shape, dtype=dtype, device=place, what=f"{where} state {key!r}"
-            )
-            state[key] = entry if cast_to is None else xp.astype(entry, cast_to)
+            what = f"{where} state {key!r}"
+            if key in template and param is not None:
+                shape, dtype = template[key]
+                dtype, cast_to = self._loaded_state_dtypes(param, dtype, current, value)
+                xp = array_namespace(array)
+                entry = convert_loaded(
+                    value, xp=xp, shape=shape, dtype=dtype, device=device(array), what=what
+                )
+                state[key] = entry if cast_to is None else xp.astype(entry, cast_to)
+            else:
+                state[key] = _loaded_entry(value, current, array, what)
         return t, state
+
+    def _created_state_keys(self, param: Parameter | None) -> list[str]:
+        """The entries :meth:`init_state` creates, learnt on a dummy parameter as Chainer does.
+
+        :meth:`init_state` runs on a shallow copy of the rule whose state
+        dict is also, for that call only, this rule's own (a Chainer-style
+        ``init_state`` may write into the rule it closes over); this rule's
+        state is restored afterwards. The declared :attr:`state_keys` come
+        first, then any other entry in creation order.
+        """
+        array = None if param is None else param.array
+        if array is None:
+            import numpy
+
+            dummy = Parameter(numpy.zeros(1, dtype=numpy.float32))
+        else:
+            dummy = Parameter(namespace_of(array).zeros((1,), dtype=array.dtype, device=device(array)))
+        dummy.grad = dummy.array
+        probe: dict[str, Any] = {}
+        saved = self._state
+        self._state = probe
+        try:
+            clone = copy.copy(self)
+            clone.init_state(dummy)
+        finally:
+            self._state = saved
+        return list(self.state_keys) + [key for key in probe if key not in self.state_keys]
 
     def _loaded_state_dtypes(
         self, param: Parameter, expected: Any, current: Any, value: Any
@@ -326,3 +464,64 @@ def _divide(grad: Any, scale: float) -> Any:
         return grad
     # NumPy 1.x: a 0-d float16 array divided by a Python float is a float64 scalar
     return keep_dtype(grad / scale, grad)
+
+
+def _loaded_entry(value: Any, current: Any, array: Any, what: str) -> Any:
+    """A loaded state entry the rule did not declare in ``state_keys``.
+
+    Into an existing array entry: checked and converted like it (shape,
+    dtype, backend, device). An array for a fresh state: read, and placed on
+    the backend and device of the parameter's ``array`` when it has one (as
+    Chainer sends state to the parameter's device), else kept as read.
+    Anything else (a Python number into a number entry) as the serializer
+    returned it.
+    """
+    from corrmom_ref.serializers.transfer import _is_stored
+
+    if current is not None and hasattr(current, "shape") and hasattr(current, "dtype"):
+        return convert_like(value, current, what=what)
+    if _is_stored(value):
+        value = value.read()
+    if array is not None and hasattr(value, "shape") and hasattr(value, "dtype"):
+        return namespace_of(array).asarray(value, device=device(array), copy=True)
+    return value
+
+
+def _overrides(rule: UpdateRule, name: str) -> bool:
+    """Whether ``rule`` replaces the method ``name`` of :class:`UpdateRule` (in its class or on itself)."""
+    return name in rule.__dict__ or getattr(type(rule), name) is not getattr(UpdateRule, name)
+
+
+def _no_update_message(rule: UpdateRule, param: Parameter) -> str:
+    """Why ``rule`` cannot update ``param``: the rule, the parameter, its array type, the methods there are."""
+    array = param.array
+    arrays = (
+        "an uninitialised array"
+        if array is None
+        else f"{type(array).__module__}.{type(array).__name__} arrays"
+    )
+    own = [f"{name} ({kind})" for name, kind in DEVICE_METHODS if _overrides(rule, name)]
+    has = ", ".join(own) if own else "neither update_core nor a device method"
+    return (
+        f"{type(rule).__name__} cannot update parameter {param.name!r} with {arrays}: it overrides {has}; "
+        f"override update_core (the Array API entry point, any backend) to update these arrays"
+    )
+
+
+def _declared_dtype(param: Any) -> Any:
+    """The dtype an uninitialised parameter declares, or ``None`` (Chainer raises ``RuntimeError`` then)."""
+    try:
+        return param.dtype
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _float32_like(dtype: Any) -> Any:
+    """float32 of the library ``dtype`` belongs to (NumPy's for NumPy dtypes and scalar types)."""
+    module = sys.modules.get(type(dtype).__module__.split(".")[0])
+    if module is None or not hasattr(module, "float32"):
+        import numpy
+
+        module = numpy
+    float32 = module.float32
+    return module.dtype(float32) if module.__name__ == "numpy" else float32

@@ -97,7 +97,11 @@ def run(scenario: Scenario, cr: Any = None) -> Outcome:
     except Exception as e:  # a model Chainer cannot build is no case for the fuzz
         outcome.notes.append(f"chainer setup: {e!r}")
         return outcome
-    ref_side = RefSide(scenario, cr)
+    try:
+        ref_side = RefSide(scenario, cr)
+    except Exception as e:  # Chainer built it: the reference must too
+        outcome.divergence = f"setup: chainer built the model and optimizer, ours raised {e!r}"
+        return outcome
     difference = _difference(chainer_side.observe(), ref_side.observe())
     if difference:
         outcome.divergence = "after setup: " + difference

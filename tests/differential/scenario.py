@@ -20,10 +20,20 @@ Operations (``ops``), each a tuple whose first item names it:
   either may be a ``(type name, number)`` pair;
 * ``("fp32", flag)``, ``("enabled", i, flag)``, ``("new_epoch",)``,
   ``("cleargrads",)``;
+* ``("init", i)``: give parameter ``i``, created uninitialised (``lazy``),
+  its array (Chainer's lazy initialisation; gradients are set only on
+  initialised parameters);
 * ``("snapshot", source, strict)``: ``source`` (``"ref"`` or ``"chainer"``)
   saves an npz snapshot of its optimizer, and *both* optimizers load it
   (``strict=False``: keys missing from it, such as the state of a rule that
   has not updated yet, are left alone).
+
+Besides the two built-in optimizers a scenario may use ``CountingMomentum``
+(:mod:`differential.custom`): a rule written as Chainer users write them,
+with ``update_core_cpu`` only and state entries it never declares. A
+quarter of the scenarios start with a 0-d float16 parameter, the case where
+NumPy 1.x would scale a gradient in float64 (the static scales include some
+float16 cannot represent).
 """
 
 from __future__ import annotations
@@ -49,12 +59,13 @@ class Scenario:
     """One fuzz case.
 
     Attributes:
-        optimizer: ``"CorrectedMomentumSGD"`` or ``"MomentumSGD"``.
+        optimizer: ``"CorrectedMomentumSGD"``, ``"MomentumSGD"`` or ``"CountingMomentum"``.
         lr, momentum: Constructor arguments.
         params: ``(path, shape, dtype, seed)`` per distinct parameter; the
             path's last part is the attribute name, the others nested links.
         ties: ``(path, i)``: parameter ``i`` registered again at ``path``.
         ops: The operations, as the module docstring describes.
+        lazy: Indices of the parameters created uninitialised (array ``None``).
     """
 
     optimizer: str
@@ -63,6 +74,7 @@ class Scenario:
     params: tuple[tuple[str, tuple[int, ...], str, int], ...]
     ties: tuple[tuple[str, int], ...]
     ops: tuple[tuple[Any, ...], ...]
+    lazy: tuple[int, ...] = ()
 
 
 def values(shape: tuple[int, ...], dtype: str, spec: tuple[int, float, str | None]) -> np.ndarray:
@@ -105,11 +117,15 @@ _links = st.sampled_from(("", "l1/", "l2/", "l1/inner/", "l2/deep/er/"))
 def _params(draw: st.DrawFn) -> tuple[tuple[str, tuple[int, ...], str, int], ...]:
     count = draw(st.integers(1, 5))
     params, paths = [], set()
+    half_scalar = draw(st.integers(0, 3)) == 0  # a 0-d float16 parameter first
     for _ in range(count):
         path = "/" + draw(_links) + draw(_names)
         if path in paths or any(p.startswith(path + "/") or path.startswith(p + "/") for p in paths):
             continue
         paths.add(path)
+        if half_scalar and not params:
+            params.append((path, (), "float16", draw(st.integers(0, 999))))
+            continue
         params.append(
             (path, draw(st.sampled_from(SHAPES)), draw(st.sampled_from(DTYPES)), draw(st.integers(0, 999)))
         )
@@ -158,8 +174,10 @@ def _add_hook(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> 
 
 
 @st.composite
-def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> tuple[Any, ...]:
+def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]], lazy: set[int]) -> tuple[Any, ...]:
+    """One operation; ``lazy`` holds the parameters not initialised yet (an ``init`` op removes one)."""
     index = st.integers(0, count - 1)
+    ready = [i for i in range(count) if i not in lazy]
     kind = draw(
         st.sampled_from(
             ("grads",) * 6
@@ -170,11 +188,23 @@ def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> tuple[
             + ("loss_scaling",) * 3
             + ("remove_hook", "fp32", "enabled", "new_epoch", "cleargrads")
             + ("snapshot",) * 2
+            + ("init",) * (3 if lazy else 0)
         )
     )
+    if kind == "init":
+        chosen_lazy = draw(st.sampled_from(sorted(lazy)))
+        lazy.discard(chosen_lazy)
+        return ("init", chosen_lazy)
     if kind in ("grads", "update_loss"):
+        if not ready:
+            return ("update",)
         chosen = draw(
-            st.lists(index, min_size=1 if kind == "update_loss" else 0, max_size=count, unique=True)
+            st.lists(
+                st.sampled_from(ready),
+                min_size=1 if kind == "update_loss" else 0,
+                max_size=count,
+                unique=True,
+            )
         )
         specs = tuple(
             (i, None if kind == "grads" and draw(st.integers(0, 7)) == 0 else draw(_value_spec()))
@@ -202,7 +232,7 @@ def _op(draw: st.DrawFn, count: int, hook_names: dict[Any, list[str]]) -> tuple[
                 (draw(st.sampled_from(("int", "int32", "int64"))), draw(st.sampled_from((1, 2, 3, 1000)))),
                 None,
             )
-        scale = draw(st.sampled_from((1.0, 2.0, 3.0, 128.0, 1024.0, 0.5, 65504.0)))
+        scale = draw(st.sampled_from((1.0, 2.0, 3.0, 128.0, 1024.0, 0.5, 65504.0, 1.7, 1000.7)))
         return ("loss_scaling", None, (draw(st.sampled_from(SCALAR_TYPES)), scale))
     if kind == "fp32":
         return ("fp32", draw(st.sampled_from((True, True, True, True, False))))
@@ -228,16 +258,20 @@ def scenarios(draw: st.DrawFn, max_ops: int = 30) -> Scenario:
         if path not in used:
             ties.append((path, draw(st.integers(0, len(params) - 1))))
     hook_names: dict[Any, list[str]] = {}
+    # a quarter of the scenarios have parameters that start uninitialised
+    lazy = {i for i in range(len(params)) if draw(st.integers(0, 3 * len(params))) == 0}
+    lazy_at_start = tuple(sorted(lazy))
     # half of the scenarios start with hooks in place, so that many updates run through them
     first = [draw(_add_hook(len(params), hook_names)) for _ in range(draw(st.sampled_from((0, 0, 1, 2))))]
-    ops = first + draw(st.lists(_op(len(params), hook_names), min_size=6, max_size=max_ops))
+    ops = first + draw(st.lists(_op(len(params), hook_names, lazy), min_size=6, max_size=max_ops))
     return Scenario(
-        optimizer=draw(st.sampled_from(("CorrectedMomentumSGD", "MomentumSGD"))),
+        optimizer=draw(st.sampled_from(("CorrectedMomentumSGD", "MomentumSGD", "CountingMomentum"))),
         lr=draw(st.sampled_from(LRS)),
         momentum=draw(st.sampled_from(MOMENTA)),
         params=params,
         ties=tuple(ties),
         ops=tuple(ops),
+        lazy=lazy_at_start,
     )
 
 
@@ -259,6 +293,7 @@ scenario = Scenario(
     ops=(
 {ops}
     ),
+    lazy={scenario.lazy!r},
 )
 print(run(scenario))
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from differential import custom
 from differential.scenario import Scenario, scalar, values
 
 NONFINITE = re.compile(
@@ -149,6 +150,9 @@ class Side:
             self.opt.new_epoch()
         elif kind == "cleargrads":
             self.opt.target.cleargrads()
+        elif kind == "init":
+            _, shape, dtype, seed = specs[op[1]]
+            self.params[op[1]].array = values(shape, dtype, (seed, 1.0, None))
         else:  # pragma: no cover - the scenario strategy makes no other kinds
             raise ValueError(f"unknown operation {op!r}")
 
@@ -205,6 +209,18 @@ def _tree(scenario: Scenario) -> list[tuple[list[str], str, int]]:
     return [(path.strip("/").split("/")[:-1], path.rsplit("/", 1)[1], i) for path, i in entries]
 
 
+def scaled_seed(dtype: Any, scale: Any) -> np.ndarray:
+    """The gradient Chainer's ``Variable.backward(loss_scale=scale)`` seeds a loss of ``dtype`` with.
+
+    ``ones_like(loss)`` scaled in place, so the scale is rounded to the loss's
+    dtype; the gradient of ``sum(g * p)`` is then ``g`` times this, in that
+    dtype (a 0-d product too).
+    """
+    seed = np.ones((), dtype=dtype)
+    seed *= scale
+    return seed
+
+
 class ChainerSide(Side):
     """Real Chainer 7.8.1."""
 
@@ -215,9 +231,14 @@ class ChainerSide(Side):
         self.chainer = chainer
         self.hooks_module = chainer.optimizer_hooks
         self.params = [
-            chainer.Parameter(values(shape, dtype, (seed, 1.0, None)), name=path.rsplit("/", 1)[1])
-            for path, shape, dtype, seed in scenario.params
+            chainer.Parameter(
+                None if i in scenario.lazy else values(shape, dtype, (seed, 1.0, None)),
+                name=path.rsplit("/", 1)[1],
+            )
+            for i, (path, shape, dtype, seed) in enumerate(scenario.params)
         ]
+        for i in scenario.lazy:
+            self.params[i].cleargrad()  # as a fresh corrmom_ref Parameter: gradient None, not unset
         root = chainer.Chain()
         for parts, name, i in _tree(scenario):
             node = root
@@ -230,7 +251,13 @@ class ChainerSide(Side):
                 node = child
             with node.init_scope():
                 setattr(node, name, self.params[i])
-        self.opt = getattr(chainer.optimizers, scenario.optimizer)(lr=scenario.lr, momentum=scenario.momentum)
+        if scenario.optimizer == custom.NAME:
+            optimizer = custom.counting_momentum(
+                chainer.UpdateRule, chainer.GradientMethod, chainer.optimizer.HyperparameterProxy
+            )
+        else:
+            optimizer = getattr(chainer.optimizers, scenario.optimizer)
+        self.opt = optimizer(lr=scenario.lr, momentum=scenario.momentum)
         self.opt.setup(root)
 
     def set_grad(self, param: Any, array: np.ndarray | None) -> None:
@@ -255,7 +282,7 @@ class ChainerSide(Side):
                 scale = opt._loss_scale  # what Variable.backward multiplied the loss gradient by
                 if scale is None:
                     return tuple(chainer.Variable(a.copy()) for a in arrays)
-                return tuple(chainer.Variable(np.asarray(a * scale, dtype=a.dtype)) for a in arrays)
+                return tuple(chainer.Variable(np.asarray(a * scaled_seed(a.dtype, scale))) for a in arrays)
 
         def lossfun(inputs: tuple[Any, ...], *, node: type = ScriptedLossNode) -> Any:
             return node().apply(inputs)[0]
@@ -282,8 +309,11 @@ class RefSide(Side):
         self.cr = cr
         self.hooks_module = cr.optimizer_hooks
         self.params = [
-            cr.Parameter(values(shape, dtype, (seed, 1.0, None)), name=path.rsplit("/", 1)[1])
-            for path, shape, dtype, seed in scenario.params
+            cr.Parameter(
+                None if i in scenario.lazy else values(shape, dtype, (seed, 1.0, None)),
+                name=path.rsplit("/", 1)[1],
+            )
+            for i, (path, shape, dtype, seed) in enumerate(scenario.params)
         ]
         root = cr.Link()
         for parts, name, i in _tree(scenario):  # registered in Chainer's order (names follow it)
@@ -293,7 +323,11 @@ class RefSide(Side):
                     node.add(part, cr.Link())
                 node = getattr(node, part)
             node.add(name, self.params[i])
-        self.opt = getattr(cr, scenario.optimizer)(lr=scenario.lr, momentum=scenario.momentum).setup(root)
+        if scenario.optimizer == custom.NAME:
+            optimizer = custom.counting_momentum(cr.UpdateRule, cr.GradientMethod, cr.HyperparameterProxy)
+        else:
+            optimizer = getattr(cr, scenario.optimizer)
+        self.opt = optimizer(lr=scenario.lr, momentum=scenario.momentum).setup(root)
 
     def set_grad(self, param: Any, array: np.ndarray | None) -> None:
         param.grad = array

@@ -7,9 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 import array_api_extra as xpx
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array
+
+__all__ = ["GradientNoise", "exponential_decay_noise"]
 
 NoiseFunc = Callable[[Any, tuple[int, ...], Any, "GradientNoise", Any], Any]
+
+
+def _noise_module(x: Any) -> Any:
+    """The module a noise function gets for ``x``: ``numpy`` or ``cupy`` itself, else ``x``'s Array API namespace."""
+    if is_numpy_array(x):
+        import numpy
+
+        return numpy
+    if is_cupy_array(x):
+        import cupy  # type: ignore[import-not-found]
+
+        return cupy
+    return array_namespace(x)
 
 
 def exponential_decay_noise(
@@ -32,7 +47,10 @@ class GradientNoise:
     Args:
         eta: The noise scale :math:`\eta`.
         noise_func: ``noise_func(xp, shape, dtype, hook, rule)`` returning the
-            noise array (default :func:`exponential_decay_noise`).
+            noise array (default :func:`exponential_decay_noise`). ``xp`` is
+            the gradient's own module where Chainer has one: ``numpy`` for
+            NumPy arrays and ``cupy`` for CuPy arrays, as Chainer passes them;
+            for other arrays their Array API namespace.
         seed: Seed of the host generator used by the default noise function.
     """
 
@@ -53,6 +71,5 @@ class GradientNoise:
         g = param.grad
         if g is None:
             return
-        xp = array_namespace(g)
-        noise = self.noise_func(xp, tuple(g.shape), g.dtype, self, rule)
-        param.grad = xpx.at(g)[...].add(xp.asarray(noise, device=device(g)))
+        noise = self.noise_func(_noise_module(g), tuple(g.shape), g.dtype, self, rule)
+        param.grad = xpx.at(g)[...].add(array_namespace(g).asarray(noise, device=device(g)))
