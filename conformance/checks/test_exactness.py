@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from corrmom_conformance import oracle
 from corrmom_conformance.checks._support import gradients, problem, quiet
 from corrmom_conformance.strategies import schedules
+from corrmom_conformance.tolerances import bitwise_equal, first_bit_difference
 
 pytestmark = pytest.mark.requires("chainer_rounding", "hyperparams")
 
@@ -26,9 +27,9 @@ SHAPES = {"W": (3, 2), "b": (5,)}
 
 
 def _bitwise(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    if got.dtype != want.dtype or not np.array_equal(got, want):
-        diff = np.flatnonzero(got.astype(np.float64) != want.astype(np.float64))
-        i = int(diff[0]) if diff.size else 0
+    """Bit patterns, not values: ``-0.0`` where Chainer has ``+0.0`` fails (:func:`bitwise_equal`)."""
+    if not bitwise_equal(got, want):
+        i = first_bit_difference(got, want) or 0
         raise AssertionError(
             f"{what}: not bitwise Chainer's rounding: got {got.dtype} {got.reshape(-1)[i]!r}, "
             f"Chainer's order gives {want.dtype} {want.reshape(-1)[i]!r} at flat index {i}"
@@ -104,3 +105,25 @@ def test_bitwise_float16_master(adapter, seed):
     """float16 with fp32 update: Chainer's steps on the float32 master, rounded to float16 after each."""
     params = problem(seed, SHAPES, np.float16)
     _check(adapter, params, gradients(seed, params, 5), [0.1, 0.2, 0.2, 0.05, 0.05], [0.9] * 5, master=True)
+
+
+#: Signed zeros in parameters and gradients: Chainer's order makes ``+0.0`` where a
+#: differently ordered formula may make ``-0.0`` (and the reverse); only bits tell them apart.
+_ZEROS_W = np.array([[-0.0, 0.0], [1.5, -0.0], [0.0, -2.0]])
+_ZEROS_G = [
+    np.array([[0.0, -0.0], [0.0, 0.5], [-0.0, 0.0]]),
+    np.array([[-0.0, 0.0], [-0.25, 0.0], [0.0, -0.0]]),
+    np.array([[0.0, 0.0], [-0.0, -0.0], [0.75, 0.0]]),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momenta", [[0.9, 0.9, 0.9], [0.0, 0.5, 0.0]], ids=["m0.9", "m-zero"])
+def test_bitwise_signed_zeros(adapter, dtype, momenta):
+    """Zero parameters and gradients of both signs, from the first step on: the bits of every zero are Chainer's."""
+    if dtype == "float64" and "float64" not in adapter.capabilities:
+        pytest.skip("not applicable: lacks capability float64")
+    kind = np.dtype(dtype)
+    params = {"W": _ZEROS_W.astype(kind), "b": np.array([-0.0, 0.0, 0.25], kind)}
+    grads = [{"W": g.astype(kind), "b": np.array([0.0, -0.0, -0.0], kind)} for g in _ZEROS_G]
+    _check(adapter, params, grads, [0.5, 0.25, 0.5], momenta)

@@ -5,7 +5,8 @@ fresh pytest process, with a fixed Hypothesis seed, and asserts that at least
 one check fails. The reference itself must pass the same runs (tested by the
 ``conformance`` nox session and :func:`test_reference_passes_every_family`).
 The mutants come from :mod:`tests.conformance_meta.mutants` and, for the
-blind spots of issue 13, :mod:`tests.conformance_meta.blind_spot_mutants`;
+blind spots of issue 13, :mod:`tests.conformance_meta.blind_spot_mutants`,
+and for the gaps of issue 23, :mod:`tests.conformance_meta.gap_mutants`;
 the kill rate per family and the run times are printed at the end of the run
 (see ``conftest.py`` here).
 """
@@ -22,13 +23,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance_meta import blind_spot_mutants, mutants
+from tests.conformance_meta import blind_spot_mutants, gap_mutants, mutants
 from tests.conformance_meta.kill_rates import RESULTS, Result
 
 #: (impl, family): every mutant with the family that must reject it.
-KILLS = [(f"tests.conformance_meta.mutants:{m}", f) for m, f in mutants.KILLS] + [
-    (f"tests.conformance_meta.blind_spot_mutants:{m}", f) for m, f in blind_spot_mutants.KILLS
-]
+KILLS = (
+    [(f"tests.conformance_meta.mutants:{m}", f) for m, f in mutants.KILLS]
+    + [(f"tests.conformance_meta.blind_spot_mutants:{m}", f) for m, f in blind_spot_mutants.KILLS]
+    + [(f"tests.conformance_meta.gap_mutants:{m}", f) for m, f in gap_mutants.KILLS]
+)
+
+#: mutant name -> the package it needs besides the reference's.
+REQUIRES = {**blind_spot_mutants.REQUIRES, **gap_mutants.REQUIRES}
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = [
@@ -77,7 +83,7 @@ def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
 
 @pytest.mark.parametrize(("mutant", "family"), KILLS, ids=[f"{m.split(':')[1]}-{f}" for m, f in KILLS])
 def test_family_rejects_mutant(mutant, family, tmp_path):
-    needs = blind_spot_mutants.REQUIRES.get(mutant.split(":")[1])
+    needs = REQUIRES.get(mutant.split(":")[1])
     if needs is not None:
         pytest.importorskip(needs)
     start = time.perf_counter()
