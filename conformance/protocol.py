@@ -19,7 +19,7 @@ What an adapter must have is typed in two layers: :class:`Adapter` and
 needs members has a small protocol (:class:`SupportsState`,
 :class:`SupportsGenericVariant`, ...; :data:`OPTIMIZER_PROTOCOLS` and
 :data:`ADAPTER_PROTOCOLS` map capabilities to them). The suite reads nothing
-else, but the optional :class:`DeclaresDeviations`. :func:`check_adapter` and
+else, but the optional :class:`DeclaresDeviations` and :class:`DeclaresBuiltinHookKinds`. :func:`check_adapter` and
 :func:`check_optimizer` hold an implementation to the protocols of the
 capabilities it declares, naming the adapter and the missing member.
 """
@@ -308,6 +308,17 @@ class DeclaresDeviations(Protocol):
 
     #: A TOML file of expected deviations (``None``: the shipped one, if any).
     expected_deviations: str | os.PathLike[str] | None
+
+
+class DeclaresBuiltinHookKinds(Protocol):
+    """Optional with ``builtin_hooks``: the built-in hooks the implementation ships, when not all six.
+
+    The checks of a hook not listed are reported not applicable; without
+    the attribute every hook of :data:`BUILTIN_HOOKS` is checked.
+    """
+
+    #: Names from :data:`BUILTIN_HOOKS`.
+    builtin_hook_kinds: frozenset[str]
 
 
 #: The adapter protocol each capability needs.

@@ -5,7 +5,8 @@ numbers, not merely eq. (9) within a tolerance: each step must equal, bit for
 bit, :func:`corrmom_conformance.oracle.chainer_cpu_step` (``v *= m; v -= g;
 p += lr * v`` in the parameter's dtype), with gradients unscaled by
 ``g /= s`` in that dtype, and float16 parameters with a float32 master copy
-rounded back after each step. A re-associated or fused formula that passes
+rounded back after each step (a loss-scaled float16 gradient is cast to
+float32 first and unscaled there). A re-associated or fused formula that passes
 the equation family within tolerance fails here.
 """
 
@@ -53,11 +54,12 @@ def _check(adapter, params, grads, lrs, momenta, *, loss_scale=None, master=Fals
             state = opt.state() if "state" in adapter.capabilities else {}
             for k in work:
                 grad = g[k]
-                if loss_scale is not None:  # backward gives s * g in the gradient's dtype; the rule divides
-                    kind = grad.dtype.type
-                    grad = np.divide(np.multiply(grad, kind(loss_scale)), kind(loss_scale), dtype=grad.dtype)
-                if master:
+                if loss_scale is not None:  # backward gives s * g in the gradient's dtype
+                    grad = np.multiply(grad, grad.dtype.type(loss_scale), dtype=grad.dtype)
+                if master:  # the master's gradient is the float16 one cast, unscaled after the cast
                     grad = grad.astype(np.float32)
+                if loss_scale is not None:  # the rule divides, in the dtype it updates in
+                    grad = np.divide(grad, grad.dtype.type(loss_scale), dtype=grad.dtype)
                 work[k], v[k] = oracle.chainer_cpu_step(work[k], grad, v[k], lr, m)
                 want = work[k].astype(params[k].dtype)
                 _bitwise(got[k], want, f"parameter {k!r} at step {t}")
@@ -105,6 +107,17 @@ def test_bitwise_float16_master(adapter, seed):
     """float16 with fp32 update: Chainer's steps on the float32 master, rounded to float16 after each."""
     params = problem(seed, SHAPES, np.float16)
     _check(adapter, params, gradients(seed, params, 5), [0.1, 0.2, 0.2, 0.05, 0.05], [0.9] * 5, master=True)
+
+
+@pytest.mark.requires("float16", "fp32_master", "loss_scaling")
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([3.0, 10.0, 1000.0]))
+def test_bitwise_float16_master_under_static_loss_scale(adapter, seed, scale):
+    """float16 with fp32 update under a static scale that is not a power of two: the float16 gradient
+    ``s g`` is cast to float32 and divided by ``s`` there (dividing in float16 rounds once more)."""
+    params = problem(seed, SHAPES, np.float16)
+    grads = gradients(seed, params, 5)
+    lrs = [0.1, 0.2, 0.2, 0.05, 0.05]
+    _check(adapter, params, grads, lrs, [0.9] * 5, loss_scale=scale, master=True)
 
 
 #: Signed zeros in parameters and gradients: Chainer's order makes ``+0.0`` where a

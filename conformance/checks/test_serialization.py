@@ -208,3 +208,29 @@ def test_load_keeps_the_optimizers_lr_and_momentum(adapter, tmp_path):
         f"created with lr=0.3, momentum=0.5 and then loaded, the optimizer departs at step {diff[0]} "
         f"(parameter {diff[1]!r}) from one told lr=0.3, momentum=0.5 after loading: the load restored hyperparameters"
     )
+
+
+@pytest.mark.requires("loss_scaling", "counters")
+def test_round_trip_after_a_skipped_step_restores_counters(adapter, tmp_path):
+    """Saved after an overflow was skipped (t ran one ahead of every rule's t), a fresh optimizer loads
+    t and each rule's t as they were, and both continue alike (the scale is
+    test_round_trip_restores_dynamic_loss_scale's business: Chainer does not save it)."""
+    params = problem(19, SHAPES)
+    grads = gradients(19, params, 7)
+    grads[2]["b"][0] = np.inf
+    first = adapter.create(params, lr=0.1, momentum=0.9)
+    first.loss_scaling(interval=2)
+    run(first, grads[:4])
+    assert (first.t, first.rule_t("W")) == (4, 3), (
+        f"t, rule t of W after 4 steps with one skipped: {(first.t, first.rule_t('W'))}, expected (4, 3)"
+    )
+    first.save(str(tmp_path / "s.npz"))
+    second = adapter.create(first.params(), lr=0.1, momentum=0.9)
+    second.loss_scaling(interval=2)
+    with quiet():
+        second.load(str(tmp_path / "s.npz"))
+    got = (second.t, {k: second.rule_t(k) for k in SHAPES})
+    want = (first.t, {k: first.rule_t(k) for k in SHAPES})
+    assert got == want, f"after loading, (t, rule t) = {got}; saved from {want}"
+    diff = first_difference(run(first, grads[4:]), run(second, grads[4:]))
+    assert diff is None, f"resumed run departs at step {diff[0]} of the continuation, parameter {diff[1]!r}"

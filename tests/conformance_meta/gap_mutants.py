@@ -11,9 +11,15 @@ adapter factories (``--impl=tests.conformance_meta.gap_mutants:<name>``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+import corrmom_ref as cr
 from corrmom_conformance.adapters.reference import ReferenceAdapter
+from corrmom_ref import optimizer_hooks
+from corrmom_ref.optimizers.corrected_momentum_sgd import CorrectedMomentumSGDRule
+from tests.conformance_meta.blind_spot_mutants import _finite_check, _with_hook, _with_rule_class
 from tests.conformance_meta.mutants import _adapter, _with_rule
 
 # -- sign bits -------------------------------------------------------------------
@@ -34,9 +40,96 @@ def first_step_buffer_is_minus_gradient() -> ReferenceAdapter:
     return _adapter("first_step_buffer_is_minus_gradient", _with_rule(step))
 
 
+# -- combinations ----------------------------------------------------------------
+
+
+def master_unscaled_in_float16() -> ReferenceAdapter:
+    """With fp32 update, the float16 gradient is divided by the loss scale in float16, then cast to the master."""
+
+    class Rule(CorrectedMomentumSGDRule):
+        def update(self, param: Any) -> None:
+            scale = getattr(param, "loss_scale", None)
+            on_master = self._use_fp32_update and param.array.dtype == np.float16
+            if not (on_master and self.enabled and scale is not None and param.grad is not None):
+                super().update(param)
+                return
+            param.grad = np.divide(param.grad, np.float16(scale), dtype=np.float16)
+            param.loss_scale = None
+            try:
+                super().update(param)
+            finally:
+                param.loss_scale = scale
+
+    return _with_rule_class("master_unscaled_in_float16", Rule)
+
+
+def clipping_measures_the_true_norm() -> ReferenceAdapter:
+    """GradientClipping "fixed" to divide the global norm by the loss scale (it clips the true norm)."""
+
+    class Hook(optimizer_hooks.GradientClipping):
+        def __call__(self, opt: Any) -> None:
+            scale = opt._loss_scale or 1.0
+            params = [p for p in opt.target.params() if p.grad is not None]
+            norm = float(np.sqrt(sum(float(np.sum(p.grad * p.grad)) for p in params))) / scale
+            if norm > self.threshold:
+                for p in params:
+                    p.grad = (p.grad * (self.threshold / norm)).astype(p.grad.dtype)
+
+    return _with_hook("clipping_measures_the_true_norm", "GradientClipping", Hook)
+
+
+# -- disabled rules ----------------------------------------------------------------
+
+
+def batched_rules_ignore_enabled() -> ReferenceAdapter:
+    """The batched path forgets ``enabled``: a rule disabled once its state exists is still stepped with the others."""
+
+    class Rule(CorrectedMomentumSGDRule):
+        batchable = True
+
+        def batch_key(self, param: Any) -> Any:
+            enabled, self.enabled = self.enabled, True
+            try:
+                return super().batch_key(param)
+            finally:
+                self.enabled = enabled
+
+    return _with_rule_class("batched_rules_ignore_enabled", Rule)
+
+
+# -- counters after a skipped step ----------------------------------------------------
+
+
+def rule_t_loaded_from_the_optimizers() -> ReferenceAdapter:
+    """Loading sets every rule's t to the optimizer's t ("they step together"), counting skipped steps as updates."""
+
+    class Optimizer(cr.CorrectedMomentumSGD):
+        def _load(self, serializer: Any) -> None:
+            super()._load(serializer)
+            for param in self.target.params():
+                if param.update_rule is not None:
+                    param.update_rule.t = self.t
+
+    return _adapter("rule_t_loaded_from_the_optimizers", Optimizer)
+
+
+# -- large finite gradients ------------------------------------------------------------
+
+
+def overflow_above_float16_max() -> ReferenceAdapter:
+    """Any gradient element above 65504 in magnitude counts as an overflow, whatever the parameter's dtype
+    (float16's largest value, the cap of the loss scale, taken for every dtype's limit)."""
+    return _finite_check("overflow_above_float16_max", lambda g, s: bool(np.all(np.abs(g) <= 65504.0)))
+
+
 #: Which family must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("first_step_buffer_is_minus_gradient", "test_exactness"),
+    ("master_unscaled_in_float16", "test_exactness"),
+    ("clipping_measures_the_true_norm", "test_machinery"),
+    ("batched_rules_ignore_enabled", "test_machinery"),
+    ("rule_t_loaded_from_the_optimizers", "test_serialization"),
+    ("overflow_above_float16_max", "test_loss_scaling"),
 ]
 
 #: Mutants that need a package besides the reference's (skipped only where it is missing).
