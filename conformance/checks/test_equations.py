@@ -45,6 +45,32 @@ def test_exact_dyadic_trajectory(adapter, bits, lr_exp, m):
         )
 
 
+@pytest.mark.requires("hyperparams", "float64")
+@given(
+    numerators=st.lists(st.integers(-(2**20), 2**20), min_size=10, max_size=10),
+    lr_exp=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+    m=st.sampled_from([0.0, 0.5, 0.75]),
+)
+def test_exact_dyadic_trajectory_float64(adapter, numerators, lr_exp, m):
+    """float64 from another angle than the tolerance: values of 21 significant bits, whose
+    trajectory needs about 35 (more than float32's 24, fewer than float64's 53), so float64
+    arithmetic is exact and the result must equal eq. (9) in exact arithmetic."""
+    w0 = np.array(numerators[:2], dtype=np.float64) / 2**20
+    grads = [np.array(numerators[2 + 2 * i : 4 + 2 * i], dtype=np.float64) / 2**20 for i in range(4)]
+    lrs = [2.0**-e for e in lr_exp]
+    opt = adapter.create({"w": w0}, lr=lrs[0], momentum=m)
+    got = run(opt, [{"w": g} for g in grads], lrs)
+    want = oracle.eq9(
+        oracle.exact(w0), [oracle.exact(g) for g in grads], [Fraction(x) for x in lrs], [Fraction(m)] * 4
+    )
+    for t, (step, (w, _)) in enumerate(zip(got, want, strict=True), start=1):
+        assert step["w"].dtype == np.float64, f"step {t}: the parameter came back as {step['w'].dtype}"
+        exact_w = [Fraction(float(x)) for x in step["w"].ravel()]
+        assert exact_w == list(w.ravel()), (
+            f"step {t}: {step['w'].tolist()} != exact eq. (9) {[str(x) for x in w.ravel()]}"
+        )
+
+
 @pytest.mark.requires("hyperparams")
 @given(seed=st.integers(0, 2**16), steps=st.integers(2, 12), m=momenta, data=st.data(), shape=shapes)
 def test_trajectory_matches_eq9(adapter, seed, steps, m, data, shape):

@@ -209,3 +209,25 @@ def test_rule_disabled_after_it_has_stepped(adapter):
     # b: eq. (9) over its own updates only (steps 1, 2, 5, 6)
     want_b = oracle_eq9({"b": params["b"]}, [grads[i] for i in (0, 1, 4, 5)], [0.1] * 4, [0.9] * 4)
     assert_trajectory([{"b": s["b"]} for s in resumed], want_b[2:], np.float32, what="re-enabled")
+
+
+@pytest.mark.requires("builtin_hooks", "hyperparams")
+def test_lars_below_its_threshold_is_weight_decay(adapter):
+    """GradientLARS from another angle than its trajectory: when no parameter's norm exceeds the
+    threshold the trust ratio is 1 and the hook adds weight_decay * p, so the update is eq. (9)
+    on g + 0.1 p (worked out here, not by the suite's model of the hook)."""
+    _require_hook(adapter, "GradientLARS")
+    params = problem(37, SHAPES)
+    grads = gradients(37, params, 3)
+    opt = adapter.create(params, lr=0.1, momentum=0.9)
+    opt.add_builtin_hook("GradientLARS", threshold=1e6, weight_decay=0.1, eps=1e-9)
+    got = run(opt, grads)
+    w = {k: v.astype(np.float64) for k, v in params.items()}
+    u = {k: np.zeros_like(v) for k, v in w.items()}
+    want = []
+    for g in grads:
+        for k in w:
+            u[k] = 0.9 * u[k] + (g[k].astype(np.float64) + 0.1 * w[k])
+            w[k] = w[k] - 0.1 * u[k]
+        want.append(dict(w))
+    assert_trajectory(got, want, np.float32, what="parameter with GradientLARS below its threshold,")

@@ -122,6 +122,20 @@ def overflow_above_float16_max() -> ReferenceAdapter:
     return _finite_check("overflow_above_float16_max", lambda g, s: bool(np.all(np.abs(g) <= 65504.0)))
 
 
+# -- second angles (item 8) ------------------------------------------------------------
+
+
+def float64_stepped_in_float32() -> ReferenceAdapter:
+    """A float32 kernel for every dtype: float64 parameters are stepped in float32 and cast back."""
+
+    def step(xp, p, g, v, lr, m):
+        p32, g32, v32 = (np.asarray(a, np.float32) for a in (p, g, v))
+        v32 = np.float32(m) * v32 - g32
+        return (p32 + np.float32(lr) * v32).astype(p.dtype), v32.astype(v.dtype)
+
+    return _adapter("float64_stepped_in_float32", _with_rule(step))
+
+
 #: Which family must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("first_step_buffer_is_minus_gradient", "test_exactness"),
@@ -134,3 +148,28 @@ KILLS: list[tuple[str, str]] = [
 
 #: Mutants that need a package besides the reference's (skipped only where it is missing).
 REQUIRES: dict[str, str] = {}
+
+#: Properties that one check alone caught before issue 23, each with a second, independent check:
+#: (mutant, "family::check"): that check alone, run by itself, must reject the mutant.
+SECOND_ANGLES: list[tuple[str, str]] = [
+    (
+        "tests.conformance_meta.gap_mutants:float64_stepped_in_float32",
+        "test_equations::test_trajectory_matches_eq9_float64",
+    ),
+    (
+        "tests.conformance_meta.gap_mutants:float64_stepped_in_float32",
+        "test_equations::test_exact_dyadic_trajectory_float64",
+    ),
+    (
+        "tests.conformance_meta.blind_spot_mutants:loader_restores_hyperparameters",
+        "test_serialization::test_first_step_after_load_uses_the_optimizers_lr_and_momentum",
+    ),
+    (
+        "tests.conformance_meta.blind_spot_mutants:overflow_history_not_saved",
+        "test_serialization::test_snapshot_after_an_overflow_grows_slowly_in_the_reference",
+    ),
+    (
+        "tests.conformance_meta.blind_spot_mutants:lars_without_decay_term",
+        "test_machinery::test_lars_below_its_threshold_is_weight_decay",
+    ),
+]
