@@ -223,14 +223,14 @@ def test_round_trip_after_a_skipped_step_restores_counters(adapter, tmp_path):
     grads = gradients(19, params, 7)
     grads[2]["b"][0] = np.inf
     first = adapter.create(params, lr=0.1, momentum=0.9)
-    first.loss_scaling(interval=2)
+    first.loss_scaling(interval=1)  # powers of two: unscaling is exact, whatever the scale
     run(first, grads[:4])
     assert (first.t, first.rule_t("W")) == (4, 3), (
         f"t, rule t of W after 4 steps with one skipped: {(first.t, first.rule_t('W'))}, expected (4, 3)"
     )
     first.save(str(tmp_path / "s.npz"))
     second = adapter.create(first.params(), lr=0.1, momentum=0.9)
-    second.loss_scaling(interval=2)
+    second.loss_scaling(interval=1)
     with quiet():
         second.load(str(tmp_path / "s.npz"))
     got = (second.t, {k: second.rule_t(k) for k in SHAPES})
