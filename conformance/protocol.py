@@ -56,6 +56,8 @@ CAPABILITIES: dict[str, str] = {
     "GradientHardClipping, GradientLARS, GradientNoise (noise given by the suite)",
     "chainer_rounding": "each step rounds exactly as Chainer's CPU code: v *= m; v -= g; p += lr * v in the "
     "parameter's dtype (checked bitwise)",
+    "exact_variant": "exact_variant(): the same implementation in its documented exact mode, which has "
+    "chainer_rounding (the exactness family runs on it)",
 }
 
 #: The built-in hooks of ``builtin_hooks``, with the keyword arguments each takes.
@@ -299,6 +301,20 @@ class SupportsGenericVariant(Protocol):
         """The same implementation on the same backend with its native kernels off."""
 
 
+class SupportsExactVariant(Protocol):
+    """Capability ``exact_variant``: a mode of the implementation documented to round as Chainer.
+
+    For an implementation whose default mode is fast (fused kernels, a
+    compiled step) but which documents a mode with Chainer's roundings
+    (``corrmom_ref.torch`` with ``fused=False``; ``corrmom_ref.optax`` run
+    op by op): the exactness family checks that mode bit for bit.
+    """
+
+    def exact_variant(self) -> Adapter:
+        """The same implementation on the same backend in its exact mode; its capabilities include
+        ``chainer_rounding``."""
+
+
 class DeclaresDeviations(Protocol):
     """Optional for any adapter: where its expected deviations are declared.
 
@@ -322,7 +338,10 @@ class DeclaresBuiltinHookKinds(Protocol):
 
 
 #: The adapter protocol each capability needs.
-ADAPTER_PROTOCOLS: dict[str, type] = {"generic_variant": SupportsGenericVariant}
+ADAPTER_PROTOCOLS: dict[str, type] = {
+    "generic_variant": SupportsGenericVariant,
+    "exact_variant": SupportsExactVariant,
+}
 
 AdapterFactory = Callable[[], Adapter]
 

@@ -42,6 +42,9 @@ def chainer_order(paths: list[str]) -> list[str]:
 class RefTorchOptimizer:
     """:class:`corrmom_conformance.protocol.Optimizer` over ``corrmom_ref.torch``."""
 
+    #: The optimizer class (``None``: ``corrmom_ref.torch.CorrectedMomentumSGD``; the meta-tests' mutants replace it).
+    optimizer_class: Any = None
+
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float, fused: bool) -> None:
         import torch
 
@@ -55,7 +58,8 @@ class RefTorchOptimizer:
         self._dtypes = {k: np.asarray(params[k]).dtype for k in self._names}
         self._index = {k: i for i, k in enumerate(self._names)}
         groups = [{"params": [(k, self._params[k])]} for k in self._names]
-        self.opt = crt.CorrectedMomentumSGD(groups, lr=lr, momentum=momentum, fused=fused)
+        optimizer_class = self.optimizer_class or crt.CorrectedMomentumSGD
+        self.opt = optimizer_class(groups, lr=lr, momentum=momentum, fused=fused)
         self._overrides: dict[str, set[str]] = {k: set() for k in self._names}
         self._scaler: Any = None
         self._by_id = {id(p): k for k, p in self._params.items()}
@@ -210,7 +214,10 @@ class RefTorchAdapter:
     #: Chainer's hooks; ``corrmom_ref.torch.hooks`` has four, without GradientLARS, whose
     #: per-rule hyperparameters torch keeps per group, and GradientNoise, which draws from
     #: NumPy's global random state that no torch generator reproduces).
-    capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {"generic_variant"}
+    capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {
+        "generic_variant",
+        "exact_variant",
+    }
     #: ``generic_variant`` (:class:`~corrmom_conformance.protocol.SupportsGenericVariant`):
     #: 1 with torch's fused kernel (a multiply-add per product), 0 for the generic twin.
     fast_path_roundings: float
@@ -225,9 +232,15 @@ class RefTorchAdapter:
         self.fast_path_roundings = 1.0 if self._fused else 0.0
         if not fused:
             self.backend = "torch:cpu (generic)"
+        if not self._fused:  # documented as Chainer's operations, bit for bit
+            self.capabilities = self.capabilities | {"chainer_rounding"}
 
     def generic_variant(self) -> RefTorchAdapter:
         """The same optimizer with ``fused=False`` (Chainer's in-place operations)."""
+        return RefTorchAdapter(fused=False)
+
+    def exact_variant(self) -> RefTorchAdapter:
+        """``fused=False``: documented to round as Chainer's CPU code (capability ``chainer_rounding``)."""
         return RefTorchAdapter(fused=False)
 
     def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> RefTorchOptimizer:

@@ -136,6 +136,52 @@ def float64_stepped_in_float32() -> ReferenceAdapter:
     return _adapter("float64_stepped_in_float32", _with_rule(step))
 
 
+# -- the ports' exact modes ---------------------------------------------------------------
+
+
+def ref_torch_unscale_by_reciprocal() -> Any:
+    """corrmom_ref.torch divides the loss scale out as ``g * (1/s)`` (one ulp off ``g / s`` for some g and s)."""
+    import corrmom_ref.torch as crt
+    from corrmom_conformance.adapters.ref_torch import RefTorchAdapter, RefTorchOptimizer
+
+    class Optimizer(crt.CorrectedMomentumSGD):
+        def _prepare(self, p: Any, scale: float | None) -> Any:
+            target, grad, v = super()._prepare(p, None)
+            if scale is not None:
+                grad.mul_(1.0 / scale)
+            return target, grad, v
+
+    class MutantOptimizer(RefTorchOptimizer):
+        optimizer_class = Optimizer
+
+    class Adapter(RefTorchAdapter):
+        name = "mutant-ref_torch_unscale_by_reciprocal"
+
+        def create(self, params: Any, *, lr: float, momentum: float) -> Any:
+            return MutantOptimizer(params, lr, momentum, self._fused)
+
+        def exact_variant(self) -> Any:
+            return Adapter(fused=False)
+
+    return Adapter()
+
+
+def ref_optax_unscale_by_reciprocal() -> Any:
+    """corrmom_ref.optax's loss scaling multiplies by ``1/s`` (what XLA makes of a division by a scalar)."""
+    from corrmom_conformance.adapters.ref_optax import RefOptaxAdapter
+    from corrmom_ref.optax import _loss_scaling
+
+    _loss_scaling._unscale = lambda g, s: g * (1.0 / s).astype(g.dtype)  # this mutant's process only
+
+    class Adapter(RefOptaxAdapter):
+        name = "mutant-ref_optax_unscale_by_reciprocal"
+
+        def exact_variant(self) -> Any:
+            return Adapter(exact=True)
+
+    return Adapter()
+
+
 #: Which family must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("first_step_buffer_is_minus_gradient", "test_exactness"),
@@ -144,10 +190,15 @@ KILLS: list[tuple[str, str]] = [
     ("batched_rules_ignore_enabled", "test_machinery"),
     ("rule_t_loaded_from_the_optimizers", "test_serialization"),
     ("overflow_above_float16_max", "test_loss_scaling"),
+    ("ref_torch_unscale_by_reciprocal", "test_exactness"),
+    ("ref_optax_unscale_by_reciprocal", "test_exactness"),
 ]
 
 #: Mutants that need a package besides the reference's (skipped only where it is missing).
-REQUIRES: dict[str, str] = {}
+REQUIRES: dict[str, str] = {
+    "ref_torch_unscale_by_reciprocal": "torch",
+    "ref_optax_unscale_by_reciprocal": "optax",
+}
 
 #: Properties that one check alone caught before issue 23, each with a second, independent check:
 #: (mutant, "family::check"): that check alone, run by itself, must reject the mutant.
