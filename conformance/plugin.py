@@ -436,7 +436,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if rep is None or report.nodeid not in run.check_ids:
         return
     check = report.nodeid.split("checks/", 1)[-1]
-    if report.when == "call":
+    if report.when == "call" and not (report.skipped and not hasattr(report, "wasxfail")):
         props = dict(report.user_properties)
         if hasattr(report, "wasxfail"):
             outcome = "deviation now passes" if report.passed else "expected deviation"

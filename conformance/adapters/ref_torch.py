@@ -9,8 +9,8 @@ gradient by the loss scale in the parameter's dtype, as backward of
 ``scaler.scale(loss)`` would, then runs ``scaler.step(opt); scaler.update()``.
 
 Update-rule hooks (``level='rule'``) are the optimizer's per-parameter hooks
-(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`). Every
-capability is declared.
+(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`); the built-in
+hooks are those of :mod:`corrmom_ref.torch.hooks` (:attr:`RefTorchAdapter.builtin_hook_kinds`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class RefTorchOptimizer:
 
     #: The optimizer class (``None``: ``corrmom_ref.torch.CorrectedMomentumSGD``; the meta-tests' mutants replace it).
     optimizer_class: Any = None
+    #: Where the built-in hooks come from (``None``: ``corrmom_ref.torch.hooks``; mutants replace it).
+    hooks_module: Any = None
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float, fused: bool) -> None:
         import torch
@@ -182,6 +184,13 @@ class RefTorchOptimizer:
         else:
             self.opt.remove_hook(name)
 
+    def add_builtin_hook(self, kind: str, **kwargs: Any) -> None:
+        """Register ``corrmom_ref.torch.hooks.<kind>`` with its default name and timing."""
+        hooks = self.hooks_module
+        if hooks is None:
+            import corrmom_ref.torch.hooks as hooks
+        self.opt.add_hook(getattr(hooks, kind)(**kwargs))
+
     # -- serialization and epochs --------------------------------------------------------------
 
     def save(self, path: str) -> None:
@@ -210,14 +219,13 @@ class RefTorchAdapter:
     state_sign = -1.0
     #: Not applicable, by torch's idiom: ``disabled_rules`` (a frozen parameter is one left
     #: out of the optimizer, or with ``requires_grad=False``; there is no per-parameter
-    #: enabled flag to switch) and ``builtin_hooks`` (the capability covers all six of
-    #: Chainer's hooks; ``corrmom_ref.torch.hooks`` has four, without GradientLARS, whose
-    #: per-rule hyperparameters torch keeps per group, and GradientNoise, which draws from
-    #: NumPy's global random state that no torch generator reproduces).
-    capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {
-        "generic_variant",
-        "exact_variant",
-    }
+    #: enabled flag to switch).
+    capabilities = (ALL_CAPABILITIES - {"disabled_rules"}) | {"generic_variant", "exact_variant"}
+    #: The built-in hooks ``corrmom_ref.torch.hooks`` ships
+    #: (:class:`~corrmom_conformance.protocol.DeclaresBuiltinHookKinds`): not GradientLARS, whose
+    #: per-rule hyperparameters torch keeps per group, nor GradientNoise, which draws from NumPy's
+    #: global random state that no torch generator reproduces.
+    builtin_hook_kinds = frozenset({"WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping"})
     #: ``generic_variant`` (:class:`~corrmom_conformance.protocol.SupportsGenericVariant`):
     #: 1 with torch's fused kernel (a multiply-add per product), 0 for the generic twin.
     fast_path_roundings: float

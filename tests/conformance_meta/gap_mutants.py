@@ -182,6 +182,38 @@ def ref_optax_unscale_by_reciprocal() -> Any:
     return Adapter()
 
 
+# -- the torch port's hooks ----------------------------------------------------------------
+
+
+def ref_torch_weight_decay_ignores_loss_scale() -> Any:
+    """corrmom_ref.torch's WeightDecay adds lambda p to the scaled gradient (an effective rate lambda / s)."""
+    import types
+
+    import torch
+
+    import corrmom_ref.torch.hooks as hooks
+    from corrmom_conformance.adapters.ref_torch import RefTorchAdapter, RefTorchOptimizer
+
+    class WeightDecay(hooks.WeightDecay):
+        def __call__(self, optimizer: Any, param: Any) -> None:
+            if param.grad is not None:
+                with torch.no_grad():
+                    param.grad.add_(param, alpha=self.rate)
+
+    class MutantOptimizer(RefTorchOptimizer):
+        hooks_module = types.SimpleNamespace(
+            **{**{n: getattr(hooks, n) for n in hooks.__all__}, "WeightDecay": WeightDecay}
+        )
+
+    class Adapter(RefTorchAdapter):
+        name = "mutant-ref_torch_weight_decay_ignores_loss_scale"
+
+        def create(self, params: Any, *, lr: float, momentum: float) -> Any:
+            return MutantOptimizer(params, lr, momentum, self._fused)
+
+    return Adapter()
+
+
 #: Which family must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("first_step_buffer_is_minus_gradient", "test_exactness"),
@@ -192,12 +224,14 @@ KILLS: list[tuple[str, str]] = [
     ("overflow_above_float16_max", "test_loss_scaling"),
     ("ref_torch_unscale_by_reciprocal", "test_exactness"),
     ("ref_optax_unscale_by_reciprocal", "test_exactness"),
+    ("ref_torch_weight_decay_ignores_loss_scale", "test_machinery"),
 ]
 
 #: Mutants that need a package besides the reference's (skipped only where it is missing).
 REQUIRES: dict[str, str] = {
     "ref_torch_unscale_by_reciprocal": "torch",
     "ref_optax_unscale_by_reciprocal": "optax",
+    "ref_torch_weight_decay_ignores_loss_scale": "torch",
 }
 
 #: Properties that one check alone caught before issue 23, each with a second, independent check:
