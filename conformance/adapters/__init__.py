@@ -34,7 +34,13 @@ def resolve(impl: str | None, backend: str | None = None) -> Adapter:
             "nor 'package.module:factory'"
         )
     module_name, _, attr = target.partition(":")
-    factory: Callable[..., Adapter] = getattr(importlib.import_module(module_name), attr)
+    module = importlib.import_module(module_name)
+    factory: Callable[..., Adapter] | None = getattr(module, attr, None)
+    if not callable(factory):
+        candidates = sorted(n for n, v in vars(module).items() if callable(v) and "adapter" in n.lower())
+        found = f"; callables named like an adapter there: {', '.join(candidates)}" if candidates else ""
+        what = "has no" if factory is None else "has a non-callable"
+        raise ValueError(f"--impl={spec!r}: module {module_name!r} {what} factory {attr!r}{found}")
     adapter = factory(backend=backend) if backend is not None and _accepts_backend(factory) else factory()
     _check(adapter, spec)
     return adapter
