@@ -426,7 +426,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             f"corrmom conformance: testing the reference ({adapter.name}) on {adapter.backend}: no --corrmom-impl "
             "given (nor $CORRMOM_CONFORMANCE_IMPL); name yours with --corrmom-impl=package.module:factory"
         ]
-    return chosen + [
+    return [
+        *chosen,
         f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",
         f"  capabilities: {', '.join(sorted(adapter.capabilities))}",
         f"  hypothesis profile: {profile}, seed: {seed}{drawn}, "
