@@ -13,6 +13,7 @@ the kill rate per family and the run times are printed at the end of the run
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -113,3 +114,26 @@ def test_every_family_kills_at_least_two_mutants():
 
 def test_at_least_forty_mutants():
     assert len({m for m, _ in KILLS}) >= 40
+
+
+#: The backend leg (``CORRMOM_BACKENDS``) that installs each package a mutant may need.
+LEG_OF_PACKAGE = {"torch": "torch", "optax": "jax"}
+
+
+def test_every_required_package_has_a_leg():
+    """Each mutant in REQUIRES is one the runs above use, and its package belongs to a backend leg."""
+    names = {m.split(":")[1] for m, _ in KILLS}
+    assert set(REQUIRES) <= names, sorted(set(REQUIRES) - names)
+    assert set(REQUIRES.values()) <= set(LEG_OF_PACKAGE), sorted(set(REQUIRES.values()) - set(LEG_OF_PACKAGE))
+
+
+def test_no_mutant_is_skipped_where_its_leg_runs():
+    """Where CORRMOM_BACKENDS names a mutant's backend (the README's ``nox -s tests`` names numpy, torch
+    and jax in one virtualenv), its package is importable, so the mutant runs there instead of skipping."""
+    legs = set(os.environ.get("CORRMOM_BACKENDS", "numpy").split(","))
+    skipped = [
+        f"{mutant} (needs {package})"
+        for mutant, package in REQUIRES.items()
+        if LEG_OF_PACKAGE[package] in legs and importlib.util.find_spec(package) is None
+    ]
+    assert not skipped, f"mutants that would skip in the {','.join(sorted(legs))} leg: {skipped}"
