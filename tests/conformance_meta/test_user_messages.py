@@ -101,3 +101,13 @@ def test_a_check_skipped_in_its_body_is_not_applicable(tmp_path):
 
     entries = json.loads(report.with_name("r.json").read_text())["entries"]
     assert [e["outcome"] for e in entries] == ["not applicable"], entries
+
+
+def test_an_adapter_module_not_installed_says_how_to_install_it(tmp_path):
+    done = _pytest(
+        tmp_path, str(CHECKS / "test_exactness.py"), "--corrmom-impl=mysgd_not_here.adapter:make_adapter"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 4 and "Traceback" not in output, output[-3000:]
+    assert "no module 'mysgd_not_here' in " in output, output[-3000:]
+    assert "python -m pip install -e . in its directory" in output, output[-3000:]

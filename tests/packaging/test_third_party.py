@@ -127,7 +127,9 @@ def test_documented_route_from_the_projects_own_directory(tmp_path):
     _ok(_run(sys.executable, "-m", "venv", tmp_path / "venv", cwd=tmp_path))
     python = tmp_path / "venv" / "bin" / "python"
     # docs/conformance.md, "A third party": install the suite and your project ...
-    done = _run(python, "-m", "pip", "install", "-q", f"corrmom-ref[test] @ {wheel.as_uri()}", "-e", ".", cwd=project)
+    done = _run(
+        python, "-m", "pip", "install", "-q", f"corrmom-ref[test] @ {wheel.as_uri()}", "-e", ".", cwd=project
+    )
     if done.returncode != 0 and any(marker in done.stdout + done.stderr for marker in UNREACHABLE):
         pytest.skip(f"pip cannot reach a package index: {(done.stdout + done.stderr).strip()[-300:]}")
     _ok(done)
