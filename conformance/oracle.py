@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from corrmom_conformance.tolerances import first_bit_difference
+
 #: The largest dynamic loss scale (float16's largest finite value).
 LOSS_SCALE_MAX = 65504.0
 
@@ -397,7 +399,7 @@ def beyond_rounding_bound(
         |w_f - w_g| \le \eta\,k\epsilon\,(|m\,v| + |v_g|) + k\epsilon\,(|\eta\,v_g| + |w_g|)
 
     (one rounding of each product and result in either path, at most half an
-    ulp each; :math:`k = 0` demands bitwise equality). The answer names the
+    ulp each; :math:`k = 0` demands bitwise equality, the signs of zeros included). The answer names the
     worst element: ``"state 'p'[3]: fast ... vs generic ..., beyond the bound
     of 1 rounding(s) (...)"``.
     """
@@ -415,4 +417,12 @@ def beyond_rounding_bound(
                 f"{what} {name!r}{[int(i) for i in worst]}: fast {got[worst]!r} vs generic {want[worst]!r}, "
                 f"beyond the bound of {roundings:g} rounding(s) ({bound[worst]:.3g})"
             )
+    if roundings == 0:  # bitwise: the sign of a zero counts too
+        for what, got, want in (("state", v_f, v_g), ("parameter", w_f, w_g)):
+            index = first_bit_difference(np.asarray(got), np.asarray(want))
+            if index is not None:
+                return (
+                    f"{what} {name!r} flat [{index}]: fast {np.asarray(got).reshape(-1)[index]!r} vs generic "
+                    f"{np.asarray(want).reshape(-1)[index]!r}, not bitwise equal (0 roundings)"
+                )
     return None

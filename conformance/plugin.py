@@ -167,6 +167,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN, None)
     if run is not None and any(r is run for r in _RUNS):
         _RUNS.remove(run)
+    if run is not None and run.shrink_bound:
+        from hypothesis.internal.conjecture import engine
+
+        if isinstance(getattr(engine, "report", None), _ShrinkCapReport) and engine.report.run is run:
+            engine.report = engine.report.original
 
 
 def register_profiles(thorough: bool = False, no_shrink: bool = False) -> str:
@@ -219,6 +224,33 @@ def _bound_shrinking(config: pytest.Config) -> None:
     bounded = config.getoption("corrmom_shrink_seconds") is None and not config.getoption("corrmom_thorough")
     run.family_left = {} if bounded else None
     run.shrink_bound = hasattr(engine, "MAX_SHRINKING_SECONDS")
+    if run.shrink_bound and callable(getattr(engine, "report", None)):
+        engine.report = _ShrinkCapReport(engine.report, run)
+
+
+#: How Hypothesis' engine starts the message it prints when shrinking runs past
+#: ``MAX_SHRINKING_SECONDS`` (written for its own five-minute cap).
+HYPOTHESIS_SLOW_SHRINK = "WARNING: Hypothesis has spent more than five minutes working to shrink"
+
+
+class _ShrinkCapReport:
+    """Hypothesis' ``report`` in its engine, with its slow-shrinking warning replaced by the suite's.
+
+    The suite cuts shrinking after seconds, on purpose; Hypothesis' message
+    (five minutes, "PLEASE REPORT THIS") would be wrong. Everything else passes through.
+    """
+
+    def __init__(self, original: Any, run: RunState) -> None:
+        self.original, self.run = original, run
+
+    def __call__(self, text: Any) -> None:
+        if isinstance(text, str) and text.startswith(HYPOTHESIS_SLOW_SHRINK):
+            text = (
+                f"corrmom conformance: stopped shrinking after the suite's cap of {self.run.shrink_seconds:g} s "
+                "(--corrmom-shrink-seconds); the counterexample is smaller than the first one found, "
+                "not necessarily minimal"
+            )
+        self.original(text)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -388,7 +420,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     profile = run.profile or "conformance-fast"
     seed = config.getoption("hypothesis_seed", default=None)
     drawn = " (drawn for this run; rerun with --hypothesis-seed to repeat it)" if run.seed_drawn else ""
+    chosen = []
+    if not config.getoption("corrmom_impl") and not os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
+        chosen = [
+            f"corrmom conformance: testing the reference ({adapter.name}) on {adapter.backend}: no --corrmom-impl "
+            "given (nor $CORRMOM_CONFORMANCE_IMPL); name yours with --corrmom-impl=package.module:factory"
+        ]
     return [
+        *chosen,
         f"corrmom conformance: impl={adapter.name} {adapter.version} backend={adapter.backend}",
         f"  capabilities: {', '.join(sorted(adapter.capabilities))}",
         f"  hypothesis profile: {profile}, seed: {seed}{drawn}, "
@@ -436,7 +475,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if rep is None or report.nodeid not in run.check_ids:
         return
     check = report.nodeid.split("checks/", 1)[-1]
-    if report.when == "call":
+    if report.when == "call" and not (report.skipped and not hasattr(report, "wasxfail")):
         props = dict(report.user_properties)
         if hasattr(report, "wasxfail"):
             outcome = "deviation now passes" if report.passed else "expected deviation"
@@ -507,6 +546,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if rep is None:
         return
     terminalreporter.section("corrmom conformance")
+    if not config.getoption("corrmom_impl") and not os.environ.get("CORRMOM_CONFORMANCE_IMPL"):
+        terminalreporter.write_line("the reference was tested: no --corrmom-impl given")
     terminalreporter.write_line(f"{rep.impl} {rep.version} on {rep.backend}: {rep.summary_line()}")
     for family, counts in rep.family_counts().items():
         terminalreporter.write_line(f"  {family}: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n))

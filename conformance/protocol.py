@@ -19,7 +19,7 @@ What an adapter must have is typed in two layers: :class:`Adapter` and
 needs members has a small protocol (:class:`SupportsState`,
 :class:`SupportsGenericVariant`, ...; :data:`OPTIMIZER_PROTOCOLS` and
 :data:`ADAPTER_PROTOCOLS` map capabilities to them). The suite reads nothing
-else, but the optional :class:`DeclaresDeviations`. :func:`check_adapter` and
+else, but the optional :class:`DeclaresDeviations` and :class:`DeclaresBuiltinHookKinds`. :func:`check_adapter` and
 :func:`check_optimizer` hold an implementation to the protocols of the
 capabilities it declares, naming the adapter and the missing member.
 """
@@ -56,6 +56,8 @@ CAPABILITIES: dict[str, str] = {
     "GradientHardClipping, GradientLARS, GradientNoise (noise given by the suite)",
     "chainer_rounding": "each step rounds exactly as Chainer's CPU code: v *= m; v -= g; p += lr * v in the "
     "parameter's dtype (checked bitwise)",
+    "exact_variant": "exact_variant(): the same implementation in its documented exact mode, which has "
+    "chainer_rounding (the exactness family runs on it)",
 }
 
 #: The built-in hooks of ``builtin_hooks``, with the keyword arguments each takes.
@@ -299,6 +301,20 @@ class SupportsGenericVariant(Protocol):
         """The same implementation on the same backend with its native kernels off."""
 
 
+class SupportsExactVariant(Protocol):
+    """Capability ``exact_variant``: a mode of the implementation documented to round as Chainer.
+
+    For an implementation whose default mode is fast (fused kernels, a
+    compiled step) but which documents a mode with Chainer's roundings
+    (``corrmom_ref.torch`` with ``fused=False``; ``corrmom_ref.optax`` run
+    op by op): the exactness family checks that mode bit for bit.
+    """
+
+    def exact_variant(self) -> Adapter:
+        """The same implementation on the same backend in its exact mode; its capabilities include
+        ``chainer_rounding``."""
+
+
 class DeclaresDeviations(Protocol):
     """Optional for any adapter: where its expected deviations are declared.
 
@@ -310,8 +326,22 @@ class DeclaresDeviations(Protocol):
     expected_deviations: str | os.PathLike[str] | None
 
 
+class DeclaresBuiltinHookKinds(Protocol):
+    """Optional with ``builtin_hooks``: the built-in hooks the implementation ships, when not all six.
+
+    The checks of a hook not listed are reported not applicable; without
+    the attribute every hook of :data:`BUILTIN_HOOKS` is checked.
+    """
+
+    #: Names from :data:`BUILTIN_HOOKS`.
+    builtin_hook_kinds: frozenset[str]
+
+
 #: The adapter protocol each capability needs.
-ADAPTER_PROTOCOLS: dict[str, type] = {"generic_variant": SupportsGenericVariant}
+ADAPTER_PROTOCOLS: dict[str, type] = {
+    "generic_variant": SupportsGenericVariant,
+    "exact_variant": SupportsExactVariant,
+}
 
 AdapterFactory = Callable[[], Adapter]
 

@@ -105,12 +105,15 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, path: str | Path) -> tuple[Path, Path]:
-        """Write ``<path>.json`` and ``<path>.md`` (``path`` without suffix)."""
+        """Write ``<path>.json`` and ``<path>.md``: ``path`` as given with the suffix appended
+        (dots in it stay: ``reports/conformance-mysgd.adapter:make_adapter`` gives
+        ``reports/conformance-mysgd.adapter:make_adapter.json``); a ``path`` that ends in
+        ``.json`` or ``.md`` loses that ending first."""
         base = Path(path)
         if base.suffix in (".json", ".md"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+        json_path, md_path = (base.parent / f"{base.name}{ending}" for ending in (".json", ".md"))
         json_path.write_text(self.to_json())
         md_path.write_text(self.to_markdown())
         return json_path, md_path

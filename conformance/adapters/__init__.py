@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
 
 from corrmom_conformance.protocol import CAPABILITIES, Adapter, check_adapter, check_optimizer
@@ -34,7 +35,22 @@ def resolve(impl: str | None, backend: str | None = None) -> Adapter:
             "nor 'package.module:factory'"
         )
     module_name, _, attr = target.partition(":")
-    factory: Callable[..., Adapter] = getattr(importlib.import_module(module_name), attr)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not module_name.startswith(error.name):
+            raise  # the adapter's module was found and failed to import one of its own imports
+        raise ImportError(
+            f"--impl={spec!r}: no module {error.name!r} in {sys.executable}: install the project that has it "
+            "into this environment (python -m pip install -e . in its directory), or run pytest from that "
+            "directory (docs/conformance.md, 'A third party')"
+        ) from error
+    factory: Callable[..., Adapter] | None = getattr(module, attr, None)
+    if not callable(factory):
+        candidates = sorted(n for n, v in vars(module).items() if callable(v) and "adapter" in n.lower())
+        found = f"; callables named like an adapter there: {', '.join(candidates)}" if candidates else ""
+        what = "has no" if factory is None else "has a non-callable"
+        raise ValueError(f"--impl={spec!r}: module {module_name!r} {what} factory {attr!r}{found}")
     adapter = factory(backend=backend) if backend is not None and _accepts_backend(factory) else factory()
     _check(adapter, spec)
     return adapter

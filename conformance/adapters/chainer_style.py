@@ -18,9 +18,10 @@ import numpy as np
 from corrmom_conformance.protocol import CAPABILITIES, HookEvent, HookSpec
 
 #: Capabilities that depend on how an implementation computes, not on Chainer's API:
-#: ``generic_variant`` (a twin without native kernels) and ``chainer_rounding``
-#: (Chainer's roundings, bitwise). An adapter adds them where they hold.
-NOT_FROM_THE_API = frozenset({"generic_variant", "chainer_rounding"})
+#: ``generic_variant`` (a twin without native kernels), ``chainer_rounding``
+#: (Chainer's roundings, bitwise) and ``exact_variant`` (a mode that has them).
+#: An adapter adds them where they hold.
+NOT_FROM_THE_API = frozenset({"generic_variant", "chainer_rounding", "exact_variant"})
 
 #: Every capability Chainer's optimizer API gives, so every Chainer-API
 #: implementation has it: the protocol's list (:data:`~corrmom_conformance.protocol.CAPABILITIES`)

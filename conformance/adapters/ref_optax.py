@@ -6,7 +6,9 @@ applies), every parameter gets its own label in ``optax.partition`` with
 ``optax.inject_hyperparams(corrected_momentum_sgd)`` (optax's way to change a
 hyperparameter between steps and for one parameter), and
 :func:`corrmom_ref.optax.loss_scaling` wraps the whole when loss scaling is on.
-Each step is one ``jax.jit``-compiled ``update`` + ``apply_updates``.
+Each step is one ``jax.jit``-compiled ``update`` + ``apply_updates``; the
+exact variant (:meth:`RefOptaxAdapter.exact_variant`) runs the same step op by
+op, as the module's documented way to Chainer's roundings without XLA flags.
 A cleared gradient is passed as zeros: JAX has no cleared gradient, and
 ``jax.grad`` gives zeros for a parameter the loss does not reach, which is
 what Chainer reallocates.
@@ -65,7 +67,9 @@ def _transformation(labels: tuple[str, ...], scaling: tuple[int, float | None] |
 
 
 @functools.cache
-def _stepper(labels: tuple[str, ...], scaling: tuple[int, float | None] | None) -> Any:
+def _stepper(labels: tuple[str, ...], scaling: tuple[int, float | None] | None, exact: bool = False) -> Any:
+    """One training step: jitted, or (``exact``) run op by op under :func:`jax.disable_jit`, where XLA
+    compiles each operation alone and so fuses no multiply-add (the exact mode of ``corrmom_ref.optax``)."""
     import jax
     import optax
 
@@ -75,12 +79,22 @@ def _stepper(labels: tuple[str, ...], scaling: tuple[int, float | None] | None) 
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    return jax.jit(step)
+    if not exact:
+        return jax.jit(step)
+
+    def op_by_op(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        with jax.disable_jit():
+            return step(params, state, grads)
+
+    return op_by_op
 
 
 class RefOptaxOptimizer:
-    def __init__(self, jax: Any, params: Mapping[str, np.ndarray], lr: float, momentum: float) -> None:
+    def __init__(
+        self, jax: Any, params: Mapping[str, np.ndarray], lr: float, momentum: float, exact: bool = False
+    ) -> None:
         self._jax = jax
+        self._exact = exact
         jnp = jax.numpy
         self._names = tuple(params)
         self._dtypes = {k: np.asarray(v).dtype for k, v in params.items()}
@@ -121,7 +135,9 @@ class RefOptaxOptimizer:
             g = np.zeros(_get(self._params, name).shape, dtype) if g is None else np.asarray(g, dtype)
             # scaled in the parameter's dtype, as the backward pass of a scaled loss would
             flat[name] = jnp.asarray(g if scale is None else g * dtype.type(scale))
-        params, state = _stepper(self._names, self._scaling)(self._params, self._state, _links.nest(flat))
+        params, state = _stepper(self._names, self._scaling, self._exact)(
+            self._params, self._state, _links.nest(flat)
+        )
         self._params, self._state = self._jax.block_until_ready((params, state))  # warnings come out here
 
     def params(self) -> dict[str, np.ndarray]:
@@ -224,11 +240,12 @@ class RefOptaxAdapter:
             "warnings",
             "float16",
             "float64",
+            "exact_variant",
         }
     )
     not_applicable = NOT_APPLICABLE
 
-    def __init__(self) -> None:
+    def __init__(self, exact: bool = False) -> None:
         import jax
         import optax
 
@@ -236,11 +253,19 @@ class RefOptaxAdapter:
 
         jax.config.update("jax_enable_x64", True)
         self._jax = jax
+        self._exact = exact
         self.version = f"{corrmom_ref.__version__} (optax {optax.__version__})"
-        self.backend = f"jax {jax.__version__}:cpu"
+        self.backend = f"jax {jax.__version__}:cpu" + (" (op by op)" if exact else "")
+        if exact:  # no fused multiply-add: Chainer's roundings, and the unscale a true division
+            self.capabilities = self.capabilities | {"chainer_rounding"}
+
+    def exact_variant(self) -> RefOptaxAdapter:
+        """The same training step run op by op (:func:`jax.disable_jit`): no multiply-add is fused, so
+        each step rounds as Chainer's NumPy code (capability ``chainer_rounding``)."""
+        return RefOptaxAdapter(exact=True)
 
     def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> RefOptaxOptimizer:
-        return RefOptaxOptimizer(self._jax, params, lr, momentum)
+        return RefOptaxOptimizer(self._jax, params, lr, momentum, self._exact)
 
 
 def make_adapter() -> RefOptaxAdapter:

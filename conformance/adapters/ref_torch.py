@@ -9,8 +9,8 @@ gradient by the loss scale in the parameter's dtype, as backward of
 ``scaler.scale(loss)`` would, then runs ``scaler.step(opt); scaler.update()``.
 
 Update-rule hooks (``level='rule'``) are the optimizer's per-parameter hooks
-(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`). Every
-capability is declared.
+(:meth:`~corrmom_ref.torch.CorrectedMomentumSGD.add_param_hook`); the built-in
+hooks are those of :mod:`corrmom_ref.torch.hooks` (:attr:`RefTorchAdapter.builtin_hook_kinds`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def chainer_order(paths: list[str]) -> list[str]:
 class RefTorchOptimizer:
     """:class:`corrmom_conformance.protocol.Optimizer` over ``corrmom_ref.torch``."""
 
+    #: The optimizer class (``None``: ``corrmom_ref.torch.CorrectedMomentumSGD``; the meta-tests' mutants replace it).
+    optimizer_class: Any = None
+    #: Where the built-in hooks come from (``None``: ``corrmom_ref.torch.hooks``; mutants replace it).
+    hooks_module: Any = None
+
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float, fused: bool) -> None:
         import torch
 
@@ -55,7 +60,8 @@ class RefTorchOptimizer:
         self._dtypes = {k: np.asarray(params[k]).dtype for k in self._names}
         self._index = {k: i for i, k in enumerate(self._names)}
         groups = [{"params": [(k, self._params[k])]} for k in self._names]
-        self.opt = crt.CorrectedMomentumSGD(groups, lr=lr, momentum=momentum, fused=fused)
+        optimizer_class = self.optimizer_class or crt.CorrectedMomentumSGD
+        self.opt = optimizer_class(groups, lr=lr, momentum=momentum, fused=fused)
         self._overrides: dict[str, set[str]] = {k: set() for k in self._names}
         self._scaler: Any = None
         self._by_id = {id(p): k for k, p in self._params.items()}
@@ -178,6 +184,13 @@ class RefTorchOptimizer:
         else:
             self.opt.remove_hook(name)
 
+    def add_builtin_hook(self, kind: str, **kwargs: Any) -> None:
+        """Register ``corrmom_ref.torch.hooks.<kind>`` with its default name and timing."""
+        hooks = self.hooks_module
+        if hooks is None:
+            import corrmom_ref.torch.hooks as hooks
+        self.opt.add_hook(getattr(hooks, kind)(**kwargs))
+
     # -- serialization and epochs --------------------------------------------------------------
 
     def save(self, path: str) -> None:
@@ -206,11 +219,13 @@ class RefTorchAdapter:
     state_sign = -1.0
     #: Not applicable, by torch's idiom: ``disabled_rules`` (a frozen parameter is one left
     #: out of the optimizer, or with ``requires_grad=False``; there is no per-parameter
-    #: enabled flag to switch) and ``builtin_hooks`` (the capability covers all six of
-    #: Chainer's hooks; ``corrmom_ref.torch.hooks`` has four, without GradientLARS, whose
-    #: per-rule hyperparameters torch keeps per group, and GradientNoise, which draws from
-    #: NumPy's global random state that no torch generator reproduces).
-    capabilities = (ALL_CAPABILITIES - {"disabled_rules", "builtin_hooks"}) | {"generic_variant"}
+    #: enabled flag to switch).
+    capabilities = (ALL_CAPABILITIES - {"disabled_rules"}) | {"generic_variant", "exact_variant"}
+    #: The built-in hooks ``corrmom_ref.torch.hooks`` ships
+    #: (:class:`~corrmom_conformance.protocol.DeclaresBuiltinHookKinds`): not GradientLARS, whose
+    #: per-rule hyperparameters torch keeps per group, nor GradientNoise, which draws from NumPy's
+    #: global random state that no torch generator reproduces.
+    builtin_hook_kinds = frozenset({"WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping"})
     #: ``generic_variant`` (:class:`~corrmom_conformance.protocol.SupportsGenericVariant`):
     #: 1 with torch's fused kernel (a multiply-add per product), 0 for the generic twin.
     fast_path_roundings: float
@@ -225,9 +240,15 @@ class RefTorchAdapter:
         self.fast_path_roundings = 1.0 if self._fused else 0.0
         if not fused:
             self.backend = "torch:cpu (generic)"
+        if not self._fused:  # documented as Chainer's operations, bit for bit
+            self.capabilities = self.capabilities | {"chainer_rounding"}
 
     def generic_variant(self) -> RefTorchAdapter:
         """The same optimizer with ``fused=False`` (Chainer's in-place operations)."""
+        return RefTorchAdapter(fused=False)
+
+    def exact_variant(self) -> RefTorchAdapter:
+        """``fused=False``: documented to round as Chainer's CPU code (capability ``chainer_rounding``)."""
         return RefTorchAdapter(fused=False)
 
     def create(self, params: Mapping[str, np.ndarray], *, lr: float, momentum: float) -> RefTorchOptimizer:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from corrmom_conformance import oracle
-from corrmom_conformance.tolerances import assert_close, trajectory_atol
+from corrmom_conformance.tolerances import assert_close, bitwise_equal, trajectory_atol
 
 Grads = Mapping[str, np.ndarray | None]
 
@@ -89,10 +89,10 @@ def oracle_eq9(
 def first_difference(
     a: Sequence[Mapping[str, np.ndarray]], b: Sequence[Mapping[str, np.ndarray]]
 ) -> tuple[int, str] | None:
-    """The first (step, name) where two trajectories are not bitwise equal."""
+    """The first (step, name) where two trajectories are not bitwise equal (:func:`bitwise_equal`)."""
     for t, (x, y) in enumerate(zip(a, b, strict=True), start=1):
         for name in x:
-            if not np.array_equal(x[name], y[name], equal_nan=True):
+            if not bitwise_equal(x[name], y[name]):
                 return t, name
     return None
 

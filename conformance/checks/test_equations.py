@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from corrmom_conformance import oracle
 from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
 from corrmom_conformance.strategies import momenta, schedules, shapes, step_decay, warmup
-from corrmom_conformance.tolerances import assert_close, trajectory_atol
+from corrmom_conformance.tolerances import assert_close, bitwise_equal, trajectory_atol
 
 SHAPES = {"W": (3, 2), "b": (2,)}
 
@@ -41,6 +41,32 @@ def test_exact_dyadic_trajectory(adapter, bits, lr_exp, m):
     for t, (step, (w, _)) in enumerate(zip(got, want, strict=True), start=1):
         exact_w = np.array([float(x) for x in w.ravel()]).reshape(w.shape)
         assert np.array_equal(step["w"].astype(np.float64), exact_w), (
+            f"step {t}: {step['w'].tolist()} != exact eq. (9) {[str(x) for x in w.ravel()]}"
+        )
+
+
+@pytest.mark.requires("hyperparams", "float64")
+@given(
+    numerators=st.lists(st.integers(-(2**20), 2**20), min_size=10, max_size=10),
+    lr_exp=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+    m=st.sampled_from([0.0, 0.5, 0.75]),
+)
+def test_exact_dyadic_trajectory_float64(adapter, numerators, lr_exp, m):
+    """float64 from another angle than the tolerance: values of 21 significant bits, whose
+    trajectory needs about 35 (more than float32's 24, fewer than float64's 53), so float64
+    arithmetic is exact and the result must equal eq. (9) in exact arithmetic."""
+    w0 = np.array(numerators[:2], dtype=np.float64) / 2**20
+    grads = [np.array(numerators[2 + 2 * i : 4 + 2 * i], dtype=np.float64) / 2**20 for i in range(4)]
+    lrs = [2.0**-e for e in lr_exp]
+    opt = adapter.create({"w": w0}, lr=lrs[0], momentum=m)
+    got = run(opt, [{"w": g} for g in grads], lrs)
+    want = oracle.eq9(
+        oracle.exact(w0), [oracle.exact(g) for g in grads], [Fraction(x) for x in lrs], [Fraction(m)] * 4
+    )
+    for t, (step, (w, _)) in enumerate(zip(got, want, strict=True), start=1):
+        assert step["w"].dtype == np.float64, f"step {t}: the parameter came back as {step['w'].dtype}"
+        exact_w = [Fraction(float(x)) for x in step["w"].ravel()]
+        assert exact_w == list(w.ravel()), (
             f"step {t}: {step['w'].tolist()} != exact eq. (9) {[str(x) for x in w.ravel()]}"
         )
 
@@ -199,7 +225,7 @@ def test_float16_with_fp32_master(adapter):
         u = np.float32(m) * u + np.float32(1.0)
         master = np.float32(master - np.float32(lr) * u)
         expected = np.full(4, master).astype(np.float16)
-        assert np.array_equal(step["w"], expected), (
+        assert bitwise_equal(step["w"], expected), (
             f"step {t}: {step['w']} != float16(float32 master) {expected}"
         )
     assert got[-1]["w"][0] != np.float16(1.0), "the parameter never moved"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
 from corrmom_conformance.oracle import LOSS_SCALE_MAX, LossScaleModel
-from corrmom_conformance.tolerances import LOSS_SCALE_RTOL
+from corrmom_conformance.plugin import NA_PREFIX
+from corrmom_conformance.tolerances import LOSS_SCALE_RTOL, bitwise_equal
 
 pytestmark = pytest.mark.requires("loss_scaling")
 
@@ -170,7 +171,34 @@ def test_large_finite_scaled_float16_gradients_are_not_overflows(adapter):
             )
         before = opt.params()["w"]
         opt.step(g)  # 1000 * 128 overflows float16
-    assert np.array_equal(before, opt.params()["w"]), (
+    assert bitwise_equal(before, opt.params()["w"]), (
         "the overflowing step (1000 * 128 in float16) was applied"
     )
     assert opt.loss_scale == 64.0, f"loss scale after the overflow is {opt.loss_scale}, expected 64"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "grad", "lr"),
+    [("float32", 7.0e4, 2.0**-12), ("float64", 1.0e38, 1.0e-40)],
+    ids=["float32", "float64"],
+)
+def test_large_finite_float32_and_float64_gradients_are_not_overflows(adapter, dtype, grad, lr):
+    """Gradients above float16's 65504 (float32: 7e4; float64: 1e38, whose scaled values pass float32's
+    largest, 3.4e38) are finite in their own dtype: each step is applied and the scale doubles."""
+    if dtype == "float64" and "float64" not in adapter.capabilities:
+        pytest.skip(f"{NA_PREFIX}lacks capability float64")
+    kind = np.dtype(dtype)
+    opt = adapter.create({"w": np.zeros(2, kind)}, lr=lr, momentum=0.0)
+    opt.loss_scaling(interval=1000)
+    g = {"w": np.array([grad, -grad], kind)}
+    with quiet():
+        for step in range(1, 7):
+            before = opt.params()["w"]
+            opt.step(g)
+            after = opt.params()["w"]
+            assert not bitwise_equal(before, after), (
+                f"step {step} ({dtype} gradient {grad:g} scaled by {2.0 ** (step - 1):g}, finite) was skipped"
+            )
+            assert opt.loss_scale == 2.0**step, (
+                f"loss scale after step {step} is {opt.loss_scale}, expected {2.0**step} (no overflow in {dtype})"
+            )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from corrmom_conformance import oracle
 from corrmom_conformance.checks._support import (
     assert_trajectory,
     first_difference,
@@ -16,6 +18,8 @@ from corrmom_conformance.checks._support import (
     quiet,
     run,
 )
+from corrmom_conformance.oracle import LossScaleModel
+from corrmom_conformance.tolerances import LOSS_SCALE_RTOL
 
 pytestmark = pytest.mark.requires("serialize_npz")
 
@@ -208,3 +212,83 @@ def test_load_keeps_the_optimizers_lr_and_momentum(adapter, tmp_path):
         f"created with lr=0.3, momentum=0.5 and then loaded, the optimizer departs at step {diff[0]} "
         f"(parameter {diff[1]!r}) from one told lr=0.3, momentum=0.5 after loading: the load restored hyperparameters"
     )
+
+
+@pytest.mark.requires("loss_scaling", "counters")
+def test_round_trip_after_a_skipped_step_restores_counters(adapter, tmp_path):
+    """Saved after an overflow was skipped (t ran one ahead of every rule's t), a fresh optimizer loads
+    t and each rule's t as they were, and both continue alike (the scale is
+    test_round_trip_restores_dynamic_loss_scale's business: Chainer does not save it)."""
+    params = problem(19, SHAPES)
+    grads = gradients(19, params, 7)
+    grads[2]["b"][0] = np.inf
+    first = adapter.create(params, lr=0.1, momentum=0.9)
+    first.loss_scaling(interval=1)  # powers of two: unscaling is exact, whatever the scale
+    run(first, grads[:4])
+    assert (first.t, first.rule_t("W")) == (4, 3), (
+        f"t, rule t of W after 4 steps with one skipped: {(first.t, first.rule_t('W'))}, expected (4, 3)"
+    )
+    first.save(str(tmp_path / "s.npz"))
+    second = adapter.create(first.params(), lr=0.1, momentum=0.9)
+    second.loss_scaling(interval=1)
+    with quiet():
+        second.load(str(tmp_path / "s.npz"))
+    got = (second.t, {k: second.rule_t(k) for k in SHAPES})
+    want = (first.t, {k: first.rule_t(k) for k in SHAPES})
+    assert got == want, f"after loading, (t, rule t) = {got}; saved from {want}"
+    diff = first_difference(run(first, grads[4:]), run(second, grads[4:]))
+    assert diff is None, f"resumed run departs at step {diff[0]} of the continuation, parameter {diff[1]!r}"
+
+
+@pytest.mark.requires("hyperparams")
+def test_first_step_after_load_uses_the_optimizers_lr_and_momentum(adapter, tmp_path):
+    """The same property as test_load_keeps_the_optimizers_lr_and_momentum from the oracle's side:
+    the first step after loading is eq. (9) with the snapshot's buffer (its ``<path>/v``, Chainer's
+    ``-u``) and the loading optimizer's own lr and momentum, not the saver's."""
+    params = problem(20, SHAPES)
+    grads = gradients(20, params, 4)
+    saver = adapter.create(params, lr=0.1, momentum=0.9)
+    run(saver, grads[:3])
+    saver.save(str(tmp_path / "s.npz"))
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
+        u = {k: -np.asarray(npz[f"{k}/v"], np.float64) for k in SHAPES}
+    loader = adapter.create(saver.params(), lr=0.3, momentum=0.5)
+    with quiet():
+        loader.load(str(tmp_path / "s.npz"))
+    got = run(loader, grads[3:])
+    w = {k: v.astype(np.float64) for k, v in saver.params().items()}
+    want = {k: oracle.eq9_step(w[k], u[k], grads[3][k].astype(np.float64), 0.3, 0.5)[0] for k in SHAPES}
+    assert_trajectory(got, [want], np.float32, what="parameter after loading with lr=0.3, momentum=0.5,")
+
+
+@pytest.mark.requires("loss_scaling")
+def test_snapshot_after_an_overflow_grows_slowly_in_the_reference(adapter, tmp_path):
+    """The slow growth after an overflow, from another angle than the round trip into this
+    implementation: its snapshot, resumed by corrmom_ref (when installed), grows the scale by
+    2**(1/interval) per clean step from the saved scale, as the oracle's loss-scale model says."""
+    if importlib.util.find_spec("corrmom_ref") is None:
+        pytest.skip("corrmom_ref is not installed beside this implementation")
+    from corrmom_conformance.adapters.reference import make_adapter
+
+    g = {"w": np.array([0.25, -0.5], np.float32)}
+    bad = {"w": np.array([0.25, np.inf], np.float32)}
+    mine = adapter.create({"w": np.zeros(2, np.float32)}, lr=0.01, momentum=0.9)
+    mine.loss_scaling(interval=3)
+    run(mine, [g, g, g, bad, g])
+    mine.save(str(tmp_path / "s.npz"))
+    saved = mine.loss_scale
+    assert saved is not None
+    theirs = make_adapter("numpy").create(mine.params(), lr=0.01, momentum=0.9)
+    theirs.loss_scaling(interval=3)  # as a resumed run configures it before loading
+    with quiet():
+        theirs.load(str(tmp_path / "s.npz"))
+    model = LossScaleModel(scale=saved, dynamic=True, interval=3, nonfinite_ever=True)
+    for step in range(1, 5):
+        run(theirs, [g])
+        model.after_step(False)
+        assert theirs.loss_scale is not None and math.isclose(
+            theirs.loss_scale, model.scale or 0.0, rel_tol=LOSS_SCALE_RTOL
+        ), (
+            f"clean step {step} after the reference resumed this snapshot: scale {theirs.loss_scale}, "
+            f"expected {model.scale} (saved at {saved}, after an overflow)"
+        )

@@ -5,13 +5,15 @@ fresh pytest process, with a fixed Hypothesis seed, and asserts that at least
 one check fails. The reference itself must pass the same runs (tested by the
 ``conformance`` nox session and :func:`test_reference_passes_every_family`).
 The mutants come from :mod:`tests.conformance_meta.mutants` and, for the
-blind spots of issue 13, :mod:`tests.conformance_meta.blind_spot_mutants`;
+blind spots of issue 13, :mod:`tests.conformance_meta.blind_spot_mutants`,
+and for the gaps of issue 23, :mod:`tests.conformance_meta.gap_mutants`;
 the kill rate per family and the run times are printed at the end of the run
 (see ``conftest.py`` here).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,13 +24,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance_meta import blind_spot_mutants, mutants
+from tests.conformance_meta import blind_spot_mutants, gap_mutants, mutants
 from tests.conformance_meta.kill_rates import RESULTS, Result
 
 #: (impl, family): every mutant with the family that must reject it.
-KILLS = [(f"tests.conformance_meta.mutants:{m}", f) for m, f in mutants.KILLS] + [
-    (f"tests.conformance_meta.blind_spot_mutants:{m}", f) for m, f in blind_spot_mutants.KILLS
-]
+KILLS = (
+    [(f"tests.conformance_meta.mutants:{m}", f) for m, f in mutants.KILLS]
+    + [(f"tests.conformance_meta.blind_spot_mutants:{m}", f) for m, f in blind_spot_mutants.KILLS]
+    + [(f"tests.conformance_meta.gap_mutants:{m}", f) for m, f in gap_mutants.KILLS]
+    + gap_mutants.SECOND_ANGLES  # one check alone: "family::check"
+)
+
+#: mutant name -> the package it needs besides the reference's.
+REQUIRES = {**blind_spot_mutants.REQUIRES, **gap_mutants.REQUIRES}
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = [
@@ -49,6 +57,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _check_path(family: str) -> str:
+    """``test_x`` runs a family's file; ``test_x::test_y`` that one check alone."""
+    name, _, check = family.partition("::")
+    path = str(ROOT / "conformance" / "checks" / f"{name}.py")
+    return f"{path}::{check}" if check else path
+
+
 def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
     report = tmp_path / "report"
     path = [str(ROOT / "src"), str(ROOT), str(ROOT / "tools" / "checkout")]  # the checkout, installed or not
@@ -57,7 +72,7 @@ def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
         sys.executable,
         "-m",
         "pytest",
-        *(str(ROOT / "conformance" / "checks" / f"{f}.py") for f in families),
+        *(_check_path(f) for f in families),
         "-p",
         "corrmom_conformance.plugin",
         f"--corrmom-impl={impl}",
@@ -77,13 +92,13 @@ def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
 
 @pytest.mark.parametrize(("mutant", "family"), KILLS, ids=[f"{m.split(':')[1]}-{f}" for m, f in KILLS])
 def test_family_rejects_mutant(mutant, family, tmp_path):
-    needs = blind_spot_mutants.REQUIRES.get(mutant.split(":")[1])
+    needs = REQUIRES.get(mutant.split(":")[1])
     if needs is not None:
         pytest.importorskip(needs)
     start = time.perf_counter()
     result = _run(mutant, [family], tmp_path, "-x", "--corrmom-no-shrink")
     killed = result["counts"]["fail"] >= 1
-    RESULTS.append(Result(mutant.split(":")[1], family, killed, time.perf_counter() - start))
+    RESULTS.append(Result(mutant.split(":")[1], family.split("::")[0], killed, time.perf_counter() - start))
     assert killed, f"{family} passed mutant {mutant}: {result['counts']}"
 
 
@@ -93,9 +108,32 @@ def test_reference_passes_every_family(tmp_path):
 
 
 def test_every_family_kills_at_least_two_mutants():
-    per_family = Counter(family for _, family in KILLS)
+    per_family = Counter(family.split("::")[0] for _, family in KILLS)
     assert {f: per_family[f] for f in FAMILIES} == {f: max(2, per_family[f]) for f in FAMILIES}
 
 
 def test_at_least_forty_mutants():
     assert len({m for m, _ in KILLS}) >= 40
+
+
+#: The backend leg (``CORRMOM_BACKENDS``) that installs each package a mutant may need.
+LEG_OF_PACKAGE = {"torch": "torch", "optax": "jax"}
+
+
+def test_every_required_package_has_a_leg():
+    """Each mutant in REQUIRES is one the runs above use, and its package belongs to a backend leg."""
+    names = {m.split(":")[1] for m, _ in KILLS}
+    assert set(REQUIRES) <= names, sorted(set(REQUIRES) - names)
+    assert set(REQUIRES.values()) <= set(LEG_OF_PACKAGE), sorted(set(REQUIRES.values()) - set(LEG_OF_PACKAGE))
+
+
+def test_no_mutant_is_skipped_where_its_leg_runs():
+    """Where CORRMOM_BACKENDS names a mutant's backend (the README's ``nox -s tests`` names numpy, torch
+    and jax in one virtualenv), its package is importable, so the mutant runs there instead of skipping."""
+    legs = set(os.environ.get("CORRMOM_BACKENDS", "numpy").split(","))
+    skipped = [
+        f"{mutant} (needs {package})"
+        for mutant, package in REQUIRES.items()
+        if LEG_OF_PACKAGE[package] in legs and importlib.util.find_spec(package) is None
+    ]
+    assert not skipped, f"mutants that would skip in the {','.join(sorted(legs))} leg: {skipped}"
