@@ -88,6 +88,10 @@ class RefTorchOptimizer:
     def params(self) -> dict[str, np.ndarray]:
         return {k: p.detach().numpy().copy() for k, p in self._params.items()}
 
+    def set_rule_enabled(self, name: str, enabled: bool) -> None:
+        """Chainer's ``rule.enabled`` is ``requires_grad`` in the port (``docs/porting.md``, "Frozen parameters")."""
+        self._params[name].requires_grad_(enabled)
+
     def state(self) -> dict[str, np.ndarray | None]:
         out: dict[str, np.ndarray | None] = {}
         for k, p in self._params.items():
@@ -217,10 +221,9 @@ class RefTorchAdapter:
     name = "ref-torch"
     backend = "torch:cpu"
     state_sign = -1.0
-    #: Not applicable, by torch's idiom: ``disabled_rules`` (a frozen parameter is one left
-    #: out of the optimizer, or with ``requires_grad=False``; there is no per-parameter
-    #: enabled flag to switch).
-    capabilities = (ALL_CAPABILITIES - {"disabled_rules"}) | {"generic_variant", "exact_variant"}
+    #: Every capability: ``disabled_rules`` is ``requires_grad=False``, which the port maps to
+    #: Chainer's disabled update rule.
+    capabilities = ALL_CAPABILITIES | {"generic_variant", "exact_variant"}
     #: The built-in hooks ``corrmom_ref.torch.hooks`` ships
     #: (:class:`~corrmom_conformance.protocol.DeclaresBuiltinHookKinds`): not GradientLARS, whose
     #: per-rule hyperparameters torch keeps per group, nor GradientNoise, which draws from NumPy's

@@ -218,6 +218,39 @@ def ref_torch_weight_decay_ignores_loss_scale() -> Any:
     return Adapter()
 
 
+def ref_torch_frozen_parameters_step() -> Any:
+    """corrmom_ref.torch steps a parameter frozen with ``requires_grad_(False)``: a zero gradient and
+    the momentum move it, as a port that ignores ``requires_grad`` does (issue 20, item 1)."""
+    import torch
+
+    import corrmom_ref.torch as crt
+    from corrmom_conformance.adapters.ref_torch import RefTorchAdapter, RefTorchOptimizer
+
+    class SteppingFrozen(crt.CorrectedMomentumSGD):
+        def _update_group(self, group: Any, lr: float, m: float, scale: float | None) -> None:
+            frozen = [p for p in group["params"] if not p.requires_grad]
+            for p in frozen:
+                p.requires_grad_(True)
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            try:
+                super()._update_group(group, lr, m, scale)
+            finally:
+                for p in frozen:
+                    p.requires_grad_(False)
+
+    class MutantOptimizer(RefTorchOptimizer):
+        optimizer_class = SteppingFrozen
+
+    class Adapter(RefTorchAdapter):
+        name = "mutant-ref_torch_frozen_parameters_step"
+
+        def create(self, params: Any, *, lr: float, momentum: float) -> Any:
+            return MutantOptimizer(params, lr, momentum, self._fused)
+
+    return Adapter()
+
+
 #: Which family must reject which mutant.
 KILLS: list[tuple[str, str]] = [
     ("first_step_buffer_is_minus_gradient", "test_exactness"),
@@ -229,6 +262,7 @@ KILLS: list[tuple[str, str]] = [
     ("ref_torch_unscale_by_reciprocal", "test_exactness"),
     ("ref_optax_unscale_by_reciprocal", "test_exactness"),
     ("ref_torch_weight_decay_ignores_loss_scale", "test_machinery"),
+    ("ref_torch_frozen_parameters_step", "test_machinery"),
 ]
 
 #: Mutants that need a package besides the reference's (skipped only where it is missing).
@@ -236,6 +270,7 @@ REQUIRES: dict[str, str] = {
     "ref_torch_unscale_by_reciprocal": "torch",
     "ref_optax_unscale_by_reciprocal": "optax",
     "ref_torch_weight_decay_ignores_loss_scale": "torch",
+    "ref_torch_frozen_parameters_step": "torch",
 }
 
 #: Properties that one check alone caught before issue 23, each with a second, independent check:
