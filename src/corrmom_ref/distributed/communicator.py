@@ -122,8 +122,8 @@ class MpiCommunicator:
             ``True``.
 
         Raises:
-            FingerprintMismatchError: On every rank, if the fingerprints differ; then no
-                gradient has changed.
+            RuntimeError: ``FingerprintMismatchError``, on every rank, if the
+                fingerprints differ; then no gradient has changed.
         """
         from corrmom_ref._backends import mpi_buffers
 

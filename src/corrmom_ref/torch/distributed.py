@@ -88,7 +88,7 @@ def agreed_nonfinite(optimizer: Any, group: Any = None) -> bool:
 
 
 class _AgreedStep:
-    """Stands in for the optimizer inside :meth:`LossScaler.step`: steps or skips on the agreed verdict."""
+    """Stands in for the optimizer inside :meth:`~corrmom_ref.torch.LossScaler.step`: steps or skips on the agreed verdict."""
 
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
@@ -181,7 +181,7 @@ class ShardedLossScaler:
         return self.scaler.scale(outputs)
 
     def unscale_(self, optimizer: Any) -> None:
-        """Divide ``optimizer``'s gradients by the scale now (see :meth:`LossScaler.unscale_`)."""
+        """Divide ``optimizer``'s gradients by the scale now (see :meth:`~corrmom_ref.torch.LossScaler.unscale_`)."""
         self.scaler.unscale_(self._proxy(optimizer))
 
     def step(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:
@@ -203,15 +203,15 @@ class ShardedLossScaler:
         return self.scaler.step(proxy, closure)
 
     def update(self, new_scale: float | None = None) -> None:
-        """Move the scale once per iteration (see :meth:`LossScaler.update`); the same on every rank."""
+        """Move the scale once per iteration (see :meth:`~corrmom_ref.torch.LossScaler.update`); the same on every rank."""
         self.scaler.update(new_scale)
 
     def state_dict(self) -> dict[str, Any]:
-        """As :meth:`LossScaler.state_dict` (the same on every rank)."""
+        """As :meth:`~corrmom_ref.torch.LossScaler.state_dict` (the same on every rank)."""
         return self.scaler.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As :meth:`LossScaler.load_state_dict`."""
+        """As :meth:`~corrmom_ref.torch.LossScaler.load_state_dict`."""
         self.scaler.load_state_dict(state_dict)
 
 
