@@ -137,7 +137,8 @@ class DriftCheck:
         for rank, values in enumerate(ranks[1:], start=1):
             pairs = dict(zip(labels, zip(ranks[0].tolist(), values.tolist(), strict=True), strict=True))
             for label, (ours, theirs) in pairs.items():
-                if ours == theirs or pairs.get(_inherited_from(label)) == (ours, theirs):
+                inherited = _inherited_from(label)
+                if ours == theirs or (inherited is not None and pairs.get(inherited) == (ours, theirs)):
                     continue  # equal, or a parameter's view of an optimizer-wide change already listed
                 found.append(f"{label} = {_shown(ours)} on rank 0, {_shown(theirs)} on rank {rank}")
         more = f"; and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""

@@ -286,6 +286,7 @@ def load_sharded_chainer_snapshot(
             if tuple(v.shape) != tuple(p.shape):
                 raise ValueError(f"{key}/v has shape {tuple(v.shape)}, the parameter {tuple(p.shape)}")
             full = torch.as_tensor(v).to(dtype=p.dtype)
+            buffer: torch.Tensor
             if isinstance(p, DTensor):  # this rank's shard, sliced here
                 buffer = distribute_tensor(
                     full.to(_local(p).device), p.device_mesh, p.placements, src_data_rank=None
