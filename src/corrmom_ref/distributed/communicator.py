@@ -21,7 +21,6 @@ waiting for a peer that has exited aborts the job instead of waiting forever
 from __future__ import annotations
 
 import io
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +66,8 @@ class MpiCommunicator:
         self._buffers: dict[tuple[Any, ...], Any] = {}
         #: Per (array type, dtype): whether sums of ``size`` squared bytes are exact in it.
         self._exact_sums: dict[tuple[Any, Any], bool] = {}
+        #: The last fingerprint, its terms and their expected sums (see _fingerprint_terms).
+        self._fingerprint_cache: tuple[bytes, tuple[int, ...], list[float]] | None = None
 
     @property
     def rank(self) -> int:
@@ -111,8 +112,9 @@ class MpiCommunicator:
                 length on every rank), e.g.
                 :meth:`~corrmom_ref.distributed.drift.DriftCheck.fingerprint`.
                 Each byte :math:`c` and :math:`c^2` travel in the first
-                bucket, and the ranks agree exactly when
-                :math:`(\sum_r c^{(r)})^2 = k \sum_r (c^{(r)})^2` for every byte;
+                bucket, and the ranks agree exactly when the sums are
+                :math:`k c` and :math:`k c^2` for this rank's every byte
+                (then the bytes have no variance over the ranks);
                 where that bucket's dtype cannot hold those sums exactly
                 (float16, or float32 beyond 258 ranks) the bytes go in a small
                 allreduce of their own.
@@ -138,7 +140,7 @@ class MpiCommunicator:
                 if nonfinite is not None:
                     extra = (1.0 if nonfinite else 0.0,)
                 if carried:
-                    extra += (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
+                    extra += self._fingerprint_terms(fingerprint)[0]
             key = bucket.key(len(extra))
             flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
             total = mpi_buffers.allreduce_sum(
@@ -146,7 +148,9 @@ class MpiCommunicator:
             )
             if index == 0 and carried:  # before the division by k, before any gradient is written
                 size = total.shape[0]
-                self._check_fingerprint_sums(total[size - 2 * len(fingerprint) : size])
+                self._check_fingerprint_sums(
+                    total[size - 2 * len(fingerprint) : size], self._fingerprint_terms(fingerprint)[1]
+                )
             total /= self.size  # in place where the backend allows it
             if is_writeable_array(total):
                 self._buffers[key] = total
@@ -167,17 +171,27 @@ class MpiCommunicator:
             exact = self._exact_sums[key] = self.size * 255 * 255 * eps <= 2.0
         return exact
 
-    def _check_fingerprint_sums(self, sums: Any) -> None:
+    def _fingerprint_terms(self, fingerprint: bytes) -> tuple[tuple[int, ...], list[float]]:
+        """What this rank adds for ``fingerprint`` (each byte, then each square) and the sums to expect.
+
+        If every rank adds the same bytes, the sums are ``k`` times this
+        rank's terms; conversely sums :math:`S = k c` and :math:`Q = k c^2`
+        leave the ranks' bytes no variance (:math:`Q/k - (S/k)^2 = 0`), so
+        they are all :math:`c`. Cached while the fingerprint is the same object.
+        """
+        cached = self._fingerprint_cache
+        if cached is None or cached[0] is not fingerprint:
+            terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
+            cached = self._fingerprint_cache = (fingerprint, terms, [float(self.size * c) for c in terms])
+        return cached[1], cached[2]
+
+    def _check_fingerprint_sums(self, sums: Any, expected: list[float]) -> None:
         tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
         if tolist is None:
             from corrmom_ref._backends.host import to_numpy
 
             tolist = to_numpy(sums).tolist
-        values = tolist()  # Python floats: the sums below are exact
-        n = len(values) >> 1
-        byte_sums, square_sums = values[:n], values[n:]
-        # Each byte's (sum)^2 <= k * (sum of squares), so the totals are equal only if each pair is.
-        if sum(map(operator.mul, byte_sums, byte_sums)) != self.size * sum(square_sums):
+        if tolist() != expected:  # sums of small integers: exact
             raise FingerprintMismatchError("the ranks' fingerprints differ")
 
     def _agree_on_bytes(self, data: bytes) -> None:

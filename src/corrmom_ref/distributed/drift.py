@@ -11,12 +11,12 @@ so a rank that loaded another snapshot with the single-process
 The check rides in the gradient allreduce: :meth:`DriftCheck.fingerprint`
 is an 8-byte hash :math:`c_1 \dots c_8 \in \{0, \dots, 255\}` of those
 values, and each rank adds :math:`c_i` and :math:`c_i^2` to the summed
-buffer (:meth:`~corrmom_ref.distributed.MpiCommunicator.mean_grads`). By
-the Cauchy-Schwarz inequality the :math:`k` ranks' bytes are all equal
-exactly when
+buffer (:meth:`~corrmom_ref.distributed.MpiCommunicator.mean_grads`). The
+:math:`k` ranks' bytes are all equal exactly when, on any one rank,
 
-.. math:: \Bigl(\sum_r c_i^{(r)}\Bigr)^2 = k \sum_r \bigl(c_i^{(r)}\bigr)^2 \quad \text{for every } i,
+.. math:: \sum_r c_i^{(r)} = k\, c_i \quad\text{and}\quad \sum_r \bigl(c_i^{(r)}\bigr)^2 = k\, c_i^2 \quad \text{for every } i
 
+(then the bytes have mean :math:`c_i` and variance 0),
 sums of integers that the buffer's dtype holds exactly (float32 up to 258
 ranks; otherwise, e.g. float16 gradients, the bytes go in one small
 allreduce of their own). Every rank sees the same sums, so every rank
@@ -65,6 +65,10 @@ class DriftCheck:
                 name for name, value in optimizer.hyperparam.get_dict().items() if _number(value) is not None
             )
         )
+        #: ``fingerprint()`` calls so far (one per step, on every rank).
+        self._calls = 0
+        #: The last fingerprint's values and bytes.
+        self._last: tuple[Any, bytes] = (None, b"")
         #: Reads those hyperparameters' values (a tuple, or one value when there is one).
         self._read: Callable[[Any], Any] = (
             operator.attrgetter(*self.hyperparameters) if self.hyperparameters else _nothing
@@ -84,19 +88,35 @@ class DriftCheck:
     def fingerprint(self) -> bytes:
         """8 bytes that differ between two ranks whose checked values differ (but for a 2**-64 chance).
 
-        Python's hash of a tuple of numbers is the same in every process
-        (hash randomization covers only strings and bytes; only numbers are
-        hashed: ``None``'s hash is its address before Python 3.12), and equal
-        numbers of different types (``0.1``, ``np.float64(0.1)``) hash
-        alike; the values are finite here (``check_update_inputs`` ran first).
+        Called once per step on every rank (the ranks call ``update()`` in
+        lockstep), so ``t`` enters as ``t`` minus the calls so far, which
+        stays put while ``t`` advances one per step; the bytes are computed
+        again only when a value moved otherwise (the same object is returned
+        meanwhile). Python's hash of a tuple of numbers is the same in every
+        process (hash randomization covers only strings and bytes; only
+        numbers are hashed: ``None``'s hash is its address before Python
+        3.12), and equal numbers of different types (``0.1``,
+        ``np.float64(0.1)``) hash alike; the values are finite here
+        (``check_update_inputs`` ran first).
         """
         opt = self.optimizer
+        calls = self._calls
+        self._calls = calls + 1
         try:
-            scale = opt.loss_scale  # None's hash is its address before Python 3.12: not hashed
-            key = hash((self._read(opt.hyperparam), opt.t, opt.epoch, 0.0 if scale is None else scale))
+            scale = opt.loss_scale
+            key = (self._read(opt.hyperparam), opt.t - calls, opt.epoch, 0.0 if scale is None else scale)
+            if key == self._last[0]:
+                return self._last[1]
+            digest = hash(key)
         except (TypeError, AttributeError):  # an unhashable value (a 0-d array), or one deleted
-            key = hash(tuple(-math.inf if v is None else v for v in self._optimizer_values()))
-        return (key & _MASK).to_bytes(8, "little")
+            key = None
+            values = self._optimizer_values()
+            digest = hash(
+                tuple(-math.inf if v is None else v for v in (*values[:-3], opt.t - calls, *values[-2:]))
+            )
+        out = (digest & _MASK).to_bytes(8, "little")
+        self._last = (key, out)
+        return out
 
     def labels(self) -> list[str]:
         """What each element of :meth:`values` is, for the error message."""
