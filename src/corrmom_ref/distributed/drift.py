@@ -16,11 +16,11 @@ buffer (:meth:`~corrmom_ref.distributed.MpiCommunicator.mean_grads`). The
 
 .. math:: \sum_r c_i^{(r)} = k\, c_i \quad\text{and}\quad \sum_r \bigl(c_i^{(r)}\bigr)^2 = k\, c_i^2 \quad \text{for every } i
 
-(then the bytes have mean :math:`c_i` and variance 0),
+(then the bytes have mean :math:`c_i` and variance 0; if they differ, no
+rank's own bytes satisfy both, so every rank reaches the same verdict),
 sums of integers that the buffer's dtype holds exactly (float32 up to 258
 ranks; otherwise, e.g. float16 gradients, the bytes go in one small
-allreduce of their own). Every rank sees the same sums, so every rank
-reaches the same verdict; on a difference every rank gathers the others'
+allreduce of their own). On a difference every rank gathers the others'
 values (:meth:`DriftCheck.raise_differences`, a second collective, only
 then) and raises the same error naming each differing rank and value,
 parameter by parameter where the update rules differ too.
