@@ -21,7 +21,7 @@ rank's own bytes satisfy both, so every rank reaches the same verdict),
 sums of integers that the buffer's dtype holds exactly (float32 up to 258
 ranks; otherwise, e.g. float16 gradients, the bytes go in one small
 allreduce of their own). On a difference every rank gathers the others'
-values (:meth:`DriftCheck.raise_differences`, a second collective, only
+values (:meth:`DriftCheck.differences`, a second collective, only
 then) and raises the same error naming each differing rank and value,
 parameter by parameter where the update rules differ too.
 
@@ -35,12 +35,9 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
 from corrmom_ref.hyperparameter import read_entry
-
-if TYPE_CHECKING:  # NumPy comes with mpi4py, at the first step (importing this package imports neither)
-    import numpy as np
 
 __all__ = ["DriftCheck"]
 
@@ -127,8 +124,8 @@ class DriftCheck:
             out += [f"hyperparameter {h} of {name}" for h in self.hyperparameters]
         return out
 
-    def values(self) -> np.ndarray:
-        """This rank's values, per parameter too (float64; a missing one NaN, no loss scale 0)."""
+    def values(self) -> Any:
+        """This rank's values, per parameter too: a float64 NumPy array (a missing one NaN, no loss scale 0)."""
         import numpy as np
 
         out = list(self._optimizer_values())
@@ -141,12 +138,8 @@ class DriftCheck:
             out += [_number(read_entry(rule.hyperparam, name)) for name in self.hyperparameters]
         return np.array([math.nan if v is None else v for v in out], dtype=np.float64)
 
-    def raise_differences(self, communicator: Any) -> NoReturn:
-        """Gather every rank's :meth:`values` (collective) and raise the error naming the differences.
-
-        Raises:
-            RuntimeError: Always, the same on every rank.
-        """
+    def differences(self, communicator: Any) -> RuntimeError:
+        """Gather every rank's :meth:`values` (collective): the error naming the differences, the same on every rank."""
         import numpy as np
 
         what = "the drift check of update(), gathering every rank's hyperparameters and counters"
@@ -162,7 +155,7 @@ class DriftCheck:
                     continue  # equal, or a parameter's view of an optimizer-wide change already listed
                 found.append(f"{label} = {_shown(ours)} on rank 0, {_shown(theirs)} on rank {rank}")
         more = f"; and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
-        raise RuntimeError(
+        return RuntimeError(
             "the ranks no longer step with the same numbers (changed on some ranks only after setup(), "
             "or another snapshot loaded there): " + "; ".join(found[:_SHOWN]) + more
         )

@@ -128,7 +128,7 @@ class MultiNodeOptimizer:
             try:
                 agreed = self.communicator.mean_grads(actual.target, verdict, fingerprint=drift.fingerprint())
             except FingerprintMismatchError:
-                drift.raise_differences(self.communicator)
+                raise drift.differences(self.communicator) from None
         self._agreed_nonfinite = bool(agreed)
         actual.update()
 
