@@ -450,14 +450,20 @@ def docs(session: nox.Session) -> None:
 #: brings libmpi and ``mpiexec`` into the session's virtualenv, so the machine
 #: needs no system MPI (mpi4py's wheel loads whichever libmpi it finds first).
 MPI_REQUIREMENTS = ["mpich", "mpi4py>=4.0", "array-api-strict>=2.2", TORCH]
+#: The engines of the ports' own frameworks (tests/engines): torch.distributed (above) and JAX sharding.
+ENGINE_REQUIREMENTS = ["jax[cpu]>=0.4.30", "optax>=0.2"]
 
 
 @nox.session
 def distributed(session: nox.Session) -> None:
-    """Data-parallel tests under real MPI: ``mpiexec -n 2`` and ``-n 3`` (and the serial skips)."""
-    session.install("-e", ".[test,mpi]", *MPI_REQUIREMENTS)
+    """Data-parallel tests under real MPI: ``mpiexec -n 2`` and ``-n 3`` (and the serial skips);
+    then tests/engines: corrmom_ref.torch under DDP and FSDP2 (gloo, 2 and 3 processes) and
+    corrmom_ref.optax sharded over 4 CPU devices, each job started by the tests themselves."""
+    session.install("-e", ".[test,mpi]", *MPI_REQUIREMENTS, *ENGINE_REQUIREMENTS)
     pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/distributed", *session.posargs]
     session.run("python", *pytest_args)
     for ranks in ("2", "3"):
         # MPIEXEC_TIMEOUT (hydra): a deadlocked collective fails the run instead of hanging CI.
         session.run("mpiexec", "-n", ranks, "python", *pytest_args, env={"MPIEXEC_TIMEOUT": "600"})
+    engines = ["-m", "pytest", "-p", "no:cacheprovider", "-q", "-rxX", "tests/engines", *session.posargs]
+    session.run("python", *engines, env={"CORRMOM_ENGINE_TESTS": "1"})

@@ -13,6 +13,10 @@ time of one step of
   allreduce of a flat buffer per step;
 * ``per-param``: one allreduce per parameter, then the same update (the
   naive scheme the bucketing replaces);
+* with ``--drift-check``: the multi-node optimizer with and without its
+  per-step drift check (:mod:`corrmom_ref.distributed.drift`, one small
+  extra allreduce), timed interleaved step by step, and the check's cost as
+  a share of the step;
 
 and the ratios to ``local``. The numbers depend on the machine, the MPI
 and the ranks sharing cores; only the ratios measured in one run compare.
@@ -64,12 +68,49 @@ def median_step_seconds(step, model: cr.Link, comm: MPI.Comm, repeats: int) -> f
     return statistics.median(times)
 
 
+def drift_check_share(
+    communicator: distributed.MpiCommunicator, n_params: int, size: int, repeats: int
+) -> None:
+    """Rank 0 prints the median step with and without the drift check, alternating step by step."""
+    comm = communicator.mpi_comm
+    models = [make_model(n_params, size) for _ in range(2)]
+    with_check, without = (
+        distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.01), communicator).setup(m)
+        for m in models
+    )
+    without._drift = None  # the step as it was before the check
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for i in range(repeats + 5):
+        for key, opt, model in (("with", with_check, models[0]), ("without", without, models[1])):
+            set_grads(model)
+            comm.Barrier()
+            start = time.perf_counter()
+            opt.update()
+            elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+            if i >= 5:
+                times[key].append(elapsed)
+    if comm.rank == 0:
+        t_with, t_without = (statistics.median(times[k]) for k in ("with", "without"))
+        print(
+            f"{f'{n_params} x {size}':>18} {1e3 * t_without:13.3f} {1e3 * t_with:10.3f} "
+            f"{100 * (t_with / t_without - 1):+9.1f}%"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--drift-check", action="store_true", help="time the drift check instead")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     communicator = distributed.create_communicator(comm)
+    if args.drift_check:
+        if comm.rank == 0:
+            print(
+                f"{comm.size} ranks; {'params x floats':>18} {'no check ms':>13} {'check ms':>10} {'cost':>10}"
+            )
+        drift_check_share(communicator, 20, 1_000, args.repeats)
+        return
     if comm.rank == 0:
         print(f"{comm.size} ranks, {MPI.Get_library_version().splitlines()[0]}")
         print(

@@ -43,6 +43,10 @@ _EXPLICIT = bool(os.environ.get("CORRMOM_BACKENDS", "").strip())
 #: tests/docs builds the documentation site; only ``nox -s docs`` runs it
 #: (it sets CORRMOM_DOCS_TESTS), not ``nox -s tests`` nor ``nox -s tests-backend``.
 collect_ignore = [] if os.environ.get("CORRMOM_DOCS_TESTS") else ["docs"]
+#: tests/engines starts multi-process torch.distributed and JAX jobs; ``nox -s distributed``
+#: runs it (it sets CORRMOM_ENGINE_TESTS), not every backend leg of ``nox -s tests``.
+if not os.environ.get("CORRMOM_ENGINE_TESTS"):
+    collect_ignore.append("engines")
 
 
 @functools.cache

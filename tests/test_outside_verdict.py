@@ -102,7 +102,9 @@ class _OneRank:
     def bcast_data(self, link: object, root: int = 0) -> None:
         pass
 
-    def mean_grads(self, link: object, nonfinite: bool | None = None) -> bool | None:
+    def mean_grads(
+        self, link: object, nonfinite: bool | None = None, fingerprint: bytes = b""
+    ) -> bool | None:
         self.verdicts.append(nonfinite)
         return None if nonfinite is None else nonfinite or self.others_nonfinite
 

@@ -46,6 +46,9 @@ SCENARIOS = {
     "lr_differs": "hyperparameter lr = 0.1 on rank 0, 0.2 on rank {bad}",
     "transposed_parameter": "parameter /W: (4, 3) float64 on rank 0, (3, 4) float64 on rank {bad}",
     "renamed_parameter": "parameter /W on rank 0 only (not on rank {bad}); parameter /V on rank {bad} only",
+    "lr_changed_after_setup": "hyperparameter lr = 0.1 on rank 0, 0.2 on rank {bad}",
+    "momentum_changed_after_setup": "hyperparameter momentum = 0.9 on rank 0, 0.5 on rank {bad}",
+    "other_snapshot_loaded": "t = 3 on rank 0, 2 on rank {bad}",
 }
 
 
@@ -76,6 +79,22 @@ def train(opt: distributed.MultiNodeOptimizer, model: cr.Link, steps: int = STEP
     for _ in range(steps):
         grads = {param: param.array * 0.5 for param in model.params()}
         opt.update(lambda grads=grads: cr.ScriptedLoss(grads))
+
+
+def drift_after_setup(scenario: str, opt: distributed.MultiNodeOptimizer, model: cr.Link, odd: bool) -> None:
+    """One rank changes a hyperparameter, or loads another snapshot by itself, after setup."""
+    if scenario == "lr_changed_after_setup" and odd:
+        opt.lr = 0.2
+    if scenario == "momentum_changed_after_setup" and odd:
+        opt.momentum = 0.5
+    if scenario == "other_snapshot_loaded":  # every rank saves its own; the last one loads an older one
+        train(opt, model, steps=2)
+        older = os.path.join(tempfile.gettempdir(), f"corrmom-older-{os.getpid()}.npz")
+        cr.serializers.save_npz(older, opt)
+        train(opt, model, steps=1)
+        if odd:
+            cr.serializers.load_npz(older, opt)
+        os.remove(older)
 
 
 def main(scenario: str) -> None:
@@ -122,6 +141,8 @@ def main(scenario: str) -> None:
             if rank != 0:
                 raise
             print(f"rank 0: save failed ({error}); training on", flush=True)
+    if scenario in ("lr_changed_after_setup", "momentum_changed_after_setup", "other_snapshot_loaded"):
+        drift_after_setup(scenario, opt, model, rank == bad)
     train(opt, model)
     if scenario == "ok" and rank == 0:
         time.sleep(2.0)  # a rank that finishes later than the others (writing a plot, say)

@@ -93,6 +93,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
     import corrmom_ref.optax
     import corrmom_ref.serializers.chainer_layout
     import corrmom_ref.torch
+    import corrmom_ref.torch.distributed
 
     public = (
         corrmom_ref,
@@ -103,6 +104,7 @@ def test_api_page_documents_every_public_name(site: Path) -> None:
         corrmom_ref.fast_paths,
         corrmom_ref.distributed,
         corrmom_ref.torch,
+        corrmom_ref.torch.distributed,
         corrmom_ref.serializers.chainer_layout,
         corrmom_ref.optax,
     )

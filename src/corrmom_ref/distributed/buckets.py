@@ -35,6 +35,9 @@ class Bucket:
         """
         xp = namespace_of(arrays[0])
         parts = [xp.reshape(a, (-1,)) for a in arrays]
+        if out is not None and extra and type(out).__module__ == "numpy":  # NumPy converts the numbers itself
+            out[out.shape[0] - len(extra) :] = extra
+            extra = ()
         if extra:
             parts.append(xp.asarray(list(extra), dtype=arrays[0].dtype, device=device(arrays[0])))
         if out is None:

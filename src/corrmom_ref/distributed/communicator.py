@@ -30,7 +30,15 @@ from corrmom_ref._namespace import namespace_of
 from corrmom_ref.distributed import failfast
 from corrmom_ref.distributed.buckets import group_into_buckets
 
-__all__ = ["MpiCommunicator", "create_communicator"]
+__all__ = ["FingerprintMismatchError", "MpiCommunicator", "create_communicator"]
+
+
+#: ``c * c`` for every byte ``c``.
+_SQUARES = tuple(c * c for c in range(256))
+
+
+class FingerprintMismatchError(RuntimeError):
+    """Raised on every rank by :meth:`MpiCommunicator.mean_grads` when the ranks' fingerprints differ."""
 
 
 class MpiCommunicator:
@@ -56,6 +64,10 @@ class MpiCommunicator:
         self.exit_watch = failfast.watch(mpi_comm)
         #: The flat gradient buffer of each bucket layout, reused every step.
         self._buffers: dict[tuple[Any, ...], Any] = {}
+        #: Per (array type, dtype): whether sums of ``size`` squared bytes are exact in it.
+        self._exact_sums: dict[tuple[Any, Any], bool] = {}
+        #: The last fingerprint, its terms and their expected sums (see _fingerprint_terms).
+        self._fingerprint_cache: tuple[bytes, tuple[int, ...], list[float]] | None = None
 
     @property
     def rank(self) -> int:
@@ -83,7 +95,7 @@ class MpiCommunicator:
             for param, value in zip(bucket.members, bucket.unpack(flat), strict=True):
                 _assign(param, value)
 
-    def mean_grads(self, link: Any, nonfinite: bool | None = None) -> bool | None:
+    def mean_grads(self, link: Any, nonfinite: bool | None = None, fingerprint: bytes = b"") -> bool | None:
         r"""Replace every gradient by its mean over the ranks; one allreduce per bucket.
 
         Every parameter must have a gradient (call
@@ -96,32 +108,104 @@ class MpiCommunicator:
                 ``None`` to agree on nothing. The verdict travels as one more
                 element of the first bucket (0 or 1, summed exactly), so the
                 agreement costs no extra message.
+            fingerprint: A few bytes every rank must agree on (the same
+                length on every rank), e.g.
+                :meth:`~corrmom_ref.distributed.drift.DriftCheck.fingerprint`.
+                Each byte :math:`c` and :math:`c^2` travel in the first
+                bucket, and the ranks agree exactly when the sums are
+                :math:`k c` and :math:`k c^2` for this rank's every byte
+                (then the bytes have no variance over the ranks);
+                where that bucket's dtype cannot hold those sums exactly
+                (float16, or float32 beyond 258 ranks) the bytes go in a small
+                allreduce of their own.
 
         Returns:
             ``None`` if ``nonfinite`` is ``None``, else whether any rank said
             ``True``.
+
+        Raises:
+            RuntimeError: ``FingerprintMismatchError``, on every rank, if the
+                fingerprints differ; then no gradient has changed.
         """
         from corrmom_ref._backends import mpi_buffers
 
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
+        carried = bool(fingerprint) and bool(buckets) and self._sums_exact(buckets[0].members[0].grad)
+        if fingerprint and not carried:
+            self._agree_on_bytes(fingerprint)
         agreed = None
         for index, bucket in enumerate(buckets):
-            extra = (1.0 if nonfinite else 0.0,) if nonfinite is not None and index == 0 else ()
+            extra: tuple[float | int, ...] = ()
+            if index == 0:
+                if nonfinite is not None:
+                    extra = (1.0 if nonfinite else 0.0,)
+                if carried:
+                    extra += self._fingerprint_terms(fingerprint)[0]
             key = bucket.key(len(extra))
             flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
             total = mpi_buffers.allreduce_sum(
                 self.mpi_comm, flat, self._waiter("the gradient allreduce of update()")
             )
+            if index == 0 and carried:  # before the division by k, before any gradient is written
+                size = total.shape[0]
+                self._check_fingerprint_sums(
+                    total[size - 2 * len(fingerprint) : size], self._fingerprint_terms(fingerprint)[1]
+                )
             total /= self.size  # in place where the backend allows it
             if is_writeable_array(total):
                 self._buffers[key] = total
             for param, grad in zip(bucket.members, bucket.unpack(total), strict=True):
                 _assign_grad(param, grad)
-            if extra:
+            if nonfinite is not None and index == 0:
                 agreed = bool(bucket.extras(total)[0] > 0)  # the mean of 0/1 verdicts
         if nonfinite is not None and agreed is None:  # a model without parameters
             agreed = self.any(nonfinite)
         return agreed
+
+    def _sums_exact(self, like: Any) -> bool:
+        """Whether ``like``'s dtype holds every sum of ``k`` squared bytes exactly (integers up to 2/eps)."""
+        key = (type(like), like.dtype)
+        exact = self._exact_sums.get(key)
+        if exact is None:
+            eps = float(namespace_of(like).finfo(like.dtype).eps)
+            exact = self._exact_sums[key] = self.size * 255 * 255 * eps <= 2.0
+        return exact
+
+    def _fingerprint_terms(self, fingerprint: bytes) -> tuple[tuple[int, ...], list[float]]:
+        """What this rank adds for ``fingerprint`` (each byte, then each square) and the sums to expect.
+
+        If every rank adds the same bytes, the sums are ``k`` times this
+        rank's terms; conversely sums :math:`S = k c` and :math:`Q = k c^2`
+        leave the ranks' bytes no variance (:math:`Q/k - (S/k)^2 = 0`), so
+        they are all :math:`c`. Cached while the fingerprint is the same object.
+        """
+        cached = self._fingerprint_cache
+        if cached is None or cached[0] is not fingerprint:
+            terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
+            cached = self._fingerprint_cache = (fingerprint, terms, [float(self.size * c) for c in terms])
+        return cached[1], cached[2]
+
+    def _check_fingerprint_sums(self, sums: Any, expected: list[float]) -> None:
+        tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
+        if tolist is None:
+            from corrmom_ref._backends.host import to_numpy
+
+            tolist = to_numpy(sums).tolist
+        if tolist() != expected:  # sums of small integers: exact
+            raise FingerprintMismatchError("the ranks' fingerprints differ")
+
+    def _agree_on_bytes(self, data: bytes) -> None:
+        """Raise :class:`FingerprintMismatchError` on every rank unless every rank passed the same ``data`` (one allreduce)."""
+        import numpy as np
+        from mpi4py import MPI
+
+        mine = np.frombuffer(data, dtype=np.uint8).astype(np.int16)
+        both = np.concatenate([mine, -mine])  # max of c and of -c: equal everywhere iff max == min
+        self.exit_watch.wait(
+            self.mpi_comm.Iallreduce(MPI.IN_PLACE, both, op=MPI.MAX), "the drift check of update()"
+        )
+        if not np.array_equal(both[: mine.shape[0]], -both[mine.shape[0] :]):
+            raise FingerprintMismatchError("the ranks' fingerprints differ")
 
     def _waiter(self, what: str) -> Callable[[Any], None]:
         def wait(request: Any) -> None:

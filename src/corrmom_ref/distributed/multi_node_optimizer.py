@@ -10,7 +10,11 @@ order, see :meth:`corrmom_ref.GradientMethod.update`) on averaged gradients:
    changes), then reallocate cleared gradients as zeros;
 3. average the still-scaled gradients, :math:`\bar g = \tfrac1k\sum_r s\,g^{(r)}
    = s\,\tfrac1k\sum_r g^{(r)}`, in one allreduce that also carries each
-   rank's "non-finite gradient" verdict (dynamic loss scaling only);
+   rank's "non-finite gradient" verdict (dynamic loss scaling only) and a
+   fingerprint of its hyperparameters and counters
+   (:class:`~corrmom_ref.distributed.drift.DriftCheck`): if one rank's
+   differ (``opt.lr`` changed there after ``setup()``, another snapshot
+   loaded there), every rank raises, before any gradient is averaged;
 4. the wrapped optimizer's own update, which ORs the agreed verdict into its
    own NaN check (through
    :meth:`~corrmom_ref.GradientMethod.set_outside_nonfinite_verdict`), so if
@@ -28,11 +32,12 @@ from typing import Any
 
 from corrmom_ref._finite import all_finite
 from corrmom_ref.distributed.agreement import check_same_setup
-from corrmom_ref.distributed.communicator import MpiCommunicator
+from corrmom_ref.distributed.communicator import FingerprintMismatchError, MpiCommunicator
+from corrmom_ref.distributed.drift import DriftCheck
 
 __all__ = ["MultiNodeOptimizer", "create_multi_node_optimizer"]
 
-_OWN = frozenset({"actual_optimizer", "communicator", "_agreed_nonfinite"})
+_OWN = frozenset({"actual_optimizer", "communicator", "_agreed_nonfinite", "_drift"})
 
 
 class MultiNodeOptimizer:
@@ -54,6 +59,7 @@ class MultiNodeOptimizer:
         object.__setattr__(self, "actual_optimizer", actual_optimizer)
         object.__setattr__(self, "communicator", communicator)
         object.__setattr__(self, "_agreed_nonfinite", False)
+        object.__setattr__(self, "_drift", None)
         if actual_optimizer.target is not None:
             check_same_setup(communicator, actual_optimizer, actual_optimizer.target)
             self._install(actual_optimizer.target)
@@ -88,6 +94,7 @@ class MultiNodeOptimizer:
 
     def _install(self, link: Any) -> None:
         self.communicator.bcast_data(link)
+        self._drift = DriftCheck(self.actual_optimizer)
         # The wrapped optimizer's update asks this after its own NaN check.
         self.actual_optimizer.set_outside_nonfinite_verdict(self._agreed_verdict)
 
@@ -96,7 +103,14 @@ class MultiNodeOptimizer:
         return bool(self._agreed_nonfinite)
 
     def update(self, lossfun: Callable[..., Any] | None = None, *args: Any, **kwds: Any) -> None:
-        """One data-parallel step (see the module docstring for the order)."""
+        """One data-parallel step (see the module docstring for the order).
+
+        Raises:
+            RuntimeError: On every rank, if some rank's hyperparameters,
+                ``t``, ``epoch`` or loss scale differ from the others'
+                (naming the rank and both values); nothing is averaged or
+                updated then.
+        """
         actual = self.actual_optimizer
         if lossfun is not None:
             actual.backward_loss(lossfun, *args, **kwds)
@@ -107,7 +121,15 @@ class MultiNodeOptimizer:
         verdict = None
         if actual.dynamic_loss_scaling:
             verdict = not all_finite([p.grad for p in actual.target.params()])
-        self._agreed_nonfinite = bool(self.communicator.mean_grads(actual.target, verdict))
+        drift = self._drift
+        if drift is None:  # wrapped, and its optimizer set up, without this wrapper's setup()
+            agreed = self.communicator.mean_grads(actual.target, verdict)
+        else:
+            try:
+                agreed = self.communicator.mean_grads(actual.target, verdict, fingerprint=drift.fingerprint())
+            except FingerprintMismatchError:
+                raise drift.differences(self.communicator) from None
+        self._agreed_nonfinite = bool(agreed)
         actual.update()
 
     def serialize(self, serializer: Any) -> None:

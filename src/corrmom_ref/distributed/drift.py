@@ -1,0 +1,185 @@
+r"""The per-step drift check of data-parallel training: every rank must step with the same numbers.
+
+:func:`~corrmom_ref.distributed.agreement.check_same_setup` compares the
+ranks once, at ``setup()``. What can change afterwards on one rank only, and
+would train on silently with different parameters on the ranks, is checked
+at every step by :class:`DriftCheck`: the optimizer's hyperparameters
+(``opt.lr = 0.2`` on one rank), its ``t`` and ``epoch``, and the loss scale,
+so a rank that loaded another snapshot with the single-process
+:func:`corrmom_ref.serializers.load_npz` (another ``t``) is found too.
+
+The check rides in the gradient allreduce: :meth:`DriftCheck.fingerprint`
+is an 8-byte hash :math:`c_1 \dots c_8 \in \{0, \dots, 255\}` of those
+values, and each rank adds :math:`c_i` and :math:`c_i^2` to the summed
+buffer (:meth:`~corrmom_ref.distributed.MpiCommunicator.mean_grads`). The
+:math:`k` ranks' bytes are all equal exactly when, on any one rank,
+
+.. math:: \sum_r c_i^{(r)} = k\, c_i \quad\text{and}\quad \sum_r \bigl(c_i^{(r)}\bigr)^2 = k\, c_i^2 \quad \text{for every } i
+
+(then the bytes have mean :math:`c_i` and variance 0; if they differ, no
+rank's own bytes satisfy both, so every rank reaches the same verdict),
+sums of integers that the buffer's dtype holds exactly (float32 up to 258
+ranks; otherwise, e.g. float16 gradients, the bytes go in one small
+allreduce of their own). On a difference every rank gathers the others'
+values (:meth:`DriftCheck.differences`, a second collective, only
+then) and raises the same error naming each differing rank and value,
+parameter by parameter where the update rules differ too.
+
+Not compared at every step (it would cost a pass over every parameter): a
+parameter's own update-rule settings (``param.update_rule.hyperparam.lr``)
+and its ``t`` alone, and the momentum buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from corrmom_ref.hyperparameter import read_entry
+
+__all__ = ["DriftCheck"]
+
+#: Differences listed in the error message.
+_SHOWN = 5
+_MASK = (1 << 64) - 1
+
+
+class DriftCheck:
+    """What every rank must agree on before each step of ``optimizer``; the names are fixed at setup.
+
+    Args:
+        optimizer: The wrapped :class:`~corrmom_ref.GradientMethod`, set up
+            (the same on every rank: ``setup()`` checked that).
+    """
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+        #: The optimizer's numeric hyperparameters at setup, sorted by name.
+        self.hyperparameters = tuple(
+            sorted(
+                name for name, value in optimizer.hyperparam.get_dict().items() if _number(value) is not None
+            )
+        )
+        #: ``fingerprint()`` calls so far (one per step, on every rank).
+        self._calls = 0
+        #: The last fingerprint's values and bytes.
+        self._last: tuple[Any, bytes] = (None, b"")
+        #: Reads those hyperparameters' values (a tuple, or one value when there is one).
+        self._read: Callable[[Any], Any] = (
+            operator.attrgetter(*self.hyperparameters) if self.hyperparameters else _nothing
+        )
+
+    def _optimizer_values(self) -> tuple[float | None, ...]:
+        opt = self.optimizer
+        hyper = opt.hyperparam
+        scale = opt.loss_scale
+        return (
+            *(_number(getattr(hyper, name, None)) for name in self.hyperparameters),
+            opt.t,
+            opt.epoch,
+            0.0 if scale is None else scale,
+        )
+
+    def fingerprint(self) -> bytes:
+        """8 bytes that differ between two ranks whose checked values differ (but for a 2**-64 chance).
+
+        Called once per step on every rank (the ranks call ``update()`` in
+        lockstep), so ``t`` enters as ``t`` minus the calls so far, which
+        stays put while ``t`` advances one per step; the bytes are computed
+        again only when a value moved otherwise (the same object is returned
+        meanwhile). Python's hash of a tuple of numbers is the same in every
+        process (hash randomization covers only strings and bytes; only
+        numbers are hashed: ``None``'s hash is its address before Python
+        3.12), and equal numbers of different types (``0.1``,
+        ``np.float64(0.1)``) hash alike; the values are finite here
+        (``check_update_inputs`` ran first).
+        """
+        opt = self.optimizer
+        calls = self._calls
+        self._calls = calls + 1
+        try:
+            scale = opt.loss_scale
+            key = (self._read(opt.hyperparam), opt.t - calls, opt.epoch, 0.0 if scale is None else scale)
+            if key == self._last[0]:
+                return self._last[1]
+            digest = hash(key)
+        except (TypeError, AttributeError):  # an unhashable value (a 0-d array), or one deleted
+            key = None
+            values = self._optimizer_values()
+            digest = hash(
+                tuple(-math.inf if v is None else v for v in (*values[:-3], opt.t - calls, *values[-2:]))
+            )
+        out = (digest & _MASK).to_bytes(8, "little")
+        self._last = (key, out)
+        return out
+
+    def labels(self) -> list[str]:
+        """What each element of :meth:`values` is, for the error message."""
+        out = [f"hyperparameter {name}" for name in self.hyperparameters]
+        out += ["t", "epoch", "loss scale"]
+        for name, _ in self.optimizer.target.namedparams():
+            out += [f"t of {name}", f"enabled of {name}"]
+            out += [f"hyperparameter {h} of {name}" for h in self.hyperparameters]
+        return out
+
+    def values(self) -> Any:
+        """This rank's values, per parameter too: a float64 NumPy array (a missing one NaN, no loss scale 0)."""
+        import numpy as np
+
+        out = list(self._optimizer_values())
+        for _, param in self.optimizer.target.namedparams():
+            rule = param.update_rule
+            if rule is None:
+                out += [None] * (2 + len(self.hyperparameters))
+                continue
+            out += [rule.t, 1.0 if rule.enabled else 0.0]
+            out += [_number(read_entry(rule.hyperparam, name)) for name in self.hyperparameters]
+        return np.array([math.nan if v is None else v for v in out], dtype=np.float64)
+
+    def differences(self, communicator: Any) -> RuntimeError:
+        """Gather every rank's :meth:`values` (collective): the error naming the differences, the same on every rank."""
+        import numpy as np
+
+        what = "the drift check of update(), gathering every rank's hyperparameters and counters"
+        gathered = communicator.allgather_bytes(self.values().tobytes(), what=what)
+        ranks = [np.frombuffer(values, dtype=np.float64) for values in gathered]
+        labels = self.labels()
+        found = []
+        for rank, values in enumerate(ranks[1:], start=1):
+            pairs = dict(zip(labels, zip(ranks[0].tolist(), values.tolist(), strict=True), strict=True))
+            for label, (ours, theirs) in pairs.items():
+                inherited = _inherited_from(label)
+                if ours == theirs or (inherited is not None and pairs.get(inherited) == (ours, theirs)):
+                    continue  # equal, or a parameter's view of an optimizer-wide change already listed
+                found.append(f"{label} = {_shown(ours)} on rank 0, {_shown(theirs)} on rank {rank}")
+        more = f"; and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+        return RuntimeError(
+            "the ranks no longer step with the same numbers (changed on some ranks only after setup(), "
+            "or another snapshot loaded there): " + "; ".join(found[:_SHOWN]) + more
+        )
+
+
+def _nothing(_: Any) -> tuple[()]:
+    return ()
+
+
+def _inherited_from(label: str) -> str | None:
+    """``"hyperparameter lr of /W"`` -> ``"hyperparameter lr"`` (other labels: ``None``)."""
+    head, of, _ = label.partition(" of ")
+    return head if of and label.startswith("hyperparameter ") else None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _shown(value: float) -> str:
+    """``0.1``, ``3`` (a whole number), ``nan``."""
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return repr(float(value))
