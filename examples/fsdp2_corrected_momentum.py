@@ -2,11 +2,11 @@
 
 Run: ``torchrun --nproc_per_node 2 examples/fsdp2_corrected_momentum.py``.
 Each rank holds a shard of every parameter, gradient and momentum buffer.
-The optimizer needs ``fused=False`` (the fused kernel has no DTensor rule);
-:class:`~corrmom_ref.torch.distributed.ShardedLossScaler` agrees on the
-overflow verdict over the ranks (one ``all_reduce`` of one number), so a
-NaN in one rank's shard skips the step on every rank. The snapshot is
-written in Chainer's layout, gathering one buffer at a time.
+The optimizer steps its local shards (fused by default) and the plain
+:class:`~corrmom_ref.torch.LossScaler` agrees the overflow verdict over the
+ranks (one ``all_reduce`` of one number per gradient), so a NaN in one
+rank's shard skips the step on every rank. The snapshot is written in
+Chainer's layout, gathering one buffer at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import corrmom_ref.torch as crt
-from corrmom_ref.torch.distributed import ShardedLossScaler, save_sharded_chainer_snapshot
+from corrmom_ref.torch.distributed import save_sharded_chainer_snapshot
 
 
 def main(snapshot: str = "fsdp2_optimizer.npz") -> None:
@@ -28,8 +28,8 @@ def main(snapshot: str = "fsdp2_optimizer.npz") -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     fully_shard(net, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
-    opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.05, momentum=0.9, fused=False)
-    scaler = ShardedLossScaler(interval=1000)
+    opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.05, momentum=0.9)
+    scaler = crt.LossScaler(interval=1000)
     for step in range(5):
         g = torch.Generator().manual_seed(1000 * step + rank)
         x, y = torch.randn(8, 3, generator=g), torch.randn(8, 2, generator=g)

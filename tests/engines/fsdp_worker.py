@@ -3,12 +3,12 @@
 Modes (``--mode``):
 
 * ``sharded-scaler``: :class:`~corrmom_ref.torch.CorrectedMomentumSGD`
-  (``fused=False``) with :class:`~corrmom_ref.torch.distributed.ShardedLossScaler`,
+  (``fused=False``) with the plain :class:`~corrmom_ref.torch.LossScaler`,
   steps 0-5; rank 1's batch holds an infinity at step 3, and at step 4 a NaN
   is written into rank 1's own shard of one gradient only. Rank 0 then
   saves a Chainer-layout snapshot (one buffer gathered at a time), every
   rank builds a fresh sharded model and optimizer, loads it, and trains
-  steps 6-7. Also records the refusal of ``fused=True``.
+  steps 6-7.
 * ``fused``: the fused optimizer stepping DTensors directly (no scaler).
 * ``own-check``: the plain :class:`~corrmom_ref.torch.LossScaler`, i.e. the
   optimizer's own finite check, with a NaN in rank 1's shard at step 1.
@@ -28,11 +28,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import corrmom_ref.torch as crt
-from corrmom_ref.torch.distributed import (
-    ShardedLossScaler,
-    load_sharded_chainer_snapshot,
-    save_sharded_chainer_snapshot,
-)
+from corrmom_ref.torch.distributed import load_sharded_chainer_snapshot, save_sharded_chainer_snapshot
 
 LR, MOMENTUM, INTERVAL = 0.05, 0.9, 2
 OVERFLOW_STEP, SHARD_NAN_STEP, SAVE_AFTER, STEPS = 3, 4, 6, 8
@@ -95,13 +91,8 @@ def main() -> None:
     record: dict = {"grads": [], "skipped": [], "scale": [], "params": [], "t": []}
     record["initial"] = [p.full_tensor().detach().clone() for p in net.parameters()]
     if args.mode == "sharded-scaler":
-        fused_opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=LR, momentum=MOMENTUM, fused=True)
-        try:
-            ShardedLossScaler(interval=INTERVAL).step(fused_opt)
-        except ValueError as error:
-            record["fused refused"] = str(error)
         opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=LR, momentum=MOMENTUM, fused=False)
-        scaler = ShardedLossScaler(interval=INTERVAL)
+        scaler = crt.LossScaler(interval=INTERVAL)
         train(net, opt, scaler, range(SAVE_AFTER), rank, record, SHARD_NAN_STEP, OVERFLOW_STEP)
         save_sharded_chainer_snapshot(args.snapshot, opt, module=net, scaler=scaler)
         dist.barrier()  # rank 0 has written it
@@ -109,7 +100,7 @@ def main() -> None:
         net, _ = sharded(mesh)  # a fresh sharded model and optimizer, as after a restart
         net.load_state_dict(state)
         opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=LR, momentum=MOMENTUM, fused=False)
-        scaler = ShardedLossScaler(interval=INTERVAL)
+        scaler = crt.LossScaler(interval=INTERVAL)
         record["scale loaded"] = load_sharded_chainer_snapshot(opt, args.snapshot, module=net, scaler=scaler)
         record["t loaded"] = opt.t
         train(net, opt, scaler, range(SAVE_AFTER, STEPS), rank, record)

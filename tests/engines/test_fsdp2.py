@@ -6,17 +6,17 @@ in one process: :class:`~corrmom_ref.torch.CorrectedMomentumSGD` with the
 plain :class:`~corrmom_ref.torch.LossScaler`, fed the averaged gradients
 FSDP2 gave the ranks, must take bitwise the same steps, skip the same ones
 and move its scale the same way. The ranks use
-:class:`~corrmom_ref.torch.distributed.ShardedLossScaler` and ``fused=False``:
+the plain :class:`~corrmom_ref.torch.LossScaler` and ``fused=False``:
 a NaN in rank 1's shard alone (step 4) must skip the step on both ranks.
 The sharded snapshot must be the file the single process writes, and the
 run resumed from it on a fresh sharded model must continue the
 uninterrupted trajectory.
 
-Two tests are expected to fail until ``corrmom_ref/torch/optim.py`` steps
-and checks DTensors shard by shard (strict xfails: they flip when it does):
-the fused kernel on DTensors, and the optimizer's own finite check (what
-the plain ``LossScaler`` asks for), which today misses a NaN in one rank's
-shard and lets that rank apply it.
+The optimizer itself steps and checks DTensors shard by shard: the fused
+kernel steps the local shards (at c1ab618 it raised ``NotImplementedError``
+on every rank), and its own finite check (what the plain ``LossScaler``
+asks for) agrees its verdict across the ranks, so a NaN in one rank's shard
+skips the step everywhere (at c1ab618 that rank applied the NaN).
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ crt = pytest.importorskip("corrmom_ref.torch")
 from launch import HERE, run_ranks  # noqa: E402
 
 WORLD = 2
-NEEDS_OPTIM = (
-    "corrmom_ref/torch/optim.py steps DTensors through the fused kernel and checks them with "
-    "DTensor reductions; it needs a local-shard path (see docs/distributed.md, FSDP2)"
-)
 
 
 def _worker():
@@ -106,7 +102,6 @@ def replay(ranks: list[dict], fused: bool, scaled: bool, save_after: int | None 
 def test_fsdp2_steps_as_one_process_skips_together_and_resumes_from_a_sharded_snapshot(tmp_path):
     ranks = run(tmp_path, "sharded-scaler")
     for record in ranks:
-        assert "build the optimizer with fused=False" in record["fused refused"]
         assert record["scale loaded"] is True and record["t loaded"] == worker.SAVE_AFTER
     skipped = replay(ranks, fused=False, scaled=True, save_after=worker.SAVE_AFTER, tmp_path=tmp_path)
     assert skipped == [worker.OVERFLOW_STEP, worker.SHARD_NAN_STEP]
@@ -117,15 +112,30 @@ def test_fsdp2_steps_as_one_process_skips_together_and_resumes_from_a_sharded_sn
         assert sharded[key].tobytes() == single[key].tobytes(), key
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_OPTIM)
 def test_fsdp2_fused_kernel_steps_dtensors(tmp_path):
-    ranks = run(
-        tmp_path, "fused"
-    )  # today: NotImplementedError ... aten._fused_sgd_.default ... on every rank
-    replay(ranks, fused=True, scaled=False)
+    """The fused kernel steps each rank's local shard (c1ab618: ``NotImplementedError ...
+    aten._fused_sgd_.default`` on every rank). Its multiply-adds round an element by where it falls
+    in the kernel's vector loop, which depends on the tensor's length, so the ranks are compared
+    bitwise with one process stepping every rank's shard as a parameter of its own, the same
+    tensors the ranks' kernels see."""
+    ranks = run(tmp_path, "fused")
+    shards = []  # (parameter index, rank, rows): Shard(0), rank r holds its own rows
+    with torch.no_grad():
+        for index, value in enumerate(ranks[0]["initial"]):
+            rows = torch.tensor_split(value, WORLD, dim=0)
+            shards += [(index, r, torch.nn.Parameter(rows[r].clone())) for r in range(WORLD)]
+    opt = crt.CorrectedMomentumSGD(
+        [s for _, _, s in shards], lr=worker.LR, momentum=worker.MOMENTUM, fused=True
+    )
+    for i in range(len(ranks[0]["grads"])):
+        for index, r, shard in shards:
+            shard.grad = ranks[r]["grads"][i][index].clone()
+        opt.step()
+        for index, r, shard in shards:
+            got = ranks[r]["params"][i][index]
+            assert torch.equal(got, shard.detach()), f"rank {r}, parameter {index}, step {i}"
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_OPTIM)
 def test_fsdp2_optimizers_own_finite_check_agrees_across_ranks(tmp_path):
     ranks = run(tmp_path, "own-check")  # a NaN in rank 1's shard at step 1: both ranks must skip
     assert [record["skipped"] for record in ranks] == [[False, True, False]] * WORLD

@@ -49,6 +49,12 @@ only the arithmetic of ``_foreach_step`` is traced, with the numbers of
 ``fused=False``; nothing in a loop recompiles once the first learning-rate,
 loss-scale and skipped-step variants are compiled.
 
+FSDP2 (DTensor parameters): each rank steps its local shards with the same
+kernels, fused or not, and the non-finite check of dynamic loss scaling
+agrees its verdict over the parameters' device mesh (one ``all_reduce`` of
+one number per gradient), so a NaN in one rank's shard skips the step on
+every rank (``docs/distributed.md``, "FSDP2").
+
 Hooks registered with PyTorch's ``register_step_pre_hook`` /
 ``register_step_post_hook`` run around all of that, as for any optimizer.
 """
@@ -141,6 +147,53 @@ _STATE_KEYS = frozenset({"t", "v", "master"})
 #: The keys of :data:`_SGD_OPTIONS` and ``differentiable`` (whether a group needs a closer look).
 _OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
+
+_DTensor: Any
+try:  # PyTorch built without torch.distributed has no DTensor
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover - every CPU and CUDA wheel has it
+    _DTensor = None
+
+
+def _local_shards(tensors: list[Any]) -> list[Any]:
+    """Each DTensor (FSDP2's sharded parameters, gradients and buffers) as this rank's local shard.
+
+    The shard is a view of the DTensor's storage, so stepping it in place steps
+    the DTensor: the kernels (fused or not) see plain tensors and compute, element
+    by element, what they compute for an unsharded parameter.
+    """
+    if _DTensor is None:
+        return tensors
+    return [t.to_local() if isinstance(t, _DTensor) else t for t in tensors]
+
+
+def _meshes(tensors: list[Any]) -> list[Any]:
+    """The device meshes of the DTensors among ``tensors``, each once, in first-seen order."""
+    if _DTensor is None:
+        return []
+    found: list[Any] = []
+    for t in tensors:
+        if isinstance(t, _DTensor) and not any(t.device_mesh is mesh for mesh in found):
+            found.append(t.device_mesh)
+    return found
+
+
+def _agreed_flags(nonfinite: list[bool], meshes: list[Any], device: Any) -> list[bool]:
+    """Per gradient, whether its shard on ANY rank of the meshes holds a non-finite value.
+
+    One ``all_reduce`` (``MAX``) of one number per gradient over each mesh
+    dimension's process group: every rank gets the same flags, so a NaN in one
+    rank's shard skips the step on every rank (a collective: every rank of
+    the meshes steps together, as FSDP2 requires anyway).
+    """
+    import torch.distributed as dist
+
+    flags = torch.tensor([1.0 if bad else 0.0 for bad in nonfinite], dtype=torch.float32, device=device)
+    for mesh in meshes:
+        for dim in range(mesh.ndim):
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=mesh.get_group(dim))
+    return [bool(f > 0) for f in flags.tolist()]
+
 
 #: Files whose frames a warning skips to reach the user's line: this package and PyTorch.
 _INTERNAL_DIRS = (
@@ -507,7 +560,13 @@ class _ChainerMomentum(torch.optim.Optimizer):
         """Warn :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` per parameter with a
         non-finite gradient (frozen ones with a gradient too, as Chainer checks every parameter)."""
         named = [(name, p) for name, p in self._named() if p.grad is not None]
-        flags = finite_flags([p.grad for _, p in named])
+        grads = [p.grad for _, p in named]
+        local = _local_shards(grads)
+        flags = finite_flags(local)
+        meshes = _meshes(grads)
+        if meshes:  # sharded gradients: a shard's verdict is agreed by every rank
+            nonfinite = _agreed_flags([not f for f in flags], meshes, local[0].device)
+            flags = [not bad for bad in nonfinite]
         bad = [name for (name, _), finite in zip(named, flags, strict=True) if not finite]
         if bad:
             level = _user_stacklevel()
@@ -518,7 +577,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def _update_group(self, group: dict[str, Any], lr: float, m: float, scale: float | None) -> None:
         """Update every parameter of ``group``: batched, or one by one when any has parameter hooks."""
         one_by_one = bool(self._param_hooks) and any(p in self._param_hooks for p in group["params"])
-        buckets: dict[torch.dtype, tuple[list[Any], list[Any], list[Any]]] = {}
+        # one bucket per dtype and tensor type: DTensors (FSDP2) are stepped as local shards, apart
+        buckets: dict[tuple[torch.dtype, type], tuple[list[Any], list[Any], list[Any]]] = {}
         masters: list[tuple[torch.Tensor, torch.Tensor]] = []
         plain = scale is None and not one_by_one
         state_of = self.state
@@ -538,7 +598,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 if one_by_one:
                     self._update_hooked(p, target, grad, v, lr, m)
                     continue
-            ps, gs, vs = buckets.setdefault(target.dtype, ([], [], []))
+            ps, gs, vs = buckets.setdefault((target.dtype, type(target)), ([], [], []))
             ps.append(target)  # stepped in place under no_grad; the kernels take devices as they come
             gs.append(grad)
             vs.append(v)
@@ -600,6 +660,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
         if self._collect is not None:  # under torch.compile: the traced step runs it
             self._collect.append((ps, gs, vs, lr, m))
             return
+        if _DTensor is not None and isinstance(ps[0], _DTensor):
+            ps, gs, vs = _local_shards(ps), _local_shards(gs), _local_shards(vs)
         if self._xp is None:
             self._xp = array_namespace(ps[0])
         xp = self._xp
