@@ -25,6 +25,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import corrmom_ref.torch as crt  # noqa: E402
+from corrmom_ref.loss_scaling import NonFiniteGradientWarning  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chainer_torch_port"
 TOOL = Path(__file__).parent.parent / "tools" / "make_torch_port_fixture.py"
@@ -95,7 +97,16 @@ def train(run, net, opt, sched, scaler, first, last, *, replay, on_step=None):
             scaler.scale(loss).backward()
         if on_step is not None:
             on_step(k, opt, scaler)
-        scaler.step(opt)
+        with warnings.catch_warnings(record=True) as caught:  # the run overflows on purpose:
+            warnings.simplefilter("always", NonFiniteGradientWarning)  # asserted here, not printed
+            scaler.step(opt)
+        warned = [w for w in caught if issubclass(w.category, NonFiniteGradientWarning)]
+        assert bool(warned) == opt.last_step_skipped, (
+            f"step {k}: skipped {opt.last_step_skipped}, warned {warned}"
+        )
+        for w in caught:
+            if w not in warned:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         scaler.update()
         sched.step()
 
