@@ -297,8 +297,12 @@ def load_chainer_snapshot(
             interval) other than the transformation's, a damaged file.
     """
     name_of = _namer(paths)
-    _require_momentum(state, "load_chainer_snapshot")
-    with open_optimizer_npz(file, strict=strict) as snapshot:
+    wanted = [
+        name_of(path)
+        for node in _require_momentum(state, "load_chainer_snapshot")
+        for path, _ in jax.tree_util.tree_flatten_with_path(node.velocity)[0]
+    ]
+    with open_optimizer_npz(file, params=wanted, strict=strict) as snapshot:
         return _loaded(snapshot, state, name_of, strict)
 
 

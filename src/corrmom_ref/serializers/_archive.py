@@ -37,7 +37,7 @@ import os
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -226,6 +226,7 @@ class NpzArchive(Mapping[str, StoredArray]):
 
     Args:
         file: A path or a seekable binary file object.
+        name: How messages name the file (default: the path, or the file object's ``name``).
 
     Raises:
         SnapshotError: ``file`` is not a regular file or not a zip archive
@@ -234,8 +235,8 @@ class NpzArchive(Mapping[str, StoredArray]):
             a member twice.
     """
 
-    def __init__(self, file: str | os.PathLike[str] | BinaryIO) -> None:
-        self.name = _describe(file)
+    def __init__(self, file: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> None:
+        self.name = _describe(file) if name is None else name
         self._owned: BinaryIO | None = None
         stream: BinaryIO
         if isinstance(file, (str, os.PathLike)):
@@ -317,6 +318,30 @@ class NpzArchive(Mapping[str, StoredArray]):
         if self._owned is not None:
             self._owned.close()
             self._owned = None
+
+    def write_members(self, keys: Iterable[str], file: BinaryIO) -> None:
+        """Write the members of ``keys`` to ``file`` as a new npz archive (stored, not
+        compressed), streamed in chunks of :data:`CHUNK`: memory beyond ``file`` is constant.
+
+        Raises:
+            SnapshotError: a member is damaged (naming it).
+        """
+        with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
+            for key in keys:
+                info = self._members[key]
+                self._check_sizes(key, info)
+                try:
+                    with (
+                        self._zip.open(info) as source,
+                        out.open(info.filename, "w", force_zip64=True) as target,
+                    ):
+                        while chunk := source.read(CHUNK):
+                            target.write(chunk)
+                except _MEMBER_ERRORS as error:
+                    raise SnapshotError(
+                        f"snapshot key {key!r}: member {info.filename!r} of {self.name} is damaged or "
+                        f"truncated ({type(error).__name__}: {error})"
+                    ) from error
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._members)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -137,63 +137,84 @@ def write_npz_arrays(file: File, arrays: dict[str, Any], compression: bool = Tru
         write_npz(file, stored, compression)
 
 
+class _Unopened:
+    """A member of an open archive whose header is not read yet (:meth:`open` reads it)."""
+
+    def __init__(self, archive: NpzArchive, key: str) -> None:
+        self.archive = archive
+        self.key = key
+
+    def open(self) -> StoredArray:
+        """The member, known by its checked header; its data still unread."""
+        return self.archive[self.key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.open(), dtype=dtype)
+
+
 @contextlib.contextmanager
-def open_optimizer_npz(file: File, path: str = "", *, strict: bool = True) -> Iterator[OptimizerSnapshot]:
+def open_optimizer_npz(
+    file: File, path: str = "", *, params: Collection[str] | None = None, strict: bool = True
+) -> Iterator[OptimizerSnapshot]:
     """The optimizer snapshot under ``path`` (``'updater/optimizer:main/'``), read lazily.
 
-    A parameter is every ``P`` with a key ``P/t``; its state is every other
-    ``P/<name>`` whose ``<name>`` has no ``/``. Inside the ``with`` block the
-    counters are read and checked (integers in ``[0, 2**63 - 1]``, as the
-    reference loader holds them), the ``loss_scaling.*`` entries are read once
-    their headers say they are scalars of a bool or real dtype, and every
-    other array is a :class:`~corrmom_ref.serializers._archive.StoredArray`,
-    read by :func:`read_state` after its header is checked. The file stays
-    open until the block ends; ``KeyError``, ``TypeError`` and ``ValueError``
-    raised in the block (by the caller's checks of what it reads) become a
-    :class:`~corrmom_ref.serializers.SnapshotError` naming the file.
-    With ``strict=False`` a missing ``t`` or ``epoch`` reads as ``None`` (the
+    A parameter is every ``P`` with a key ``P/t`` (only those in ``params``,
+    if given); its state is every other ``P/<name>`` whose ``<name>`` has no
+    ``/``. Inside the ``with`` block the counters ``t``, ``epoch`` and each
+    parameter's ``t`` are read and checked (integers in ``[0, 2**63 - 1]``, as
+    the reference loader holds them), the ``loss_scaling.*`` entries are read
+    once their headers say they are scalars of a bool or real dtype, and no
+    other member is touched until the caller reads it with :func:`read_state`,
+    which checks its header first. The file stays open until the block ends;
+    ``KeyError``, ``TypeError`` and ``ValueError`` raised in the block (by
+    the caller's checks of what it reads) become a
+    :class:`~corrmom_ref.serializers.SnapshotError` naming the file. With
+    ``strict=False`` a missing ``t`` or ``epoch`` reads as ``None`` (the
     target keeps its own, as in Chainer's non-strict load).
 
     Raises:
         SnapshotError: the file cannot be read, ``t`` or ``epoch`` is missing
-            under ``path`` and ``strict`` (also a ``KeyError``), or a counter is not an
-            integer (also a ``TypeError``) or is out of range.
+            under ``path`` and ``strict`` (also a ``KeyError``), or a counter
+            is not an integer (also a ``TypeError``) or is out of range.
     """
     with NpzArchive(file) as archive, reading(archive.name):
         keys = {key[len(path) :]: key for key in archive if key.startswith(path)}
         for counter in ("t", "epoch"):
             if counter not in keys and strict:
                 raise KeyError(f"no {path + counter!r} in the snapshot (is {path!r} the optimizer's prefix?)")
-        params = {
+        wanted = None if params is None else {normalize_path(p) for p in params}
+        found = {
             k[: -len("/t")]: ParamSnapshot(_counter(archive[full], full))
             for k, full in keys.items()
-            if k.endswith("/t")
+            if k.endswith("/t") and (wanted is None or k[: -len("/t")] in wanted)
         }
-        extra: dict[str, np.ndarray | StoredArray] = {}
+        extra: dict[str, Any] = {}
         for key, full in keys.items():
-            if key in ("t", "epoch") or (key.endswith("/t") and key[:-2] in params):
+            if key in ("t", "epoch") or (key.endswith("/t") and key[:-2] in found):
                 continue
             owner, _, name = key.rpartition("/")
-            if owner in params:
-                params[owner].state[name] = archive[full]
+            if owner in found:
+                found[owner].state[name] = _Unopened(archive, full)
             elif key.startswith("loss_scaling."):
                 extra[key] = _small_scalar(archive[full], full)
             else:
-                extra[key] = archive[full]
+                extra[key] = _Unopened(archive, full)
         t, epoch = (_counter(archive[keys[c]], keys[c]) if c in keys else None for c in ("t", "epoch"))
-        yield OptimizerSnapshot(t, epoch, params, extra)
+        yield OptimizerSnapshot(t, epoch, found, extra)
 
 
-def read_state(
-    value: np.ndarray | StoredArray, *, shape: tuple[int, ...], dtypes: tuple[Any, ...], key: str
-) -> np.ndarray:
-    """A state array of :func:`open_optimizer_npz`, checked from its header (exactly ``shape``,
-    one of ``dtypes`` by name: never cast) and only then read, as a new NumPy array.
+def read_state(value: Any, *, shape: tuple[int, ...], dtypes: tuple[Any, ...], key: str) -> np.ndarray:
+    """A state array (or other entry) of :func:`open_optimizer_npz`, checked from its header
+    (exactly ``shape``, one of ``dtypes`` by name: never cast) and only then read, as a new
+    NumPy array.
 
     Raises:
         ValueError: the shape differs (naming ``key``).
         TypeError: the dtype differs.
+        SnapshotError: the member is damaged.
     """
+    if isinstance(value, _Unopened):
+        value = value.open()
     array: np.ndarray = read_loaded(value, shape=shape, dtypes=dtypes, what=repr(key))
     return array
 

@@ -38,12 +38,13 @@ def check_loaded(value: Any, *, shape: tuple[int, ...], dtypes: tuple[Any, ...],
     value_shape = getattr(value, "shape", None)
     if value_shape is None:
         raise TypeError(f"{what}: expected an array, got {type(value).__name__}")
+    key = f" (snapshot key {value.key!r})" if _is_stored(value) and repr(value.key) not in what else ""
     if tuple(value_shape) != tuple(shape):
-        raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
+        raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}{key}")
     names = [dtype_name(d) for d in dtypes]
     if dtype_name(value.dtype) not in names:
         raise TypeError(
-            f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {' or '.join(names)}"
+            f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {' or '.join(names)}{key}"
         )
 
 

@@ -139,7 +139,7 @@ def load_chainer_snapshot(
     """
     targets = _targets(optimizer, names, module)
     loaded: list[tuple[torch.Tensor, dict[str, Any]]] = []
-    with open_optimizer_npz(file, path, strict=strict) as snapshot:
+    with open_optimizer_npz(file, path, params=targets, strict=strict) as snapshot:
         for chainer_path, p in targets.items():
             saved = snapshot.params.get(chainer_path)
             if saved is None or "v" not in saved.state:
