@@ -3,9 +3,7 @@
 The model is one linear layer, ``l1/W`` (3, 2) and ``l1/b`` (3,), float32, as
 the reference (:class:`corrmom_ref.Link`), PyTorch (``nn.Linear(2, 3)``,
 ``l1.weight`` and ``l1.bias``) and optax (``{'l1': {'W', 'b'}}``) hold it. Each
-loader is a function ``load(path)`` that loads the file into a fresh target
-and returns what the target holds afterwards as plain NumPy data, so a test
-can check that a refused load left it as it was.
+loader is a function of the file's path that makes a fresh :class:`Target`.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import io
 import struct
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,18 @@ def patch_central_directory(data: bytes, member: str, offset: int, value: bytes)
 # -- the three loaders ---------------------------------------------------------------
 
 
+@dataclass
+class Target:
+    """A fresh optimizer (state) and a load of one file into it."""
+
+    #: Loads the file.
+    load: Callable[[], Any]
+    #: What the target holds now, as NumPy data (to check a refused load changed nothing).
+    held: Callable[[], dict[str, Any]]
+    #: What the load gave (the target itself, or for optax the returned state).
+    result: Callable[[], dict[str, Any]]
+
+
 def state_of_reference(opt: cr.GradientMethod) -> dict[str, Any]:
     out: dict[str, Any] = {"t": opt.t, "epoch": opt.epoch}
     for name, param in opt.target.namedparams():
@@ -92,12 +103,13 @@ def state_of_reference(opt: cr.GradientMethod) -> dict[str, Any]:
     return out
 
 
-def load_reference(path: Path) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+def load_reference(path: Path) -> Target:
     opt = reference_optimizer()
-    return (lambda: cr.serializers.load_npz(path, opt)), (lambda: state_of_reference(opt))
+    held = lambda: state_of_reference(opt)  # noqa: E731
+    return Target(lambda: cr.serializers.load_npz(path, opt), held, held)
 
 
-def load_torch(path: Path) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+def load_torch(path: Path) -> Target:
     import torch
 
     import corrmom_ref.torch as crt
@@ -117,10 +129,10 @@ def load_torch(path: Path) -> tuple[Callable[[], Any], Callable[[], dict[str, An
             out[f"{name}/v"] = None if held.get("v") is None else held["v"].numpy().copy()
         return out
 
-    return (lambda: crt.load_chainer_snapshot(opt, path)), state
+    return Target(lambda: crt.load_chainer_snapshot(opt, path), state, state)
 
 
-def load_optax(path: Path) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+def load_optax(path: Path) -> Target:
     import jax
     import jax.numpy as jnp
 
@@ -133,12 +145,12 @@ def load_optax(path: Path) -> tuple[Callable[[], Any], Callable[[], dict[str, An
     def load() -> None:
         box["loaded"] = co.load_chainer_snapshot(path, state)
 
-    def held() -> dict[str, Any]:
+    def leaves(which: str) -> dict[str, Any]:
         return {
-            str(p): np.asarray(leaf).copy() for p, leaf in jax.tree_util.tree_leaves_with_path(box["state"])
+            str(p): np.asarray(leaf).copy() for p, leaf in jax.tree_util.tree_leaves_with_path(box[which])
         }
 
-    return load, held
+    return Target(load, lambda: leaves("state"), lambda: leaves("loaded"))
 
 
 LOADERS = {"reference": load_reference, "torch": load_torch, "optax": load_optax}

@@ -347,7 +347,7 @@ def _loaded(
             return node
         if snapshot.t is not None:
             node = node._replace(count=_count(snapshot.t, node.count, "t"))
-        stored = read_loss_scaling(snapshot)
+        stored = scaling
         if not stored:
             return node  # Chainer's snapshot: the scale is not saved, keep the current one
         interval = int(stored["interval"]) if stored["dynamic"] else 0
@@ -375,6 +375,7 @@ def _loaded(
         loaded = read_state(snapshot.extra[key], shape=tuple(leaf.shape), dtypes=(leaf.dtype,), key=key)
         return jnp.asarray(loaded, dtype=leaf.dtype)
 
+    scaling = read_loss_scaling(snapshot)  # checked whether or not the state scales, as the reference does
     loaded = jax.tree.map(load_momentum, state, is_leaf=lambda x: isinstance(x, MomentumState))
     loaded = jax.tree.map(load_scaling, loaded, is_leaf=lambda x: isinstance(x, LossScalingState))
     return _map_other_leaves(load_other, loaded)

@@ -162,8 +162,9 @@ def open_optimizer_npz(
     if given); its state is every other ``P/<name>`` whose ``<name>`` has no
     ``/``. Inside the ``with`` block the counters ``t``, ``epoch`` and each
     parameter's ``t`` are read and checked (integers in ``[0, 2**63 - 1]``, as
-    the reference loader holds them), the ``loss_scaling.*`` entries are read
-    once their headers say they are scalars of a bool or real dtype, and no
+    the reference loader holds them), those of the four ``loss_scaling.*``
+    entries the file has are read once their headers say they are scalars of a
+    bool or real dtype (the reference reads them whatever it loads into), and no
     other member is touched until the caller reads it with :func:`read_state`,
     which checks its header first. The file stays open until the block ends;
     ``KeyError``, ``TypeError`` and ``ValueError`` raised in the block (by
@@ -195,7 +196,7 @@ def open_optimizer_npz(
             owner, _, name = key.rpartition("/")
             if owner in found:
                 found[owner].state[name] = _Unopened(archive, full)
-            elif key.startswith("loss_scaling."):
+            elif key in LOSS_SCALING_KEYS.values():
                 extra[key] = _small_scalar(archive[full], full)
             else:
                 extra[key] = _Unopened(archive, full)

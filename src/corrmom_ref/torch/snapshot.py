@@ -156,7 +156,9 @@ def load_chainer_snapshot(
             )
             dtype = torch.float32 if on_master else p.dtype
             loaded.append((p, {"t": saved.t, "v": torch.from_numpy(v).to(device=p.device, dtype=dtype)}))
-        scaler_state = read_loss_scaling(snapshot, path) if scaler is not None else None
+        scaler_state = read_loss_scaling(
+            snapshot, path
+        )  # checked with or without a scaler, as the reference does
     for p, state in loaded:
         optimizer.state[p] = state  # a loaded fp16 parameter rebuilds its float32 master, as in Chainer
     if snapshot.t is not None:
