@@ -156,19 +156,19 @@ def load_chainer_snapshot(
             )
             dtype = torch.float32 if on_master else p.dtype
             loaded.append((p, {"t": saved.t, "v": torch.from_numpy(v).to(device=p.device, dtype=dtype)}))
-        scaler_state = read_loss_scaling(
-            snapshot, path
-        )  # checked with or without a scaler, as the reference does
+        # Checked with or without a scaler, as the reference checks them whatever it loads into.
+        scaler_state = read_loss_scaling(snapshot, path)
+        scaled = False
+        if scaler is not None and scaler_state:  # last of the checks: the scaler checks before it assigns
+            scaler.load_state_dict(scaler_state)
+            scaled = True
     for p, state in loaded:
         optimizer.state[p] = state  # a loaded fp16 parameter rebuilds its float32 master, as in Chainer
     if snapshot.t is not None:
         optimizer.t = snapshot.t
     if snapshot.epoch is not None:
         optimizer.epoch = snapshot.epoch
-    if scaler is not None and scaler_state:
-        scaler.load_state_dict(scaler_state)
-        return True
-    return False
+    return scaled
 
 
 def save_chainer_snapshot(
