@@ -156,5 +156,5 @@ def test_a_missing_file_is_rank_0s_error_and_a_runtime_error_elsewhere(tmp_path:
     with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
         distributed.load_npz(root, missing, optimizer())
     other = StandInCommunicator(rank=1, inbox=root.sent)
-    with pytest.raises(RuntimeError, match=r"rank 0 could not load the snapshot .*missing\.npz"):
+    with pytest.raises(RuntimeError, match=r"rank 0 could not read the snapshot .*missing\.npz"):
         distributed.load_npz(other, missing, optimizer())

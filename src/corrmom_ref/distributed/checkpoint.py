@@ -167,8 +167,10 @@ def load_npz(communicator: MpiCommunicator, file: Any, obj: Any, **kwargs: Any) 
     if error is not None:
         raise error
     if status != _LOADED:
-        message = f"rank 0 could not load the snapshot {file!r}: {bytes(view).decode()}"
-        raise SnapshotError(message) if status == _SNAPSHOT_FAILED else RuntimeError(message)
+        detail = f"the snapshot {file!r}: {bytes(view).decode()}"
+        if status == _SNAPSHOT_FAILED:
+            raise SnapshotError(f"rank 0 could not load {detail}")
+        raise RuntimeError(f"rank 0 could not read {detail}")
     outcome = b""
     if communicator.rank != 0:
         try:
