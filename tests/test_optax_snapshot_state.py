@@ -104,6 +104,7 @@ def test_the_other_leaves_are_saved_under_optax_keys(tmp_path: Path) -> None:
     with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
         assert int(npz["optax.count"]) == STEPS_BEFORE
         assert float(npz["optax.hyperparams/momentum"]) == 0.5
+        assert int(npz["optax:leaves"]) == 4
         assert {k for k in npz.files if k.startswith("optax.")} == {
             "optax.count",
             "optax.hyperparams/learning_rate",
@@ -112,25 +113,40 @@ def test_the_other_leaves_are_saved_under_optax_keys(tmp_path: Path) -> None:
         }
 
 
-def test_a_snapshot_without_the_leaves_is_refused_under_strict_and_kept_otherwise(tmp_path: Path) -> None:
-    """A snapshot of a plain momentum state (or Chainer's) has no ``optax.*`` keys."""
+def test_a_snapshot_missing_one_of_the_leaves_is_refused_under_strict(tmp_path: Path) -> None:
+    tx = transformation(scaled=False)
     params, grads = problem()
-    plain = co.corrected_momentum_sgd(0.1, 0.9)
-    state = plain.init(params)
-    params, state = step(plain, params, state, grads[0])
-    co.save_chainer_snapshot(tmp_path / "plain.npz", state)
-    target = transformation(scaled=False).init(params)
+    _, state = run_until_snapshot(tx, params, grads)
+    co.save_chainer_snapshot(tmp_path / "s.npz", state)
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as npz:
+        np.savez(tmp_path / "partial.npz", **{k: npz[k] for k in npz.files if k != "optax.count"})
+    target = tx.init(params)
     with pytest.raises(
-        cr.serializers.SnapshotError, match=r"plain\.npz.*'optax\.count' is not in the snapshot"
+        cr.serializers.SnapshotError, match=r"partial\.npz.*'optax\.count' is not in the snapshot"
     ):
-        co.load_chainer_snapshot(tmp_path / "plain.npz", target)
+        co.load_chainer_snapshot(tmp_path / "partial.npz", target)
     with pytest.raises(KeyError):  # also a KeyError, as a missing key always was
-        co.load_chainer_snapshot(tmp_path / "plain.npz", target)
-    loaded = co.load_chainer_snapshot(tmp_path / "plain.npz", target, strict=False)
+        co.load_chainer_snapshot(tmp_path / "partial.npz", target)
+    loaded = co.load_chainer_snapshot(tmp_path / "partial.npz", target, strict=False)
     assert int(loaded.count) == 0  # the state's own
-    np.testing.assert_array_equal(
-        np.asarray(loaded.inner_state.velocity["b"]), np.asarray(state.velocity["b"])
+    assert float(loaded.hyperparams["momentum"]) == 0.5  # the snapshot's
+
+
+def test_a_snapshot_without_optax_state_keeps_the_states_own_leaves(tmp_path: Path) -> None:
+    """The reference's (or Chainer's) snapshot holds no optax state: its leaves stay as they are."""
+    params, _ = problem()
+    link = cr.Link(
+        l1=cr.Link(W=cr.Parameter(np.asarray(params["l1"]["W"]))), b=cr.Parameter(np.asarray(params["b"]))
     )
+    opt = cr.CorrectedMomentumSGD(lr=0.1, momentum=0.9).setup(link)
+    link.l1.W.grad = np.ones((3, 2), np.float32)
+    link.b.grad = np.ones(3, np.float32)
+    opt.update()
+    cr.serializers.save_npz(tmp_path / "reference.npz", opt)
+    target = transformation(scaled=False).init(params)
+    loaded = co.load_chainer_snapshot(tmp_path / "reference.npz", target)
+    assert int(loaded.count) == 0 and float(loaded.hyperparams["momentum"]) == np.float32(0.9)
+    np.testing.assert_array_equal(np.asarray(loaded.inner_state.velocity["b"]), -np.ones(3, np.float32))
 
 
 class _Labelled(NamedTuple):

@@ -15,13 +15,17 @@ neither a :class:`~corrmom_ref.optax.MomentumState` nor a
 :class:`~corrmom_ref.optax.LossScalingState` field (the count and the
 hyperparameters of ``optax.inject_hyperparams``, a schedule's count, another
 transformation's state) is saved under ``optax.<pytree path>``
-(``optax.hyperparams/learning_rate``; keys Chainer ignores) and restored by
-:func:`load_chainer_snapshot`, checked against the state's own leaf (same
-shape and dtype). A leaf that is not an array (a Python number, a PRNG key)
-cannot be represented: the save refuses it naming its pytree path, before
-the file is touched. Loading a snapshot without such a key (Chainer's, or
-one saved from another state) into a state that has the leaf is an error
-under ``strict``; ``strict=False`` keeps the state's own value.
+(``optax.hyperparams/learning_rate``; keys Chainer ignores), with their
+number under ``optax:leaves`` (a state without such leaves is saved in
+Chainer's layout exactly), and restored by :func:`load_chainer_snapshot`,
+checked against the state's own leaf (same shape and dtype). A leaf that is
+not an array (a Python number, a PRNG key) cannot be represented: the save
+refuses it naming its pytree path, before the file is touched. A snapshot
+written here (it has ``optax:leaves``) must hold every such leaf of the state
+it is loaded into (under ``strict``; ``strict=False`` keeps the state's own
+value); a snapshot without ``optax:leaves`` (Chainer's, or the reference's
+``serializers.save_npz``) holds no optax state, and those leaves keep the
+state's own values, as Chainer keeps what its snapshots do not hold.
 
 What stays true: :func:`load_chainer_snapshot` returns a new state and
 changes nothing when it raises; a snapshot saved by :func:`save_chainer_snapshot`
@@ -120,6 +124,8 @@ def _require_momentum(state: optax.OptState, where: str) -> list[MomentumState]:
 
 #: Prefix of the keys of the state's other leaves (Chainer ignores them).
 OTHER_PREFIX = "optax."
+#: The key of their number, written by every save (no pytree path gives it).
+OTHER_COUNT_KEY = "optax:leaves"
 
 
 def _map_other_leaves(
@@ -186,8 +192,8 @@ def save_chainer_snapshot(
     there is one, else the update count), ``epoch`` (the argument: optax keeps
     no epoch), ``<path>/t`` and ``<path>/v`` for every parameter, with loss
     scaling corrmom_ref's ``loss_scaling.*`` keys, and ``optax.<pytree path>``
-    for every other leaf of the state (Chainer ignores these; see the module
-    docstring).
+    for every other leaf of the state, with their number under ``optax:leaves``
+    if there are any (Chainer ignores these; see the module docstring).
 
     Args:
         file: A path or a binary file.
@@ -224,7 +230,10 @@ def save_chainer_snapshot(
         if dynamic:
             arrays["loss_scaling.interval"] = np.asarray(int(s.interval))
         arrays["loss_scaling.scale"] = np.asarray(float(s.scale))
-    arrays.update(_other_leaves(state))
+    others = _other_leaves(state)
+    if others:  # a state of momentum and loss scaling alone keeps Chainer's layout exactly
+        arrays.update(others)
+        arrays[OTHER_COUNT_KEY] = np.asarray(len(others))
     write_npz_arrays(file, arrays)
 
 
@@ -365,11 +374,11 @@ def _loaded(
     def load_other(path: tuple[Any, ...], leaf: Any) -> Any:
         key = _other_key(path)
         if key not in snapshot.extra:
-            if strict:
+            if strict and OTHER_COUNT_KEY in snapshot.extra:
                 raise KeyError(
                     f"load_chainer_snapshot: {key!r} is not in the snapshot (the optax state's leaf at "
-                    f"pytree path {tuple(plain_key(k) for k in path)!r}; a snapshot of Chainer or of "
-                    "another state has none: strict=False keeps the state's own value)"
+                    f"pytree path {tuple(plain_key(k) for k in path)!r}: the snapshot was saved from "
+                    "another state; strict=False keeps the state's own value)"
                 )
             return leaf
         loaded = read_state(snapshot.extra[key], shape=tuple(leaf.shape), dtypes=(leaf.dtype,), key=key)
