@@ -20,7 +20,6 @@ waiting for a peer that has exited aborts the job instead of waiting forever
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -250,31 +249,17 @@ class MpiCommunicator:
         self.exit_watch.wait(self.mpi_comm.Iallgatherv(send, [gathered, counts, displs, MPI.BYTE]), what)
         return [gathered[offsets[r] : offsets[r + 1]].tobytes() for r in range(self.size)]
 
-    def bcast_file(self, file: Any, root: int = 0) -> io.BytesIO:
-        """The content of ``file`` (a path or binary file object, read on ``root`` only).
+    def bcast_buffer(self, buffer: Any, root: int = 0, what: str = "a broadcast") -> Any:
+        """``root``'s writable uint8 NumPy ``buffer`` on every rank (other ranks pass ``None``):
+        its length, then its bytes, received into a new array; ``root``'s is sent as it is (no copy)."""
+        import numpy as np
 
-        Raises on every rank if ``root`` cannot read it: ``root`` re-raises
-        its own error, the others a :class:`RuntimeError` with ``root``'s
-        message (so no rank is left waiting, and a rank that catches the
-        error stays in step with the others).
-        """
-        payload, error = None, None
-        if self.rank == root:
-            try:
-                if hasattr(file, "read"):
-                    payload = b"\x00" + bytes(file.read())
-                else:
-                    with open(file, "rb") as f:
-                        payload = b"\x00" + f.read()
-            except Exception as exc:
-                error = exc
-                payload = b"\x01" + f"{type(exc).__name__}: {exc}".encode()
-        data = self.bcast_bytes(payload, root, what=f"the snapshot broadcast of load_npz() from rank {root}")
-        if error is not None:
-            raise error
-        if data[:1] != b"\x00":
-            raise RuntimeError(f"rank {root} could not read the snapshot {file!r}: {data[1:].decode()}")
-        return io.BytesIO(data[1:])
+        length = np.array([len(buffer) if self.rank == root else 0], dtype=np.int64)
+        self.exit_watch.wait(self.mpi_comm.Ibcast(length, root=root), what)
+        if self.rank != root:
+            buffer = np.empty(int(length[0]), dtype=np.uint8)
+        self.exit_watch.wait(self.mpi_comm.Ibcast(buffer, root=root), what)
+        return buffer
 
     def barrier(self, what: str = "a barrier") -> None:
         """Wait for all ranks."""

@@ -10,18 +10,44 @@ with ``/``). The mapping renames only: the arrays must already have
 Chainer's shapes (a Chainer ``Linear``'s ``W`` is ``(out, in)``; a Flax
 ``Dense`` kernel is ``(in, out)``).
 
+The whole optax state round-trips. Every array leaf of the state that is
+neither a :class:`~corrmom_ref.optax.MomentumState` nor a
+:class:`~corrmom_ref.optax.LossScalingState` field (the count and the
+hyperparameters of ``optax.inject_hyperparams``, a schedule's count, another
+transformation's state) is saved under ``optax.<pytree path>``
+(``optax.hyperparams/learning_rate``; keys Chainer ignores), with their
+number under ``optax:leaves`` (a state without such leaves is saved in
+Chainer's layout exactly), and restored by :func:`load_chainer_snapshot`,
+checked against the state's own leaf (same shape and dtype). A leaf that is
+not an array (a Python number, a PRNG key) cannot be represented: the save
+refuses it naming its pytree path, before the file is touched. A snapshot
+written here (it has ``optax:leaves``) must hold every such leaf of the state
+it is loaded into (under ``strict``; ``strict=False`` keeps the state's own
+value); a snapshot without ``optax:leaves`` (Chainer's, or the reference's
+``serializers.save_npz``) holds no optax state, and those leaves keep the
+state's own values, as Chainer keeps what its snapshots do not hold.
+
 What stays true: :func:`load_chainer_snapshot` returns a new state and
 changes nothing when it raises; a snapshot saved by :func:`save_chainer_snapshot`
 and loaded back gives a state equal to the saved one (the epoch aside, which
 optax does not keep), so the next step is the same; and a Chainer snapshot
 loaded into :func:`~corrmom_ref.optax.corrected_momentum_sgd`'s state makes
 the next step Chainer's next step.
+
+The file is read by the reader of :func:`corrmom_ref.serializers.load_npz`
+(:func:`~corrmom_ref.serializers.chainer_layout.open_optimizer_npz`) and held
+to the reference's rules, so a file the reference refuses is refused here
+too: counters must be integers in ``[0, 2**63 - 1]`` that fit the state's
+``int32`` counts, a buffer must have its leaf's shape and dtype (never a
+cast), and only the members the state asks for are read, each checked from
+its header before its data is. Every file that cannot be loaded raises
+:class:`~corrmom_ref.serializers.SnapshotError` naming the file and key.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, BinaryIO
 
 import jax
@@ -29,11 +55,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from corrmom_ref.loss_scaling import LossScaling
 from corrmom_ref.optax._loss_scaling import LossScalingState
 from corrmom_ref.optax._momentum import MomentumState
 from corrmom_ref.optax._paths import chainer_path, plain_key
-from corrmom_ref.serializers.chainer_layout import read_npz_arrays, write_npz_arrays
+from corrmom_ref.serializers.chainer_layout import (
+    OptimizerSnapshot,
+    open_optimizer_npz,
+    read_loss_scaling,
+    read_state,
+    write_npz_arrays,
+)
 
 __all__ = [
     "chainer_path",
@@ -91,6 +122,67 @@ def _require_momentum(state: optax.OptState, where: str) -> list[MomentumState]:
     return found
 
 
+#: Prefix of the keys of the state's other leaves (Chainer ignores them).
+OTHER_PREFIX = "optax."
+#: The key of their number, written by every save (no pytree path gives it).
+OTHER_COUNT_KEY = "optax:leaves"
+
+
+def _map_other_leaves(
+    fn: Callable[[tuple[Any, ...], Any], Any], state: Any, prefix: tuple[Any, ...] = ()
+) -> Any:
+    """``state`` with ``fn(path, leaf)`` for each leaf outside the momentum and loss-scaling states
+    (whose fields have Chainer's keys); a loss-scaling state's ``inner_state`` is visited."""
+
+    def visit(path: tuple[Any, ...], node: Any) -> Any:
+        full = prefix + tuple(path)
+        if isinstance(node, MomentumState):
+            return node
+        if isinstance(node, LossScalingState):
+            inner = (jax.tree_util.GetAttrKey("inner_state"),)
+            return node._replace(inner_state=_map_other_leaves(fn, node.inner_state, full + inner))
+        return fn(full, node)
+
+    return jax.tree_util.tree_map_with_path(
+        visit, state, is_leaf=lambda x: isinstance(x, (MomentumState, LossScalingState))
+    )
+
+
+def _other_key(path: tuple[Any, ...]) -> str:
+    return OTHER_PREFIX + ("/".join(str(plain_key(k)) for k in path) or "state")
+
+
+def _other_leaves(state: optax.OptState) -> dict[str, np.ndarray]:
+    """``{optax.<path>: array}`` of the state's other leaves; a leaf that is not an array of
+    numbers (or two paths with one key) raises ``ValueError`` naming its pytree path."""
+    found: dict[str, np.ndarray] = {}
+
+    def keep(path: tuple[Any, ...], leaf: Any) -> Any:
+        key = _other_key(path)
+        shown = tuple(plain_key(k) for k in path)
+        array = None
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            try:
+                array = np.asarray(leaf)
+            except (TypeError, ValueError):
+                array = None
+        if array is None or array.dtype.kind not in "biufc":
+            raise ValueError(
+                f"save_chainer_snapshot: the optax state's leaf at pytree path {shown!r} is a "
+                f"{type(leaf).__name__} ({getattr(leaf, 'dtype', '')}), which a snapshot cannot "
+                "represent (only arrays of numbers are saved); nothing was written"
+            )
+        if key in found:
+            raise ValueError(
+                f"save_chainer_snapshot: two leaves of the optax state would be saved as {key!r}"
+            )
+        found[key] = array
+        return leaf
+
+    _map_other_leaves(keep, state)
+    return found
+
+
 def save_chainer_snapshot(
     file: File, state: optax.OptState, *, paths: PathMapping | None = None, epoch: int = 0
 ) -> None:
@@ -98,8 +190,10 @@ def save_chainer_snapshot(
 
     Keys: ``t`` (the :class:`~corrmom_ref.optax.LossScalingState` count if
     there is one, else the update count), ``epoch`` (the argument: optax keeps
-    no epoch), ``<path>/t`` and ``<path>/v`` for every parameter, and with loss
-    scaling corrmom_ref's ``loss_scaling.*`` keys (Chainer ignores them).
+    no epoch), ``<path>/t`` and ``<path>/v`` for every parameter, with loss
+    scaling corrmom_ref's ``loss_scaling.*`` keys, and ``optax.<pytree path>``
+    for every other leaf of the state, with their number under ``optax:leaves``
+    if there are any (Chainer ignores these; see the module docstring).
 
     Args:
         file: A path or a binary file.
@@ -108,7 +202,9 @@ def save_chainer_snapshot(
         epoch: The value to write under ``epoch``.
 
     Raises:
-        ValueError: ``state`` holds no momentum state, or two hold one parameter.
+        ValueError: ``state`` holds no momentum state, two hold one parameter,
+            or a leaf cannot be represented (naming its pytree path); nothing
+            is written.
     """
     name_of = _namer(paths)
     arrays: dict[str, np.ndarray] = {}
@@ -134,40 +230,62 @@ def save_chainer_snapshot(
         if dynamic:
             arrays["loss_scaling.interval"] = np.asarray(int(s.interval))
         arrays["loss_scaling.scale"] = np.asarray(float(s.scale))
+    others = _other_leaves(state)
+    if others:  # a state of momentum and loss scaling alone keeps Chainer's layout exactly
+        arrays.update(others)
+        arrays[OTHER_COUNT_KEY] = np.asarray(len(others))
     write_npz_arrays(file, arrays)
 
 
 def snapshot_loss_scaling(file: File) -> dict[str, Any] | None:
     """The loss-scaling configuration a snapshot records, as keyword arguments of
     :func:`~corrmom_ref.optax.loss_scaling` (``{'interval': 2}`` or ``{'scale': 128.0}``);
-    ``None`` for a snapshot without one (Chainer's)."""
-    saved = LossScaling.read_entries(read_npz_arrays(file))  # checked as the reference checks them
-    if saved is None or (not saved.dynamic and saved.scale is None):
+    ``None`` for a snapshot without one (Chainer's).
+
+    Raises:
+        SnapshotError: the file cannot be read, or its ``loss_scaling.*`` keys are refused.
+    """
+    with open_optimizer_npz(file) as snapshot:
+        stored = read_loss_scaling(snapshot)
+    if not stored:
         return None
-    if saved.dynamic:
-        return {"interval": saved.interval}
-    return {"scale": float(saved.scale)}
+    if stored["dynamic"]:
+        return {"interval": int(stored["interval"])}
+    return {"scale": float(stored["scale"])}
 
 
-def _scalar_int(value: np.ndarray, key: str) -> int:
-    value = np.asarray(value)
-    if value.shape != () or value.dtype.kind not in "iu":
-        raise ValueError(f"{key}: expected an integer scalar, got {value.dtype} of shape {value.shape}")
-    return int(value)
+def _count(value: int, like: Any, key: str) -> Any:
+    """The counter ``value`` (checked by the reader) as an array of ``like``'s integer dtype,
+    refused naming ``key`` when it does not fit (JAX would raise ``OverflowError``)."""
+    dtype = np.dtype(like.dtype)
+    if value > np.iinfo(dtype).max:
+        raise ValueError(f"{key!r}: {value} does not fit the optax state's {dtype} count")
+    return jnp.asarray(value, dtype)
+
+
+def _real(value: float, like: Any, key: str) -> Any:
+    """``value`` as an array of ``like``'s float dtype, refused naming ``key`` when the cast
+    would turn a nonzero value into 0 or a finite one into infinity."""
+    dtype = np.dtype(like.dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        cast = np.asarray(value, dtype=dtype)
+    if (value != 0 and cast == 0) or (np.isfinite(value) and not np.isfinite(cast)):
+        raise ValueError(f"{key!r}: {value!r} becomes {cast.item()!r} in the optax state's {dtype}")
+    return jnp.asarray(cast, dtype)
 
 
 def load_chainer_snapshot(
     file: File, state: optax.OptState, *, paths: PathMapping | None = None, strict: bool = True
 ) -> optax.OptState:
-    """``state`` with the counters, buffers and loss scale of a Chainer (or corrmom_ref) npz snapshot.
+    """``state`` with the counters, buffers, loss scale and other leaves of a Chainer (or corrmom_ref) npz snapshot.
 
     Each :class:`~corrmom_ref.optax.MomentumState` gets ``velocity`` from
-    ``<path>/v`` (cast to the buffer's dtype) and ``count`` from ``<path>/t``;
-    a :class:`~corrmom_ref.optax.LossScalingState` gets ``count`` from ``t``
+    ``<path>/v`` and ``count`` from ``<path>/t``; a
+    :class:`~corrmom_ref.optax.LossScalingState` gets ``count`` from ``t``
     and, when the snapshot has them, the scale and its history from the
-    ``loss_scaling.*`` keys. Keys the state does not ask for are ignored, as
-    Chainer ignores them. The file is read as :func:`corrmom_ref.serializers.load_npz` reads
-    one: never unpickled, each member checked against its declared size before it is inflated.
+    ``loss_scaling.*`` keys; every other leaf its ``optax.<pytree path>``
+    key. Keys the state does not ask for are ignored (never read), as Chainer
+    ignores them.
 
     Args:
         file: A path or a binary file.
@@ -180,22 +298,31 @@ def load_chainer_snapshot(
         A new state of the same structure.
 
     Raises:
-        KeyError: ``strict`` and a key the state needs is missing.
-        ValueError: A buffer's shape differs from the parameter's, the
-            parameters of one momentum state have different ``t``, or the
-            snapshot's loss scaling (dynamic or static, interval) is not the
-            transformation's.
+        SnapshotError: the file cannot be loaded into ``state`` (see the
+            module docstring): a missing key under ``strict`` (also a
+            ``KeyError``), a value of another dtype (also a ``TypeError``) or
+            shape, a counter out of range, parameters of one momentum state
+            with different ``t``, a loss scaling (dynamic or static,
+            interval) other than the transformation's, a damaged file.
     """
     name_of = _namer(paths)
-    _require_momentum(state, "load_chainer_snapshot")
-    stored = read_npz_arrays(file)
+    wanted = [
+        name_of(path)
+        for node in _require_momentum(state, "load_chainer_snapshot")
+        for path, _ in jax.tree_util.tree_flatten_with_path(node.velocity)[0]
+    ]
+    with open_optimizer_npz(file, params=wanted, strict=strict) as snapshot:
+        return _loaded(snapshot, state, name_of, strict)
 
-    def read(key: str) -> np.ndarray | None:
-        if key in stored:
-            return stored[key]
+
+def _loaded(
+    snapshot: OptimizerSnapshot, state: optax.OptState, name_of: Callable[[Any], str], strict: bool
+) -> optax.OptState:
+    """``state`` filled from ``snapshot`` (inside :func:`open_optimizer_npz`: arrays unread until checked)."""
+
+    def missing(key: str) -> None:
         if strict:
             raise KeyError(f"load_chainer_snapshot: {key!r} is not in the snapshot")
-        return None
 
     def load_momentum(node: Any) -> Any:
         if not isinstance(node, MomentumState):
@@ -205,51 +332,59 @@ def load_chainer_snapshot(
         velocity, counts = [], set()
         for path, v in leaves:
             name = name_of(path)
-            t = read(f"{name}/t")
-            if t is not None:
-                counts.add(_scalar_int(t, f"{name}/t"))
-            loaded = read(f"{name}/v")
-            if loaded is None:
+            saved = snapshot.params.get(name)
+            if saved is None:
+                missing(f"{name}/t")
+            else:
+                counts.add(saved.t)
+            if saved is None or "v" not in saved.state:
+                if saved is not None:
+                    missing(f"{name}/v")
                 velocity.append(v)
                 continue
-            if loaded.shape != v.shape:
-                raise ValueError(
-                    f"{name}/v: shape {loaded.shape} in the snapshot, the parameter's is {v.shape}"
-                )
+            loaded = read_state(saved.state["v"], shape=tuple(v.shape), dtypes=(v.dtype,), key=f"{name}/v")
             velocity.append(jnp.asarray(loaded, dtype=v.dtype))
         if len(counts) > 1:
             raise ValueError(
                 f"load_chainer_snapshot: the parameters of one optax state need one t, the snapshot has {sorted(counts)}"
             )
-        count = jnp.asarray(counts.pop(), node.count.dtype) if counts else node.count
+        count = _count(counts.pop(), node.count, f"{name_of(leaves[0][0])}/t") if counts else node.count
         return MomentumState(count=count, velocity=treedef.unflatten(velocity))
 
     def load_scaling(node: Any) -> Any:
         if not isinstance(node, LossScalingState):
             return node
-        t = read("t")
-        node = node if t is None else node._replace(count=jnp.asarray(_scalar_int(t, "t"), node.count.dtype))
-        saved = LossScaling.read_entries(stored)  # checked as the reference checks them
-        if saved is None:
+        if snapshot.t is not None:
+            node = node._replace(count=_count(snapshot.t, node.count, "t"))
+        stored = scaling
+        if not stored:
             return node  # Chainer's snapshot: the scale is not saved, keep the current one
-        dynamic = saved.dynamic
-        interval = saved.interval if dynamic else 0
+        interval = int(stored["interval"]) if stored["dynamic"] else 0
         if interval != int(node.interval):
-            want = f"loss_scaling(..., interval={interval})" if dynamic else "static loss_scaling"
+            want = f"loss_scaling(..., interval={interval})" if stored["dynamic"] else "static loss_scaling"
             raise ValueError(
                 f"load_chainer_snapshot: the snapshot's loss scaling needs {want}, the state's has "
                 f"interval {int(node.interval)} (0: static); see snapshot_loss_scaling"
             )
-        if saved.scale is None:
-            raise KeyError("load_chainer_snapshot: 'loss_scaling.scale' is not in the snapshot")
-        scale, ever = float(saved.scale), saved.nonfinite_ever
         return node._replace(
-            scale=jnp.asarray(scale, node.scale.dtype),
-            nonfinite_ever=jnp.asarray(ever, node.nonfinite_ever.dtype),
+            scale=_real(float(stored["scale"]), node.scale, "loss_scaling.scale"),
+            nonfinite_ever=jnp.asarray(bool(stored["nonfinite_ever"]), node.nonfinite_ever.dtype),
         )
 
-    if strict:
-        read("t")
-        read("epoch")
+    def load_other(path: tuple[Any, ...], leaf: Any) -> Any:
+        key = _other_key(path)
+        if key not in snapshot.extra:
+            if strict and OTHER_COUNT_KEY in snapshot.extra:
+                raise KeyError(
+                    f"load_chainer_snapshot: {key!r} is not in the snapshot (the optax state's leaf at "
+                    f"pytree path {tuple(plain_key(k) for k in path)!r}: the snapshot was saved from "
+                    "another state; strict=False keeps the state's own value)"
+                )
+            return leaf
+        loaded = read_state(snapshot.extra[key], shape=tuple(leaf.shape), dtypes=(leaf.dtype,), key=key)
+        return jnp.asarray(loaded, dtype=leaf.dtype)
+
+    scaling = read_loss_scaling(snapshot)  # checked whether or not the state scales, as the reference does
     loaded = jax.tree.map(load_momentum, state, is_leaf=lambda x: isinstance(x, MomentumState))
-    return jax.tree.map(load_scaling, loaded, is_leaf=lambda x: isinstance(x, LossScalingState))
+    loaded = jax.tree.map(load_scaling, loaded, is_leaf=lambda x: isinstance(x, LossScalingState))
+    return _map_other_leaves(load_other, loaded)

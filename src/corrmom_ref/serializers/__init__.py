@@ -7,6 +7,7 @@ return the stored values. Keys are Chainer's, so snapshots move between
 Chainer and corrmom_ref in both directions.
 """
 
+from corrmom_ref.serializers._errors import SnapshotError
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer, Serializer
 from corrmom_ref.serializers.dictionary import DictionarySerializer
 from corrmom_ref.serializers.npz import NpzDeserializer, load_npz, save_npz
@@ -17,6 +18,7 @@ __all__ = [
     "DictionarySerializer",
     "NpzDeserializer",
     "Serializer",
+    "SnapshotError",
     "load_npz",
     "save_npz",
 ]

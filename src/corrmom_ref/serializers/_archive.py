@@ -12,7 +12,20 @@ read only by :meth:`StoredArray.read`. Before that, the member's declared size
 ``prod(shape) * itemsize``, and object dtypes (pickles) are refused, so
 reading never inflates more than the array it returns. A member that is never
 asked for is never decompressed. The zip's central directory, which Python's
-:mod:`zipfile` parses whole, is refused over :data:`MAX_DIRECTORY_BYTES`.
+:mod:`zipfile` parses whole, is refused over :data:`MAX_DIRECTORY_BYTES`; so is
+a directory naming one member twice (which copy would load is not defined),
+and a member whose declared size could not come out of its compressed bytes
+(a stored member's two sizes differ, a deflated one's exceeds
+:data:`MAX_DEFLATE_RATIO` times its compressed size, or its compressed bytes
+run past the end of the file).
+
+A path is opened only when it names a regular file: a FIFO, a directory or a
+device is refused without blocking on it.
+
+Every failure to read the file is a
+:class:`~corrmom_ref.serializers.SnapshotError` naming the file and, for a
+member, its key (never :mod:`zipfile`'s ``NotImplementedError`` or
+``RuntimeError`` for an unknown compression method or an encryption flag).
 
 :func:`write_npz` writes every array with ``allow_pickle=False``.
 """
@@ -21,14 +34,17 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
+
+from corrmom_ref.serializers._errors import SnapshotError
 
 __all__ = ["NpzArchive", "StoredArray", "check_storable", "write_npz"]
 
@@ -42,6 +58,13 @@ MAX_HEADER = 10000
 #: size in memory to parse a directory, whatever its members hold.
 MAX_DIRECTORY_BYTES = 8 << 20
 
+#: The largest ratio of inflated to compressed size deflate can reach (about 1032:1).
+MAX_DEFLATE_RATIO = 1032
+
+#: What zipfile raises for a damaged member: a bad local header or CRC, a truncated stream,
+#: an unknown compression method (NotImplementedError), an encryption flag (RuntimeError).
+_MEMBER_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError, RuntimeError)
+
 _END_RECORD, _ZIP64_LOCATOR, _ZIP64_RECORD = 22, 20, 56
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -52,6 +75,47 @@ def _describe(file: Any) -> str:
         return repr(os.fspath(file))
     name = getattr(file, "name", None)
     return f"file object {name!r}" if isinstance(name, str) else f"a {type(file).__name__} object"
+
+
+def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, else :class:`SnapshotError`.
+
+    Checked before opening and again on the open descriptor (opened without
+    blocking, so a FIFO with no writer cannot hang the open): a FIFO, a
+    directory or a device is refused naming the path.
+    """
+
+    def refuse(mode: int) -> SnapshotError:
+        what = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a directory"
+            if stat.S_ISDIR(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        return SnapshotError(
+            f"{os.fspath(path)!r} is {what}, not a regular file: an npz snapshot is read from a file"
+        )
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise refuse(mode)
+    flags = (
+        os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    )
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _central_directory_size(stream: BinaryIO) -> int | None:
@@ -116,7 +180,7 @@ class StoredArray:
         """The array (a new NumPy array): exactly :attr:`nbytes` of data are decompressed.
 
         Raises:
-            ValueError: the data ends early or fails the zip's CRC check.
+            SnapshotError: the data ends early or fails the zip's CRC check.
         """
         count = math.prod(self.shape)
         flat = np.empty(count, dtype=self.dtype)
@@ -132,15 +196,15 @@ class StoredArray:
                     raw[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                     filled += len(chunk)
                 member.read(1)  # at the end: lets zipfile check the CRC
-        except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
-            raise ValueError(
-                f"snapshot key {self.key!r}: the data of {self._info.filename!r} is damaged or "
-                f"truncated ({error})"
+        except _MEMBER_ERRORS as error:
+            raise SnapshotError(
+                f"snapshot key {self.key!r}: the data of {self._info.filename!r} in "
+                f"{self._archive.name} is damaged or truncated ({type(error).__name__}: {error})"
             ) from error
         if filled < self.nbytes:
-            raise ValueError(
-                f"snapshot key {self.key!r}: truncated .npy member: EOF after {filled} of the "
-                f"{self.nbytes} data bytes its header declares"
+            raise SnapshotError(
+                f"snapshot key {self.key!r}: truncated .npy member {self._info.filename!r} of "
+                f"{self._archive.name}: EOF after {filled} of the {self.nbytes} data bytes its header declares"
             )
         if self._fortran_order:
             return flat.reshape(self.shape[::-1]).transpose()
@@ -162,18 +226,21 @@ class NpzArchive(Mapping[str, StoredArray]):
 
     Args:
         file: A path or a seekable binary file object.
+        name: How messages name the file (default: the path, or the file object's ``name``).
 
     Raises:
-        ValueError: ``file`` is not a zip archive; the message says what it
-            is when it can tell (empty, a single ``.npy`` array, other bytes).
+        SnapshotError: ``file`` is not a regular file or not a zip archive
+            (the message says what it is when it can tell: empty, a single
+            ``.npy`` array, other bytes), or its directory is damaged or names
+            a member twice.
     """
 
-    def __init__(self, file: str | os.PathLike[str] | BinaryIO) -> None:
-        self.name = _describe(file)
+    def __init__(self, file: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> None:
+        self.name = _describe(file) if name is None else name
         self._owned: BinaryIO | None = None
         stream: BinaryIO
         if isinstance(file, (str, os.PathLike)):
-            self._owned = stream = open(file, "rb")  # noqa: SIM115 (closed by close())
+            self._owned = stream = _open_regular(file)
         else:
             stream = file
         try:
@@ -182,26 +249,41 @@ class NpzArchive(Mapping[str, StoredArray]):
             stream.seek(start)
             self._check_head(head)
             self._check_directory_size(stream)
+            self._length = stream.seek(0, os.SEEK_END)
+            stream.seek(start)
             try:
                 self._zip = zipfile.ZipFile(stream)
-            except (zipfile.BadZipFile, EOFError, OSError) as error:
-                raise ValueError(
-                    f"{self.name} starts like a zip archive but cannot be read as one ({error}): "
-                    "truncated or damaged; an npz snapshot is a complete zip archive of .npy members"
+            except Exception as error:  # zipfile raises many types for a damaged directory
+                raise SnapshotError(
+                    f"{self.name} starts like a zip archive but cannot be read as one "
+                    f"({type(error).__name__}: {error}): truncated or damaged; an npz snapshot is "
+                    "a complete zip archive of .npy members"
                 ) from error
+            self._members = self._index(self._zip.infolist())
         except BaseException:
             self.close()
             raise
-        self._members: dict[str, zipfile.ZipInfo] = {}
-        for info in self._zip.infolist():
+
+    def _index(self, infos: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+        """``{key: member}``; a key held twice (``k.npy`` twice, or ``k`` and ``k.npy``) is refused."""
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
             name = info.filename
-            self._members[name[:-4] if name.endswith(".npy") else name] = info
+            key = name[:-4] if name.endswith(".npy") else name
+            if key in members:
+                raise SnapshotError(
+                    f"snapshot key {key!r}: {self.name} holds it twice (members "
+                    f"{members[key].filename!r} and {name!r}); which one is the snapshot's is not "
+                    "defined, so the file is refused as damaged or crafted"
+                )
+            members[key] = info
+        return members
 
     def _check_directory_size(self, stream: BinaryIO) -> None:
         """Refuse a central directory over :data:`MAX_DIRECTORY_BYTES` before zipfile parses it."""
         size = _central_directory_size(stream)
         if size is not None and size > MAX_DIRECTORY_BYTES:
-            raise ValueError(
+            raise SnapshotError(
                 f"{self.name} has a zip directory of {size} bytes, over the {MAX_DIRECTORY_BYTES} "
                 "bytes a snapshot may have (about 90,000 arrays); refused before reading it, "
                 "since reading it takes several times its size in memory"
@@ -210,11 +292,13 @@ class NpzArchive(Mapping[str, StoredArray]):
     def _check_head(self, head: bytes) -> None:
         expected = "an npz snapshot (a zip archive of .npy members, as save_npz writes)"
         if not head:
-            raise ValueError(f"{self.name} is empty (0 bytes), expected {expected}")
+            raise SnapshotError(f"{self.name} is empty (0 bytes), expected {expected}")
         if head.startswith(_NPY_MAGIC):
-            raise ValueError(f"{self.name} is a single .npy array (numpy.save's format), expected {expected}")
+            raise SnapshotError(
+                f"{self.name} is a single .npy array (numpy.save's format), expected {expected}"
+            )
         if head[:4] not in _ZIP_MAGIC:
-            raise ValueError(
+            raise SnapshotError(
                 f"{self.name} is not a zip archive (it starts with {head!r}), expected {expected}"
             )
 
@@ -235,6 +319,30 @@ class NpzArchive(Mapping[str, StoredArray]):
             self._owned.close()
             self._owned = None
 
+    def write_members(self, keys: Iterable[str], file: BinaryIO) -> None:
+        """Write the members of ``keys`` to ``file`` as a new npz archive (stored, not
+        compressed), streamed in chunks of :data:`CHUNK`: memory beyond ``file`` is constant.
+
+        Raises:
+            SnapshotError: a member is damaged (naming it).
+        """
+        with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
+            for key in keys:
+                info = self._members[key]
+                self._check_sizes(key, info)
+                try:
+                    with (
+                        self._zip.open(info) as source,
+                        out.open(info.filename, "w", force_zip64=True) as target,
+                    ):
+                        while chunk := source.read(CHUNK):
+                            target.write(chunk)
+                except _MEMBER_ERRORS as error:
+                    raise SnapshotError(
+                        f"snapshot key {key!r}: member {info.filename!r} of {self.name} is damaged or "
+                        f"truncated ({type(error).__name__}: {error})"
+                    ) from error
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._members)
 
@@ -244,8 +352,28 @@ class NpzArchive(Mapping[str, StoredArray]):
     def __contains__(self, key: object) -> bool:
         return key in self._members
 
+    def _check_sizes(self, key: str, info: zipfile.ZipInfo) -> None:
+        """Refuse sizes no honest member has, before anything of it is read."""
+        where = f"snapshot key {key!r}: member {info.filename!r} of {self.name}"
+        if info.header_offset + info.compress_size > self._length:
+            raise SnapshotError(
+                f"{where} declares {info.compress_size} compressed bytes from offset "
+                f"{info.header_offset}, past the end of the {self._length}-byte file: truncated or damaged"
+            )
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise SnapshotError(
+                f"{where} is stored uncompressed but declares {info.file_size} bytes in "
+                f"{info.compress_size}: damaged"
+            )
+        if info.file_size > MAX_DEFLATE_RATIO * info.compress_size + MAX_HEADER:
+            raise SnapshotError(
+                f"{where} declares {info.file_size} bytes from {info.compress_size} compressed "
+                f"bytes, more than deflate can produce: damaged or crafted"
+            )
+
     def __getitem__(self, key: str) -> StoredArray:
         info = self._members[key]
+        self._check_sizes(key, info)
         try:
             with self._zip.open(info) as member:
                 version = npy_format.read_magic(member)
@@ -260,32 +388,33 @@ class NpzArchive(Mapping[str, StoredArray]):
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
                 header_length = member.tell()
-        except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
-            raise ValueError(
-                f"snapshot key {key!r}: member {info.filename!r} of {self.name} is damaged or truncated ({error})"
+        except _MEMBER_ERRORS as error:
+            raise SnapshotError(
+                f"snapshot key {key!r}: member {info.filename!r} of {self.name} is damaged or truncated "
+                f"({type(error).__name__}: {error})"
             ) from error
-        except ValueError as error:
-            raise ValueError(
+        except (ValueError, SyntaxError, TypeError) as error:  # what numpy's header parser raises
+            raise SnapshotError(
                 f"snapshot key {key!r}: member {info.filename!r} of {self.name} is not a valid .npy "
                 f"array ({error})"
             ) from error
         if dtype.hasobject:
-            raise ValueError(
-                f"snapshot key {key!r} holds a pickled object array; "
+            raise SnapshotError(
+                f"snapshot key {key!r} of {self.name} holds a pickled object array; "
                 "corrmom_ref never unpickles snapshot data (it could run code)"
             )
         stored = StoredArray(self, key, info, header_length, tuple(shape), dtype, fortran_order)
         held = info.file_size - header_length
         if held < stored.nbytes:
-            raise ValueError(
-                f"snapshot key {key!r}: truncated .npy member (EOF): its header declares shape "
-                f"{stored.shape} {dtype} ({stored.nbytes} data bytes), but the zip entry holds "
-                f"{max(held, 0)}"
+            raise SnapshotError(
+                f"snapshot key {key!r}: truncated .npy member {info.filename!r} of {self.name} (EOF): "
+                f"its header declares shape {stored.shape} {dtype} ({stored.nbytes} data bytes), but "
+                f"the zip entry holds {max(held, 0)}"
             )
         if held > stored.nbytes:
-            raise ValueError(
-                f"snapshot key {key!r}: the zip entry holds {held} data bytes, but its .npy header "
-                f"declares shape {stored.shape} {dtype} ({stored.nbytes} bytes)"
+            raise SnapshotError(
+                f"snapshot key {key!r}: the zip entry {info.filename!r} of {self.name} holds {held} "
+                f"data bytes, but its .npy header declares shape {stored.shape} {dtype} ({stored.nbytes} bytes)"
             )
         return stored
 

@@ -17,19 +17,32 @@ for the loss-scaling keys. Paths here never start with ``/`` (:func:`normalize_p
 the one Chainer's ``namedparams()`` puts there).
 
 Files go through the same machinery as :func:`corrmom_ref.serializers.load_npz`
-and :func:`~corrmom_ref.serializers.save_npz`: a read never unpickles and checks
-each member's declared size before inflating it (:func:`read_npz_arrays`), and a
-write to a path replaces the file atomically, so an interrupted save leaves the
-previous snapshot intact (:func:`write_npz_arrays`; ``docs/reliability.md``).
+and :func:`~corrmom_ref.serializers.save_npz`. :func:`open_optimizer_npz` is the
+reader of the PyTorch and optax loaders: it reads the counters (checked by the
+reference's rules, :func:`corrmom_ref._scalars.check_counter`) and leaves every
+array unread, known by its ``.npy`` header, until the loader has checked its
+shape and dtype against its target (:func:`read_state`); members the target
+does not ask for are never inflated. A read never unpickles, and every file it
+cannot load raises :class:`~corrmom_ref.serializers.SnapshotError` naming the
+file and key. A write to a path replaces the file atomically, so an
+interrupted save leaves the previous snapshot intact (:func:`write_npz_arrays`;
+``docs/reliability.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from corrmom_ref._scalars import check_counter
+from corrmom_ref.serializers._archive import NpzArchive, StoredArray
+from corrmom_ref.serializers._errors import SnapshotError, reading
+from corrmom_ref.serializers.transfer import read_loaded, to_int
 
 __all__ = [
     "LOSS_SCALING_KEYS",
@@ -37,9 +50,11 @@ __all__ = [
     "ParamSnapshot",
     "loss_scaling_entries",
     "normalize_path",
+    "open_optimizer_npz",
     "read_loss_scaling",
     "read_npz_arrays",
     "read_optimizer_npz",
+    "read_state",
     "write_npz_arrays",
     "write_optimizer_npz",
 ]
@@ -61,22 +76,25 @@ class ParamSnapshot:
 
     #: Updates the parameter received.
     t: int
-    #: Its state arrays by name (``{'v': ...}``; empty before its first update).
-    state: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Its state arrays by name (``{'v': ...}``; empty before its first update); unread
+    #: (:class:`~corrmom_ref.serializers._archive.StoredArray`) inside :func:`open_optimizer_npz`.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class OptimizerSnapshot:
     """A whole optimizer snapshot in Chainer's layout."""
 
-    #: Optimizer steps.
-    t: int
-    #: Epochs.
-    epoch: int
+    #: Optimizer steps (``None``: missing, read by a non-strict :func:`open_optimizer_npz`).
+    t: int | None
+    #: Epochs (``None`` as for :attr:`t`).
+    epoch: int | None
     #: By parameter path (``'l1/W'``).
     params: dict[str, ParamSnapshot] = field(default_factory=dict)
-    #: Every other top-level key (corrmom_ref's ``loss_scaling.*``), as stored.
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Every other top-level key (corrmom_ref's ``loss_scaling.*``, the optax port's
+    #: ``optax.*``), as stored; inside :func:`open_optimizer_npz` unread, except the
+    #: ``loss_scaling.*`` scalars.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def normalize_path(path: str) -> str:
@@ -97,8 +115,6 @@ def read_npz_arrays(file: File, prefix: str = "") -> dict[str, np.ndarray]:
         ValueError: the file is not an npz archive, or a member is damaged,
             truncated or would need a pickle (the message names the key).
     """
-    from corrmom_ref.serializers._archive import NpzArchive
-
     with NpzArchive(file) as archive:
         return {key[len(prefix) :]: archive[key].read() for key in archive if key.startswith(prefix)}
 
@@ -121,33 +137,101 @@ def write_npz_arrays(file: File, arrays: dict[str, Any], compression: bool = Tru
         write_npz(file, stored, compression)
 
 
-def read_optimizer_npz(file: File, path: str = "") -> OptimizerSnapshot:
-    """Read an optimizer snapshot; ``path`` selects a prefix (``'updater/optimizer:main/'``).
+class _Unopened:
+    """A member of an open archive whose header is not read yet (:meth:`open` reads it)."""
 
-    A parameter is every ``P`` with a key ``P/t``; its state is every other
-    ``P/<name>`` whose ``<name>`` has no ``/``.
+    def __init__(self, archive: NpzArchive, key: str) -> None:
+        self.archive = archive
+        self.key = key
+
+    def open(self) -> StoredArray:
+        """The member, known by its checked header; its data still unread."""
+        return self.archive[self.key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.open(), dtype=dtype)
+
+
+@contextlib.contextmanager
+def open_optimizer_npz(
+    file: File, path: str = "", *, params: Collection[str] | None = None, strict: bool = True
+) -> Iterator[OptimizerSnapshot]:
+    """The optimizer snapshot under ``path`` (``'updater/optimizer:main/'``), read lazily.
+
+    A parameter is every ``P`` with a key ``P/t`` (only those in ``params``,
+    if given); its state is every other ``P/<name>`` whose ``<name>`` has no
+    ``/``. Inside the ``with`` block the counters ``t``, ``epoch`` and each
+    parameter's ``t`` are read and checked (integers in ``[0, 2**63 - 1]``, as
+    the reference loader holds them), those of the four ``loss_scaling.*``
+    entries the file has are read once their headers say they are scalars of a
+    bool or real dtype (the reference reads them whatever it loads into), and no
+    other member is touched until the caller reads it with :func:`read_state`,
+    which checks its header first. The file stays open until the block ends;
+    ``KeyError``, ``TypeError`` and ``ValueError`` raised in the block (by
+    the caller's checks of what it reads) become a
+    :class:`~corrmom_ref.serializers.SnapshotError` naming the file. With
+    ``strict=False`` a missing ``t`` or ``epoch`` reads as ``None`` (the
+    target keeps its own, as in Chainer's non-strict load).
 
     Raises:
-        KeyError: ``t`` or ``epoch`` is missing under ``path``.
-        ValueError: a counter is not an integer scalar.
+        SnapshotError: the file cannot be read, ``t`` or ``epoch`` is missing
+            under ``path`` and ``strict`` (also a ``KeyError``), or a counter
+            is not an integer (also a ``TypeError``) or is out of range.
     """
-    keys = read_npz_arrays(file, path)
-    for counter in ("t", "epoch"):
-        if counter not in keys:
-            raise KeyError(f"no {path + counter!r} in the snapshot (is {path!r} the optimizer's prefix?)")
-    params = {k[: -len("/t")]: ParamSnapshot(_to_int(keys[k], path + k)) for k in keys if k.endswith("/t")}
-    extra: dict[str, np.ndarray] = {}
-    for key, value in keys.items():
-        if key in ("t", "epoch") or (key.endswith("/t") and key[:-2] in params):
-            continue
-        owner, _, name = key.rpartition("/")
-        if owner in params:
-            params[owner].state[name] = value
-        else:
-            extra[key] = value
-    return OptimizerSnapshot(
-        _to_int(keys["t"], path + "t"), _to_int(keys["epoch"], path + "epoch"), params, extra
-    )
+    with NpzArchive(file) as archive, reading(archive.name):
+        keys = {key[len(path) :]: key for key in archive if key.startswith(path)}
+        for counter in ("t", "epoch"):
+            if counter not in keys and strict:
+                raise KeyError(f"no {path + counter!r} in the snapshot (is {path!r} the optimizer's prefix?)")
+        wanted = None if params is None else {normalize_path(p) for p in params}
+        found = {
+            k[: -len("/t")]: ParamSnapshot(_counter(archive[full], full))
+            for k, full in keys.items()
+            if k.endswith("/t") and (wanted is None or k[: -len("/t")] in wanted)
+        }
+        extra: dict[str, Any] = {}
+        for key, full in keys.items():
+            if key in ("t", "epoch") or (key.endswith("/t") and key[:-2] in found):
+                continue
+            owner, _, name = key.rpartition("/")
+            if owner in found:
+                found[owner].state[name] = _Unopened(archive, full)
+            elif key in LOSS_SCALING_KEYS.values():
+                extra[key] = _small_scalar(archive[full], full)
+            else:
+                extra[key] = _Unopened(archive, full)
+        t, epoch = (_counter(archive[keys[c]], keys[c]) if c in keys else None for c in ("t", "epoch"))
+        yield OptimizerSnapshot(t, epoch, found, extra)
+
+
+def read_state(value: Any, *, shape: tuple[int, ...], dtypes: tuple[Any, ...], key: str) -> np.ndarray:
+    """A state array (or other entry) of :func:`open_optimizer_npz`, checked from its header
+    (exactly ``shape``, one of ``dtypes`` by name: never cast) and only then read, as a new
+    NumPy array.
+
+    Raises:
+        ValueError: the shape differs (naming ``key``).
+        TypeError: the dtype differs.
+        SnapshotError: the member is damaged.
+    """
+    if isinstance(value, _Unopened):
+        value = value.open()
+    array: np.ndarray = read_loaded(value, shape=shape, dtypes=dtypes, what=repr(key))
+    return array
+
+
+def read_optimizer_npz(file: File, path: str = "") -> OptimizerSnapshot:
+    """Every array of :func:`open_optimizer_npz`'s snapshot, read (for tools that edit a snapshot;
+    the loaders read only what their target asks for).
+
+    Raises:
+        SnapshotError: as :func:`open_optimizer_npz`.
+    """
+    with open_optimizer_npz(file, path) as snapshot:
+        for param in snapshot.params.values():
+            param.state = {name: np.asarray(value) for name, value in param.state.items()}
+        snapshot.extra = {key: np.asarray(value) for key, value in snapshot.extra.items()}
+        return snapshot
 
 
 def write_optimizer_npz(file: File, snapshot: OptimizerSnapshot, compression: bool = True) -> None:
@@ -204,10 +288,16 @@ def read_loss_scaling(snapshot: OptimizerSnapshot, path: str = "") -> dict[str, 
     }
 
 
-def _to_int(value: np.ndarray, key: str) -> int:
-    array = np.asarray(value)
-    if array.shape != () or not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
-        if array.shape == () and np.issubdtype(array.dtype, np.floating) and float(array).is_integer():
-            return int(array)
-        raise ValueError(f"{key}: expected an integer scalar, got {array.dtype} of shape {array.shape}")
-    return int(array)
+def _counter(stored: StoredArray, key: str) -> int:
+    """A counter (``t``, ``epoch``, ``<path>/t``) by the reference's rules: an integer scalar in
+    ``[0, 2**63 - 1]`` (its header checked before it is read)."""
+    return check_counter(to_int(stored, repr(key)), repr(key))
+
+
+def _small_scalar(stored: StoredArray, key: str) -> np.ndarray:
+    """A scalar of a bool or real dtype, read once its header says it is one (so at most 16 bytes)."""
+    if stored.shape != ():
+        raise SnapshotError(f"{key!r}: expected a scalar, got an array of shape {stored.shape}")
+    if stored.dtype.kind not in "biuf":
+        raise TypeError(f"{key!r}: expected a bool or a real number, got a {stored.dtype} value")
+    return stored.read()

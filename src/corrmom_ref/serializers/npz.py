@@ -165,18 +165,31 @@ def load_npz(
     Only the keys ``obj`` asks for are read, and each member's shape, dtype
     and size (from its ``.npy`` header and the zip directory) are checked
     before its data is decompressed, so the memory a load needs beyond the
-    arrays it returns is a small constant, whatever else the file holds. A
-    file that is not an npz archive (empty, a single ``.npy`` array, other
-    bytes, a truncated zip) raises ``ValueError`` saying what it is.
+    arrays it returns is a small constant, whatever else the file holds.
+
+    Every file that cannot be loaded into ``obj`` raises
+    :class:`~corrmom_ref.serializers.SnapshotError` (a ``ValueError``) naming
+    the file and the key at fault: not an npz archive (empty, a single
+    ``.npy`` array, other bytes, a truncated zip, a FIFO or a directory at
+    the path), a damaged member or directory, a key held twice, a missing key
+    under ``strict`` (then also a ``KeyError``), and a value ``obj`` refuses
+    (a wrong type or dtype, then also a ``TypeError``; a wrong shape; a value
+    out of range).
 
     Args:
         file: Path or binary file object.
         obj: The object to load into.
         path: Key prefix to load from (e.g. ``'updater/optimizer:main/'``).
-        strict: Raise ``KeyError`` on a missing key (else keep the current value).
+        strict: Raise on a missing key (else keep the current value).
         ignore_names: Keys or predicates on keys not to load.
+
+    Raises:
+        SnapshotError: see above.
     """
     from corrmom_ref.serializers._archive import NpzArchive
+    from corrmom_ref.serializers._errors import reading
 
-    with NpzArchive(file) as archive:
-        NpzDeserializer(archive, path=path, strict=strict, ignore_names=ignore_names).load(obj)
+    deserializer = NpzDeserializer({}, path=path, strict=strict, ignore_names=ignore_names)
+    with NpzArchive(file) as archive, reading(archive.name):
+        deserializer.npz = archive
+        deserializer.load(obj)

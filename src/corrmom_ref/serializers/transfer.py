@@ -10,7 +10,50 @@ from array_api_compat import array_namespace, device
 from corrmom_ref._namespace import dtype_name  # re-exported: it was defined here first
 from corrmom_ref._scalars import check_flag
 
-__all__ = ["convert_like", "convert_loaded", "dtype_name", "key_name", "to_flag", "to_float", "to_int"]
+__all__ = [
+    "check_loaded",
+    "convert_like",
+    "convert_loaded",
+    "dtype_name",
+    "key_name",
+    "read_loaded",
+    "to_flag",
+    "to_float",
+    "to_int",
+]
+
+
+def check_loaded(value: Any, *, shape: tuple[int, ...], dtypes: tuple[Any, ...], what: str) -> None:
+    """The rule every loader holds a loaded array to: exactly ``shape``, and one of ``dtypes``
+    (compared by name, so no cast is ever needed: a value of another width, an integer, a
+    string or a date where a float is expected is refused, never reinterpreted).
+
+    Checked from a :class:`~corrmom_ref.serializers._archive.StoredArray`'s header, before
+    any of its data is read.
+
+    Raises:
+        ValueError: the shape differs (the message names ``what``).
+        TypeError: the dtype differs, or the value is not an array.
+    """
+    value_shape = getattr(value, "shape", None)
+    if value_shape is None:
+        raise TypeError(f"{what}: expected an array, got {type(value).__name__}")
+    key = f" (snapshot key {value.key!r})" if _is_stored(value) and repr(value.key) not in what else ""
+    if tuple(value_shape) != tuple(shape):
+        raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}{key}")
+    names = [dtype_name(d) for d in dtypes]
+    if dtype_name(value.dtype) not in names:
+        raise TypeError(
+            f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {' or '.join(names)}{key}"
+        )
+
+
+def read_loaded(value: Any, *, shape: tuple[int, ...], dtypes: tuple[Any, ...], what: str) -> Any:
+    """:func:`check_loaded`, then the value as a NumPy array (a stored one read, only now)."""
+    import numpy as np
+
+    check_loaded(value, shape=shape, dtypes=dtypes, what=what)
+    return value.read() if _is_stored(value) else np.array(value, copy=True)
 
 
 def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, what: str) -> Any:
@@ -24,13 +67,7 @@ def convert_loaded(value: Any, *, xp: Any, shape: tuple[int, ...], dtype: Any, d
         ValueError: the shape differs (the message names ``what``).
         TypeError: the dtype differs, or the value is not an array.
     """
-    value_shape = getattr(value, "shape", None)
-    if value_shape is None:
-        raise TypeError(f"{what}: expected an array, got {type(value).__name__}")
-    if tuple(value_shape) != tuple(shape):
-        raise ValueError(f"{what}: snapshot has shape {tuple(value_shape)}, expected {tuple(shape)}")
-    if dtype_name(value.dtype) != dtype_name(dtype):
-        raise TypeError(f"{what}: snapshot has dtype {dtype_name(value.dtype)}, expected {dtype_name(dtype)}")
+    check_loaded(value, shape=shape, dtypes=(dtype,), what=what)
     if _is_stored(value):
         return xp.asarray(value.read(), dtype=dtype, device=device, copy=None)
     return xp.asarray(value, dtype=dtype, device=device, copy=True)

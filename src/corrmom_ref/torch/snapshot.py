@@ -19,6 +19,17 @@ What moves: ``t``, ``epoch``, each parameter's ``t`` and buffer ``v`` (same
 sign in both), and with ``scaler`` the loss scale (extra keys Chainer
 ignores; a Chainer snapshot has none, so the scaler is left as it is).
 Hyperparameters and hooks are not in Chainer's snapshots.
+
+The file is read by the reader of :func:`corrmom_ref.serializers.load_npz`
+(:func:`~corrmom_ref.serializers.chainer_layout.open_optimizer_npz`), held to
+the same rules, so a file the reference refuses is refused here too: counters
+must be integers in ``[0, 2**63 - 1]``, a buffer must have its parameter's
+shape and dtype (for a float16 parameter under ``fp32_master``, float16 or
+float32, as the reference takes it; never a cast that could lose or
+reinterpret a value), and only the members the optimizer asks for are read,
+each checked from its header before its data is. Every file that cannot be
+loaded raises :class:`~corrmom_ref.serializers.SnapshotError` naming the file
+and key, and leaves the optimizer and scaler as they were.
 """
 
 from __future__ import annotations
@@ -30,13 +41,15 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from corrmom_ref._namespace import dtype_name
 from corrmom_ref.serializers.chainer_layout import (
     OptimizerSnapshot,
     ParamSnapshot,
     loss_scaling_entries,
     normalize_path,
+    open_optimizer_npz,
     read_loss_scaling,
-    read_optimizer_npz,
+    read_state,
     write_optimizer_npz,
 )
 from corrmom_ref.torch.optim import _ChainerMomentum
@@ -109,8 +122,8 @@ def load_chainer_snapshot(
             of every PyTorch name).
         module: Where PyTorch names come from (default: the optimizer's ``param_names``).
         scaler: Also load the loss scale, if the snapshot has one.
-        strict: A parameter without ``<path>/t`` or ``<path>/v`` raises
-            ``KeyError``; if false, what is missing keeps its current value
+        strict: A missing ``t``, ``epoch``, ``<path>/t`` or ``<path>/v`` raises
+            :class:`~corrmom_ref.serializers.SnapshotError` (also a ``KeyError``); if false, what is missing keeps its current value
             (as in Chainer), so a parameter without state keeps none and
             starts its buffer at zero.
         path: Key prefix of the optimizer inside the file.
@@ -119,38 +132,43 @@ def load_chainer_snapshot(
         Whether a loss scale was loaded into ``scaler`` (Chainer's snapshots hold none).
 
     Raises:
-        KeyError: a missing key under ``strict``, or ``names`` naming an unknown parameter.
-        ValueError: a buffer's shape differs from its parameter's.
+        SnapshotError: the file cannot be loaded into the optimizer (see the module docstring):
+            a missing key under ``strict`` (also a ``KeyError``), a buffer of another dtype
+            (also a ``TypeError``) or shape, a counter out of range, a damaged file.
+        KeyError: ``names`` names a parameter the optimizer does not hold.
     """
-    snapshot = read_optimizer_npz(file, path)
     targets = _targets(optimizer, names, module)
     loaded: list[tuple[torch.Tensor, dict[str, Any]]] = []
-    for chainer_path, p in targets.items():
-        saved = snapshot.params.get(chainer_path)
-        if saved is None or "v" not in saved.state:
-            if strict:
-                missing = f"{path}{chainer_path}/t" if saved is None else f"{path}{chainer_path}/v"
-                raise KeyError(f"{missing} is not in the snapshot (parameter {chainer_path!r})")
-            if saved is not None:  # as Chainer's non-strict load: what is missing keeps its current value
-                loaded.append((p, {**optimizer.state.get(p, {}), "t": saved.t}))
-            continue
-        v = np.asarray(saved.state["v"])
-        if tuple(v.shape) != tuple(p.shape):
-            raise ValueError(
-                f"{path}{chainer_path}/v has shape {tuple(v.shape)}, the PyTorch parameter {tuple(p.shape)}"
+    with open_optimizer_npz(file, path, params=targets, strict=strict) as snapshot:
+        for chainer_path, p in targets.items():
+            saved = snapshot.params.get(chainer_path)
+            if saved is None or "v" not in saved.state:
+                if strict:
+                    missing = f"{path}{chainer_path}/t" if saved is None else f"{path}{chainer_path}/v"
+                    raise KeyError(f"{missing} is not in the snapshot (parameter {chainer_path!r})")
+                if saved is not None:  # as Chainer's non-strict load: what is missing keeps its current value
+                    loaded.append((p, {**optimizer.state.get(p, {}), "t": saved.t}))
+                continue
+            on_master = optimizer.fp32_master and p.dtype == torch.float16
+            accepted = ("float16", "float32") if on_master else (dtype_name(p.dtype),)
+            v = read_state(
+                saved.state["v"], shape=tuple(p.shape), dtypes=accepted, key=f"{path}{chainer_path}/v"
             )
-        on_master = optimizer.fp32_master and p.dtype == torch.float16
-        dtype = torch.float32 if on_master else p.dtype
-        state = {"t": saved.t, "v": torch.as_tensor(v).to(device=p.device, dtype=dtype).clone()}
-        loaded.append((p, state))
-    scaler_state = read_loss_scaling(snapshot, path) if scaler is not None else None
+            dtype = torch.float32 if on_master else p.dtype
+            loaded.append((p, {"t": saved.t, "v": torch.from_numpy(v).to(device=p.device, dtype=dtype)}))
+        # Checked with or without a scaler, as the reference checks them whatever it loads into.
+        scaler_state = read_loss_scaling(snapshot, path)
+        scaled = False
+        if scaler is not None and scaler_state:  # last of the checks: the scaler checks before it assigns
+            scaler.load_state_dict(scaler_state)
+            scaled = True
     for p, state in loaded:
         optimizer.state[p] = state  # a loaded fp16 parameter rebuilds its float32 master, as in Chainer
-    optimizer.t, optimizer.epoch = snapshot.t, snapshot.epoch
-    if scaler is not None and scaler_state:
-        scaler.load_state_dict(scaler_state)
-        return True
-    return False
+    if snapshot.t is not None:
+        optimizer.t = snapshot.t
+    if snapshot.epoch is not None:
+        optimizer.epoch = snapshot.epoch
+    return scaled
 
 
 def save_chainer_snapshot(
