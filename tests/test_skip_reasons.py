@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 CAUSES = ("mpi4py", "float16", "CORRMOM_CHAINER_PYTHON", "importable here")
 
 #: A skip reason as written: pytest.skip("..."), skip(f"..."), reason="...".
-REASON = re.compile(r"""(?:pytest\.skip\(|reason=)\s*f?(["'])(.+?)\1""")
+REASON = re.compile(r"""(?:pytest\.skip\(|reason=|^[A-Z_]+ = )\s*f?(["'])(.+?)\1""", re.MULTILINE)
 
 
 def reasons() -> dict[str, set[str]]:

@@ -526,7 +526,8 @@ class GradientMethod(Optimizer):
 #: How to clip the true gradients with the reference (see ``docs/porting.md``).
 _REFERENCE_RECIPE = (
     "register in its place a pre hook that clips at the threshold times the loss scale, "
-    "opt.add_hook(lambda o: GradientClipping(threshold * o.loss_scale)(o), name='clip'), "
+    "opt.add_hook(lambda o: GradientClipping(threshold * o.loss_scale)(o), name='clip') "
+    "(GradientHardClipping: both bounds times o.loss_scale), "
     "as docs/porting.md shows ('Clipping under loss scaling')"
 )
 

@@ -53,7 +53,7 @@ def test_stand_in_chainer_warnings_are_silenced(tmp_path):
 
 @pytest.mark.skipif(
     importlib.util.find_spec("chainer") is None,
-    reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it",
+    reason="real Chainer 7.8.1 is not importable here (`nox -s differential` and `nox -s fixtures` install it)",
 )
 def test_real_chainer_warnings_are_silenced():
     done = _construct()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip(
-    "chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it"
+    "chainer",
+    reason="real Chainer 7.8.1 is not importable here (`nox -s differential` and `nox -s fixtures` install it)",
 )
 
 from differential.fuzz import default_count, fuzz

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip(
-    "chainer", reason="real Chainer 7.8.1 is not importable here: `nox -s differential` installs it"
+    "chainer",
+    reason="real Chainer 7.8.1 is not importable here (`nox -s differential` and `nox -s fixtures` install it)",
 )
 
 ROOT = Path(__file__).resolve().parents[2]
