@@ -497,3 +497,33 @@ def test_a_float16_parameters_float32_buffer_survives_load_state_dict():
         opt.step()
         resumed.step()
     assert torch.equal(opt.state[w]["v"], resumed.state[u]["v"]) and torch.equal(w, u)
+
+
+def test_a_snapshot_of_a_model_with_a_frozen_layer_loads_strictly(tmp_path):
+    """A frozen layer has no buffer, so its snapshot holds only ``<path>/t`` (as Chainer writes a
+    rule never updated); loading it back, strict, gives the frozen parameter its t and no state, as
+    Chainer loads a disabled rule, and the run continues as the uninterrupted one."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(5, 3)
+
+    def step(o):
+        o.zero_grad()
+        net(x).pow(2).sum().backward()
+        o.step()
+
+    step(opt)
+    crt.save_chainer_snapshot(tmp_path / "snap.npz", opt, module=net)
+    resumed = crt.CorrectedMomentumSGD(net.named_parameters(), lr=0.1, momentum=0.9)
+    crt.load_chainer_snapshot(resumed, tmp_path / "snap.npz", module=net)
+    assert all(p not in resumed.state or "v" not in resumed.state[p] for p in net[0].parameters())
+    before = [p.detach().clone() for p in net.parameters()]
+    step(resumed)
+    after_resumed = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p, b in zip(net.parameters(), before, strict=True):
+            p.copy_(b)
+    step(opt)
+    assert all(torch.equal(a, p) for a, p in zip(after_resumed, net.parameters(), strict=True))

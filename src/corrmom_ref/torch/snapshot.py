@@ -125,7 +125,9 @@ def load_chainer_snapshot(
         strict: A missing ``t``, ``epoch``, ``<path>/t`` or ``<path>/v`` raises
             :class:`~corrmom_ref.serializers.SnapshotError` (also a ``KeyError``); if false, what is missing keeps its current value
             (as in Chainer), so a parameter without state keeps none and
-            starts its buffer at zero.
+            starts its buffer at zero. A frozen parameter (``requires_grad=False``,
+            Chainer's disabled rule) saved without ``<path>/v`` loads its ``t`` and
+            no state in either case, as Chainer loads a disabled rule.
         path: Key prefix of the optimizer inside the file.
 
     Returns:
@@ -142,6 +144,11 @@ def load_chainer_snapshot(
     with open_optimizer_npz(file, path, params=targets, strict=strict) as snapshot:
         for chainer_path, p in targets.items():
             saved = snapshot.params.get(chainer_path)
+            if saved is not None and "v" not in saved.state and not p.requires_grad:
+                # a frozen parameter is a disabled rule: Chainer loads its t and, its state
+                # missing from the snapshot (never updated), leaves it without state, strict or not
+                loaded.append((p, {"t": saved.t}))
+                continue
             if saved is None or "v" not in saved.state:
                 if strict:
                     missing = f"{path}{chainer_path}/t" if saved is None else f"{path}{chainer_path}/v"
