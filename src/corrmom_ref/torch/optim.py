@@ -148,11 +148,17 @@ _STATE_KEYS = frozenset({"t", "v", "master"})
 _OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
 
-_DTensor: Any
-try:  # PyTorch built without torch.distributed has no DTensor
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # pragma: no cover - every CPU and CUDA wheel has it
-    _DTensor = None
+
+def _dtensor_class() -> Any:
+    """``torch.distributed.tensor.DTensor``, or ``None`` in a PyTorch built without torch.distributed."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - every CPU and CUDA wheel has it
+        return None
+    return DTensor
+
+
+_DTensor: Any = _dtensor_class()
 
 
 def _local_shards(tensors: list[Any]) -> list[Any]:
