@@ -8,16 +8,27 @@ job that outlives ``timeout`` seconds, fails the test with every rank's output.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
+
+
+def load_worker(script: str) -> ModuleType:
+    """The worker script beside this file as a module (its constants and model, for the test's replay)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, HERE / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ ranks and must continue the uninterrupted single-process trajectory.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -26,20 +25,12 @@ import pytest
 torch = pytest.importorskip("torch")
 crt = pytest.importorskip("corrmom_ref.torch")
 
-from launch import HERE, run_ranks  # noqa: E402
+from launch import load_worker, run_ranks  # noqa: E402
 
 BAD_STEP, BAD_RANK = 3, 1
 
 
-def _worker():
-    spec = importlib.util.spec_from_file_location("ddp_worker", HERE / "ddp_worker.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _worker()
+worker = load_worker("ddp_worker.py")
 
 
 def run(

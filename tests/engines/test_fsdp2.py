@@ -21,7 +21,6 @@ skips the step everywhere (at c1ab618 that rank applied the NaN).
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import numpy as np
@@ -30,20 +29,12 @@ import pytest
 torch = pytest.importorskip("torch")
 crt = pytest.importorskip("corrmom_ref.torch")
 
-from launch import HERE, run_ranks  # noqa: E402
+from launch import load_worker, run_ranks  # noqa: E402
 
 WORLD = 2
 
 
-def _worker():
-    spec = importlib.util.spec_from_file_location("fsdp_worker", HERE / "fsdp_worker.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _worker()
+worker = load_worker("fsdp_worker.py")
 
 
 def run(tmp_path, mode: str) -> list[dict]:

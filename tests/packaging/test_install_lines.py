@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.packaging.test_installed_wheel import copy_checkout
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SOURCES = ["src", "conformance", "pyproject.toml", "setup.py", "README.md", "LICENSE"]
 
 pytestmark = pytest.mark.skipif(
     "numpy" not in os.environ.get("CORRMOM_BACKENDS", "numpy").split(","),
@@ -57,13 +57,7 @@ def test_the_pages_show_install_lines():
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A virtualenv made for these tests, and a copy of the checkout with a built wheel in ``dist/``."""
     base = tmp_path_factory.mktemp("install-lines")
-    source = base / "checkout"
-    source.mkdir()
-    for name in SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(ROOT / name, source / name)
+    source = copy_checkout(base / "checkout")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     wheel = subprocess.run(

@@ -40,6 +40,17 @@ pytestmark = pytest.mark.skipif(
 SOURCES = ["src", "conformance", "pyproject.toml", "setup.py", "README.md", "LICENSE"]
 
 
+def copy_checkout(dest: Path) -> Path:
+    """``dest`` holding what the package is built from (:data:`SOURCES`), nothing else of the checkout."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYTEST", "VIRTUAL_ENV"))}
     return {**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **extra}
@@ -61,12 +72,7 @@ class Installed:
     """The throwaway virtualenv with the wheel, and a folder holding Hypothesis for the suite's run."""
 
     def __init__(self, base: Path) -> None:
-        source = base / "source"
-        source.mkdir()
-        for name in SOURCES:
-            copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-            kwargs = {"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}
-            copy(ROOT / name, source / name, **kwargs)
+        source = copy_checkout(base / "source")
         wheels = base / "wheels"
         _ok(_run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, source, cwd=base))
         (self.wheel,) = wheels.glob("*.whl")

@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.packaging.test_installed_wheel import (  # noqa: F401  (pytestmark: the same NumPy-leg skip)
-    ROOT,
-    SOURCES,
     _ok,
     _run,
+    copy_checkout,
     pytestmark,
 )
 
@@ -105,14 +104,7 @@ UNREACHABLE = ("Could not find a version that satisfies", "No matching distribut
 
 
 def test_documented_route_from_the_projects_own_directory(tmp_path):
-    source = tmp_path / "corrmom-ref"  # the checkout, beside the project as the docs place it
-    source.mkdir()
-    import shutil
-
-    for name in SOURCES:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        kwargs = {"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}
-        copy(ROOT / name, source / name, **kwargs)
+    copy_checkout(tmp_path / "corrmom-ref")  # the checkout, beside the project as the docs place it
     project = tmp_path / "mysgd-project"
     for name, text in {
         "pyproject.toml": PYPROJECT,
