@@ -31,15 +31,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+#: An install command as the pages show one: a code span or a line of a code block that starts with it.
+COMMAND = re.compile(r"^(?:python3? -m )?pip install (?P<args>[^`#&\n]+)")
+
+
 def install_lines() -> list[tuple[str, str]]:
-    """``(page, arguments)`` of every distinct ``pip install`` on the pages (code spans and blocks), first page first."""
-    found = []
+    """``(page, arguments)`` of every distinct ``pip install`` command on the pages (code spans and
+    lines of code blocks that are one; prose that quotes a message is not), first page first."""
+    found: list[tuple[str, str]] = []
     for page in PAGES:
-        for line in page.read_text(encoding="utf-8").splitlines():
-            for match in re.finditer(r"pip install ([^`#&\n]+)", line):
-                arguments = match.group(1).strip()
-                if arguments not in [a for _, a in found]:  # a line shown on several pages runs once
-                    found.append((page.name, arguments))
+        text = page.read_text(encoding="utf-8")
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+        candidates = [line.strip() for block in blocks for line in block.splitlines()]
+        candidates += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for candidate in candidates:
+            match = COMMAND.match(candidate)
+            arguments = match.group("args").strip() if match else None
+            if arguments and arguments not in [a for _, a in found]:  # shown on several pages: runs once
+                found.append((page.name, arguments))
     return found
 
 
