@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 from corrmom_ref._backends import dispatch, numba_update
 from corrmom_ref.fast_paths import kernel_roundings, use_fast_paths
 
-pytest.importorskip("numba")
+pytest.importorskip("numba", reason="Numba is not installed")
 
 XP = array_namespace(np.zeros(1))
 LR, M = 0.013, 0.9
