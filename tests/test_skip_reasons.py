@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 #: Causes that must each have a single wording, by a word every wording names.
-CAUSES = ("mpi4py", "float16", "CORRMOM_CHAINER_PYTHON", "importable here", "Numba")
+CAUSES = ("mpi4py", "float16", "CORRMOM_CHAINER_PYTHON", "importable here", "Numba is not")
 
 #: A skip reason as written: pytest.skip("..."), skip(f"..."), reason="...".
 REASON = re.compile(r"""(?:pytest\.skip\(|reason=|^[A-Z_]+ = )\s*f?(["'])(.+?)\1""", re.MULTILINE)
