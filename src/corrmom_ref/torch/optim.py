@@ -66,6 +66,8 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from operator import attrgetter, is_
 from typing import Any, Literal
 
 import torch
@@ -145,6 +147,9 @@ _STATE_KEYS = frozenset({"t", "v", "master"})
 _OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
 _is_contiguous = torch.Tensor.is_contiguous
+_grad_of = attrgetter("grad")
+_is_none = partial(is_, None)
+_is_sparse = attrgetter("is_sparse")
 _FUSED_DEVICES: frozenset[str] | None = None
 
 
@@ -506,17 +511,16 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
         A frozen parameter (``requires_grad=False``) gets none: it has no update rule to feed.
         """
-        missing = []
-        for p in self._params():
-            g = p.grad
-            if g is None:
-                if p.requires_grad:
-                    missing.append(p)
-            elif check_dense and g.is_sparse:
-                name = next(n for n, q in self._named() if q is p)
-                raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
-        for p in missing:
-            p.grad = torch.zeros_like(p)
+        params = list(self._params())
+        grads = list(map(_grad_of, params))  # asked of the whole list at C level: this runs every step
+        if check_dense and any(map(_is_sparse, [g for g in grads if g is not None])):
+            p = next(p for p, g in zip(params, grads, strict=True) if g is not None and g.is_sparse)
+            name = next(n for n, q in self._named() if q is p)
+            raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
+        if any(map(_is_none, grads)):  # not `None in grads`: that compares tensors with ==
+            for p, g in zip(params, grads, strict=True):
+                if g is None and p.requires_grad:
+                    p.grad = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -678,7 +682,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         masters: list[tuple[torch.Tensor, torch.Tensor]] = []
         state_of = self.state
         half_master = self.fp32_master
-        cps, cgs, cvs = common
+        add_p, add_g, add_v = (column.append for column in common)
         for p in group["params"]:
             if not p.requires_grad:  # frozen: Chainer's disabled rule (no step, no state, no t)
                 continue
@@ -686,9 +690,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
             v = None if one_by_one else state.get("v")
             if v is not None and not (half_master and p.dtype == torch.float16):
                 state["t"] += 1
-                cps.append(p)  # stepped in place under no_grad
-                cgs.append(p.grad)
-                cvs.append(v)
+                add_p(p)  # stepped in place under no_grad
+                add_g(p.grad)
+                add_v(v)
                 continue
             target, grad, v = self._prepare(p, scale)
             if target is not p:
