@@ -6,12 +6,22 @@ the buffer :math:`v` holds :math:`-u` and starts at zero,
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
 and :class:`MomentumSGD` is eq. (10), :math:`v \leftarrow m v - \eta g;\ p \leftarrow p + v`.
-Both step through the reference's kernels (``corrmom_ref._backends.dispatch``):
-with ``fused=True`` (the default where PyTorch has it) one
-``torch._fused_sgd_`` call per group, dtype and device, whose multiply-adds
-are one rounding per product away from Chainer's; with ``fused=False`` the
-in-place operations in Chainer's order (``v *= m; v -= g; p += lr * v``),
-bitwise equal to Chainer's NumPy arithmetic.
+Each group's parameters are stepped in lists of one device and dtype by one
+of three steps (``corrmom_ref.torch._steps``, whose ``choose`` says which), as
+``torch.optim.SGD`` has them, with no detour through the Array API dispatch:
+
+* the fused kernel (``fused=None``, the default, wherever it takes the
+  parameters: float32 and float64 on PyTorch's fused devices, contiguous,
+  ``momentum != 0``; ``fused=True`` refuses other parameters, naming them):
+  one ``torch._fused_sgd_`` call per list, whose multiply-adds are one
+  rounding per product away from Chainer's;
+* ``fused=False``: Chainer's in-place operations (``v *= m; v -= g; p += lr * v``),
+  bitwise equal to Chainer's NumPy arithmetic, tensor by tensor (the CPU's
+  default) or as ``torch._foreach_*`` calls over the list (``foreach=True``,
+  the default off the CPU; the same bits for float32 and float64).
+
+Under a loss scale each gradient is divided by it in place, by a true
+division (on the CPU the fused kernel divides itself, by ``grad_scale``).
 
 One :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` does what Chainer's ``update()`` does after
 backward, in its order:
@@ -45,7 +55,7 @@ Chainer would have given it a zero gradient first.
 
 Under ``torch.compile`` the bookkeeping (checks, reallocation, the
 non-finite check, hooks, counters, state) runs eagerly outside the graph and
-only the arithmetic of ``_foreach_step`` is traced, with the numbers of
+only the arithmetic of the multi-tensor step is traced, with the numbers of
 ``fused=False``; nothing in a loop recompiles once the first learning-rate,
 loss-scale and skipped-step variants are compiled.
 
@@ -601,7 +611,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
     ) -> Any:
         """The step under ``torch.compile``: the bookkeeping runs eagerly (``_eager_begin``,
-        ``_eager_end``), the arithmetic of ``_foreach_step`` is traced."""
+        ``_eager_end``), the arithmetic of the multi-tensor step is traced."""
         loss, batches = self._eager_begin(closure, loss_scale, check_finite)
         for ps, gs, vs, lr, m in batches or ():
             _steps.multi_tensor_step(self._corrected, ps, gs, vs, lr, m, None)
@@ -961,10 +971,26 @@ class CorrectedMomentumSGD(_ChainerMomentum):
             snapshots).
         lr: :math:`\eta` (per group).
         momentum: :math:`m` (per group).
-        fused: Run the fused kernel (``torch._fused_sgd_``) where the inputs
-            allow; ``False``: Chainer's in-place operations, bitwise equal to
-            Chainer on the CPU. Default: fused where PyTorch has the kernel.
+        fused: ``None`` (default): the fused kernel (``torch._fused_sgd_``)
+            wherever it takes the parameters (see the module docstring);
+            ``True``: the same, refusing parameters it cannot take;
+            ``False``: Chainer's in-place operations, bitwise equal to
+            Chainer on the CPU.
+        foreach: Without the fused kernel: ``True`` one ``torch._foreach_*``
+            call per operation for a list of float32 or float64 tensors,
+            ``False`` tensor by tensor, ``None`` (default) the first off the
+            CPU and the second on it, as ``torch.optim.SGD``. The same bits
+            either way.
         fp32_master: Update float16 parameters through a float32 copy.
+
+    Raises:
+        RuntimeError: ``fused=True`` with ``foreach=True``, or ``fused=True``
+            and a parameter that is not float32 or float64 (float16 under
+            ``fp32_master``) on one of PyTorch's fused devices
+            (``CorrectedMomentumSGD: fused=True takes float32 and float64 parameters
+            (float16 with fp32_master=True) on the devices [...]; parameter w is
+            torch.float16 on cpu (leave fused unset to step it without the fused kernel)``),
+            here, in :meth:`add_param_group` or at a step, before anything changes.
     """
 
     _corrected = True
@@ -985,6 +1011,7 @@ class MomentumSGD(_ChainerMomentum):
         lr: :math:`\eta` (per group).
         momentum: :math:`m` (per group).
         fused: Ignored (see above).
+        foreach: As for :class:`CorrectedMomentumSGD`.
         fp32_master: Update float16 parameters through a float32 copy.
     """
 
