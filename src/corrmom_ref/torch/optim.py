@@ -158,6 +158,8 @@ _OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
 _is_contiguous = torch.Tensor.is_contiguous
 _grad_of = attrgetter("grad")
+_dtype_of = attrgetter("dtype")
+_is_cpu = attrgetter("is_cpu")
 _is_none = partial(is_, None)
 _is_sparse = attrgetter("is_sparse")
 _FUSED_DEVICES: frozenset[str] | None = None
@@ -239,6 +241,12 @@ def _by_device_and_dtype(ps: list[Any], gs: list[Any], vs: list[Any]) -> Iterato
                 else:
                     for lists in by_dtype.values():
                         yield from _by_device_and_dtype(*lists)
+        return
+    dtype = ps[0].dtype
+    if list(map(_dtype_of, ps)).count(dtype) == len(ps) and all(map(_is_cpu, ps)):
+        # the common case, asked at C level: one list (PyTorch holds each gradient to its
+        # parameter's device and dtype, and a buffer is made or loaded as its parameter)
+        yield ps, gs, vs
         return
     grouped = _group_tensors_by_device_and_dtype([ps, gs, vs])
     for lists, _ in grouped.values():
