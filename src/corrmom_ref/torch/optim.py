@@ -78,7 +78,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from operator import attrgetter, is_
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
@@ -249,8 +249,8 @@ def _by_device_and_dtype(ps: list[Any], gs: list[Any], vs: list[Any]) -> Iterato
         yield ps, gs, vs
         return
     grouped = _group_tensors_by_device_and_dtype([ps, gs, vs])
-    for lists, _ in grouped.values():
-        yield tuple(lists)
+    for columns, _ in grouped.values():
+        yield tuple(columns)
 
 
 def _all_finite(grads: list[Any]) -> bool:
@@ -271,7 +271,7 @@ def _all_finite(grads: list[Any]) -> bool:
         flags = found.get(device)
         if flags is None:
             flags = found[device] = (torch.zeros((), device=device), torch.ones((), device=device))
-        torch._amp_foreach_non_finite_check_and_unscale_(group, *flags)
+        torch._amp_foreach_non_finite_check_and_unscale_(cast("list[torch.Tensor]", group), *flags)
     return not any(bool(flag) for flag, _ in found.values())
 
 
