@@ -21,10 +21,12 @@ The three steps, as ``torch.optim.SGD`` has them:
   twin for float32 and float64 (``tests/test_torch_optim.py``), so the
   numbers are those of :func:`single_tensor_step`;
 * :func:`fused_step`: one ``torch._fused_sgd_`` call (corrected form only).
-  PyTorch's kernel keeps :math:`b \leftarrow m b + g;\ p \leftarrow p - \eta b`;
-  with ``maximize=True`` and the learning rate negated it is eq. (9) on
-  Chainer's sign of the buffer, reading ``p, g, v`` and writing ``p, v``
-  once. It contracts each product into a multiply-add: within one rounding
+  PyTorch's kernel keeps :math:`b \leftarrow m b + (1 - d) g;\ p \leftarrow p - \eta b`;
+  with the dampening :math:`d = 2` (so :math:`(1 - d) g = -g`, exact) and the
+  learning rate negated it is eq. (9) on Chainer's sign of the buffer,
+  reading ``p, g, v`` and writing ``p, v`` once. (``maximize=True`` gives the
+  same bits, NaNs included, but takes a slower path on the CPU: about 10% on
+  ResNet-50's shapes, ``benchmarks/RESULTS.md``, "issue 22: torch rows".) It contracts each product into a multiply-add: within one rounding
   per product of the other two (:data:`FUSED_ROUNDINGS`). On the CPU it also
   divides the gradient by ``grad_scale`` and writes the quotient back, a
   true division (not a multiplication by the reciprocal), so the unscaled
@@ -142,9 +144,9 @@ def fused_step(
         weight_decay=0.0,
         momentum=m,
         lr=-lr,
-        dampening=0.0,
+        dampening=2.0,  # b <- m b - g
         nesterov=False,
-        maximize=True,
+        maximize=False,
         is_first_step=False,
         grad_scale=grad_scale,
     )
