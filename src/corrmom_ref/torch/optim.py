@@ -300,13 +300,18 @@ def _user_stacklevel() -> int:
     return level
 
 
+def _fused_takes(p: torch.Tensor, fp32_master: bool) -> bool:
+    """Whether the fused kernel takes ``p`` (see :func:`_check_fused_takes`)."""
+    dtype = torch.float32 if fp32_master and p.dtype == torch.float16 else p.dtype
+    return dtype in _steps.FUSED_DTYPES and p.device.type in _fused_devices()
+
+
 def _check_fused_takes(p: torch.Tensor, name: str, owner: str, fp32_master: bool) -> None:
     """``RuntimeError`` naming ``p`` if ``fused=True`` cannot step it: the kernel takes float32 and
     float64 tensors (a float16 one through its float32 master) on PyTorch's fused devices."""
-    devices = _fused_devices()
-    kind = p.device.type
-    dtype = torch.float32 if fp32_master and p.dtype == torch.float16 else p.dtype
-    if kind not in devices or dtype not in _steps.FUSED_DTYPES:
+    if not _fused_takes(p, fp32_master):
+        devices = _fused_devices()
+        kind = p.device.type
         raise RuntimeError(
             f"{owner}: fused=True takes float32 and float64 parameters (float16 with fp32_master=True) "
             f"on the devices {sorted(devices)}; parameter {name} is {p.dtype} on {kind} "
@@ -589,10 +594,11 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 loss = closure()
         hypers = self._hyperparameters()
         scale = None if loss_scale is None else check_loss_scale(loss_scale, "loss_scale")
-        if self._fused_asked:  # a parameter made float16 (model.half()) since it was added
-            owner = type(self).__name__
+        master = self.fp32_master
+        if self._fused_asked and not all(_fused_takes(p, master) for p in self._params()):
+            owner = type(self).__name__  # a parameter made float16 (model.half()) since it was added
             for name, p in self._named():
-                _check_fused_takes(p, name, owner, self.fp32_master)
+                _check_fused_takes(p, name, owner, master)
         self._reallocate(check_dense=True)
         skipped = check_finite and self._nonfinite_warned(scale)
         self._step_loss_scale = scale
