@@ -123,8 +123,9 @@ torch_foreach = _torch_sgd(foreach=True)
 torch_fused = _torch_sgd(fused=True)
 
 
-def _corrmom_torch(fused: bool) -> Callable[[list[tuple[int, ...]]], Step]:
-    """``corrmom_ref.torch.CorrectedMomentumSGD.step()`` in a PyTorch loop (fused kernel, or Chainer's in-place ops)."""
+def _corrmom_torch(fused: bool | None) -> Callable[[list[tuple[int, ...]]], Step]:
+    """``corrmom_ref.torch.CorrectedMomentumSGD.step()`` in a PyTorch loop (``fused=None``: the default,
+    the fused kernel; ``False``: Chainer's in-place ops)."""
 
     def make(shapes: list[tuple[int, ...]]) -> Step:
         import torch
@@ -138,6 +139,71 @@ def _corrmom_torch(fused: bool) -> Callable[[list[tuple[int, ...]]], Step]:
         return opt.step
 
     return make
+
+
+def _torch_params(shapes: list[tuple[int, ...]]) -> tuple[list[Any], list[Any]]:
+    """Parameters with gradients in place, and the gradients' values to restore each step."""
+    import torch
+
+    params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes)]
+    for p, g in zip(params, _arrays(shapes), strict=True):
+        p.grad = torch.from_numpy(g)
+    return params, [p.grad.clone() for p in params]
+
+
+def _scaled_step(
+    make_optimizer: Callable[[list[Any]], Any], make_scaler: Callable[[], Any]
+) -> Callable[[list[tuple[int, ...]]], Step]:
+    """``scaler.step(optimizer); scaler.update()`` with dynamic loss scaling.
+
+    Unscaling divides the gradients in place, so each step first writes the
+    same gradients back (one ``torch._foreach_copy_``, as backward would write
+    them; the same copy in both rows of a comparison): without it the
+    gradients would shrink into subnormals step after step. ``scaler.scale``
+    of a one-element loss stands for the scaled backward.
+    """
+
+    def make(shapes: list[tuple[int, ...]]) -> Step:
+        import torch
+
+        params, saved = _torch_params(shapes)
+        grads = [p.grad for p in params]
+        opt, scaler = make_optimizer(params), make_scaler()
+        loss = torch.ones(())
+
+        def step() -> None:
+            scaler.scale(loss)
+            torch._foreach_copy_(grads, saved)
+            scaler.step(opt)
+            scaler.update()
+
+        return step
+
+    return make
+
+
+def _torch_fused_sgd(params: list[Any]) -> Any:
+    import torch
+
+    return torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, fused=True)
+
+
+def _corrmom_torch_default(params: list[Any]) -> Any:
+    import corrmom_ref.torch as crt
+
+    return crt.CorrectedMomentumSGD(params, lr=LR, momentum=MOMENTUM)
+
+
+def _grad_scaler() -> Any:
+    import torch
+
+    return torch.amp.GradScaler("cpu")
+
+
+def _loss_scaler() -> Any:
+    import corrmom_ref.torch as crt
+
+    return crt.LossScaler()
 
 
 def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
@@ -224,8 +290,10 @@ RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "torch SGD for-loop": torch_loop,
     "torch SGD foreach": torch_foreach,
     "torch SGD fused": torch_fused,
-    "corrmom_ref.torch": _corrmom_torch(fused=True),
+    "corrmom_ref.torch": _corrmom_torch(fused=None),
     "corrmom_ref.torch, generic": _corrmom_torch(fused=False),
+    "torch SGD fused + GradScaler": _scaled_step(_torch_fused_sgd, _grad_scaler),
+    "corrmom_ref.torch + LossScaler": _scaled_step(_corrmom_torch_default, _loss_scaler),
     "optax sgd, jit, donated": optax_jit,
     "optax sgd, jit": _optax_step(_optax_sgd, donate=False),
     "ref-optax, jit": _optax_step(_ref_optax, donate=False),

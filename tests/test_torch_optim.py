@@ -657,3 +657,154 @@ def test_weight_decay_as_a_parameter_hook_sees_chainers_loss_scale():
         w.grad = torch.tensor([0.5 * 4], dtype=dtype)
         opt.step(loss_scale=4.0)
         assert w.item() == want, dtype
+
+
+# -- the three steps (issue 22) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_foreach_ops_round_as_their_single_tensor_twins(dtype):
+    """The multi-tensor step is bitwise the single-tensor step only if each eager ``_foreach_*``
+    operation rounds as its single-tensor twin: asked of PyTorch directly, large and small tensors."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(7,), (1000,), (1 << 18,), ()]
+    vs = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    gs = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    lr, m, scale = 0.0123, 0.9, 3.3
+    pairs = {
+        "mul by m": (torch._foreach_mul(vs, m), [v.mul(m) for v in vs]),
+        "sub g": (torch._foreach_sub(vs, gs), [v.sub(g) for v, g in zip(vs, gs, strict=True)]),
+        "mul by lr": (torch._foreach_mul(vs, lr), [v.mul(lr) for v in vs]),
+        "div by scale": (torch._foreach_div(gs, scale), [g.div(scale) for g in gs]),
+        "add": (torch._foreach_add(vs, gs), [v.add(g) for v, g in zip(vs, gs, strict=True)]),
+    }
+    for what, (multi, single) in pairs.items():
+        assert all(torch.equal(a, b) for a, b in zip(multi, single, strict=True)), what
+
+
+@pytest.mark.parametrize("cls", [crt.CorrectedMomentumSGD, crt.MomentumSGD])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_foreach_step_is_bitwise_the_single_tensor_step(cls, dtype):
+    """fused=False: foreach=True (torch._foreach_*) and foreach=False (tensor by tensor, a large
+    tensor in blocks) give the same bits, with and without a loss scale that is no power of two."""
+    shapes = {"a": (3, 4), "b": (5,), "c": (1 << 18) + 3}
+    gen = torch.Generator().manual_seed(0)
+    init = {k: torch.randn(s, generator=gen, dtype=dtype) for k, s in shapes.items()}
+    grads = [{k: torch.randn(s, generator=gen, dtype=dtype) * 3 for k, s in shapes.items()} for _ in range(4)]
+    runs = []
+    for foreach in (True, False):
+        params = {k: torch.nn.Parameter(a.clone()) for k, a in init.items()}
+        opt = cls(list(params.values()), lr=0.1, momentum=0.9, fused=False, foreach=foreach)
+        for step, gs in enumerate(grads):
+            for k, p in params.items():
+                p.grad = gs[k].clone()
+            opt.step(loss_scale=3.0 if step % 2 else None)
+        runs.append(([p.detach() for p in params.values()], [opt.state[p]["v"] for p in params.values()]))
+    (pa, va), (pb, vb) = runs
+    assert all(torch.equal(a, b) for a, b in zip(pa + va, pb + vb, strict=True))
+
+
+def test_fused_and_foreach_together_are_refused():
+    with pytest.raises(RuntimeError, match="fused=True and foreach=True"):
+        crt.CorrectedMomentumSGD([torch.nn.Parameter(torch.zeros(2))], fused=True, foreach=True)
+
+
+def test_fused_refuses_a_parameter_the_kernel_cannot_take_naming_it():
+    """fused=True with a float16 parameter: refused (as torch.optim.SGD refuses what its kernel
+    cannot take), not stepped by another path; with fp32_master its float32 master is fused."""
+    half = torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))
+    with pytest.raises(
+        RuntimeError, match=r"fused=True takes float32 and float64.*parameter half is torch.float16"
+    ):
+        crt.CorrectedMomentumSGD([("half", half)], fused=True)
+    opt = crt.CorrectedMomentumSGD([torch.nn.Parameter(torch.zeros(2))], fused=True)
+    with pytest.raises(RuntimeError, match="fused=True takes"):
+        opt.add_param_group({"params": [half]})
+    assert len(opt.param_groups) == 1
+    crt.CorrectedMomentumSGD([half], fused=True, fp32_master=True)  # taken: the master is float32
+    crt.CorrectedMomentumSGD([half])  # the default steps it without the kernel
+
+
+def test_fused_refuses_a_parameter_made_float16_later_before_anything_changes():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = crt.CorrectedMomentumSGD([w], lr=1.0, fused=True)
+    w.data = w.data.half()
+    w.grad = torch.ones(2, dtype=torch.float16)
+    with pytest.raises(RuntimeError, match="fused=True takes"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(2, dtype=torch.float16)) and opt.t == 0
+
+
+def test_fused_step_with_a_non_contiguous_gradient_is_the_single_tensor_step():
+    """The kernel walks p, g and v alike: a transposed gradient beside a contiguous parameter takes
+    the single-tensor step, bitwise fused=False (the kernel on the mixed layouts computes other numbers)."""
+    gen = torch.Generator().manual_seed(1)
+    init, grad, other = (torch.randn(6, 6, generator=gen) for _ in range(3))
+    results = []
+    for fused in (True, False):
+        w, u = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+        opt = crt.CorrectedMomentumSGD([w, u], lr=0.1, momentum=0.9, fused=fused)
+        for _ in range(3):
+            w.grad, u.grad = grad.clone().t(), other.clone()
+            opt.step()
+        results.append((w.detach().clone(), u.detach().clone()))
+    assert torch.equal(results[0][0], results[1][0])  # u: the fused kernel, within a rounding
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=4 * EPS32, atol=4 * EPS32)
+
+
+def test_fused_step_under_a_scale_divides_as_chainer():
+    """With a loss scale that is no power of two, the fused step leaves each gradient divided by
+    the scale exactly as ``g / scale`` (Chainer's division, not a product with the reciprocal)
+    and steps as the fused kernel on that quotient."""
+    gen = torch.Generator().manual_seed(2)
+    init, grad = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen) * 1000
+    scale = 2.0 ** (5 / 1000) * 64  # a dynamic scale after its first overflow
+    w = torch.nn.Parameter(init.clone())
+    opt = crt.CorrectedMomentumSGD([w], lr=0.1, momentum=0.9, fused=True)
+    w.grad = grad.clone()
+    opt.step()  # creates v (the first step divides in its preamble)
+    v_before = opt.state[w]["v"].clone()
+    p_before = w.detach().clone()
+    w.grad = grad.clone()
+    opt.step(loss_scale=scale)
+    quotient = grad / scale
+    assert torch.equal(w.grad, quotient)
+    assert not torch.equal(quotient, grad * (1 / scale))  # the case tells division from the product
+    p, v = p_before.clone(), v_before.clone()
+    torch._fused_sgd_(
+        [p], [quotient.clone()], [v], weight_decay=0.0, momentum=0.9, lr=-0.1, dampening=0.0,
+        nesterov=False, maximize=True, is_first_step=False,
+    )  # fmt: skip
+    assert torch.equal(w.detach(), p) and torch.equal(opt.state[w]["v"], v)
+
+
+def test_fused_step_is_the_kernel_with_maximize_bit_for_bit():
+    """The fused step asks the kernel for b <- m b + (1 - 2) g (dampening 2, faster on the CPU):
+    the same bits as the form with maximize=True (-g), signed zeros and infinities included, with
+    and without a scale; NaN where it has NaN (whose sign may differ: -g flips a NaN's sign, the
+    product with -1 keeps it on x86, as Chainer's v - g does)."""
+    gen = torch.Generator().manual_seed(4)
+    for dtype in (torch.float32, torch.float64):
+        init, grad, buf = (torch.randn(1000, generator=gen, dtype=dtype) for _ in range(3))
+        grad[:4] = torch.tensor([float("inf"), float("nan"), -0.0, 0.0], dtype=dtype)
+        buf[4:6] = torch.tensor([float("nan"), -0.0], dtype=dtype)
+        for scale in (None, 3.3):
+            w = torch.nn.Parameter(init.clone())
+            opt = crt.CorrectedMomentumSGD([w], lr=0.1, momentum=0.9, fused=True)
+            w.grad = grad.clone()
+            opt.step()
+            opt.state[w]["v"].copy_(buf)
+            w.grad = grad.clone()
+            p, v, g = w.detach().clone(), buf.clone(), grad.clone()
+            opt.step(loss_scale=scale)
+            if scale is not None:
+                g /= scale
+            torch._fused_sgd_(
+                [p], [g], [v], weight_decay=0.0, momentum=0.9, lr=-0.1, dampening=0.0,
+                nesterov=False, maximize=True, is_first_step=False,
+            )  # fmt: skip
+            bits = torch.int32 if dtype == torch.float32 else torch.int64
+            for got, want in ((w.detach(), p), (opt.state[w]["v"], v)):
+                assert torch.equal(got.isnan(), want.isnan())
+                number = ~want.isnan()
+                assert torch.equal(got[number].view(bits), want[number].view(bits))

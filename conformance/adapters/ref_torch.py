@@ -61,7 +61,9 @@ class RefTorchOptimizer:
         self._index = {k: i for i, k in enumerate(self._names)}
         groups = [{"params": [(k, self._params[k])]} for k in self._names]
         optimizer_class = self.optimizer_class or crt.CorrectedMomentumSGD
-        self.opt = optimizer_class(groups, lr=lr, momentum=momentum, fused=fused)
+        # fused: the default (the kernel wherever it takes the parameters; fused=True refuses float16
+        # ones, which a check may give and then move to a float32 master)
+        self.opt = optimizer_class(groups, lr=lr, momentum=momentum, fused=None if fused else False)
         self._overrides: dict[str, set[str]] = {k: set() for k in self._names}
         self._scaler: Any = None
         self._by_id = {id(p): k for k, p in self._params.items()}

@@ -6,12 +6,22 @@ the buffer :math:`v` holds :math:`-u` and starts at zero,
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
 and :class:`MomentumSGD` is eq. (10), :math:`v \leftarrow m v - \eta g;\ p \leftarrow p + v`.
-Both step through the reference's kernels (``corrmom_ref._backends.dispatch``):
-with ``fused=True`` (the default where PyTorch has it) one
-``torch._fused_sgd_`` call per group, dtype and device, whose multiply-adds
-are one rounding per product away from Chainer's; with ``fused=False`` the
-in-place operations in Chainer's order (``v *= m; v -= g; p += lr * v``),
-bitwise equal to Chainer's NumPy arithmetic.
+Each group's parameters are stepped in lists of one device and dtype by one
+of three steps (``corrmom_ref.torch._steps``, whose ``choose`` says which), as
+``torch.optim.SGD`` has them, with no detour through the Array API dispatch:
+
+* the fused kernel (``fused=None``, the default, wherever it takes the
+  parameters: float32 and float64 on PyTorch's fused devices, contiguous,
+  ``momentum != 0``; ``fused=True`` refuses other parameters, naming them):
+  one ``torch._fused_sgd_`` call per list, whose multiply-adds are one
+  rounding per product away from Chainer's;
+* ``fused=False``: Chainer's in-place operations (``v *= m; v -= g; p += lr * v``),
+  bitwise equal to Chainer's NumPy arithmetic, tensor by tensor (the CPU's
+  default) or as ``torch._foreach_*`` calls over the list (``foreach=True``,
+  the default off the CPU; the same bits for float32 and float64).
+
+Under a loss scale each gradient is divided by it in place, by a true
+division (on the CPU the fused kernel divides itself, by ``grad_scale``).
 
 One :meth:`~corrmom_ref.torch.CorrectedMomentumSGD.step` does what Chainer's ``update()`` does after
 backward, in its order:
@@ -45,7 +55,7 @@ Chainer would have given it a zero gradient first.
 
 Under ``torch.compile`` the bookkeeping (checks, reallocation, the
 non-finite check, hooks, counters, state) runs eagerly outside the graph and
-only the arithmetic of ``_foreach_step`` is traced, with the numbers of
+only the arithmetic of the multi-tensor step is traced, with the numbers of
 ``fused=False``; nothing in a loop recompiles once the first learning-rate,
 loss-scale and skipped-step variants are compiled.
 
@@ -66,20 +76,19 @@ import sys
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from functools import partial
+from operator import attrgetter, is_
+from typing import Any, Literal, cast
 
 import torch
-from array_api_compat import array_namespace
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
-from corrmom_ref._backends import torch_update
-from corrmom_ref._backends.dispatch import corrected_steps as corrected_momentum_steps
-from corrmom_ref._backends.dispatch import momentum_steps
-from corrmom_ref._backends.switch import use_fast_paths
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._scalars import check_counter, check_loss_scale
 from corrmom_ref._validation import check_nonnegative_finite, check_parameter_dtype
 from corrmom_ref.loss_scaling import NonFiniteGradientWarning
+from corrmom_ref.torch import _steps
 
 __all__ = ["CorrectedMomentumSGD", "HookHandle", "MomentumSGD"]
 
@@ -147,6 +156,22 @@ _STATE_KEYS = frozenset({"t", "v", "master"})
 #: The keys of :data:`_SGD_OPTIONS` and ``differentiable`` (whether a group needs a closer look).
 _OPTION_KEYS = frozenset(_SGD_OPTIONS) | _OTHER_OPTIONS | {"differentiable"}
 _INF = float("inf")
+_is_contiguous = torch.Tensor.is_contiguous
+_grad_of = attrgetter("grad")
+_dtype_of = attrgetter("dtype")
+_is_cpu = attrgetter("is_cpu")
+_is_none = partial(is_, None)
+_is_sparse = attrgetter("is_sparse")
+_FUSED_DEVICES: frozenset[str] | None = None
+
+
+def _fused_devices() -> frozenset[str]:
+    """PyTorch's fused-kernel device types, asked once."""
+    global _FUSED_DEVICES
+    if _FUSED_DEVICES is None:
+        _FUSED_DEVICES = frozenset(_steps.fused_devices())
+    return _FUSED_DEVICES
+
 
 
 def _dtensor_class() -> Any:
@@ -201,6 +226,64 @@ def _agreed_flags(nonfinite: list[bool], meshes: list[Any], device: Any) -> list
     return [bool(f > 0) for f in flags.tolist()]
 
 
+def _by_device_and_dtype(ps: list[Any], gs: list[Any], vs: list[Any]) -> Iterator[tuple[list[Any], ...]]:
+    """The triples in lists of one device and dtype (PyTorch's own grouping, in C++), DTensors apart."""
+    if _DTensor is not None and any(issubclass(kind, _DTensor) for kind in set(map(type, ps))):
+        sharded = [isinstance(p, _DTensor) for p in ps]
+        for keep in (True, False):
+            picked = [
+                t for t, flag in zip(zip(ps, gs, vs, strict=True), sharded, strict=True) if flag is keep
+            ]
+            if picked:
+                # DTensors: one list per dtype (their devices are their meshes')
+                by_dtype: dict[torch.dtype, tuple[list[Any], list[Any], list[Any]]] = {}
+                for p, g, v in picked:
+                    lists = by_dtype.setdefault(p.dtype, ([], [], []))
+                    lists[0].append(p)
+                    lists[1].append(g)
+                    lists[2].append(v)
+                if keep:
+                    yield from by_dtype.values()
+                else:
+                    for lists in by_dtype.values():
+                        yield from _by_device_and_dtype(*lists)
+        return
+    dtype = ps[0].dtype
+    if list(map(_dtype_of, ps)).count(dtype) == len(ps) and all(map(_is_cpu, ps)):
+        # the common case, asked at C level: one list (PyTorch holds each gradient to its
+        # parameter's device and dtype, and a buffer is made or loaded as its parameter)
+        yield ps, gs, vs
+        return
+    grouped = _group_tensors_by_device_and_dtype([ps, gs, vs])
+    for columns, _ in grouped.values():
+        yield tuple(columns)
+
+
+def _all_finite(grads: list[Any]) -> bool:
+    """Whether every element of every gradient is finite: one pass of
+    ``torch._amp_foreach_non_finite_check_and_unscale_`` per device and dtype (with the
+    factor 1, so it writes every element back unchanged), read once per device.
+
+    Where that kernel does not apply (a gradient that is not real floating point, a device
+    other than the CPU or CUDA), :func:`corrmom_ref._finite.finite_flags` answers.
+    """
+    if not grads:
+        return True
+    groups = _group_tensors_by_device_and_dtype([grads])
+    if any(device.type not in ("cpu", "cuda") or dtype not in _AMP_CHECKED for device, dtype in groups):
+        return all(finite_flags(grads))
+    found: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (device, _), ((group,), _) in groups.items():
+        flags = found.get(device)
+        if flags is None:
+            flags = found[device] = (torch.zeros((), device=device), torch.ones((), device=device))
+        torch._amp_foreach_non_finite_check_and_unscale_(cast("list[torch.Tensor]", group), *flags)
+    return not any(bool(flag) for flag, _ in found.values())
+
+
+#: Gradient dtypes the AMP check takes.
+_AMP_CHECKED = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
 #: Files whose frames a warning skips to reach the user's line: this package and PyTorch.
 _INTERNAL_DIRS = (
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
@@ -221,6 +304,25 @@ def _user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+def _fused_takes(p: torch.Tensor, fp32_master: bool) -> bool:
+    """Whether the fused kernel takes ``p`` (see :func:`_check_fused_takes`)."""
+    dtype = torch.float32 if fp32_master and p.dtype == torch.float16 else p.dtype
+    return dtype in _steps.FUSED_DTYPES and p.device.type in _fused_devices()
+
+
+def _check_fused_takes(p: torch.Tensor, name: str, owner: str, fp32_master: bool) -> None:
+    """``RuntimeError`` naming ``p`` if ``fused=True`` cannot step it: the kernel takes float32 and
+    float64 tensors (a float16 one through its float32 master) on PyTorch's fused devices."""
+    if not _fused_takes(p, fp32_master):
+        devices = _fused_devices()
+        kind = p.device.type
+        raise RuntimeError(
+            f"{owner}: fused=True takes float32 and float64 parameters (float16 with fp32_master=True) "
+            f"on the devices {sorted(devices)}; parameter {name} is {p.dtype} on {kind} "
+            f"(leave fused unset to step it without the fused kernel)"
+        )
 
 
 def _refuse_options(group: Mapping[str, Any], where: str, owner: str) -> None:
@@ -248,6 +350,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
     #: Under torch.compile, where the kernels' arguments go instead of the kernels (else ``None``;
     #: a class default, so that an optimizer unpickled from an older version has it).
     _collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
+    #: Whether ``fused=True`` was asked for (then parameters the kernel cannot take are refused).
+    _fused_asked: bool = False
+    foreach: bool | None = None
 
     def __init__(
         self,
@@ -256,18 +361,27 @@ class _ChainerMomentum(torch.optim.Optimizer):
         momentum: float = 0.9,
         *,
         fused: bool | None = None,
+        foreach: bool | None = None,
         fp32_master: bool = False,
     ) -> None:
         owner = type(self).__name__
         lr = _hyperparameter(lr, "lr", owner)
         momentum = _hyperparameter(momentum, "momentum", owner)
-        if fused and not torch_update.available():
+        if fused and foreach:
+            raise RuntimeError(f"{owner}: fused=True and foreach=True cannot both be asked for")
+        if fused and not hasattr(torch, "_fused_sgd_"):
             raise RuntimeError("fused=True, but this PyTorch has no torch._fused_sgd_ kernel")
-        super().__init__(params, {"lr": lr, "momentum": momentum})
-        #: Whether steps run the fused kernel where it applies (see the module docstring).
-        self.fused: bool = torch_update.available() if fused is None else bool(fused)
         #: float16 parameters are updated through a float32 master copy (Chainer's ``use_fp32_update``).
         self.fp32_master: bool = bool(fp32_master)
+        self._fused_asked = bool(fused) and self._corrected  # refuse what the kernel cannot take
+        super().__init__(params, {"lr": lr, "momentum": momentum})
+        #: Whether steps run the fused kernel where it applies (see the module docstring):
+        #: by default wherever it takes the parameters; with ``fused=True`` everywhere
+        #: (parameters it cannot take are refused).
+        self.fused: bool = hasattr(torch, "_fused_sgd_") if fused is None else bool(fused)
+        #: With the fused kernel off: ``True`` the multi-tensor step, ``False`` the single-tensor
+        #: step, ``None`` PyTorch's default (multi-tensor off the CPU).
+        self.foreach: bool | None = None if foreach is None else bool(foreach)
         #: Optimizer steps taken, skipped ones included (Chainer's ``t``).
         self.t: int = 0
         #: Epoch count (Chainer's ``epoch``; :meth:`new_epoch` advances it).
@@ -279,7 +393,6 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self._chainer_hooks = HookRegistry(invalid_auto_timing="pre")
         self._param_hooks: dict[torch.Tensor, HookRegistry] = {}
         self._step_loss_scale: float | None = None
-        self._xp: Any = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """PyTorch's ``add_param_group``, refusing what this optimizer cannot do, before the group is added.
@@ -310,7 +423,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
                     owner,
                     keep_fixed="leave it out of the optimizer's parameters",
                 )
-            except TypeError:
+                if self._fused_asked:
+                    _check_fused_takes(p, name, owner, self.fp32_master)
+            except (TypeError, RuntimeError):
                 self.param_groups.pop()  # the group was not added
                 raise
 
@@ -425,17 +540,16 @@ class _ChainerMomentum(torch.optim.Optimizer):
 
         A frozen parameter (``requires_grad=False``) gets none: it has no update rule to feed.
         """
-        missing = []
-        for p in self._params():
-            g = p.grad
-            if g is None:
-                if p.requires_grad:
-                    missing.append(p)
-            elif check_dense and g.is_sparse:
-                name = next(n for n, q in self._named() if q is p)
-                raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
-        for p in missing:
-            p.grad = torch.zeros_like(p)
+        params = list(self._params())
+        grads = list(map(_grad_of, params))  # asked of the whole list at C level: this runs every step
+        if check_dense and any(map(_is_sparse, [g for g in grads if g is not None])):
+            p = next(p for p, g in zip(params, grads, strict=True) if g is not None and g.is_sparse)
+            name = next(n for n, q in self._named() if q is p)
+            raise TypeError(f"{name} has a sparse gradient; Chainer's momentum SGD takes dense ones")
+        if any(map(_is_none, grads)):  # not `None in grads`: that compares tensors with ==
+            for p, g in zip(params, grads, strict=True):
+                if g is None and p.requires_grad:
+                    p.grad = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -486,6 +600,11 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 loss = closure()
         hypers = self._hyperparameters()
         scale = None if loss_scale is None else check_loss_scale(loss_scale, "loss_scale")
+        master = self.fp32_master
+        if self._fused_asked and not all(_fused_takes(p, master) for p in self._params()):
+            owner = type(self).__name__  # a parameter made float16 (model.half()) since it was added
+            for name, p in self._named():
+                _check_fused_takes(p, name, owner, master)
         self._reallocate(check_dense=True)
         skipped = check_finite and self._nonfinite_warned(scale)
         self._step_loss_scale = scale
@@ -512,10 +631,10 @@ class _ChainerMomentum(torch.optim.Optimizer):
         self, closure: Callable[[], Any] | None, loss_scale: float | None, check_finite: bool
     ) -> Any:
         """The step under ``torch.compile``: the bookkeeping runs eagerly (``_eager_begin``,
-        ``_eager_end``), the arithmetic of ``_foreach_step`` is traced."""
+        ``_eager_end``), the arithmetic of the multi-tensor step is traced."""
         loss, batches = self._eager_begin(closure, loss_scale, check_finite)
         for ps, gs, vs, lr, m in batches or ():
-            _foreach_step(self._corrected, ps, gs, vs, lr, m)
+            _steps.multi_tensor_step(self._corrected, ps, gs, vs, lr, m, None)
         self._eager_end(skipped=batches is None)
         return loss
 
@@ -565,15 +684,18 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def _nonfinite_warned(self, scale: float | None) -> bool:
         """Warn :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` per parameter with a
         non-finite gradient (frozen ones with a gradient too, as Chainer checks every parameter)."""
-        named = [(name, p) for name, p in self._named() if p.grad is not None]
-        grads = [p.grad for _, p in named]
+        params = [p for p in self._params() if p.grad is not None]
+        grads = [p.grad for p in params]
+        meshes = _meshes(grads)
+        if not meshes and _all_finite(grads):
+            return False
         local = _local_shards(grads)
         flags = finite_flags(local)
-        meshes = _meshes(grads)
         if meshes:  # sharded gradients: a shard's verdict is agreed by every rank
             nonfinite = _agreed_flags([not f for f in flags], meshes, local[0].device)
             flags = [not bad for bad in nonfinite]
-        bad = [name for (name, _), finite in zip(named, flags, strict=True) if not finite]
+        name_of = {id(p): name for name, p in self._named()}
+        bad = [name_of[id(p)] for p, finite in zip(params, flags, strict=True) if not finite]
         if bad:
             level = _user_stacklevel()
             for name in bad:
@@ -583,33 +705,38 @@ class _ChainerMomentum(torch.optim.Optimizer):
     def _update_group(self, group: dict[str, Any], lr: float, m: float, scale: float | None) -> None:
         """Update every parameter of ``group``: batched, or one by one when any has parameter hooks."""
         one_by_one = bool(self._param_hooks) and any(p in self._param_hooks for p in group["params"])
-        # one bucket per dtype and tensor type: DTensors (FSDP2) are stepped as local shards, apart
-        buckets: dict[tuple[torch.dtype, type], tuple[list[Any], list[Any], list[Any]]] = {}
+        # the common triples (state exists, no master, no hooks: the step divides by the scale)
+        # and those whose preamble divided already (a first step, a float32 master)
+        common: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        prepared: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         masters: list[tuple[torch.Tensor, torch.Tensor]] = []
-        plain = scale is None and not one_by_one
         state_of = self.state
+        half_master = self.fp32_master
+        add_p, add_g, add_v = (column.append for column in common)
         for p in group["params"]:
             if not p.requires_grad:  # frozen: Chainer's disabled rule (no step, no state, no t)
                 continue
             state = state_of[p]
-            v = state.get("v") if plain else None
-            if v is not None and not (self.fp32_master and p.dtype == torch.float16):
-                # the common step: state exists, nothing to unscale, no master, no hooks
+            v = None if one_by_one else state.get("v")
+            if v is not None and not (half_master and p.dtype == torch.float16):
                 state["t"] += 1
-                target, grad = p, p.grad
-            else:
-                target, grad, v = self._prepare(p, scale)
-                if target is not p:
-                    masters.append((p, target))
-                if one_by_one:
-                    self._update_hooked(p, target, grad, v, lr, m)
-                    continue
-            ps, gs, vs = buckets.setdefault((target.dtype, type(target)), ([], [], []))
-            ps.append(target)  # stepped in place under no_grad; the kernels take devices as they come
-            gs.append(grad)
-            vs.append(v)
-        for ps, gs, vs in buckets.values():
-            self._kernel(ps, gs, vs, lr, m)
+                add_p(p)  # stepped in place under no_grad
+                add_g(p.grad)
+                add_v(v)
+                continue
+            target, grad, v = self._prepare(p, scale)
+            if target is not p:
+                masters.append((p, target))
+            if one_by_one:
+                self._update_hooked(p, target, grad, v, lr, m)
+                continue
+            prepared[0].append(target)
+            prepared[1].append(grad)
+            prepared[2].append(v)
+        for lists, pending in ((common, scale), (prepared, None)):
+            if lists[0]:
+                for ps, gs, vs in _by_device_and_dtype(*lists):
+                    self._kernel(ps, gs, vs, lr, m, pending)
         for p, master in masters:
             p.copy_(master)
 
@@ -662,20 +789,35 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 holder.grad = None
                 self._step_loss_scale = scale
 
-    def _kernel(self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
-        if self._collect is not None:  # under torch.compile: the traced step runs it
+    def _kernel(
+        self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None = None
+    ) -> None:
+        """Step lists of one tensor type, device and dtype, dividing the gradients by ``scale`` first."""
+        if self._collect is not None:  # under torch.compile: the traced step runs it, unscaled here
+            if scale is not None:
+                torch._foreach_div_(gs, scale)
             self._collect.append((ps, gs, vs, lr, m))
             return
         if _DTensor is not None and isinstance(ps[0], _DTensor):
             ps, gs, vs = _local_shards(ps), _local_shards(gs), _local_shards(vs)
-        if self._xp is None:
-            self._xp = array_namespace(ps[0])
-        xp = self._xp
-        if self._corrected:
-            with use_fast_paths(self.fused):  # PyTorch tensors are stepped in place
-                corrected_momentum_steps(xp, ps, gs, vs, lr, m)
-        else:
-            momentum_steps(xp, ps, gs, vs, lr, m)
+        first = ps[0]
+        fusable = self.fused and first.dtype in _steps.FUSED_DTYPES and first.device.type in _fused_devices()
+        step = _steps.choose(self._corrected, fusable, self.foreach, first.dtype, first.is_cpu, m)
+        if step is _steps.fused_step and not all(map(_is_contiguous, [*ps, *gs, *vs])):
+            # the kernel walks the three tensors' memory alike: a triple with another layout
+            # takes the single-tensor step (within the fused step's roundings)
+            linear = [all(map(_is_contiguous, triple)) for triple in zip(ps, gs, vs, strict=True)]
+            for take, stepper in ((True, _steps.fused_step), (False, _steps.single_tensor_step)):
+                chosen = [
+                    triple
+                    for triple, ok in zip(zip(ps, gs, vs, strict=True), linear, strict=True)
+                    if ok is take
+                ]
+                if chosen:
+                    cps, cgs, cvs = (list(column) for column in zip(*chosen, strict=True))
+                    stepper(True, cps, cgs, cvs, lr, m, scale)
+            return
+        step(self._corrected, ps, gs, vs, lr, m, scale)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -833,21 +975,6 @@ class _ChainerMomentum(torch.optim.Optimizer):
         return out
 
 
-def _foreach_step(corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float) -> None:
-    """The generic step in Chainer's order with ``torch._foreach_*`` ops, which ``torch.compile`` traces.
-
-    Each operation rounds as the generic in-place step does (no multiply-add
-    contraction in eager mode), so the numbers are those of ``fused=False``.
-    """
-    torch._foreach_mul_(vs, m)
-    if corrected:  # v *= m; v -= g; p += lr * v
-        torch._foreach_sub_(vs, gs)
-        torch._foreach_add_(ps, torch._foreach_mul(vs, lr))
-    else:  # v *= m; v -= lr * g; p += v
-        torch._foreach_sub_(vs, torch._foreach_mul(gs, lr))
-        torch._foreach_add_(ps, vs)
-
-
 class CorrectedMomentumSGD(_ChainerMomentum):
     r"""Chainer's ``CorrectedMomentumSGD`` as a PyTorch optimizer: eq. (9) in Chainer's sign.
 
@@ -864,10 +991,26 @@ class CorrectedMomentumSGD(_ChainerMomentum):
             snapshots).
         lr: :math:`\eta` (per group).
         momentum: :math:`m` (per group).
-        fused: Run the fused kernel (``torch._fused_sgd_``) where the inputs
-            allow; ``False``: Chainer's in-place operations, bitwise equal to
-            Chainer on the CPU. Default: fused where PyTorch has the kernel.
+        fused: ``None`` (default): the fused kernel (``torch._fused_sgd_``)
+            wherever it takes the parameters (see the module docstring);
+            ``True``: the same, refusing parameters it cannot take;
+            ``False``: Chainer's in-place operations, bitwise equal to
+            Chainer on the CPU.
+        foreach: Without the fused kernel: ``True`` one ``torch._foreach_*``
+            call per operation for a list of float32 or float64 tensors,
+            ``False`` tensor by tensor, ``None`` (default) the first off the
+            CPU and the second on it, as ``torch.optim.SGD``. The same bits
+            either way.
         fp32_master: Update float16 parameters through a float32 copy.
+
+    Raises:
+        RuntimeError: ``fused=True`` with ``foreach=True``, or ``fused=True``
+            and a parameter that is not float32 or float64 (float16 under
+            ``fp32_master``) on one of PyTorch's fused devices
+            (``CorrectedMomentumSGD: fused=True takes float32 and float64 parameters
+            (float16 with fp32_master=True) on the devices [...]; parameter w is
+            torch.float16 on cpu (leave fused unset to step it without the fused kernel)``),
+            here, in :meth:`add_param_group` or at a step, before anything changes.
     """
 
     _corrected = True
@@ -888,6 +1031,7 @@ class MomentumSGD(_ChainerMomentum):
         lr: :math:`\eta` (per group).
         momentum: :math:`m` (per group).
         fused: Ignored (see above).
+        foreach: As for :class:`CorrectedMomentumSGD`.
         fp32_master: Update float16 parameters through a float32 copy.
     """
 
