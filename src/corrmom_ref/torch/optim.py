@@ -173,7 +173,6 @@ def _fused_devices() -> frozenset[str]:
     return _FUSED_DEVICES
 
 
-
 def _dtensor_class() -> Any:
     """``torch.distributed.tensor.DTensor``, or ``None`` in a PyTorch built without torch.distributed."""
     try:
