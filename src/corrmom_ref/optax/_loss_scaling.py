@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
+from corrmom_ref.optax._momentum import update_unless_skipped
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -161,6 +162,7 @@ def loss_scaling(
         raise ValueError(f"interval: loss_scaling records it as an int32, got {config.interval}")
     multiplier = config.multiplier if config.multiplier is not None else 1.0
     start, max_scale = float(config.scale), config.max_scale
+    skippable = update_unless_skipped(inner)
 
     def init(params: optax.Params) -> LossScalingState:
         return LossScalingState(
@@ -176,9 +178,9 @@ def loss_scaling(
     ) -> tuple[optax.Updates, LossScalingState]:
         s = state.scale
         unscaled = jax.tree.map(lambda g: _unscale(g, s), updates)
-        stepped, inner_state = inner.update(unscaled, state.inner_state, params)
         count = optax.safe_int32_increment(state.count)
         if not dynamic:
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
             return stepped, state._replace(count=count, inner_state=inner_state)
         leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
         finite_each = [_all_finite(g) for _, g in leaves_with_paths]
@@ -186,14 +188,18 @@ def loss_scaling(
         if warn and finite_each:
             names = tuple(chainer_path(path) for path, _ in leaves_with_paths)
             _warn_if_skipped(names, finite, jnp.stack(finite_each), state.count, s)
+        if skippable is not None:
+            new_updates, kept_inner = skippable(unscaled, state.inner_state, finite)
+        else:
+            # Element-wise selects over the inner update's results and the old state.
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
+            new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
+            kept_inner = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
+            )
         ever = state.nonfinite_ever | ~finite
         factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
         new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, max_scale).astype(s.dtype)
-        # Element-wise selects, which XLA fuses with the inner update (in place when donated).
-        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
-        kept_inner = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
-        )
         return new_updates, state._replace(
             count=count, scale=new_scale, nonfinite_ever=ever, inner_state=kept_inner
         )
