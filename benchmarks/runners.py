@@ -140,30 +140,6 @@ def _corrmom_torch(fused: bool) -> Callable[[list[tuple[int, ...]]], Step]:
     return make
 
 
-def optax_jit(shapes: list[tuple[int, ...]]) -> Step:
-    """optax.sgd(momentum) under jax.jit with the parameters and state donated."""
-    import jax
-    import optax
-
-    tx = optax.sgd(LR, momentum=MOMENTUM)
-    params = [jax.numpy.asarray(a) for a in _arrays(shapes)]
-    grads = [jax.numpy.asarray(a) for a in _arrays(shapes)]
-    box = {"params": params, "state": tx.init(params)}
-
-    @jax.jit
-    def update(params: Any, state: Any, grads: Any) -> Any:
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    update = jax.jit(update, donate_argnums=(0, 1))
-
-    def step() -> None:
-        box["params"], box["state"] = update(box["params"], box["state"], grads)
-        jax.block_until_ready(box["params"])
-
-    return step
-
-
 def _optax_step(make_tx: Callable[[], Any], donate: bool) -> Callable[[list[tuple[int, ...]]], Step]:
     """An optax transformation's ``update`` + ``apply_updates`` under one ``jax.jit``.
 
@@ -238,7 +214,7 @@ RUNNERS: dict[str, Callable[[list[tuple[int, ...]]], Step]] = {
     "torch SGD fused": torch_fused,
     "corrmom_ref.torch": _corrmom_torch(fused=True),
     "corrmom_ref.torch, generic": _corrmom_torch(fused=False),
-    "optax sgd, jit, donated": optax_jit,
+    "optax sgd, jit, donated": _optax_step(_optax_sgd, donate=True),
     "optax sgd, jit": _optax_step(_optax_sgd, donate=False),
     "ref-optax, jit": _optax_step(_ref_optax, donate=False),
     "ref-optax, jit, donated": _optax_step(_ref_optax, donate=True),
