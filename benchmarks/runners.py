@@ -161,13 +161,14 @@ def _optax_step(make_tx: Callable[[], Any], donate: bool) -> Callable[[list[tupl
             updates, state = tx.update(grads, state, params)
             return optax.apply_updates(params, updates), state
 
-        compiled = jax.jit(update, donate_argnums=(0, 1) if donate else ())
+        jitted = jax.jit(update, donate_argnums=(0, 1) if donate else ())
+        compiled = jitted.lower(box["params"], box["state"], grads).compile()
 
         def step() -> None:
             box["params"], box["state"] = compiled(box["params"], box["state"], grads)
             jax.block_until_ready(box["params"])
 
-        memory = compiled.lower(box["params"], box["state"], grads).compile().memory_analysis()
+        memory = compiled.memory_analysis()
         # What XLA allocates per step beyond its inputs: temporaries, and outputs not
         # written into a donated input's buffer.
         step.peak_extra_bytes = (  # type: ignore[attr-defined]

@@ -77,21 +77,35 @@ def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any)
             warnings.warn(NonFiniteGradientWarning(name, int(count), float(scale)), stacklevel=2)
 
 
-def _warn_if_skipped(
-    names: tuple[str, ...], finite: jax.Array, finite_each: jax.Array, count: jax.Array, scale: jax.Array
-) -> None:
-    """:func:`_warn_nonfinite` on a skipped step: called directly when the verdict is concrete,
-    else through ``jax.debug.callback`` in the skip branch of a ``jax.lax.cond`` (no host
-    round trip on a clean step)."""
+def _verdict(
+    finite: jax.Array,
+    names: tuple[str, ...] | None,
+    finite_each: jax.Array,
+    count: jax.Array,
+    scale: jax.Array,
+) -> jax.Array:
+    """``finite``, and :func:`_warn_nonfinite` on a skipped step where ``names`` are given.
+
+    Concrete (op by op): warns directly. Traced: the verdict comes out of a ``jax.lax.cond``
+    whose skip branch issues the ``jax.debug.callback`` (no host round trip on a clean
+    step). The ``cond`` also hands every select one opaque scalar: fed the reduction of the
+    per-leaf verdicts directly, XLA's compile time grows with the square of the number of
+    leaves (minutes for 1000).
+    """
     if not isinstance(finite, jax.core.Tracer):
-        if not bool(finite):
+        if names is not None and not bool(finite):
             _warn_nonfinite(names, finite_each, count, scale)
-        return
+        return finite
 
-    def skipped(f: jax.Array, c: jax.Array, sc: jax.Array) -> None:
-        jax.debug.callback(lambda f_, c_, sc_: _warn_nonfinite(names, f_, c_, sc_), f, c, sc)
+    def clean(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+        return jnp.asarray(True)
 
-    jax.lax.cond(finite, lambda *_: None, skipped, finite_each, count, scale)
+    def skipped(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+        if names is not None:
+            jax.debug.callback(lambda f_, c_, sc_: _warn_nonfinite(names, f_, c_, sc_), f, c, sc)
+        return jnp.asarray(False)
+
+    return jax.lax.cond(finite, clean, skipped, finite_each, count, scale)
 
 
 def _all_finite(g: jax.Array) -> jax.Array:
@@ -185,9 +199,9 @@ def loss_scaling(
         leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
         finite_each = [_all_finite(g) for _, g in leaves_with_paths]
         finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
-        if warn and finite_each:
-            names = tuple(chainer_path(path) for path, _ in leaves_with_paths)
-            _warn_if_skipped(names, finite, jnp.stack(finite_each), state.count, s)
+        if finite_each:
+            names = tuple(chainer_path(path) for path, _ in leaves_with_paths) if warn else None
+            finite = _verdict(finite, names, jnp.stack(finite_each), state.count, s)
         if skippable is not None:
             new_updates, kept_inner = skippable(unscaled, state.inner_state, finite)
         else:
