@@ -237,6 +237,23 @@ def test_a_donated_dynamic_step_allocates_no_parameter_sized_temporary() -> None
     assert memory.output_size_in_bytes - memory.alias_size_in_bytes < parameter_bytes // 64
 
 
+def test_the_compiled_dynamic_step_grows_linearly_with_the_number_of_leaves() -> None:
+    """Every leaf's loop reads one verdict scalar, not the reduction of all the leaves' verdicts
+    (which XLA fused into each loop: a program, and a compile time, quadratic in the leaves)."""
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.01, 0.9))
+
+    def size(n: int) -> int:
+        p = [jnp.ones(16, jnp.float32)] * n
+
+        def step(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        return len(jax.jit(step).lower(p, tx.init(p), p).compile().as_text())
+
+    assert size(160) < 2.5 * size(80)
+
+
 def test_static_scale_unscales_and_never_skips() -> None:
     params, grads = problem(6)
     tx = co.loss_scaling(co.corrected_momentum_sgd(schedule, 0.9), scale=128.0)
