@@ -83,7 +83,7 @@ class Parameter:
 
     @property
     def dtype(self) -> Any:
-        """Data type of the parameter's array (before it has one: the declared ``dtype``, or ``None``)."""
+        """The dtype of the parameter's array; before it has one, the declared ``dtype`` (or ``None``)."""
         if self.array is None:
             return self._declared_dtype
         return self.array.dtype

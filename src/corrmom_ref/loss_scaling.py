@@ -32,7 +32,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from corrmom_ref._scalars import check_interval, check_loss_scale
 
@@ -131,7 +131,7 @@ def check_interval_argument(interval: Any) -> int:
 def check_scale_argument(scale: Any) -> float:
     """``scale`` as a ``float`` if it is a real number (not a bool) in ``[2**-126, 2**126]``.
 
-    The rule of the three implementations' static scale (see :mod:`corrmom_ref._scalars`
+    The rule of the three implementations' static scale (see ``corrmom_ref._scalars``
     for the range: the scale and its reciprocal are normal float32 numbers).
 
     Raises:
@@ -155,19 +155,16 @@ def _as_value_error(check: Callable[[Any, str], Any], value: Any, name: str) -> 
 
 @dataclass(frozen=True)
 class SavedLossScaling:
-    """The loss-scaling state a snapshot records (see :meth:`LossScaling.read_entries`).
+    """The loss-scaling state a snapshot records (see :meth:`LossScaling.read_entries`)."""
 
-    Attributes:
-        dynamic: Whether the scale is dynamic.
-        scale: The scale (``None``: no loss scaling); a NumPy float16/float32
-            scalar when stored as one, else a Python float.
-        interval: The growth interval (``None``: never configured dynamic).
-        nonfinite_ever: Whether any step had a non-finite gradient.
-    """
-
+    #: Whether the scale is dynamic.
     dynamic: bool
+    #: The scale (``None``: no loss scaling); a NumPy float16/float32 scalar when stored as one,
+    #: else a Python float.
     scale: Any
+    #: The growth interval (``None``: never configured dynamic).
     interval: int | None
+    #: Whether any step had a non-finite gradient.
     nonfinite_ever: bool
 
 
@@ -197,9 +194,11 @@ class LossScaling:
 
     def __init__(self) -> None:
         self.dynamic = False
-        self.scale: Any = None
-        self.interval: int | None = None
-        self.multiplier: float | None = None
+        # cast, not annotations: the class docstring documents the attributes (an annotated
+        # assignment would document them a second time)
+        self.scale = cast(Any, None)
+        self.interval = cast("int | None", None)
+        self.multiplier = cast("float | None", None)
         self.nonfinite_now = False
         self.nonfinite_ever = False
         self.max_scale = LOSS_SCALE_MAX
@@ -213,7 +212,7 @@ class LossScaling:
         scalar keeps its type, as Chainer keeps it). Chainer's quirk is kept:
         a static scale set while dynamic scaling is on leaves the dynamic flag
         (and the interval and history) as they are, so the static value keeps
-        moving; that warns (``stacklevel`` as for :func:`warnings.warn`, counted
+        moving; that warns (``stacklevel`` as for ``warnings.warn``, counted
         from the caller of this method).
 
         Raises:
@@ -357,7 +356,7 @@ class LossScaling:
         clips loss-scaled gradients while the scale is dynamic.
 
         ``recipe`` says how to clip the true gradients in the caller's framework;
-        ``stacklevel`` as for :func:`warnings.warn`, counted from the caller of this method.
+        ``stacklevel`` as for ``warnings.warn``, counted from the caller of this method.
         """
         if self.clipping_warned or not self.dynamic or self.scale is None:
             return

@@ -37,7 +37,7 @@ _SQUARES = tuple(c * c for c in range(256))
 
 
 class FingerprintMismatchError(RuntimeError):
-    """Raised on every rank by :meth:`MpiCommunicator.mean_grads` when the ranks' fingerprints differ."""
+    """Raised on every rank by ``MpiCommunicator.mean_grads`` when the ranks' fingerprints differ."""
 
 
 class MpiCommunicator:

@@ -19,7 +19,7 @@ the one Chainer's ``namedparams()`` puts there).
 Files go through the same machinery as :func:`corrmom_ref.serializers.load_npz`
 and :func:`~corrmom_ref.serializers.save_npz`. :func:`open_optimizer_npz` is the
 reader of the PyTorch and optax loaders: it reads the counters (checked by the
-reference's rules, :func:`corrmom_ref._scalars.check_counter`) and leaves every
+reference's rules, ``corrmom_ref._scalars.check_counter``) and leaves every
 array unread, known by its ``.npy`` header, until the loader has checked its
 shape and dtype against its target (:func:`read_state`); members the target
 does not ask for are never inflated. A read never unpickles, and every file it

@@ -378,8 +378,8 @@ class _ChainerMomentum(torch.optim.Optimizer):
         #: by default wherever it takes the parameters; with ``fused=True`` everywhere
         #: (parameters it cannot take are refused).
         self.fused: bool = hasattr(torch, "_fused_sgd_") if fused is None else bool(fused)
-        #: With the fused kernel off: ``True`` the multi-tensor step, ``False`` the single-tensor
-        #: step, ``None`` PyTorch's default (multi-tensor off the CPU).
+        #: The step taken where the fused kernel is not (``True`` the multi-tensor step,
+        #: ``False`` the single-tensor step, ``None`` PyTorch's default, multi-tensor off the CPU).
         self.foreach: bool | None = None if foreach is None else bool(foreach)
         #: Optimizer steps taken, skipped ones included (Chainer's ``t``).
         self.t: int = 0

@@ -17,8 +17,8 @@ scale never moves and never skips. Unlike Chainer, the state is saved
 sequence.
 
 The state and its checks are the reference's
-(:class:`corrmom_ref.loss_scaling.LossScaling`): the constructor, :meth:`LossScaler.update`
-and :meth:`LossScaler.load_state_dict` refuse what :meth:`corrmom_ref.Optimizer.loss_scaling`
+(:class:`corrmom_ref.loss_scaling.LossScaling`): the constructor, :meth:`~corrmom_ref.torch.LossScaler.update`
+and :meth:`~corrmom_ref.torch.LossScaler.load_state_dict` refuse what :meth:`corrmom_ref.Optimizer.loss_scaling`
 and a reference snapshot refuse, with the same messages, before anything changes.
 """
 
@@ -182,7 +182,7 @@ class LossScaler:
                 (``dynamic=0.0``, ``scale=inf``, ``interval=2**64-1``, ...; named).
             RuntimeError: loading a non-empty state into a disabled scaler.
 
-            Nothing changes when it raises.
+        Nothing changes when it raises.
         """
         if not state_dict:
             return
