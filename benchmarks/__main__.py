@@ -102,9 +102,7 @@ class _Timer:
         return measure.time_steps(self.step, self.reps)
 
     def peak_extra_bytes(self) -> int | None:
-        if self.traced:
-            return measure.peak_extra_bytes(self.step)
-        return getattr(self.step, "peak_extra_bytes", None)  # a jitted step's, from XLA
+        return measure.peak_extra_bytes(self.step) if self.traced else None
 
 
 class _ChainerTimer(_Timer):
