@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,11 +38,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stacks_of_hung(procs: list[subprocess.Popen]) -> str:
+    """Abort every rank still running (faulthandler prints its threads' stacks); each rank's output."""
+    reports = []
+    for rank, proc in enumerate(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        reports.append(f"--- rank {rank} (exit {proc.returncode}) ---\n{(out or '')[-3000:]}")
+    return "\n".join(reports)
+
+
 def run_ranks(script: str, world: int, *args: str, timeout: float = 120.0) -> list[str]:
     """Run ``script`` on ``world`` ranks; returns each rank's output (stdout and stderr)."""
     port = str(free_port())
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE=str(world))
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT on a hang prints every thread's Python stack
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     procs = [
         subprocess.Popen(
@@ -59,9 +76,7 @@ def run_ranks(script: str, world: int, *args: str, timeout: float = 120.0) -> li
             out, _ = proc.communicate(timeout=timeout)
             outputs.append(out)
     except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"{script} on {world} ranks hung (killed after {timeout:.0f} s)")
+        pytest.fail(f"{script} on {world} ranks hung (killed after {timeout:.0f} s):\n" + _stacks_of_hung(procs))
     for rank, (proc, out) in enumerate(zip(procs, outputs, strict=True)):
         if proc.returncode != 0:
             pytest.fail(f"{script} rank {rank} of {world} exited {proc.returncode}:\n{out[-4000:]}")
