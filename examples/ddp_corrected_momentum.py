@@ -36,6 +36,10 @@ def main(snapshot: str = "ddp_optimizer.npz") -> None:
     if rank == 0:
         crt.save_chainer_snapshot(snapshot, opt, scaler=scaler)
         print(f"t = {opt.t}, loss scale {scaler.get_scale()}, saved {snapshot}")
+    # Drop DDP while the process group is still registered: DDP's reducer must
+    # not hold the group's last reference, since it destroys the group without
+    # releasing the GIL while a gloo thread may wait for it (a deadlock at exit).
+    del model
     dist.destroy_process_group()
 
 

@@ -88,6 +88,7 @@ def main() -> None:
         else:
             torch.save({"optimizer": opt.state_dict(), "scaler": scaler.state_dict()}, args.save + ".opt.pt")
     torch.save(record, f"{args.out}.rank{rank}.pt")
+    del ddp  # before the group goes: see examples/ddp_corrected_momentum.py on the deadlock at exit
     dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank} of {os.environ['WORLD_SIZE']}: steps {args.start}..{args.stop - 1} done", flush=True)
