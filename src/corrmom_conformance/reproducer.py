@@ -47,7 +47,7 @@ def script(
     """A stand-alone script that runs the shrunk example of ``module.function`` on ``impl``."""
     lines = [
         f"# Reproduces {module}.{function} on --impl={impl} --backend={backend}",
-        "# (run with the suite importable: PYTHONPATH holding the folder above conformance/)",
+        "# (run with the suite importable: installed, or PYTHONPATH holding src/ of a checkout)",
         "import pathlib, tempfile",
         "from corrmom_conformance import plugin",
         "from corrmom_conformance.adapters import resolve",
