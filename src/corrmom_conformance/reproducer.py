@@ -49,10 +49,10 @@ def script(
         f"# Reproduces {module}.{function} on --impl={impl} --backend={backend}",
         "# (run with the suite importable: installed, or PYTHONPATH holding src/ of a checkout)",
         "import pathlib, tempfile",
-        "from corrmom_conformance import plugin",
+        "from corrmom_conformance import run_state",
         "from corrmom_conformance.adapters import resolve",
         f"adapter = resolve({impl!r}, {backend!r})",
-        "run = plugin.standalone(adapter)",
+        "run = run_state.standalone(adapter)",
     ]
     example = _FALSIFYING.search(failure_text)
     if example:
