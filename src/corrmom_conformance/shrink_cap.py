@@ -23,7 +23,6 @@ suite never imports it).
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 #: How Hypothesis' engine starts the message it prints when shrinking runs past
@@ -31,7 +30,8 @@ from typing import Any
 HYPOTHESIS_SLOW_SHRINK = "WARNING: Hypothesis has spent more than five minutes working to shrink"
 
 
-def _engine() -> ModuleType:
+def _engine() -> Any:
+    """Hypothesis' private engine module (typed ``Any``: its names are not public API)."""
     from hypothesis.internal.conjecture import engine
 
     return engine
