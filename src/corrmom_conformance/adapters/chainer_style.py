@@ -136,7 +136,7 @@ class ChainerStyleOptimizer:
     # -- hooks ---------------------------------------------------------------
 
     def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
-        hook = hook_from_spec(spec, record, self._gradients)
+        hook = hook_from_spec(spec, record, self._hook_gradients())
         kwargs: dict[str, Any] = {"timing": spec.timing}
         if spec.name is not None:
             kwargs["name"] = spec.name
@@ -153,8 +153,7 @@ class ChainerStyleOptimizer:
         else:
             self.opt.remove_hook(name)
 
-    @property
-    def _gradients(self) -> Gradients:
+    def _hook_gradients(self) -> Gradients:
         """The parameters' gradients as hooks edit them: rebound, so the update reads what a hook left."""
 
         def scale(param: Any, factor: float) -> None:
@@ -165,7 +164,7 @@ class ChainerStyleOptimizer:
 
         return Gradients(
             params=self._params,
-            # an fp32 master copy is not one of the link's parameters: Chainer names it as its parameter
+            # an fp32 master copy is not one of the link's parameters; it carries its parameter's name
             name_of=lambda param: self._names.get(id(param), getattr(param, "name", None)),
             to_numpy=self._flavour.to_numpy,
             scale=scale,
