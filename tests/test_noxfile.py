@@ -98,6 +98,24 @@ def test_short_options_reach_pytest_namespaced():
     ]
 
 
+def test_the_short_options_are_the_plugins():
+    """What ``nox -s conformance`` passes on as ``--corrmom-NAME`` is every option of the plugin, flags as flags."""
+    from corrmom_conformance import plugin
+
+    takes_value: dict[str, bool] = {}
+
+    class Group:
+        def addoption(self, name: str, **kwargs: object) -> None:
+            takes_value[name] = kwargs.get("action") != "store_true"
+
+    class Parser:
+        def getgroup(self, name: str) -> Group:
+            return Group()
+
+    plugin.pytest_addoption(Parser())
+    assert {f"--corrmom-{name}": value for name, value in _noxfile().SUITE_OPTIONS.items()} == takes_value
+
+
 def test_sessions_without_arguments_refuse_them():
     code, lines = _nox("-s", "conformance-matrix", "--", "--impl=torch")
     line = _the_error(lines)

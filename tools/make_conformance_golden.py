@@ -1,6 +1,6 @@
 """Write the conformance suite's golden Chainer snapshot (run with real Chainer 7.8.1).
 
-    python tools/make_conformance_golden.py conformance/fixtures
+    python tools/make_conformance_golden.py src/corrmom_conformance/fixtures
 
 Four steps of chainer.optimizers.CorrectedMomentumSGD under a changing
 learning rate on a nested link, then a snapshot (chainer.serializers.save_npz),

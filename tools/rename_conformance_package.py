@@ -1,7 +1,8 @@
 """Rewrite references to the suite's old import name ``conformance`` as ``corrmom_conformance``.
 
-The folder ``conformance/`` stays; it installs (and imports) as
-``corrmom_conformance``. This rewrites, in the files given, every dotted module
+The suite once imported as ``conformance``; it imports as
+``corrmom_conformance`` (its folder: ``src/corrmom_conformance/``). For code
+written against the old name, this rewrites, in the files given, every dotted module
 path ``conformance.x`` (imports, ``"pkg.module:factory"`` strings, ``-p``
 and ``--pyargs`` arguments, ``:mod:`` references) and ``from conformance
 import`` / ``import conformance``; it leaves file names such as

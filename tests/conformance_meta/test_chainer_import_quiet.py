@@ -31,7 +31,7 @@ warnings.warn("msvccompiler is deprecated", DeprecationWarning, stacklevel=2)
 
 def _construct(*path: Path) -> subprocess.CompletedProcess[str]:
     code = "from corrmom_conformance.adapters.chainer import make_adapter; print(make_adapter().version)"
-    paths = [*map(str, path), str(ROOT / "src"), str(ROOT / "tools" / "checkout")]
+    paths = [*map(str, path), str(ROOT / "src")]
     return subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},

@@ -60,13 +60,13 @@ pytestmark = pytest.mark.skipif(
 def _check_path(family: str) -> str:
     """``test_x`` runs a family's file; ``test_x::test_y`` that one check alone."""
     name, _, check = family.partition("::")
-    path = str(ROOT / "conformance" / "checks" / f"{name}.py")
+    path = str(ROOT / "src" / "corrmom_conformance" / "checks" / f"{name}.py")
     return f"{path}::{check}" if check else path
 
 
 def _run(impl: str, families: list[str], tmp_path: Path, *extra: str) -> dict:
     report = tmp_path / "report"
-    path = [str(ROOT / "src"), str(ROOT), str(ROOT / "tools" / "checkout")]  # the checkout, installed or not
+    path = [str(ROOT / "src"), str(ROOT)]  # the checkout (installed or not) and the mutants under tests/
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     command = [
         sys.executable,

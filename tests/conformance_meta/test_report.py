@@ -15,8 +15,8 @@ from tests.conformance_meta.test_mutants import (  # noqa: F401  (pytestmark: th
 )
 
 MUTANT = "tests.conformance_meta.mutants:uncorrected"
-#: The checkout, importable without installing it (the suite through tools/checkout).
-CHECKOUT_PATH = os.pathsep.join(str(ROOT / p) for p in ("src", ".", "tools/checkout"))
+#: The checkout, importable without installing it (the mutants are under tests/).
+CHECKOUT_PATH = os.pathsep.join(str(ROOT / p) for p in ("src", "."))
 
 
 def test_report_names_the_run_and_counts_per_family(tmp_path):
@@ -55,7 +55,7 @@ def test_a_seed_is_drawn_and_reported_when_none_is_given(tmp_path):
         sys.executable,
         "-m",
         "pytest",
-        str(ROOT / "conformance" / "checks" / "test_hooks.py"),
+        str(ROOT / "src" / "corrmom_conformance" / "checks" / "test_hooks.py"),
         "-k",
         "registration_order",
         f"--corrmom-report={report}",
@@ -112,7 +112,7 @@ def test_a_failure_reason_is_the_first_line_of_the_assertion_message(tmp_path):
 
 def test_two_runs_in_one_process_keep_their_own_state(tmp_path):
     """The run's state lives in each config's stash: a second run does not inherit the first one's adapter."""
-    check = ROOT / "conformance" / "checks" / "test_equations.py"
+    check = ROOT / "src" / "corrmom_conformance" / "checks" / "test_equations.py"
     script = tmp_path / "two_runs.py"
     script.write_text(
         "import sys, pytest\n"

@@ -13,8 +13,8 @@ from tests.conformance_meta.test_mutants import (  # noqa: F401  (pytestmark: th
     pytestmark,
 )
 
-CHECKOUT_PATH = os.pathsep.join(str(ROOT / p) for p in ("src", ".", "tools/checkout"))
-CHECKS = ROOT / "conformance" / "checks"
+CHECKOUT_PATH = os.pathsep.join(str(ROOT / p) for p in ("src", "."))
+CHECKS = ROOT / "src" / "corrmom_conformance" / "checks"
 
 
 def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+#: How the skip reason of a check that does not apply to the implementation starts
+#: (``pytest.skip(NA_PREFIX + reason)``); the report records the rest as *not applicable*.
+NA_PREFIX = "not applicable: "
+
 #: Outcomes, in the order the summary lists them.
 OUTCOMES = ("pass", "fail", "expected deviation", "deviation now passes", "not applicable", "error")
 

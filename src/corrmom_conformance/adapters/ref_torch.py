@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from corrmom_conformance.adapters import _links
+from corrmom_conformance.adapters._spec_hooks import Gradients, hook_from_spec
 from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
 from corrmom_conformance.protocol import HookEvent, HookSpec
 
@@ -143,45 +144,29 @@ class RefTorchOptimizer:
     # -- hooks ---------------------------------------------------------------------
 
     def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
-        adapter = self
-        label = spec.name or spec.attr_name or "?"
-
-        class Hook:
-            def __call__(self, opt: Any, param: Any = None) -> None:
-                if param is not None:
-                    name = adapter._by_id.get(id(param), spec.param)  # a float16 master is not in _by_id
-                    grads = {name: None if param.grad is None else param.grad.detach().numpy().copy()}
-                else:
-                    name = None
-                    grads = {
-                        k: None if p.grad is None else p.grad.detach().numpy().copy()
-                        for k, p in adapter._params.items()
-                    }
-                record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
-                touched = [param] if param is not None else list(adapter._params.values())
-                for target in touched:
-                    if target.grad is None:
-                        continue
-                    if spec.scale is not None:  # in place: the update must read what the hook left
-                        target.grad.mul_(spec.scale)
-                    if spec.add is not None:
-                        target.grad.add_(spec.add)
-                if spec.clears_grad is not None:
-                    target = name if spec.clears_grad == "*" else spec.clears_grad
-                    if target in adapter._params:
-                        adapter._params[target].grad = None
-
-        hook = Hook()
-        hook.call_for_each_param = spec.per_param  # type: ignore[attr-defined]
-        if spec.attr_name is not None:
-            hook.name = spec.attr_name  # type: ignore[attr-defined]
-        if spec.attr_timing is not None:
-            hook.timing = spec.attr_timing  # type: ignore[attr-defined]
+        hook = hook_from_spec(
+            spec,
+            record,
+            Gradients(
+                params=self._params,
+                # a float16 parameter's float32 master is not one of ours: the rule's parameter
+                name_of=lambda param: self._by_id.get(id(param), spec.param),
+                to_numpy=lambda grad: grad.detach().numpy().copy(),
+                scale=lambda param, factor: param.grad.mul_(factor),  # in place: the update reads it
+                add=lambda param, value: param.grad.add_(value),
+                clear=self._clear_grad,
+                t=lambda: self.t,
+            ),
+        )
         if spec.level == "rule":
             assert spec.param is not None
             self.opt.add_param_hook(self._params[spec.param], hook, name=spec.name, timing=spec.timing)
         else:
             self.opt.add_hook(hook, name=spec.name, timing=spec.timing)
+
+    @staticmethod
+    def _clear_grad(param: Any) -> None:
+        param.grad = None
 
     def remove_hook(self, name: str, level: str = "optimizer", param: str | None = None) -> None:
         if level == "rule":

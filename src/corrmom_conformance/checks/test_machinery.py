@@ -15,7 +15,7 @@ import pytest
 
 from corrmom_conformance import oracle
 from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
-from corrmom_conformance.plugin import NA_PREFIX
+from corrmom_conformance.report import NA_PREFIX
 from corrmom_conformance.tolerances import bitwise_equal
 
 SHAPES = {"W": (2, 3), "b": (3,), "l1/W": (4,)}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from corrmom_conformance import oracle
-from corrmom_conformance.distributed.adapter import DistributedFactory
+from corrmom_conformance.distributed.protocol import DistributedFactory
 
 __all__ = ["EquivalenceReport", "LeastSquares", "check_data_parallel_equivalence", "oracle_trajectory"]
 

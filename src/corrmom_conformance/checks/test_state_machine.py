@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from corrmom_conformance.checks._support import quiet
+from corrmom_conformance.judging import rules_left_out
 from corrmom_conformance.oracle import ChainerModel
-from corrmom_conformance.plugin import current_adapter, rules_left_out
+from corrmom_conformance.run_state import current_adapter
 from corrmom_conformance.tolerances import LOSS_SCALE_RTOL, assert_close, trajectory_atol
 
 SHAPES = {"W": (2, 2), "b": (3,)}

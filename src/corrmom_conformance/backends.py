@@ -1,18 +1,18 @@
 """The one registry of array backends: the unit tests, the suite and the nox sessions read it.
 
 Each :class:`BackendSpec` says what a backend is (the module its namespace
-comes from, how arrays move in from and out to NumPy), what its nox leg
-installs, and its flags; :func:`load` imports the library and returns a
-:class:`LoadedBackend`. Readers:
+comes from, how arrays move in from and out to NumPy) and its flags;
+:func:`load` imports the library and returns a :class:`LoadedBackend`.
+What each nox leg installs is the noxfile's (``BACKEND_REQUIREMENTS``), not
+this shipped module's. Readers:
 
 * ``tests/backends.py``: the ``bk`` fixture of the unit tests
   (``CORRMOM_BACKENDS`` lists names from :data:`REGISTRY`);
 * :mod:`corrmom_conformance.adapters.reference`: ``--corrmom-backend``
   (the backends with ``suite=True``);
-* ``noxfile.py``: the legs of ``nox -s tests-backend`` and ``--backend`` of
-  ``nox -s conformance`` (the backends with ``requirements``). nox loads this
-  file by its path, so the module imports nothing at module level but the
-  standard library, and nothing from the suite.
+* ``noxfile.py``: ``needs_gpu``, to skip the legs a machine cannot run. nox
+  loads this file by its path, so the module imports nothing at module level
+  but the standard library, and nothing from the suite.
 
 What stays true: names are unique; an unknown name is rejected with the list
 of valid ones; importing this module never imports an array library.
@@ -24,16 +24,6 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-#: The one CPU build of PyTorch that installs from the local wheel cache
-#: (a bare ``torch`` would pull a multi-GB CUDA build).
-TORCH_REQUIREMENT = "torch==2.13.0"
-
-#: NumPy's fast path (a compiled loop); a release that supports the NumPy it is given.
-NUMBA_REQUIREMENT = "numba>=0.61"
-
-#: jax and optax for the jax leg (optax: the tests of ``corrmom_ref.optax``).
-JAX_REQUIREMENTS = ("jax[cpu]>=0.4.30", "optax>=0.2")
 
 
 @dataclass(frozen=True)
@@ -65,8 +55,6 @@ class BackendSpec:
 
     Attributes:
         name: The name in ``CORRMOM_BACKENDS``, ``--corrmom-backend`` and the nox legs.
-        requirements: What its nox leg installs on top of the project (empty:
-            no leg of its own; ``numpy_readonly`` rides along with the NumPy legs).
         has_float16: Whether the backend has a float16 dtype.
         numpy_arrays: Whether its native arrays are ``numpy.ndarray`` (the NumPy legs).
         numpy_kernels: Whether results come from NumPy's own kernels in the same
@@ -84,7 +72,6 @@ class BackendSpec:
     """
 
     name: str
-    requirements: tuple[str, ...]
     load: Callable[[BackendSpec], LoadedBackend] = field(repr=False, compare=False)
     has_float16: bool = True
     numpy_arrays: bool = False
@@ -191,25 +178,13 @@ def _cupy(spec: BackendSpec) -> LoadedBackend:
     return LoadedBackend(spec, cp, "cupy", cp.asarray, cp.asnumpy)
 
 
-_NUMPY2 = "numpy>=2"
-
-#: Every backend, in the order the nox legs and a default test run take them.
+#: Every backend, in the order a default test run takes them (the nox legs take the same order).
 BACKENDS: tuple[BackendSpec, ...] = (
-    BackendSpec("numpy", (_NUMPY2,), _numpy, numpy_arrays=True, numpy_kernels=True),
-    BackendSpec(
-        "numpy1", ("numpy==1.26.4",), _numpy1, numpy_arrays=True, numpy_kernels=True, default_tests=False
-    ),
-    BackendSpec(
-        "numba",
-        (_NUMPY2, NUMBA_REQUIREMENT),
-        _numba,
-        numpy_arrays=True,
-        numpy_kernels=True,
-        default_tests=False,
-    ),
+    BackendSpec("numpy", _numpy, numpy_arrays=True, numpy_kernels=True),
+    BackendSpec("numpy1", _numpy1, numpy_arrays=True, numpy_kernels=True, default_tests=False),
+    BackendSpec("numba", _numba, numpy_arrays=True, numpy_kernels=True, default_tests=False),
     BackendSpec(
         "numpy_readonly",
-        (),
         _numpy_readonly,
         numpy_arrays=True,
         numpy_kernels=True,
@@ -217,13 +192,11 @@ BACKENDS: tuple[BackendSpec, ...] = (
         readonly_numpy=True,
         suite=False,
     ),
-    BackendSpec(
-        "array_api_strict", (_NUMPY2, "array-api-strict>=2.2"), _strict, has_float16=False, numpy_kernels=True
-    ),
-    BackendSpec("torch", (_NUMPY2, TORCH_REQUIREMENT), _torch),
-    BackendSpec("jax", (_NUMPY2, *JAX_REQUIREMENTS), _jax, writeable=False, needs_x64=True),
-    BackendSpec("dask", (_NUMPY2, "dask[array]>=2024.1"), _dask, numpy_kernels=True, lazy=True),
-    BackendSpec("cupy", (_NUMPY2, "cupy-cuda12x>=13"), _cupy, needs_gpu=True),
+    BackendSpec("array_api_strict", _strict, has_float16=False, numpy_kernels=True),
+    BackendSpec("torch", _torch),
+    BackendSpec("jax", _jax, writeable=False, needs_x64=True),
+    BackendSpec("dask", _dask, numpy_kernels=True, lazy=True),
+    BackendSpec("cupy", _cupy, needs_gpu=True),
 )
 
 #: The backends by name.

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from corrmom_conformance.checks._support import assert_trajectory, gradients, oracle_eq9, problem, quiet, run
 from corrmom_conformance.oracle import LOSS_SCALE_MAX, LossScaleModel
-from corrmom_conformance.plugin import NA_PREFIX
+from corrmom_conformance.report import NA_PREFIX
 from corrmom_conformance.tolerances import LOSS_SCALE_RTOL, bitwise_equal
 
 pytestmark = pytest.mark.requires("loss_scaling")

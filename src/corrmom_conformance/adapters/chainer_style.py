@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from corrmom_conformance.adapters._spec_hooks import Gradients, hook_from_spec
 from corrmom_conformance.protocol import CAPABILITIES, HookEvent, HookSpec
 
 #: Capabilities that depend on how an implementation computes, not on Chainer's API:
@@ -135,7 +136,7 @@ class ChainerStyleOptimizer:
     # -- hooks ---------------------------------------------------------------
 
     def add_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> None:
-        hook = self._build_hook(spec, record)
+        hook = hook_from_spec(spec, record, self._hook_gradients())
         kwargs: dict[str, Any] = {"timing": spec.timing}
         if spec.name is not None:
             kwargs["name"] = spec.name
@@ -152,43 +153,25 @@ class ChainerStyleOptimizer:
         else:
             self.opt.remove_hook(name)
 
-    def _build_hook(self, spec: HookSpec, record: Callable[[HookEvent], None]) -> Any:
-        adapter = self
-        label = spec.name or spec.attr_name or "?"
+    def _hook_gradients(self) -> Gradients:
+        """The parameters' gradients as hooks edit them: rebound, so the update reads what a hook left."""
 
-        class Hook:
-            def __call__(self, *args: Any) -> None:
-                if len(args) == 2:
-                    _, param = args
-                    name = adapter._names.get(id(param), getattr(param, "name", None))
-                    grads = {name: None if param.grad is None else adapter._flavour.to_numpy(param.grad)}
-                else:
-                    name = None
-                    grads = {
-                        k: None if p.grad is None else adapter._flavour.to_numpy(p.grad)
-                        for k, p in adapter._params.items()
-                    }
-                record(HookEvent(hook=label, param=name, grads=grads, t=adapter.t))
-                touched = [args[1]] if len(args) == 2 else list(adapter._params.values())
-                for target in touched:
-                    if target.grad is None:
-                        continue
-                    if spec.scale is not None:  # rebinds: the update must read what the hook left
-                        target.grad = target.grad * spec.scale
-                    if spec.add is not None:
-                        target.grad = target.grad + spec.add
-                if spec.clears_grad is not None:
-                    target = name if spec.clears_grad == "*" else spec.clears_grad
-                    if target in adapter._params:
-                        adapter._params[target].cleargrad()
+        def scale(param: Any, factor: float) -> None:
+            param.grad = param.grad * factor
 
-        hook = Hook()
-        hook.call_for_each_param = spec.per_param  # type: ignore[attr-defined]
-        if spec.attr_name is not None:
-            hook.name = spec.attr_name  # type: ignore[attr-defined]
-        if spec.attr_timing is not None:
-            hook.timing = spec.attr_timing  # type: ignore[attr-defined]
-        return hook
+        def add(param: Any, value: float) -> None:
+            param.grad = param.grad + value
+
+        return Gradients(
+            params=self._params,
+            # an fp32 master copy is not one of the link's parameters; it carries its parameter's name
+            name_of=lambda param: self._names.get(id(param), getattr(param, "name", None)),
+            to_numpy=self._flavour.to_numpy,
+            scale=scale,
+            add=add,
+            clear=lambda param: param.cleargrad(),
+            t=lambda: self.t,
+        )
 
     def add_builtin_hook(self, kind: str, **kwargs: Any) -> None:
         hooks = self._flavour.optimizer_hooks

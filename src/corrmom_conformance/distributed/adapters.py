@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from corrmom_conformance.distributed.adapter import LocalGradient
+from corrmom_conformance.distributed.protocol import LocalGradient
 
 __all__ = ["CorrmomRefAdapter", "corrmom_ref_factory"]
 
@@ -40,5 +40,5 @@ class CorrmomRefAdapter:
 
 
 def corrmom_ref_factory(optimizer: str, momentum: float, mpi_comm: Any) -> CorrmomRefAdapter:
-    """The :data:`~corrmom_conformance.distributed.adapter.DistributedFactory` of corrmom_ref."""
+    """The :data:`~corrmom_conformance.distributed.protocol.DistributedFactory` of corrmom_ref."""
     return CorrmomRefAdapter(optimizer, momentum, mpi_comm)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from corrmom_conformance import oracle
 from corrmom_conformance.checks._support import gradients, problem, quiet
-from corrmom_conformance.plugin import NA_PREFIX
+from corrmom_conformance.report import NA_PREFIX
 from corrmom_conformance.strategies import schedules
 from corrmom_conformance.tolerances import bitwise_equal, first_bit_difference
 

@@ -1,7 +1,7 @@
 """Expected deviations: known, deliberate differences of one implementation.
 
 Each implementation keeps them in one reviewed file,
-``conformance/expected_deviations/<impl>.toml`` (or the path in its adapter's
+``expected_deviations/<impl>.toml`` beside this module (or the path in its adapter's
 ``expected_deviations`` attribute)::
 
     [[deviation]]

@@ -47,12 +47,12 @@ def script(
     """A stand-alone script that runs the shrunk example of ``module.function`` on ``impl``."""
     lines = [
         f"# Reproduces {module}.{function} on --impl={impl} --backend={backend}",
-        "# (run with the suite importable: PYTHONPATH holding the folder above conformance/)",
+        "# (run with the suite importable: installed, or PYTHONPATH holding src/ of a checkout)",
         "import pathlib, tempfile",
-        "from corrmom_conformance import plugin",
+        "from corrmom_conformance import run_state",
         "from corrmom_conformance.adapters import resolve",
         f"adapter = resolve({impl!r}, {backend!r})",
-        "run = plugin.standalone(adapter)",
+        "run = run_state.standalone(adapter)",
     ]
     example = _FALSIFYING.search(failure_text)
     if example:
