@@ -9,7 +9,6 @@ snapshot is unchanged.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,31 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import Backend
-from helpers import assert_same_snapshot, deep_snapshot, nested_link, set_grads
+from helpers import (
+    as_file,
+    assert_fails_cleanly,
+    assert_same_snapshot,
+    corrupt,
+    deep_snapshot,
+    other_run,
+    saved,
+    trained,
+)
 
 import corrmom_ref as cr
-
-
-def trained(bk: Backend, dtype: str = "float32") -> cr.GradientMethod:
-    """An optimizer on :func:`nested_link` after two clean steps with dynamic scaling."""
-    link = nested_link(bk, dtype)
-    opt = cr.CorrectedMomentumSGD(lr=0.25, momentum=0.5).setup(link)
-    opt.loss_scaling(interval=3)
-    for _ in range(2):
-        set_grads(bk, link)
-        opt.update()
-    set_grads(bk, link, scale=3.0)  # fresh, valid gradients for the next step
-    return opt
-
-
-def assert_fails_cleanly(
-    bk: Backend, opt: cr.GradientMethod, action: Callable[[], Any], error: type, match: str
-) -> None:
-    """``action()`` raises ``error`` matching ``match`` and leaves ``opt`` as it was."""
-    before = deep_snapshot(bk, opt)
-    with pytest.raises(error, match=match):
-        action()
-    assert_same_snapshot(before, deep_snapshot(bk, opt))
 
 
 def pre_hook_must_not_run(opt: cr.GradientMethod) -> None:
@@ -299,35 +285,6 @@ def test_bad_loss_scaling_configuration(bk: Backend, kwargs: dict, match: str) -
 
 
 # -- snapshots -----------------------------------------------------------------------
-
-
-def saved(obj: Any) -> dict[str, np.ndarray]:
-    buffer = io.BytesIO()
-    cr.serializers.save_npz(buffer, obj)
-    buffer.seek(0)
-    with np.load(buffer) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def as_file(arrays: dict[str, Any]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    buffer.seek(0)
-    return buffer
-
-
-def other_run(bk: Backend) -> cr.GradientMethod:
-    """A differently trained optimizer on the same structure: valid snapshot contents."""
-    opt = trained(bk)
-    set_grads(bk, opt.target, scale=-5.0)
-    opt.update()
-    return opt
-
-
-def corrupt(bk: Backend, change: Callable[[dict], None]) -> io.BytesIO:
-    arrays = saved(other_run(bk))
-    change(arrays)
-    return as_file(arrays)
 
 
 SNAPSHOT_CASES = [

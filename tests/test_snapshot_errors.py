@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import Backend, load
-from test_bad_input import assert_fails_cleanly, saved, trained
+from helpers import assert_fails_cleanly, saved, trained
 
 import corrmom_ref as cr
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import Backend
-from test_bad_input import assert_fails_cleanly, corrupt, trained
+from helpers import assert_fails_cleanly, corrupt, trained
 
 import corrmom_ref as cr
 
