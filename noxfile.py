@@ -137,7 +137,7 @@ def tests_backend(session: nox.Session, backend: str) -> None:
     where a CUDA device is; no virtualenv is made for it elsewhere);
     ``nox -s "tests-backend(backend='torch')"`` one of them.
     """
-    # nox: tests/test_noxfile.py runs the sessions' argument checks
+    # nox: tests/meta/test_noxfile.py runs the sessions' argument checks
     session.install("-e", ".[test]", "nox", *BACKEND_REQUIREMENTS[backend])
     session.run("pytest", "tests", *WITHOUT_PACKAGING, *session.posargs, env={"CORRMOM_BACKENDS": backend})
 
@@ -174,12 +174,12 @@ def fixtures(session: nox.Session) -> None:
     session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
     session.install("--no-build-isolation", CHAINER)
     session.run("python", "tools/make_chainer_fixtures.py")
-    session.run("python", "tools/make_torch_port_fixture.py")  # tests/test_torch_port.py's Chainer run
+    session.run("python", "tools/make_torch_port_fixture.py")  # tests/torch_port/test_chainer_training_loop.py's Chainer run
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(
         "pytest",
-        "tests/test_chainer_fixtures.py",
-        "tests/test_chainer_extension_api.py",
+        "tests/chainer_agreement/test_recorded_scenarios.py",
+        "tests/optimizer/test_extension_api.py",
         *session.posargs,
         env={"CORRMOM_BACKENDS": "numpy1"},
     )

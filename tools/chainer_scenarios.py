@@ -1,7 +1,7 @@
 """Run optimizer scenarios in real Chainer 7.8.1 and record what happens.
 
 A *scenario* is a JSON-able dict plus a set of input arrays; the same
-scenario is replayed in corrmom_ref by ``tests/test_chainer_fixtures.py``.
+scenario is replayed in corrmom_ref by ``tests/chainer_agreement/test_recorded_scenarios.py``.
 
 Spec keys:
 

@@ -1,4 +1,4 @@
-"""Record a small Chainer 7.8.1 training run for the optax port test (``tests/test_optax_chainer.py``).
+"""Record a small Chainer 7.8.1 training run for the optax port test (``tests/optax_port/test_chainer_training_run.py``).
 
 A two-layer perceptron (``l1 = Linear(4, 8)``, tanh, ``l2 = Linear(8, 3)``,
 mean squared error) trains for 100 steps with ``CorrectedMomentumSGD``

@@ -1,4 +1,4 @@
-"""Record a small Chainer 7.8.1 training run for the PyTorch-port test (``tests/test_torch_port.py``).
+"""Record a small Chainer 7.8.1 training run for the PyTorch-port test (``tests/torch_port/test_chainer_training_loop.py``).
 
 A two-layer perceptron (``l1``: Linear 4->8, tanh, ``l2``: Linear 8->3, mean
 squared error) trains for 100 steps with ``CorrectedMomentumSGD(lr=0.1,

@@ -14,20 +14,20 @@ from typing import Any
 import numpy as np
 
 #: quirks.md row 4: ``use_fp32_update(False)`` turns fp32 update *on* for Chainer's current rules;
-#: the reference turns it off (pinned by ``test_quirks.py::test_use_fp32_update_false_turns_it_off``).
+#: the reference turns it off (pinned by ``chainer_agreement/test_quirks.py::test_use_fp32_update_false_turns_it_off``).
 FP32_FALSE = "quirks.md row 4 (use_fp32_update(False) on current rules)"
 #: quirks.md row 10: a call both implementations refuse may leave Chainer half-updated, never the
-#: reference (pinned by ``test_bad_input.py``); the scenario ends there.
+#: reference (pinned by ``optimizer/test_bad_input.py``); the scenario ends there.
 BOTH_RAISED = "quirks.md row 10 (a refused call: Chainer may be half-updated)"
 
 #: quirks.md row 17: where both ``p`` and ``lr * v`` are NaN, which NaN the sum keeps is NumPy's
 #: choice by array length; the Numba loop may keep the other (pinned by
-#: ``test_chainer_divergences.py::test_numba_loop_differs_from_numpy_only_in_nan_bits``).
+#: ``chainer_agreement/test_fuzz_found_divergences.py::test_numba_loop_differs_from_numpy_only_in_nan_bits``).
 NUMBA_NAN_BITS = "quirks.md row 17 (NaN sign/payload of the Numba loop)"
 
 #: quirks.md row 20: with dynamic loss scaling, Chainer's non-finite check raises ``TypeError`` on a
 #: parameter not initialised yet; the reference skips it (pinned by
-#: ``test_quirks.py::test_dynamic_nan_check_skips_uninitialized_parameters``).
+#: ``chainer_agreement/test_quirks.py::test_dynamic_nan_check_skips_uninitialized_parameters``).
 LAZY_NAN_CHECK = "quirks.md row 20 (dynamic loss scaling with an uninitialised parameter)"
 
 RULES = (FP32_FALSE, BOTH_RAISED, NUMBA_NAN_BITS, LAZY_NAN_CHECK)

@@ -14,7 +14,7 @@ operands are NaN. NumPy's own answer depends on the array's length (its SIMD
 and scalar loops order the operands differently), so the loop, which cannot
 follow that, may return the other NaN there: the same elements are NaN, with
 possibly another sign or payload (``docs/quirks.md``, row 17). The bitwise
-agreement is tested, not assumed (``tests/test_numba_fast_path.py`` and the
+agreement is tested, not assumed (``tests/step/test_numba_loop.py`` and the
 conformance suite's family 7, which declares zero roundings for this kernel).
 
 The loop is compiled on first use, once per dtype, rank, layout and

@@ -18,7 +18,7 @@ The three steps, as ``torch.optim.SGD`` has them:
   ``add_(v, alpha=lr)`` may fuse them on the CPU, so it is not used);
 * :func:`multi_tensor_step`: the same operations as ``torch._foreach_*``
   calls over the whole list; in eager mode each rounds as its single-tensor
-  twin for float32 and float64 (``tests/test_torch_optim.py``), so the
+  twin for float32 and float64 (``tests/torch_port/test_optimizers.py``), so the
   numbers are those of :func:`single_tensor_step`;
 * :func:`fused_step`: one ``torch._fused_sgd_`` call (corrected form only).
   PyTorch's kernel keeps :math:`b \leftarrow m b + (1 - d) g;\ p \leftarrow p - \eta b`;

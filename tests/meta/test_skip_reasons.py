@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     "numpy" not in os.environ.get("CORRMOM_BACKENDS", "numpy").split(","),

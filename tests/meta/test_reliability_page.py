@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 PAGE = ROOT / "docs" / "reliability.md"
 CITATION = re.compile(r"`(?:tests/)?(?P<file>(?:[\w/]+/)?test_\w+\.py)?(?:::(?P<test>\w+))?(?:\[[^\]`]*\])?`")
 

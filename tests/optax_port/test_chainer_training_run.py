@@ -35,7 +35,7 @@ from corrmom_ref.loss_scaling import NonFiniteGradientWarning  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # the loss scale in float64, as Chainer's Python float
 
-FIXTURE = Path(__file__).parent / "fixtures" / "chainer_training"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "chainer_training"
 PATHS = ("/l1/W", "/l1/b", "/l2/W", "/l2/b")
 SNAPSHOT_AFTER = 50
 EPS = float(np.finfo(np.float32).eps)
@@ -239,7 +239,7 @@ _NO_FMA_SCRIPT = """
 import sys, warnings
 sys.path.insert(0, {tests!r})
 import numpy as np
-import test_optax_chainer as T
+import test_chainer_training_run as T
 warnings.simplefilter("ignore")
 rec = T.rec_holder["rec"] = dict(np.load(T.FIXTURE / "mlp.npz"))
 tx = T.transformation()
@@ -302,7 +302,7 @@ def test_our_snapshot_resumes_in_chainer(rec, tmp_path) -> None:
         )
     co.save_chainer_snapshot(tmp_path / "ours.npz", state)
     script = _CHAINER_RESUME_SCRIPT.format(
-        tools=str(Path(__file__).parents[1] / "tools"),
+        tools=str(Path(__file__).parents[2] / "tools"),
         fixture=str(FIXTURE / "mlp.npz"),
         model=str(FIXTURE / "mlp.model.npz"),
         snapshot=str(tmp_path / "ours.npz"),

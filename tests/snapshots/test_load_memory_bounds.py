@@ -180,7 +180,7 @@ def test_resident_memory_of_a_process_loading_a_bomb(tmp_path: Path) -> None:
         import numpy as np
         import corrmom_ref as cr
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_snapshot_load_bounds import model, trained
+        from test_load_memory_bounds import model, trained
         warm = trained()
         buffer = io.BytesIO()
         cr.serializers.save_npz(buffer, warm)

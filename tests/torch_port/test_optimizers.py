@@ -208,7 +208,7 @@ def test_bad_hyperparameters_raise_before_anything_changes(bad):
 
 def test_torch_compile_of_the_step_gives_the_eager_numbers():
     """(The loop with a scheduler and a loss scaler, and the compile counts, are in
-    ``test_torch_port_guarantees.py``.)"""
+    ``torch_port/test_guarantees.py``.)"""
 
     def make():
         torch.manual_seed(0)

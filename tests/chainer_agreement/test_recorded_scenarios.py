@@ -37,7 +37,7 @@ from chainer_replay import FIXTURES, build_model, build_optimizer, load_scenario
 
 import corrmom_ref as cr
 
-TOOLS = Path(__file__).parents[1] / "tools"
+TOOLS = Path(__file__).parents[2] / "tools"
 NAMES = scenario_names()
 
 

@@ -73,7 +73,7 @@ CHILD_SAVES_FOREVER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[1])
-    from test_snapshot_atomic import snapshot
+    from test_atomic_save import snapshot
     import corrmom_ref as cr
     path, elements, compression = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
     snapshots = [snapshot(1, elements), snapshot(2, elements)]
@@ -131,7 +131,7 @@ CHILD_SAVES_ONCE = textwrap.dedent(
     """
     import errno, json, os, resource, signal, sys
     sys.path.insert(0, sys.argv[1])
-    from test_snapshot_atomic import snapshot
+    from test_atomic_save import snapshot
     import corrmom_ref as cr
     path, limit = sys.argv[2], int(sys.argv[3])
     if limit:
@@ -179,7 +179,7 @@ FULL_DISK = textwrap.dedent(
     import json, os, sys
     tests, directory = sys.argv[1], sys.argv[2]
     sys.path.insert(0, tests)
-    from test_snapshot_atomic import snapshot, which_snapshot, leftovers
+    from test_atomic_save import snapshot, which_snapshot, leftovers
     from pathlib import Path
     import corrmom_ref as cr
     path = Path(directory) / "snapshot.npz"

@@ -2,7 +2,7 @@ r"""Native fast paths of the corrected-momentum step against the generic Array A
 
 The fast paths of PyTorch and JAX fuse ``m*v - g`` and ``p + lr*v`` into
 multiply-adds (PyTorch's fused SGD kernel, XLA), so they skip one rounding of
-each product (NumPy's Numba loop does not: tests/test_numba_fast_path.py). With
+each product (NumPy's Numba loop does not: tests/step/test_numba_loop.py). With
 :math:`\epsilon` the dtype's machine epsilon the stated bound is
 
 .. math::
@@ -139,7 +139,7 @@ def test_declined_inputs_give_the_generic_result_bitwise(backend):
 
 
 def test_numpy_has_a_fast_path_exactly_where_numba_is_installed():
-    """NumPy's kernel is a Numba loop (tests/test_numba_fast_path.py); without Numba, the generic step."""
+    """NumPy's kernel is a Numba loop (tests/step/test_numba_loop.py); without Numba, the generic step."""
     from importlib.util import find_spec
 
     has_kernel = corrected_kernel(array_namespace(np.zeros(1))) is not None

@@ -1,8 +1,8 @@
 """corrmom_ref.optax: the transformations against the reference on NumPy, loss scaling, snapshots, errors.
 
-The reference on NumPy is bitwise Chainer (tests/test_chainer_fixtures.py);
+The reference on NumPy is bitwise Chainer (tests/chainer_agreement/test_recorded_scenarios.py);
 the transformation run op by op (eager JAX, nothing fused) must equal it
-bitwise. ``tests/test_optax_chainer.py`` checks against real Chainer.
+bitwise. ``tests/optax_port/test_chainer_training_run.py`` checks against real Chainer.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def lazy_model(bk: Backend) -> tuple[cr.Link, cr.Parameter, cr.Parameter]:
 @pytest.mark.parametrize(
     "hook", ["WeightDecay", "Lasso", "GradientClipping", "GradientHardClipping", "GradientLARS"]
 )
-# the clipping hooks under dynamic scaling warn once (tested in test_loss_scaling_object.py)
+# the clipping hooks under dynamic scaling warn once (tested in optimizer/test_loss_scaling_shared_rules.py)
 @pytest.mark.filterwarnings("ignore::corrmom_ref.loss_scaling.ClippingUnderLossScalingWarning")
 def test_uninitialized_parameter_is_skipped_as_in_chainer(bk: Backend, hook: str) -> None:
     link, lazy, ready = lazy_model(bk)

@@ -13,7 +13,7 @@ import pytest
 
 from corrmom_conformance import backends as registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     "numpy" not in os.environ.get("CORRMOM_BACKENDS", "numpy").split(","),

@@ -19,7 +19,7 @@ import pytest
 from corrmom_conformance.adapters import REGISTRY
 from tests.conformance_meta.test_mutants import KILLS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 MATRIX = (ROOT / "docs" / "_generated" / "conformance-matrix.md").read_text(encoding="utf-8")
 

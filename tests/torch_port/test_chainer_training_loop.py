@@ -36,8 +36,8 @@ torch = pytest.importorskip("torch")
 import corrmom_ref.torch as crt  # noqa: E402
 from corrmom_ref.loss_scaling import NonFiniteGradientWarning  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "chainer_torch_port"
-TOOL = Path(__file__).parent.parent / "tools" / "make_torch_port_fixture.py"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "chainer_torch_port"
+TOOL = Path(__file__).parents[2] / "tools" / "make_torch_port_fixture.py"
 PATHS = ["l1/W", "l1/b", "l2/W", "l2/b"]
 TORCH_NAMES = {"l1/W": "l1.weight", "l1/b": "l1.bias", "l2/W": "l2.weight", "l2/b": "l2.bias"}
 BASE_LR, INTERVAL, DECAY, SNAPSHOT, STEPS = 0.1, 10, 1e-4, 50, 100
