@@ -174,7 +174,8 @@ def fixtures(session: nox.Session) -> None:
     session.install(*CHAINER_PREREQUISITES)  # defined below, with the conformance sessions
     session.install("--no-build-isolation", CHAINER)
     session.run("python", "tools/make_chainer_fixtures.py")
-    session.run("python", "tools/make_torch_port_fixture.py")  # tests/torch_port/test_chainer_training_loop.py's Chainer run
+    # the Chainer run of tests/torch_port/test_chainer_training_loop.py
+    session.run("python", "tools/make_torch_port_fixture.py")
     session.install("-e", ".[test]", "numpy==1.26.4")
     session.run(
         "pytest",
