@@ -65,8 +65,8 @@ class MpiCommunicator:
         self._buffers: dict[tuple[Any, ...], Any] = {}
         #: Per (array type, dtype): whether sums of ``size`` squared bytes are exact in it.
         self._exact_sums: dict[tuple[Any, Any], bool] = {}
-        #: The last fingerprint, its terms and their expected sums (see _fingerprint_terms).
-        self._fingerprint_cache: tuple[bytes, tuple[int, ...], list[float]] | None = None
+        #: The last fingerprint as it travels (see _carried).
+        self._carried_fingerprint: _CarriedFingerprint | None = None
 
     @property
     def rank(self) -> int:
@@ -129,27 +129,29 @@ class MpiCommunicator:
         from corrmom_ref._backends import mpi_buffers
 
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
-        carried = bool(fingerprint) and bool(buckets) and self._sums_exact(buckets[0].members[0].grad)
-        if fingerprint and not carried:
-            self._agree_on_bytes(fingerprint)
+        carried = None
+        if fingerprint:
+            if buckets and self._sums_exact(buckets[0].members[0].grad):
+                carried = self._carried(fingerprint)
+            else:
+                self._agree_on_bytes(fingerprint)
         agreed = None
         for index, bucket in enumerate(buckets):
-            extra: tuple[float | int, ...] = ()
+            extra: Any = ()
             if index == 0:
-                if nonfinite is not None:
-                    extra = (1.0 if nonfinite else 0.0,)
-                if carried:
-                    extra += self._fingerprint_terms(fingerprint)[0]
+                verdict = None if nonfinite is None else (1.0 if nonfinite else 0.0)
+                if carried is not None:
+                    extra = carried.extra(verdict, bucket.kind)
+                elif verdict is not None:
+                    extra = (verdict,)
             key = bucket.key(len(extra))
             flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
             total = mpi_buffers.allreduce_sum(
                 self.mpi_comm, flat, self._waiter("the gradient allreduce of update()")
             )
-            if index == 0 and carried:  # before the division by k, before any gradient is written
-                size = total.shape[0]
-                self._check_fingerprint_sums(
-                    total[size - 2 * len(fingerprint) : size], self._fingerprint_terms(fingerprint)[1]
-                )
+            if index == 0 and carried is not None and not carried.agrees(total):
+                # before the division by k, before any gradient is written
+                raise FingerprintMismatchError("the ranks' fingerprints differ")
             total /= self.size  # in place where the backend allows it
             if is_writeable_array(total):
                 self._buffers[key] = total
@@ -170,28 +172,12 @@ class MpiCommunicator:
             exact = self._exact_sums[key] = self.size * 255 * 255 * eps <= 2.0
         return exact
 
-    def _fingerprint_terms(self, fingerprint: bytes) -> tuple[tuple[int, ...], list[float]]:
-        """What this rank adds for ``fingerprint`` (each byte, then each square) and the sums to expect.
-
-        If every rank adds the same bytes, the sums are ``k`` times this
-        rank's terms; conversely sums :math:`S = k c` and :math:`Q = k c^2`
-        leave the ranks' bytes no variance (:math:`Q/k - (S/k)^2 = 0`), so
-        they are all :math:`c`. Cached while the fingerprint is the same object.
-        """
-        cached = self._fingerprint_cache
-        if cached is None or cached[0] is not fingerprint:
-            terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
-            cached = self._fingerprint_cache = (fingerprint, terms, [float(self.size * c) for c in terms])
-        return cached[1], cached[2]
-
-    def _check_fingerprint_sums(self, sums: Any, expected: list[float]) -> None:
-        tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
-        if tolist is None:
-            from corrmom_ref._backends.host import to_numpy
-
-            tolist = to_numpy(sums).tolist
-        if tolist() != expected:  # sums of small integers: exact
-            raise FingerprintMismatchError("the ranks' fingerprints differ")
+    def _carried(self, fingerprint: bytes) -> _CarriedFingerprint:
+        """``fingerprint``'s terms and expected sums, cached while the fingerprint is the same object."""
+        carried = self._carried_fingerprint
+        if carried is None or carried.fingerprint is not fingerprint:
+            carried = self._carried_fingerprint = _CarriedFingerprint(fingerprint, self.size)
+        return carried
 
     def _agree_on_bytes(self, data: bytes) -> None:
         """Raise :class:`FingerprintMismatchError` on every rank unless every rank passed the same ``data`` (one allreduce)."""
@@ -264,6 +250,63 @@ class MpiCommunicator:
     def barrier(self, what: str = "a barrier") -> None:
         """Wait for all ranks."""
         self.exit_watch.wait(self.mpi_comm.Ibarrier(), what)
+
+
+class _CarriedFingerprint:
+    r"""A fingerprint's terms in the first gradient bucket, and the sums that mean every rank had the same.
+
+    The terms are each byte :math:`c_i`, then each square :math:`c_i^2`,
+    after the verdict slot if there is one. If every rank adds the same
+    bytes, the sums are :math:`k` times this rank's terms; conversely sums
+    :math:`S = k c` and :math:`Q = k c^2` leave the ranks' bytes no variance
+    (:math:`Q/k - (S/k)^2 = 0`), so they are all :math:`c`. For a NumPy
+    bucket both are kept as arrays of its dtype (written with one slice
+    assignment; the sums compared as bytes: small integers, exact, so equal
+    sums have equal bytes).
+    """
+
+    def __init__(self, fingerprint: bytes, ranks: int) -> None:
+        self.fingerprint = fingerprint
+        self.terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
+        self.expected = [float(ranks * c) for c in self.terms]
+        #: Per (NumPy dtype, verdict slot or not): the extras to pack.
+        self._numpy_extra: dict[tuple[Any, bool], Any] = {}
+        #: Per NumPy dtype: the bytes of the expected sums.
+        self._expected_bytes: dict[Any, bytes] = {}
+
+    def extra(self, verdict: float | None, kind: tuple[Any, ...]) -> Any:
+        """What the first bucket (of ``kind``: array type, dtype, device) carries after the gradients."""
+        array_type, dtype = kind[0], kind[1]
+        if array_type.__module__ != "numpy":
+            return self.terms if verdict is None else (verdict, *self.terms)
+        cache_key = (dtype, verdict is not None)
+        extra = self._numpy_extra.get(cache_key)
+        if extra is None:
+            import numpy as np
+
+            slot = () if verdict is None else (0.0,)
+            extra = self._numpy_extra[cache_key] = np.array((*slot, *self.terms), dtype=dtype)
+        if verdict is not None:
+            extra[0] = verdict
+        return extra
+
+    def agrees(self, total: Any) -> bool:
+        """Whether the summed bucket ``total`` ends with the expected sums."""
+        size = total.shape[0]
+        sums = total[size - len(self.terms) : size]
+        if type(total).__module__ == "numpy":
+            expected = self._expected_bytes.get(total.dtype)
+            if expected is None:
+                import numpy as np
+
+                expected = self._expected_bytes[total.dtype] = np.array(self.expected, total.dtype).tobytes()
+            return bool(sums.tobytes() == expected)
+        tolist = getattr(sums, "tolist", None)  # PyTorch, CuPy, JAX
+        if tolist is None:
+            from corrmom_ref._backends.host import to_numpy
+
+            tolist = to_numpy(sums).tolist
+        return bool(tolist() == self.expected)  # sums of small integers: exact
 
 
 def _assign_grad(param: Any, value: Any) -> None:
