@@ -27,7 +27,7 @@ from array_api_compat import is_writeable_array
 
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref.distributed import failfast
-from corrmom_ref.distributed.buckets import group_into_buckets
+from corrmom_ref.distributed.buckets import Bucket, group_into_buckets
 
 __all__ = ["FingerprintMismatchError", "MpiCommunicator", "create_communicator"]
 
@@ -131,17 +131,17 @@ class MpiCommunicator:
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
         carried = None
         if fingerprint:
-            if buckets and self._sums_exact(buckets[0].members[0].grad):
-                carried = self._carried(fingerprint)
-            else:
+            carried = self._carried(fingerprint, buckets[0]) if buckets else None
+            if carried is None or not carried.exact:
                 self._agree_on_bytes(fingerprint)
+                carried = None
         agreed = None
         for index, bucket in enumerate(buckets):
             extra: Any = ()
             if index == 0:
                 verdict = None if nonfinite is None else (1.0 if nonfinite else 0.0)
                 if carried is not None:
-                    extra = carried.extra(verdict, bucket.kind)
+                    extra = carried.extra(verdict)
                 elif verdict is not None:
                     extra = (verdict,)
             key = bucket.key(len(extra))
@@ -172,11 +172,13 @@ class MpiCommunicator:
             exact = self._exact_sums[key] = self.size * 255 * 255 * eps <= 2.0
         return exact
 
-    def _carried(self, fingerprint: bytes) -> _CarriedFingerprint:
-        """``fingerprint``'s terms and expected sums, cached while the fingerprint is the same object."""
+    def _carried(self, fingerprint: bytes, bucket: Bucket) -> _CarriedFingerprint:
+        """``fingerprint`` as the first bucket, ``bucket``, carries it; cached while both stay alike."""
         carried = self._carried_fingerprint
-        if carried is None or carried.fingerprint is not fingerprint:
-            carried = self._carried_fingerprint = _CarriedFingerprint(fingerprint, self.size)
+        kind = bucket.kind
+        if carried is None or carried.fingerprint is not fingerprint or carried.kind != kind:
+            exact = self._sums_exact(bucket.members[0].grad)
+            carried = self._carried_fingerprint = _CarriedFingerprint(fingerprint, self.size, kind, exact)
         return carried
 
     def _agree_on_bytes(self, data: bytes) -> None:
@@ -260,47 +262,51 @@ class _CarriedFingerprint:
     bytes, the sums are :math:`k` times this rank's terms; conversely sums
     :math:`S = k c` and :math:`Q = k c^2` leave the ranks' bytes no variance
     (:math:`Q/k - (S/k)^2 = 0`), so they are all :math:`c`. For a NumPy
-    bucket both are kept as arrays of its dtype (written with one slice
-    assignment; the sums compared as bytes: small integers, exact, so equal
-    sums have equal bytes).
+    bucket both are made once as arrays of its dtype (the terms written with
+    one slice assignment, the sums compared as bytes: small integers, exact,
+    so equal sums have equal bytes).
+
+    Args:
+        fingerprint: The bytes.
+        ranks: :math:`k`.
+        kind: The first bucket's array type, dtype and device.
+        exact: Whether that dtype holds the sums exactly (else nothing is carried).
     """
 
-    def __init__(self, fingerprint: bytes, ranks: int) -> None:
+    def __init__(self, fingerprint: bytes, ranks: int, kind: tuple[Any, ...], exact: bool) -> None:
         self.fingerprint = fingerprint
+        self.kind = kind
+        self.exact = exact
         self.terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
         self.expected = [float(ranks * c) for c in self.terms]
-        #: Per (NumPy dtype, verdict slot or not): the extras to pack.
-        self._numpy_extra: dict[tuple[Any, bool], Any] = {}
-        #: Per NumPy dtype: the bytes of the expected sums.
-        self._expected_bytes: dict[Any, bytes] = {}
-
-    def extra(self, verdict: float | None, kind: tuple[Any, ...]) -> Any:
-        """What the first bucket (of ``kind``: array type, dtype, device) carries after the gradients."""
-        array_type, dtype = kind[0], kind[1]
-        if array_type.__module__ != "numpy":
-            return self.terms if verdict is None else (verdict, *self.terms)
-        cache_key = (dtype, verdict is not None)
-        extra = self._numpy_extra.get(cache_key)
-        if extra is None:
+        #: For a NumPy bucket: the terms, the terms after a verdict slot, the expected sums' bytes.
+        self._numpy: tuple[Any, Any, bytes] | None = None
+        if exact and kind[0].__module__ == "numpy":
             import numpy as np
 
-            slot = () if verdict is None else (0.0,)
-            extra = self._numpy_extra[cache_key] = np.array((*slot, *self.terms), dtype=dtype)
-        if verdict is not None:
-            extra[0] = verdict
-        return extra
+            dtype = kind[1]
+            self._numpy = (
+                np.array(self.terms, dtype=dtype),
+                np.array((0.0, *self.terms), dtype=dtype),
+                np.array(self.expected, dtype=dtype).tobytes(),
+            )
+
+    def extra(self, verdict: float | None) -> Any:
+        """What the first bucket carries after the gradients: the verdict (if any), then the terms."""
+        arrays = self._numpy
+        if arrays is None:
+            return self.terms if verdict is None else (verdict, *self.terms)
+        if verdict is None:
+            return arrays[0]
+        arrays[1][0] = verdict
+        return arrays[1]
 
     def agrees(self, total: Any) -> bool:
-        """Whether the summed bucket ``total`` ends with the expected sums."""
+        """Whether the summed first bucket ``total`` ends with the expected sums."""
         size = total.shape[0]
         sums = total[size - len(self.terms) : size]
-        if type(total).__module__ == "numpy":
-            expected = self._expected_bytes.get(total.dtype)
-            if expected is None:
-                import numpy as np
-
-                expected = self._expected_bytes[total.dtype] = np.array(self.expected, total.dtype).tobytes()
-            return bool(sums.tobytes() == expected)
+        if self._numpy is not None:  # NumPy's allreduce returns the NumPy buffer itself
+            return bool(sums.tobytes() == self._numpy[2])
         tolist = getattr(sums, "tolist", None)  # PyTorch, CuPy, JAX
         if tolist is None:
             from corrmom_ref._backends.host import to_numpy
