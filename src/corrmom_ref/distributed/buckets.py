@@ -27,7 +27,7 @@ class Bucket:
     members: list[Any] = field(default_factory=list)
 
     def pack(self, arrays: Sequence[Any], extra: Sequence[float] = (), out: Any = None) -> Any:
-        """One flat vector: the arrays raveled in order, then the ``extra`` values (numbers, or a 1-d NumPy array).
+        """One flat vector: the arrays raveled in order, then the ``extra`` values.
 
         With ``out`` (a writable flat array of the right size, dtype and
         device, e.g. the previous step's buffer) the values are written into
@@ -35,10 +35,10 @@ class Bucket:
         """
         xp = namespace_of(arrays[0])
         parts = [xp.reshape(a, (-1,)) for a in arrays]
-        if out is not None and len(extra) and type(out).__module__ == "numpy":  # NumPy converts them itself
+        if out is not None and extra and type(out).__module__ == "numpy":  # NumPy converts the numbers itself
             out[out.shape[0] - len(extra) :] = extra
             extra = ()
-        if len(extra):
+        if extra:
             parts.append(xp.asarray(list(extra), dtype=arrays[0].dtype, device=device(arrays[0])))
         if out is None:
             return xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)

@@ -137,7 +137,7 @@ class MpiCommunicator:
                 carried = None
         agreed = None
         for index, bucket in enumerate(buckets):
-            extra: Any = ()
+            extra: tuple[float | int, ...] = ()
             if index == 0:
                 verdict = None if nonfinite is None else (1.0 if nonfinite else 0.0)
                 if carried is not None:
@@ -145,7 +145,10 @@ class MpiCommunicator:
                 elif verdict is not None:
                     extra = (verdict,)
             key = bucket.key(len(extra))
-            flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
+            if index == 0 and carried is not None:
+                flat = carried.pack(bucket, verdict, self._buffers.get(key))
+            else:
+                flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
             total = mpi_buffers.allreduce_sum(
                 self.mpi_comm, flat, self._waiter("the gradient allreduce of update()")
             )
@@ -261,10 +264,10 @@ class _CarriedFingerprint:
     after the verdict slot if there is one. If every rank adds the same
     bytes, the sums are :math:`k` times this rank's terms; conversely sums
     :math:`S = k c` and :math:`Q = k c^2` leave the ranks' bytes no variance
-    (:math:`Q/k - (S/k)^2 = 0`), so they are all :math:`c`. For a NumPy
-    bucket both are made once as arrays of its dtype (the terms written with
-    one slice assignment, the sums compared as bytes: small integers, exact,
-    so equal sums have equal bytes).
+    (:math:`Q/k - (S/k)^2 = 0`), so they are all :math:`c`. In a NumPy
+    bucket's reused buffer the terms are written, and the sums compared, as
+    raw bytes through views of its tail made once (small integers, exact, so
+    equal sums have equal bytes).
 
     Args:
         fingerprint: The bytes.
@@ -279,35 +282,46 @@ class _CarriedFingerprint:
         self.exact = exact
         self.terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
         self.expected = [float(ranks * c) for c in self.terms]
-        #: For a NumPy bucket: the terms, the terms after a verdict slot, the expected sums' bytes.
-        self._numpy: tuple[Any, Any, bytes] | None = None
-        if exact and kind[0].__module__ == "numpy":
+        self._numpy = exact and kind[0].__module__ == "numpy"
+        #: The buffer the views below look at, the bytes of its extras and of its last ``len(terms)`` elements.
+        self._buffer: Any = None
+        self._tail = self._sums = memoryview(b"")
+        #: Per verdict (``None``, 0.0, 1.0): the extras' bytes; the expected sums' bytes.
+        self._tail_bytes: dict[float | None, bytes] = {}
+        self._expected_bytes = b""
+        if self._numpy:
             import numpy as np
 
             dtype = kind[1]
-            self._numpy = (
-                np.array(self.terms, dtype=dtype),
-                np.array((0.0, *self.terms), dtype=dtype),
-                np.array(self.expected, dtype=dtype).tobytes(),
-            )
+            self._tail_bytes = {v: np.array(self.extra(v), dtype=dtype).tobytes() for v in (None, 0.0, 1.0)}
+            self._expected_bytes = np.array(self.expected, dtype=dtype).tobytes()
 
-    def extra(self, verdict: float | None) -> Any:
+    def extra(self, verdict: float | None) -> tuple[float | int, ...]:
         """What the first bucket carries after the gradients: the verdict (if any), then the terms."""
-        arrays = self._numpy
-        if arrays is None:
-            return self.terms if verdict is None else (verdict, *self.terms)
-        if verdict is None:
-            return arrays[0]
-        arrays[1][0] = verdict
-        return arrays[1]
+        return self.terms if verdict is None else (verdict, *self.terms)
+
+    def pack(self, bucket: Bucket, verdict: float | None, out: Any) -> Any:
+        """The first bucket's flat vector (into ``out`` if given, see :meth:`Bucket.pack`) with these extras."""
+        grads = [p.grad for p in bucket.members]
+        if out is not None and out is self._buffer:
+            self._tail[:] = self._tail_bytes[verdict]
+            return bucket.pack(grads, (), out=out)
+        flat = bucket.pack(grads, self.extra(verdict), out=out)
+        if self._numpy:  # NumPy's allreduce sums in this buffer and the communicator keeps it
+            raw = memoryview(flat).cast("B")
+            size = raw.nbytes
+            self._buffer = flat
+            self._tail = raw[size - len(self._tail_bytes[verdict]) :]
+            self._sums = raw[size - len(self._expected_bytes) :]
+        return flat
 
     def agrees(self, total: Any) -> bool:
         """Whether the summed first bucket ``total`` ends with the expected sums."""
+        if total is self._buffer:
+            return bytes(self._sums) == self._expected_bytes
         size = total.shape[0]
         sums = total[size - len(self.terms) : size]
-        if self._numpy is not None:  # NumPy's allreduce returns the NumPy buffer itself
-            return bool(sums.tobytes() == self._numpy[2])
-        tolist = getattr(sums, "tolist", None)  # PyTorch, CuPy, JAX
+        tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
         if tolist is None:
             from corrmom_ref._backends.host import to_numpy
 
