@@ -128,3 +128,18 @@ def test_the_same_change_on_every_rank_trains_on(mpi_comm):
     assert opt.t == 3
     prints = mpi_comm.allgather(b"".join(p.array.tobytes() for p in link.params()))
     assert prints == [prints[0]] * mpi_comm.Get_size()
+
+
+def test_float16_gradients_compare_the_fingerprint_in_a_collective_of_its_own(mpi_comm):
+    """float16 cannot hold the sums of squared bytes: the bytes travel apart, with the same verdict."""
+    bad = mpi_comm.Get_size() - 1
+    link = cr.Link(W=cr.Parameter(np.ones((4, 3), dtype=np.float16)))
+    comm = distributed.create_communicator(mpi_comm)
+    opt = distributed.create_multi_node_optimizer(cr.CorrectedMomentumSGD(lr=0.1, momentum=0.9), comm)
+    opt.setup(link)
+    train(opt, link, 2)
+    if mpi_comm.Get_rank() == bad:
+        link.W.update_rule.hyperparam.lr = 0.2
+    with pytest.raises(RuntimeError, match=MESSAGE) as info:
+        opt.update(lambda: cr.ScriptedLoss({p: np.full(p.array.shape, 0.25, np.float16) for p in link.params()}))
+    assert f"hyperparameter lr of /W = 0.1 on rank 0, 0.2 on rank {bad}" in str(info.value)
