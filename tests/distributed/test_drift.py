@@ -141,5 +141,7 @@ def test_float16_gradients_compare_the_fingerprint_in_a_collective_of_its_own(mp
     if mpi_comm.Get_rank() == bad:
         link.W.update_rule.hyperparam.lr = 0.2
     with pytest.raises(RuntimeError, match=MESSAGE) as info:
-        opt.update(lambda: cr.ScriptedLoss({p: np.full(p.array.shape, 0.25, np.float16) for p in link.params()}))
+        opt.update(
+            lambda: cr.ScriptedLoss({p: np.full(p.array.shape, 0.25, np.float16) for p in link.params()})
+        )
     assert f"hyperparameter lr of /W = 0.1 on rank 0, 0.2 on rank {bad}" in str(info.value)
