@@ -304,8 +304,9 @@ class _CarriedFingerprint:
         """The first bucket's flat vector (into ``out`` if given, see :meth:`Bucket.pack`) with these extras."""
         grads = [p.grad for p in bucket.members]
         if out is not None and out is self._buffer:
-            self._tail[:] = self._tail_bytes[verdict]
-            return bucket.pack(grads, (), out=out)
+            flat = bucket.pack(grads, (), out=out)
+            self._tail[:] = self._tail_bytes[verdict]  # last: still in cache when the sums are read
+            return flat
         flat = bucket.pack(grads, self.extra(verdict), out=out)
         if self._numpy:  # NumPy's allreduce sums in this buffer and the communicator keeps it
             raw = memoryview(flat).cast("B")
@@ -318,7 +319,7 @@ class _CarriedFingerprint:
     def agrees(self, total: Any) -> bool:
         """Whether the summed first bucket ``total`` ends with the expected sums."""
         if total is self._buffer:
-            return bytes(self._sums) == self._expected_bytes
+            return self._sums.tobytes() == self._expected_bytes
         size = total.shape[0]
         sums = total[size - len(self.terms) : size]
         tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
