@@ -76,9 +76,7 @@ def run_ranks(script: str, world: int, *args: str, timeout: float = 120.0) -> li
             out, _ = proc.communicate(timeout=timeout)
             outputs.append(out)
     except subprocess.TimeoutExpired:
-        pytest.fail(
-            f"{script} on {world} ranks hung (killed after {timeout:.0f} s):\n" + _stacks_of_hung(procs)
-        )
+        pytest.fail(f"{script} on {world} ranks hung (killed after {timeout:.0f} s):\n" + _stacks_of_hung(procs))
     for rank, (proc, out) in enumerate(zip(procs, outputs, strict=True)):
         if proc.returncode != 0:
             pytest.fail(f"{script} rank {rank} of {world} exited {proc.returncode}:\n{out[-4000:]}")
