@@ -14,9 +14,12 @@ time of one step of
 * ``per-param``: one allreduce per parameter, then the same update (the
   naive scheme the bucketing replaces);
 * with ``--drift-check``: the multi-node optimizer with and without its
-  per-step drift check (:mod:`corrmom_ref.distributed.drift`, one small
-  extra allreduce), timed interleaved step by step, and the check's cost as
-  a share of the step;
+  per-step drift check (:mod:`corrmom_ref.distributed.drift`, carried in
+  the gradient allreduce), timed interleaved step by step (each one first in
+  every other pair: the first of a pair measured up to 2% slower with both
+  sides the same), and the check's cost as a share of the step (with
+  ``--control`` both sides run without the check: what the comparison
+  reads when there is no difference);
 
 and the ratios to ``local``. The numbers depend on the machine, the MPI
 and the ranks sharing cores; only the ratios measured in one run compare.
@@ -69,7 +72,7 @@ def median_step_seconds(step, model: cr.Link, comm: MPI.Comm, repeats: int) -> f
 
 
 def drift_check_share(
-    communicator: distributed.MpiCommunicator, n_params: int, size: int, repeats: int
+    communicator: distributed.MpiCommunicator, n_params: int, size: int, repeats: int, control: bool = False
 ) -> None:
     """Rank 0 prints the median step with and without the drift check, alternating step by step."""
     comm = communicator.mpi_comm
@@ -79,9 +82,12 @@ def drift_check_share(
         for m in models
     )
     without._drift = None  # the step as it was before the check
+    if control:
+        with_check._drift = None
     times: dict[str, list[float]] = {"with": [], "without": []}
+    pair = (("with", with_check, models[0]), ("without", without, models[1]))
     for i in range(repeats + 5):
-        for key, opt, model in (("with", with_check, models[0]), ("without", without, models[1])):
+        for key, opt, model in pair if i % 2 else pair[::-1]:  # each first in every other pair
             set_grads(model)
             comm.Barrier()
             start = time.perf_counter()
@@ -101,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--drift-check", action="store_true", help="time the drift check instead")
+    parser.add_argument("--control", action="store_true", help="with --drift-check: no check on either side")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     communicator = distributed.create_communicator(comm)
@@ -109,7 +116,7 @@ def main() -> None:
             print(
                 f"{comm.size} ranks; {'params x floats':>18} {'no check ms':>13} {'check ms':>10} {'cost':>10}"
             )
-        drift_check_share(communicator, 20, 1_000, args.repeats)
+        drift_check_share(communicator, 20, 1_000, args.repeats, args.control)
         return
     if comm.rank == 0:
         print(f"{comm.size} ranks, {MPI.Get_library_version().splitlines()[0]}")

@@ -4,7 +4,8 @@ Every rank of an MPI job is its own process, so the fingerprint must not
 depend on anything process-specific (string hash randomization, the address
 of ``None``, which Python 3.11 hashes). Two fresh interpreters with
 different hash seeds compute it for the same optimizer; a changed ``lr``,
-``momentum``, ``t``, ``epoch`` or loss scale changes it. No MPI needed.
+``momentum`` (the optimizer's, or one parameter's own), ``t``, ``epoch``
+or loss scale changes it. No MPI needed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import corrmom_ref as cr
+from corrmom_ref.distributed.drift import DriftCheck
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -39,12 +44,27 @@ def fingerprint(change):
         setattr(opt, change, 0.5)
     elif change == "lr as a NumPy scalar":
         opt.lr = np.float64(0.1)
+    elif change == "lr of one parameter":
+        link.W.update_rule.hyperparam.lr = 0.5
+    elif change == "lr of one parameter, equal to the optimizer's":
+        link.W.update_rule.hyperparam.lr = 0.1
     return check.fingerprint().hex()
 
 print(json.dumps({c: fingerprint(c) for c in sys.argv[1:]}))
 """
 
-CHANGES = ["none", "loss scaling", "t", "epoch", "lr", "momentum", "lr as a NumPy scalar"]
+CHANGES = [
+    "none",
+    "loss scaling",
+    "t",
+    "epoch",
+    "lr",
+    "momentum",
+    "lr of one parameter",
+    "lr as a NumPy scalar",
+    "lr of one parameter, equal to the optimizer's",
+]
+SAME = ("none", "lr as a NumPy scalar", "lr of one parameter, equal to the optimizer's")
 
 
 def fingerprints(seed: str) -> dict[str, str]:
@@ -67,12 +87,47 @@ def test_two_processes_agree_on_every_fingerprint(two_processes):
     assert first == second
 
 
-@pytest.mark.parametrize("change", [c for c in CHANGES if c not in ("none", "lr as a NumPy scalar")])
+@pytest.mark.parametrize("change", [c for c in CHANGES if c not in SAME])
 def test_a_changed_value_changes_the_fingerprint(two_processes, change):
     first, _ = two_processes
     assert first[change] != first["none"]
 
 
-def test_an_equal_value_of_another_type_does_not(two_processes):
+@pytest.mark.parametrize("change", SAME[1:])
+def test_an_equal_value_of_another_type_or_place_does_not(two_processes, change):
     first, _ = two_processes
-    assert first["lr as a NumPy scalar"] == first["none"]
+    assert first[change] == first["none"]
+
+
+def step(opt):
+    """What one ``update()`` does to the counters the fingerprint reads."""
+    opt.t += 1
+
+
+def test_a_change_between_steps_is_seen_and_nothing_else_recomputes():
+    """A warm check (the bytes kept while only ``t`` moves) still sees a parameter's own change, and its undoing."""
+    link = cr.Link(W=cr.Parameter(np.zeros((2, 3))), b=cr.Parameter(np.zeros(2)))
+    opt = cr.CorrectedMomentumSGD(lr=0.1, momentum=0.9).setup(link)
+    check = DriftCheck(opt)
+    first = check.fingerprint()
+    step(opt)
+    assert check.fingerprint() is first  # nothing but t moved: the same object, nothing recomputed
+    step(opt)
+    link.b.update_rule.hyperparam.momentum = 0.5
+    changed = check.fingerprint()
+    assert changed != first
+    step(opt)
+    del link.b.update_rule.hyperparam.momentum
+    assert check.fingerprint() == first
+
+
+def test_an_override_held_in_a_0d_array_changed_in_place_is_seen():
+    """No write announces an in-place change: such a value is read at every step."""
+    link = cr.Link(W=cr.Parameter(np.zeros((2, 3))))
+    opt = cr.CorrectedMomentumSGD(lr=0.1, momentum=0.9).setup(link)
+    link.W.update_rule.hyperparam.lr = np.array(0.2)
+    check = DriftCheck(opt)
+    first = check.fingerprint()
+    step(opt)
+    link.W.update_rule.hyperparam.lr[...] = 0.3
+    assert check.fingerprint() != first

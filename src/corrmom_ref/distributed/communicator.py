@@ -27,7 +27,7 @@ from array_api_compat import is_writeable_array
 
 from corrmom_ref._namespace import namespace_of
 from corrmom_ref.distributed import failfast
-from corrmom_ref.distributed.buckets import group_into_buckets
+from corrmom_ref.distributed.buckets import Bucket, group_into_buckets
 
 __all__ = ["FingerprintMismatchError", "MpiCommunicator", "create_communicator"]
 
@@ -65,8 +65,8 @@ class MpiCommunicator:
         self._buffers: dict[tuple[Any, ...], Any] = {}
         #: Per (array type, dtype): whether sums of ``size`` squared bytes are exact in it.
         self._exact_sums: dict[tuple[Any, Any], bool] = {}
-        #: The last fingerprint, its terms and their expected sums (see _fingerprint_terms).
-        self._fingerprint_cache: tuple[bytes, tuple[int, ...], list[float]] | None = None
+        #: The last fingerprint as it travels (see _carried).
+        self._carried_fingerprint: _CarriedFingerprint | None = None
 
     @property
     def rank(self) -> int:
@@ -129,27 +129,32 @@ class MpiCommunicator:
         from corrmom_ref._backends import mpi_buffers
 
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
-        carried = bool(fingerprint) and bool(buckets) and self._sums_exact(buckets[0].members[0].grad)
-        if fingerprint and not carried:
-            self._agree_on_bytes(fingerprint)
+        carried = None
+        if fingerprint:
+            carried = self._carried(fingerprint, buckets[0]) if buckets else None
+            if carried is None or not carried.exact:
+                self._agree_on_bytes(fingerprint)
+                carried = None
         agreed = None
         for index, bucket in enumerate(buckets):
             extra: tuple[float | int, ...] = ()
             if index == 0:
-                if nonfinite is not None:
-                    extra = (1.0 if nonfinite else 0.0,)
-                if carried:
-                    extra += self._fingerprint_terms(fingerprint)[0]
+                verdict = None if nonfinite is None else (1.0 if nonfinite else 0.0)
+                if carried is not None:
+                    extra = carried.extra(verdict)
+                elif verdict is not None:
+                    extra = (verdict,)
             key = bucket.key(len(extra))
-            flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
+            if index == 0 and carried is not None:
+                flat = carried.pack(bucket, verdict, self._buffers.get(key))
+            else:
+                flat = bucket.pack([p.grad for p in bucket.members], extra, out=self._buffers.get(key))
             total = mpi_buffers.allreduce_sum(
                 self.mpi_comm, flat, self._waiter("the gradient allreduce of update()")
             )
-            if index == 0 and carried:  # before the division by k, before any gradient is written
-                size = total.shape[0]
-                self._check_fingerprint_sums(
-                    total[size - 2 * len(fingerprint) : size], self._fingerprint_terms(fingerprint)[1]
-                )
+            if index == 0 and carried is not None and not carried.agrees(total):
+                # before the division by k, before any gradient is written
+                raise FingerprintMismatchError("the ranks' fingerprints differ")
             total /= self.size  # in place where the backend allows it
             if is_writeable_array(total):
                 self._buffers[key] = total
@@ -170,28 +175,14 @@ class MpiCommunicator:
             exact = self._exact_sums[key] = self.size * 255 * 255 * eps <= 2.0
         return exact
 
-    def _fingerprint_terms(self, fingerprint: bytes) -> tuple[tuple[int, ...], list[float]]:
-        """What this rank adds for ``fingerprint`` (each byte, then each square) and the sums to expect.
-
-        If every rank adds the same bytes, the sums are ``k`` times this
-        rank's terms; conversely sums :math:`S = k c` and :math:`Q = k c^2`
-        leave the ranks' bytes no variance (:math:`Q/k - (S/k)^2 = 0`), so
-        they are all :math:`c`. Cached while the fingerprint is the same object.
-        """
-        cached = self._fingerprint_cache
-        if cached is None or cached[0] is not fingerprint:
-            terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
-            cached = self._fingerprint_cache = (fingerprint, terms, [float(self.size * c) for c in terms])
-        return cached[1], cached[2]
-
-    def _check_fingerprint_sums(self, sums: Any, expected: list[float]) -> None:
-        tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
-        if tolist is None:
-            from corrmom_ref._backends.host import to_numpy
-
-            tolist = to_numpy(sums).tolist
-        if tolist() != expected:  # sums of small integers: exact
-            raise FingerprintMismatchError("the ranks' fingerprints differ")
+    def _carried(self, fingerprint: bytes, bucket: Bucket) -> _CarriedFingerprint:
+        """``fingerprint`` as the first bucket, ``bucket``, carries it; cached while both stay alike."""
+        carried = self._carried_fingerprint
+        kind = bucket.kind
+        if carried is None or carried.fingerprint is not fingerprint or carried.kind != kind:
+            exact = self._sums_exact(bucket.members[0].grad)
+            carried = self._carried_fingerprint = _CarriedFingerprint(fingerprint, self.size, kind, exact)
+        return carried
 
     def _agree_on_bytes(self, data: bytes) -> None:
         """Raise :class:`FingerprintMismatchError` on every rank unless every rank passed the same ``data`` (one allreduce)."""
@@ -264,6 +255,79 @@ class MpiCommunicator:
     def barrier(self, what: str = "a barrier") -> None:
         """Wait for all ranks."""
         self.exit_watch.wait(self.mpi_comm.Ibarrier(), what)
+
+
+class _CarriedFingerprint:
+    r"""A fingerprint's terms in the first gradient bucket, and the sums that mean every rank had the same.
+
+    The terms are each byte :math:`c_i`, then each square :math:`c_i^2`,
+    after the verdict slot if there is one. If every rank adds the same
+    bytes, the sums are :math:`k` times this rank's terms; conversely sums
+    :math:`S = k c` and :math:`Q = k c^2` leave the ranks' bytes no variance
+    (:math:`Q/k - (S/k)^2 = 0`), so they are all :math:`c`. In a NumPy
+    bucket's reused buffer the terms are written, and the sums compared, as
+    raw bytes through views of its tail made once (small integers, exact, so
+    equal sums have equal bytes).
+
+    Args:
+        fingerprint: The bytes.
+        ranks: :math:`k`.
+        kind: The first bucket's array type, dtype and device.
+        exact: Whether that dtype holds the sums exactly (else nothing is carried).
+    """
+
+    def __init__(self, fingerprint: bytes, ranks: int, kind: tuple[Any, ...], exact: bool) -> None:
+        self.fingerprint = fingerprint
+        self.kind = kind
+        self.exact = exact
+        self.terms = (*fingerprint, *map(_SQUARES.__getitem__, fingerprint))
+        self.expected = [float(ranks * c) for c in self.terms]
+        self._numpy = exact and kind[0].__module__ == "numpy"
+        #: The buffer the views below look at, the bytes of its extras and of its last ``len(terms)`` elements.
+        self._buffer: Any = None
+        self._tail = self._sums = memoryview(b"")
+        #: Per verdict (``None``, 0.0, 1.0): the extras' bytes; the expected sums' bytes.
+        self._tail_bytes: dict[float | None, bytes] = {}
+        self._expected_bytes = b""
+        if self._numpy:
+            import numpy as np
+
+            dtype = kind[1]
+            self._tail_bytes = {v: np.array(self.extra(v), dtype=dtype).tobytes() for v in (None, 0.0, 1.0)}
+            self._expected_bytes = np.array(self.expected, dtype=dtype).tobytes()
+
+    def extra(self, verdict: float | None) -> tuple[float | int, ...]:
+        """What the first bucket carries after the gradients: the verdict (if any), then the terms."""
+        return self.terms if verdict is None else (verdict, *self.terms)
+
+    def pack(self, bucket: Bucket, verdict: float | None, out: Any) -> Any:
+        """The first bucket's flat vector (into ``out`` if given, see :meth:`Bucket.pack`) with these extras."""
+        grads = [p.grad for p in bucket.members]
+        if out is not None and out is self._buffer:
+            flat = bucket.pack(grads, (), out=out)
+            self._tail[:] = self._tail_bytes[verdict]  # last: still in cache when the sums are read
+            return flat
+        flat = bucket.pack(grads, self.extra(verdict), out=out)
+        if self._numpy:  # NumPy's allreduce sums in this buffer and the communicator keeps it
+            raw = memoryview(flat).cast("B")
+            size = raw.nbytes
+            self._buffer = flat
+            self._tail = raw[size - len(self._tail_bytes[verdict]) :]
+            self._sums = raw[size - len(self._expected_bytes) :]
+        return flat
+
+    def agrees(self, total: Any) -> bool:
+        """Whether the summed first bucket ``total`` ends with the expected sums."""
+        if total is self._buffer:
+            return self._sums.tobytes() == self._expected_bytes
+        size = total.shape[0]
+        sums = total[size - len(self.terms) : size]
+        tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
+        if tolist is None:
+            from corrmom_ref._backends.host import to_numpy
+
+            tolist = to_numpy(sums).tolist
+        return bool(tolist() == self.expected)  # sums of small integers: exact
 
 
 def _assign_grad(param: Any, value: Any) -> None:

@@ -8,6 +8,14 @@ at every step by :class:`DriftCheck`: the optimizer's hyperparameters
 so a rank that loaded another snapshot with the single-process
 :func:`corrmom_ref.serializers.load_npz` (another ``t``) is found too.
 
+A parameter's own hyperparameters count too
+(``param.update_rule.hyperparam.lr = 0.2`` on one rank): reading them is a
+pass over every parameter, so it is done again only when some
+:class:`~corrmom_ref.Hyperparameter` entry of the process was set or
+deleted since the last pass (:func:`~corrmom_ref.hyperparameter.write_count`),
+or at every step while one of them is not a plain number (a 0-d array could
+change in place).
+
 The check rides in the gradient allreduce: :meth:`DriftCheck.fingerprint`
 is an 8-byte hash :math:`c_1 \dots c_8 \in \{0, \dots, 255\}` of those
 values, and each rank adds :math:`c_i` and :math:`c_i^2` to the summed
@@ -25,19 +33,22 @@ values (:meth:`DriftCheck.differences`, a second collective, only
 then) and raises the same error naming each differing rank and value,
 parameter by parameter where the update rules differ too.
 
-Not compared at every step (it would cost a pass over every parameter): a
-parameter's own update-rule settings (``param.update_rule.hyperparam.lr``)
-and its ``t`` alone, and the momentum buffers.
+Not compared at every step: a parameter's own ``t`` and ``enabled``, a rule
+object replaced without a new :class:`~corrmom_ref.Hyperparameter`, and the
+momentum buffers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import numbers
 import operator
+from array import array
 from collections.abc import Callable
 from typing import Any
 
-from corrmom_ref.hyperparameter import read_entry
+from corrmom_ref.hyperparameter import Hyperparameter, read_entry, reads_through, write_count
 
 __all__ = ["DriftCheck"]
 
@@ -64,12 +75,19 @@ class DriftCheck:
         )
         #: ``fingerprint()`` calls so far (one per step, on every rank).
         self._calls = 0
-        #: The last fingerprint's values and bytes.
-        self._last: tuple[Any, bytes] = (None, b"")
+        #: The last fingerprint, and what it was computed for (``None``: compute it again).
+        self._last = b""
+        self._state: tuple[Any, ...] | None = None
         #: Reads those hyperparameters' values (a tuple, or one value when there is one).
         self._read: Callable[[Any], Any] = (
             operator.attrgetter(*self.hyperparameters) if self.hyperparameters else _nothing
         )
+        #: Whether the last fingerprint read a value that can change unseen (then: compute it every step).
+        self._volatile = False
+        #: The digest of the parameters' own hyperparameters, and ``write_count()`` and
+        #: ``hyperparam`` of the optimizer when it was taken.
+        self._overrides = 0
+        self._overrides_seen: tuple[Any, ...] = ()
 
     def _optimizer_values(self) -> tuple[float | None, ...]:
         opt = self.optimizer
@@ -87,9 +105,14 @@ class DriftCheck:
 
         Called once per step on every rank (the ranks call ``update()`` in
         lockstep), so ``t`` enters as ``t`` minus the calls so far, which
-        stays put while ``t`` advances one per step; the bytes are computed
-        again only when a value moved otherwise (the same object is returned
-        meanwhile). Python's hash of a tuple of numbers is the same in every
+        stays put while ``t`` advances one per step. The bytes are computed
+        again only when that, ``epoch``, the loss scale or
+        :func:`~corrmom_ref.hyperparameter.write_count` moved (the same
+        object is returned meanwhile), or at every step while some
+        hyperparameter is not a plain number in a plain
+        :class:`~corrmom_ref.Hyperparameter`. The parameters' own
+        hyperparameters enter as the digest of :meth:`_overrides_digest`.
+        Python's hash of a tuple of numbers is the same in every
         process (hash randomization covers only strings and bytes; only
         numbers are hashed: ``None``'s hash is its address before Python
         3.12), and equal numbers of different types (``0.1``,
@@ -99,21 +122,54 @@ class DriftCheck:
         opt = self.optimizer
         calls = self._calls
         self._calls = calls + 1
+        scale = opt.loss_scale
+        state = (write_count(), opt.hyperparam, opt.t - calls, opt.epoch, scale)
+        if state == self._state:
+            return self._last
+        overrides = self._overrides
+        if state[:2] != self._overrides_seen or self._volatile:
+            overrides = self._overrides = self._overrides_digest()
+            self._overrides_seen = state[:2]
         try:
-            scale = opt.loss_scale
-            key = (self._read(opt.hyperparam), opt.t - calls, opt.epoch, 0.0 if scale is None else scale)
-            if key == self._last[0]:
-                return self._last[1]
-            digest = hash(key)
+            hyperparameters = self._read(opt.hyperparam)
+            digest = hash((hyperparameters, *state[2:4], 0.0 if scale is None else scale, overrides))
         except (TypeError, AttributeError):  # an unhashable value (a 0-d array), or one deleted
-            key = None
             values = self._optimizer_values()
-            digest = hash(
-                tuple(-math.inf if v is None else v for v in (*values[:-3], opt.t - calls, *values[-2:]))
-            )
-        out = (digest & _MASK).to_bytes(8, "little")
-        self._last = (key, out)
-        return out
+            flat = (*values[:-3], opt.t - calls, *values[-2:], overrides)
+            digest = hash(tuple(-math.inf if v is None else v for v in flat))
+        self._last = (digest & _MASK).to_bytes(8, "little")
+        self._state = None if self._volatile else state
+        return self._last
+
+    def _overrides_digest(self) -> int:
+        """A pass over the parameters: a digest of the hyperparameters of each one that differ from the optimizer's.
+
+        A rule that reads the optimizer's entries unchanged, or holds entries
+        equal to them, adds nothing; any other adds its index and values, so
+        the digest depends on the values the rules read and not on where
+        they are stored. The digest hashes their float64 bytes (BLAKE2b, the
+        same in every process). Sets ``_volatile`` when some value read, the
+        optimizer's too, is not a plain number in a plain
+        :class:`~corrmom_ref.Hyperparameter` (then no write need announce a change).
+        """
+        opt = self.optimizer
+        root = opt.hyperparam
+        names = self.hyperparameters
+        shared = [getattr(root, name, None) for name in names]
+        volatile = type(root) is not Hyperparameter or not all(map(_plain, shared))
+        shared_bytes = _canonical_bytes(shared)
+        found = []
+        for index, (_, param) in enumerate(opt.target.namedparams()):
+            rule = param.update_rule
+            if rule is None or reads_through(rule.hyperparam) is root:
+                continue
+            own = [_read_or_none(rule.hyperparam, name) for name in names]
+            volatile = volatile or not _plain_chain(rule.hyperparam) or not all(map(_plain, own))
+            own_bytes = _canonical_bytes(own)
+            if own_bytes != shared_bytes:
+                found += [index.to_bytes(8, "little"), own_bytes]
+        self._volatile = volatile
+        return int.from_bytes(hashlib.blake2b(b"".join(found), digest_size=8).digest(), "little")
 
     def labels(self) -> list[str]:
         """What each element of :meth:`values` is, for the error message."""
@@ -163,6 +219,36 @@ class DriftCheck:
 
 def _nothing(_: Any) -> tuple[()]:
     return ()
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` cannot change in place: a number (Python's or a NumPy scalar), or missing."""
+    return value is None or isinstance(value, numbers.Number)
+
+
+def _canonical_bytes(values: list[Any]) -> bytes:
+    """The values as float64 bytes that are equal exactly when the numbers are: NaN for a missing one, no -0.0."""
+    out = []
+    for value in values:
+        number = _number(value)
+        out.append(math.nan if number is None or math.isnan(number) else number + 0.0)
+    return array("d", out).tobytes()
+
+
+def _plain_chain(hyperparam: Any) -> bool:
+    """Whether ``hyperparam`` and its parents are all plain :class:`~corrmom_ref.Hyperparameter` objects."""
+    while hyperparam is not None:
+        if type(hyperparam) is not Hyperparameter:
+            return False
+        hyperparam = hyperparam.parent
+    return True
+
+
+def _read_or_none(hyperparam: Any, name: str) -> Any:
+    try:
+        return read_entry(hyperparam, name)
+    except AttributeError:
+        return None
 
 
 def _inherited_from(label: str) -> str | None:

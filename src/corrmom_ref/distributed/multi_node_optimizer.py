@@ -13,8 +13,9 @@ order, see :meth:`corrmom_ref.GradientMethod.update`) on averaged gradients:
    rank's "non-finite gradient" verdict (dynamic loss scaling only) and a
    fingerprint of its hyperparameters and counters
    (:class:`~corrmom_ref.distributed.drift.DriftCheck`): if one rank's
-   differ (``opt.lr`` changed there after ``setup()``, another snapshot
-   loaded there), every rank raises, before any gradient is averaged;
+   differ (``opt.lr`` or a parameter's own ``update_rule.hyperparam.lr``
+   changed there after ``setup()``, another snapshot loaded there), every
+   rank raises, before any gradient is averaged;
 4. the wrapped optimizer's own update, which ORs the agreed verdict into its
    own NaN check (through
    :meth:`~corrmom_ref.GradientMethod.set_outside_nonfinite_verdict`), so if
@@ -106,10 +107,11 @@ class MultiNodeOptimizer:
         """One data-parallel step (see the module docstring for the order).
 
         Raises:
-            RuntimeError: On every rank, if some rank's hyperparameters,
-                ``t``, ``epoch`` or loss scale differ from the others'
-                (naming the rank and both values); nothing is averaged or
-                updated then.
+            RuntimeError: On every rank, if some rank's hyperparameters
+                (the optimizer's, or a parameter's own), ``t``, ``epoch``
+                or loss scale differ from the others' (naming the rank,
+                the parameter where it is one's own, and both values);
+                nothing is averaged or updated then.
         """
         actual = self.actual_optimizer
         if lossfun is not None:
