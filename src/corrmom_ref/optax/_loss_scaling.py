@@ -18,9 +18,11 @@ skips steps and moves the scale, as Chainer's ``Optimizer.update`` does:
 starting at :math:`s = 1`. A skipped step returns zero updates and leaves
 the inner state as it was (Chainer's rule ``t`` and buffers stay), while
 :attr:`LossScalingState.count` (Chainer's optimizer ``t``) advances. Static
-scaling (``scale`` a number) only unscales. Every branch is a
-``jnp.where``, so the wrapper works under ``jax.jit``; the inner update is
-computed on a skipped step too and discarded.
+scaling (``scale`` a number) only unscales. Under ``jax.jit`` (the verdict a
+tracer) every branch is a ``jnp.where`` that XLA fuses into the inner
+update's own pass, so a donated state is written in place; the inner update
+is computed on a skipped step too and discarded, and the warning's host
+callback runs only on a skipped step (under ``jax.lax.cond``).
 
 Rounding: the gradient is divided by :math:`s` rounded to the gradient's
 dtype (NumPy rounds Chainer's Python-float scale the same way), element by
@@ -41,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
+from corrmom_ref.optax._momentum import update_unless_skipped
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -74,16 +77,58 @@ def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any)
             warnings.warn(NonFiniteGradientWarning(name, int(count), float(scale)), stacklevel=2)
 
 
+def _verdict(
+    finite: jax.Array,
+    names: tuple[str, ...] | None,
+    finite_each: jax.Array,
+    count: jax.Array,
+    scale: jax.Array,
+) -> jax.Array:
+    """``finite``, and :func:`_warn_nonfinite` on a skipped step where ``names`` are given.
+
+    Concrete (op by op): warns directly. Traced: the verdict comes out of a ``jax.lax.cond``
+    whose skip branch issues the ``jax.debug.callback`` (no host round trip on a clean
+    step). The ``cond`` also hands every select one opaque scalar: fed the reduction of the
+    per-leaf verdicts directly, XLA's compile time grows with the square of the number of
+    leaves (minutes for 1000).
+    """
+    if not isinstance(finite, jax.core.Tracer):
+        if names is not None and not bool(finite):
+            _warn_nonfinite(names, finite_each, count, scale)
+        return finite
+
+    def clean(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+        return jnp.asarray(True)
+
+    def skipped(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+        if names is not None:
+            jax.debug.callback(lambda f_, c_, sc_: _warn_nonfinite(names, f_, c_, sc_), f, c, sc)
+        return jnp.asarray(False)
+
+    return jax.lax.cond(finite, clean, skipped, finite_each, count, scale)
+
+
+def _all_finite(g: jax.Array) -> jax.Array:
+    """Whether every element of ``g`` is finite: the sum of ``g - g`` (zeros where ``g`` is
+    finite, NaN where it is infinite or NaN) is finite. A floating-point sum, which XLA
+    reduces in vector registers, where ``all(isfinite(g))`` reduces a boolean array."""
+    return jnp.isfinite(jnp.sum(g - g))
+
+
 def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
-    """``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
+    r"""``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
 
     XLA replaces a division by a broadcast scalar with a multiplication by
-    its reciprocal, which can leave a quotient one ulp off; the divisor is
-    materialised behind an optimisation barrier so that XLA divides element
-    by element.
+    its reciprocal, which can leave a quotient one ulp off. The divisor here
+    is :math:`s` where ``g`` is finite (or :math:`s` rounded to ``g``'s dtype
+    is infinite) and 1 elsewhere: not a broadcast XLA can see through, so it
+    divides element by element, in the same pass as the rest of the step.
+    Where 1 replaces :math:`s` the quotient is the same: a non-finite
+    :math:`g` divided by a finite :math:`s \ge 0` is :math:`g` itself (an
+    infinity keeps its sign, a NaN stays that NaN).
     """
-    divisor = jax.lax.optimization_barrier(jnp.broadcast_to(s.astype(g.dtype), jnp.shape(g)))
-    return g / divisor
+    d = s.astype(g.dtype)
+    return g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, jnp.ones((), g.dtype))
 
 
 def loss_scaling(
@@ -131,6 +176,7 @@ def loss_scaling(
         raise ValueError(f"interval: loss_scaling records it as an int32, got {config.interval}")
     multiplier = config.multiplier if config.multiplier is not None else 1.0
     start, max_scale = float(config.scale), config.max_scale
+    skippable = update_unless_skipped(inner)
 
     def init(params: optax.Params) -> LossScalingState:
         return LossScalingState(
@@ -146,22 +192,25 @@ def loss_scaling(
     ) -> tuple[optax.Updates, LossScalingState]:
         s = state.scale
         unscaled = jax.tree.map(lambda g: _unscale(g, s), updates)
-        stepped, inner_state = inner.update(unscaled, state.inner_state, params)
         count = optax.safe_int32_increment(state.count)
         if not dynamic:
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
             return stepped, state._replace(count=count, inner_state=inner_state)
         leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-        finite_each = [jnp.all(jnp.isfinite(g)) for _, g in leaves_with_paths]
+        finite_each = [_all_finite(g) for _, g in leaves_with_paths]
         finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
-        if warn and finite_each:
-            names = tuple(chainer_path(path) for path, _ in leaves_with_paths)
-            jax.debug.callback(
-                lambda f, c, sc: _warn_nonfinite(names, f, c, sc), jnp.stack(finite_each), state.count, s
+        if finite_each:
+            names = tuple(chainer_path(path) for path, _ in leaves_with_paths) if warn else None
+            finite = _verdict(finite, names, jnp.stack(finite_each), state.count, s)
+        if skippable is not None:
+            new_updates, kept_inner = skippable(unscaled, state.inner_state, finite)
+        else:
+            # Element-wise selects over the inner update's results and the old state.
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
+            new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
+            kept_inner = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
             )
-        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
-        kept_inner = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
-        )
         ever = state.nonfinite_ever | ~finite
         factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
         new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, max_scale).astype(s.dtype)
