@@ -254,6 +254,83 @@ def test_the_compiled_dynamic_step_grows_linearly_with_the_number_of_leaves() ->
     assert size(160) < 2.5 * size(80)
 
 
+SMALL_SHAPES = {f"n{n}": (n,) for n in range(1, 10)} | {"m": (3, 5)}
+
+
+def small_steps() -> tuple[dict, list[dict]]:
+    """Parameters of every size from 1 to 9 elements (loops a compiler unrolls) and six steps
+    of gradients, the third with a NaN."""
+    rng = np.random.default_rng(7)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SMALL_SHAPES.items()}
+    grads = [
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in SMALL_SHAPES.items()} for _ in range(6)
+    ]
+    grads[2]["n4"][1] = np.nan
+    return params, grads
+
+
+def jitted_step(tx, donate: bool):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+@pytest.mark.parametrize("donate", [False, True], ids=["undonated", "donated"])
+@pytest.mark.parametrize("generic", [False, True], ids=["own", "chain"])
+@pytest.mark.parametrize("make", [co.corrected_momentum_sgd, co.momentum_sgd])
+def test_a_kept_scaled_step_is_the_inner_step_on_the_unscaled_gradient_bitwise(make, generic, donate) -> None:
+    """Jitted with optax.apply_updates, every kept step of loss_scaling(inner) gives the
+    parameters and buffers of inner's own jitted step fed g / s (NumPy's float32 quotient),
+    bit for bit, on arrays of 1 to 9 elements: whether XLA fuses p + lr v into a multiply-add
+    must not depend on the wrapper. (It did: the skipped branch's +0 update let LLVM move the
+    kept branch's last addition away from its product in unrolled loops, so a 2-element shard
+    rounded otherwise than the same rows on one device; tests/engines/test_jax_sharding.py.)"""
+    params, grads = small_steps()
+    inner = make(0.1, 0.9)
+    tx = co.loss_scaling(optax.chain(inner) if generic else inner, interval=2, warn=False)
+    wrapped, plain = jitted_step(tx, donate), jitted_step(inner, donate)
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(p)
+    q, inner_state = {k: jnp.asarray(v) for k, v in params.items()}, inner.init(p)
+    kept = 0
+    for g in grads:
+        s = np.float32(co.loss_scale(state))
+        p, state = wrapped(p, state, {k: jnp.asarray(v) for k, v in g.items()})
+        if not all(np.isfinite(v).all() for v in g.values()):
+            continue
+        kept += 1
+        q, inner_state = plain(q, inner_state, {k: jnp.asarray(v / s) for k, v in g.items()})
+        scaling = co.find_loss_scaling_state(state)
+        got = [*jax.tree.leaves(p), *jax.tree.leaves(scaling.inner_state)]
+        want = [*jax.tree.leaves(q), *jax.tree.leaves(inner_state)]
+        for a, b in zip(got, want, strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (kept, np.asarray(a), np.asarray(b))
+    assert kept == 5 and float(co.loss_scale(state)) not in (1.0, 2.0, 4.0, 8.0)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["op by op", "jitted"])
+@pytest.mark.parametrize("generic", [False, True], ids=["own", "chain"])
+def test_a_skipped_step_leaves_every_parameter_bitwise_negative_zeros_included(generic, jit) -> None:
+    """Chainer leaves a skipped step's parameters as they were; optax.apply_updates adds the
+    skipped step's updates, so they must be -0 (p + -0 is p for every p; p + +0 turns a -0
+    parameter into +0)."""
+    inner = co.corrected_momentum_sgd(0.1, 0.9)
+    tx = co.loss_scaling(optax.chain(inner) if generic else inner, warn=False)
+    p = {"w": jnp.asarray([-0.0, 0.0, -1.5, np.inf], jnp.float32), "b": jnp.asarray([-0.0], jnp.float32)}
+    step = jitted_step(tx, donate=False) if jit else jitted_step(tx, donate=False).__wrapped__
+    state = tx.init(p)
+    p, state = step(p, state, {"w": jnp.ones(4, jnp.float32), "b": jnp.ones(1, jnp.float32)})
+    p = {"w": p["w"].at[:2].set(jnp.asarray([-0.0, 0.0], jnp.float32)), "b": jnp.asarray([-0.0], jnp.float32)}
+    before = {k: np.asarray(v).tobytes() for k, v in p.items()}
+    p, state = step(
+        p, state, {"w": jnp.asarray([1.0, np.nan, 1.0, 1.0], jnp.float32), "b": jnp.ones(1, jnp.float32)}
+    )
+    assert {k: np.asarray(v).tobytes() for k, v in p.items()} == before
+    assert int(jax.tree.leaves(co.find_loss_scaling_state(state).inner_state)[0]) == 1
+
+
 def test_static_scale_unscales_and_never_skips() -> None:
     params, grads = problem(6)
     tx = co.loss_scaling(co.corrected_momentum_sgd(schedule, 0.9), scale=128.0)

@@ -15,9 +15,11 @@ skips steps and moves the scale, as Chainer's ``Optimizer.update`` does:
         2^{1/\mathrm{interval}} & \text{otherwise,}
     \end{cases}
 
-starting at :math:`s = 1`. A skipped step returns zero updates and leaves
-the inner state as it was (Chainer's rule ``t`` and buffers stay), while
-:attr:`LossScalingState.count` (Chainer's optimizer ``t``) advances. Static
+starting at :math:`s = 1`. A skipped step returns updates of :math:`-0`
+(:func:`optax.apply_updates` then leaves every parameter bitwise as it was, a
+:math:`-0` included) and leaves the inner state as it was (Chainer's rule
+``t`` and buffers stay), while :attr:`LossScalingState.count` (Chainer's
+optimizer ``t``) advances. Static
 scaling (``scale`` a number) only unscales. Under ``jax.jit`` (the verdict a
 tracer) every branch is a ``jnp.where`` that XLA fuses into the inner
 update's own pass, so a donated state is written in place; the inner update
@@ -43,7 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
-from corrmom_ref.optax._momentum import update_unless_skipped
+from corrmom_ref.optax._momentum import skipped_update, update_unless_skipped
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -207,7 +209,7 @@ def loss_scaling(
         else:
             # Element-wise selects over the inner update's results and the old state.
             stepped, inner_state = inner.update(unscaled, state.inner_state, params)
-            new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
+            new_updates = jax.tree.map(lambda u: jnp.where(finite, u, skipped_update(u)), stepped)
             kept_inner = jax.tree.map(
                 lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
             )

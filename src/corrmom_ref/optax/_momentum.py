@@ -145,11 +145,25 @@ def _check_leaf_dtypes(tree: Any, where: str, what: str) -> None:
 
 
 #: ``update`` of a transformation made here -> its ``update_unless_skipped(updates, state, keep)``:
-#: the update where the traced boolean ``keep`` holds, else zero updates and the state as it
+#: the update where the traced boolean ``keep`` holds, else :func:`skipped_update`\ s and the state as it
 #: was, the selects written on the buffer itself (see :func:`update_unless_skipped`).
 _UPDATE_UNLESS_SKIPPED: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def skipped_update(u: jax.Array) -> jax.Array:
+    r"""The update of a skipped step: :math:`-0` in every element of ``u``'s shape and dtype.
+
+    :math:`p + (-0) = p` for every :math:`p` (a :math:`-0` and a NaN included), so
+    :func:`optax.apply_updates` leaves each parameter bitwise as it was, as Chainer's skip
+    does; a :math:`+0` would turn a :math:`-0` parameter into :math:`+0`. It also leaves a
+    compiler nothing to add on a skipped step: with :math:`+0` LLVM may sink the addition
+    of the kept and the skipped branch below their join, away from the product
+    :math:`\eta v` it would fuse into a multiply-add, so that a small array (a shard)
+    rounds differently from a large one.
+    """
+    return jnp.full_like(u, -0.0)
 
 
 def update_unless_skipped(transformation: optax.GradientTransformation) -> Callable[..., Any] | None:
@@ -196,7 +210,7 @@ def _momentum_transformation(
             # that XLA computes the buffer once, in place, and the update from it.
             new_v = jnp.where(keep, new_v, v)
             u = lr_ * new_v if corrected else new_v
-            return jnp.where(keep, u, jnp.zeros_like(u)), new_v
+            return jnp.where(keep, u, skipped_update(u)), new_v
 
         flat_g, treedef_ = jax.tree.flatten(updates)
         treedef: Any = treedef_
