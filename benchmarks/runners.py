@@ -231,7 +231,10 @@ def _optax_step(make_tx: Callable[[], Any], donate: bool) -> Callable[[list[tupl
         compiled = jitted.lower(box["params"], box["state"], grads).compile()
 
         def step() -> None:
-            box["params"], box["state"] = compiled(box["params"], box["state"], grads)
+            # Called through jax.jit, as a training loop calls it: JAX's ahead-of-time
+            # ``compiled`` object dispatches through Python whenever the program holds a
+            # host callback (loss_scaling's warning), which jax.jit does not.
+            box["params"], box["state"] = jitted(box["params"], box["state"], grads)
             jax.block_until_ready(box["params"])
 
         memory = compiled.memory_analysis()

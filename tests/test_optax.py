@@ -188,6 +188,17 @@ def test_skipped_step_warns_naming_the_parameter() -> None:
     assert (warning.path, warning.iteration, warning.loss_scale) == ("/l1/W", 0, 1.0)
 
 
+def test_the_warning_dynamic_step_has_no_jax_effect_so_jit_dispatches_it_in_cpp() -> None:
+    """The warning's host callback (the default, warn=True) is a pure_callback whose result is
+    the verdict: no JAX effect, so jax.jit keeps its C++ dispatch. A jax.debug.callback is an
+    effect, which sends every call through Python dispatch (measured: 3.6x the unwrapped
+    step on 1000 leaves of 1 Ki, against 1.5x without it); the warning itself is checked by
+    test_skipped_step_warns_naming_the_parameter."""
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9))
+    p = {"w": jnp.ones(3, jnp.float32)}
+    assert jax.make_jaxpr(tx.update)(p, tx.init(p), p).effects == set()
+
+
 @pytest.mark.parametrize("make", [co.corrected_momentum_sgd, co.momentum_sgd])
 def test_skipping_our_own_transformation_equals_the_generic_selects(make) -> None:
     """loss_scaling skips a step of corrected_momentum_sgd / momentum_sgd with selects written on

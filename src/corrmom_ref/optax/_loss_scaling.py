@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
@@ -89,10 +90,13 @@ def _verdict(
     """``finite``, and :func:`_warn_nonfinite` on a skipped step where ``names`` are given.
 
     Concrete (op by op): warns directly. Traced: the verdict comes out of a ``jax.lax.cond``
-    whose skip branch issues the ``jax.debug.callback`` (no host round trip on a clean
-    step). The ``cond`` also hands every select one opaque scalar: fed the reduction of the
-    per-leaf verdicts directly, XLA's compile time grows with the square of the number of
-    leaves (minutes for 1000).
+    whose skip branch returns ``False`` from a ``jax.pure_callback`` that warns (no host
+    round trip on a clean step). A ``pure_callback`` whose result is used is not a side
+    effect to JAX, so the jitted step keeps JAX's C++ dispatch; a ``jax.debug.callback``
+    is one, and sends every call of the step through Python (per leaf, several times the
+    cost of a small parameter's step). The ``cond`` also hands every select one opaque
+    scalar: fed the reduction of the per-leaf verdicts directly, XLA's compile time grows
+    with the square of the number of leaves (minutes for 1000).
     """
     if not isinstance(finite, jax.core.Tracer):
         if names is not None and not bool(finite):
@@ -102,10 +106,15 @@ def _verdict(
     def clean(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
         return jnp.asarray(True)
 
+    def warned(f: Any, c: Any, sc: Any) -> Any:
+        _warn_nonfinite(names, f, c, sc)  # type: ignore[arg-type]
+        return np.asarray(False)
+
     def skipped(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
-        if names is not None:
-            jax.debug.callback(lambda f_, c_, sc_: _warn_nonfinite(names, f_, c_, sc_), f, c, sc)
-        return jnp.asarray(False)
+        if names is None:
+            return jnp.asarray(False)
+        verdict = jax.ShapeDtypeStruct((), jnp.bool_)
+        return jax.pure_callback(warned, verdict, f, c, sc, vmap_method="sequential")
 
     return jax.lax.cond(finite, clean, skipped, finite_each, count, scale)
 
@@ -150,7 +159,7 @@ def loss_scaling(
         scale: A positive number for static scaling; ``None`` for dynamic.
         warn: Dynamic scaling: warn (the reference's
             :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, through
-            ``jax.debug.callback``) naming every parameter whose gradient is
+            ``jax.pure_callback`` on a skipped step) naming every parameter whose gradient is
             not finite, as Chainer does; the step and the scale are the
             warning's ``iteration`` and ``loss_scale`` attributes.
 
