@@ -7,6 +7,8 @@ bitwise. ``tests/test_optax_chainer.py`` checks against real Chainer.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -186,6 +188,29 @@ def test_skipped_step_warns_naming_the_parameter() -> None:
     assert not any("/b" in str(w.message) for w in caught)
     (warning,) = [w.message for w in caught if isinstance(w.message, NonFiniteGradientWarning)]
     assert (warning.path, warning.iteration, warning.loss_scale) == ("/l1/W", 0, 1.0)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["op by op", "jitted"])
+def test_finite_gradients_whose_sum_overflows_are_a_kept_step(jit) -> None:
+    """The jitted check sums each gradient first (a non-finite element makes the sum
+    non-finite); finite elements can overflow that sum too, and such a step is kept, without
+    a warning, as Chainer keeps it: the exact check decides. The next step's NaN is skipped."""
+    big = np.float32(3e38)
+    tx = co.loss_scaling(co.corrected_momentum_sgd(0.1, 0.9))
+    p = {"w": jnp.zeros(3, jnp.float32)}
+    update = jax.jit(tx.update) if jit else tx.update
+    state = tx.init(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        updates, state = update({"w": jnp.asarray([big, big, big])}, state, p)
+        jax.block_until_ready(updates)
+    assert 3 * float(big) > float(np.finfo(np.float32).max)  # the sum overflows
+    np.testing.assert_array_equal(np.asarray(updates["w"]), np.float32(0.1) * -np.asarray([big] * 3))
+    assert float(co.loss_scale(state)) == 2.0 and not bool(state.nonfinite_ever)
+    with pytest.warns(NonFiniteGradientWarning, match="/w"):
+        updates, state = update({"w": jnp.asarray([1.0, np.nan, 1.0], jnp.float32)}, state, p)
+        jax.block_until_ready(updates)
+    assert float(co.loss_scale(state)) == 1.0 and bool(state.nonfinite_ever)
 
 
 def test_the_warning_dynamic_step_has_no_jax_effect_so_jit_dispatches_it_in_cpp() -> None:

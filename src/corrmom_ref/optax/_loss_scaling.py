@@ -81,42 +81,51 @@ def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any)
 
 
 def _verdict(
-    finite: jax.Array,
-    names: tuple[str, ...] | None,
-    finite_each: jax.Array,
-    count: jax.Array,
-    scale: jax.Array,
+    grads: list[jax.Array], names: tuple[str, ...] | None, count: jax.Array, scale: jax.Array
 ) -> jax.Array:
-    """``finite``, and :func:`_warn_nonfinite` on a skipped step where ``names`` are given.
+    r"""Whether every element of every gradient is finite, and :func:`_warn_nonfinite` on a
+    skipped step where ``names`` are given.
 
-    Concrete (op by op): warns directly. Traced: the verdict comes out of a ``jax.lax.cond``
-    whose skip branch returns ``False`` from a ``jax.pure_callback`` that warns (no host
-    round trip on a clean step). A ``pure_callback`` whose result is used is not a side
-    effect to JAX, so the jitted step keeps JAX's C++ dispatch; a ``jax.debug.callback``
-    is one, and sends every call of the step through Python (per leaf, several times the
-    cost of a small parameter's step). The ``cond`` also hands every select one opaque
-    scalar: fed the reduction of the per-leaf verdicts directly, XLA's compile time grows
-    with the square of the number of leaves (minutes for 1000).
+    Concrete (op by op): :func:`_all_finite` per leaf, and the warning directly. Traced: the
+    verdict of a first pass that is only a float sum per leaf, :math:`\sum_i g_i`. A
+    non-finite element makes that sum non-finite in any order of summation (an infinity
+    is absorbed by nothing finite, :math:`\infty - \infty` and a NaN give NaN), so finite
+    sums prove every element finite; only when a sum is not finite (a skipped step, or
+    finite elements whose sum overflows) does a ``jax.lax.cond`` run the exact check,
+    :func:`_all_finite` per leaf, and on a skipped step return ``False`` from a
+    ``jax.pure_callback`` that warns. A ``pure_callback`` whose result is used is not a
+    side effect to JAX, so the jitted step keeps JAX's C++ dispatch; a
+    ``jax.debug.callback`` is one, and sends every call of the step through Python (per
+    leaf, several times the cost of a small parameter's step). The ``cond`` also hands
+    every select one opaque scalar: fed the reduction of the per-leaf verdicts directly,
+    XLA's compile time grows with the square of the number of leaves (minutes for 1000).
     """
-    if not isinstance(finite, jax.core.Tracer):
+    if not isinstance(grads[0], jax.core.Tracer):
+        each = jnp.stack([_all_finite(g) for g in grads])
+        finite = jnp.all(each)
         if names is not None and not bool(finite):
-            _warn_nonfinite(names, finite_each, count, scale)
+            _warn_nonfinite(names, each, count, scale)
         return finite
 
-    def clean(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+    def clean(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
         return jnp.asarray(True)
 
     def warned(f: Any, c: Any, sc: Any) -> Any:
         _warn_nonfinite(names, f, c, sc)  # type: ignore[arg-type]
         return np.asarray(False)
 
-    def skipped(f: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+    def skipped(each: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
         if names is None:
             return jnp.asarray(False)
         verdict = jax.ShapeDtypeStruct((), jnp.bool_)
-        return jax.pure_callback(warned, verdict, f, c, sc, vmap_method="sequential")
+        return jax.pure_callback(warned, verdict, each, c, sc, vmap_method="sequential")
 
-    return jax.lax.cond(finite, clean, skipped, finite_each, count, scale)
+    def exact(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
+        each = jnp.stack([_all_finite(g) for g in gs])
+        return jax.lax.cond(jnp.all(each), lambda *_: jnp.asarray(True), skipped, each, c, sc)
+
+    sums_finite = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(g.ravel())) for g in grads]))
+    return jax.lax.cond(sums_finite, clean, exact, grads, count, scale)
 
 
 def _all_finite(g: jax.Array) -> jax.Array:
@@ -208,11 +217,10 @@ def loss_scaling(
             stepped, inner_state = inner.update(unscaled, state.inner_state, params)
             return stepped, state._replace(count=count, inner_state=inner_state)
         leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-        finite_each = [_all_finite(g) for _, g in leaves_with_paths]
-        finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
-        if finite_each:
+        finite = jnp.asarray(True)
+        if leaves_with_paths:
             names = tuple(chainer_path(path) for path, _ in leaves_with_paths) if warn else None
-            finite = _verdict(finite, names, jnp.stack(finite_each), state.count, s)
+            finite = _verdict([g for _, g in leaves_with_paths], names, state.count, s)
         if skippable is not None:
             new_updates, kept_inner = skippable(unscaled, state.inner_state, finite)
         else:
