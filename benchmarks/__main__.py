@@ -102,7 +102,9 @@ class _Timer:
         return measure.time_steps(self.step, self.reps)
 
     def peak_extra_bytes(self) -> int | None:
-        return measure.peak_extra_bytes(self.step) if self.traced else None
+        if self.traced:
+            return measure.peak_extra_bytes(self.step)
+        return getattr(self.step, "peak_extra_bytes", None)  # a jitted step's, from XLA
 
 
 class _ChainerTimer(_Timer):

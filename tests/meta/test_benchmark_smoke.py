@@ -36,6 +36,26 @@ def test_quick_benchmark_writes_ratios(tmp_path, capsys):
     assert "x floor" in capsys.readouterr().out
 
 
+def test_jitted_optax_rows_report_xlas_peak_extra_memory(tmp_path):
+    """The optax rows' peak extra memory is XLA's account of a step's allocations: a donated
+    step (loss scaling included) writes into its inputs, an undonated one allocates the new
+    parameter and state. (On leaves of 1 Ki elements XLA materialises the finiteness check's
+    ``g - g`` before summing it, one gradient's bytes in all: checked on the 64 Ki leaf.)"""
+    pytest.importorskip("optax")
+    from benchmarks.__main__ import main
+
+    rows = ["ref-optax, jit", "ref-optax, jit, donated", "ref-optax + loss_scaling, jit, donated"]
+    assert main(["--quick", "--only", *rows, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    for workload in result["workloads"].values():
+        parameters_mib = workload["elements"] * 4 / 2**20
+        peak = {name: row["peak_extra_MiB"] for name, row in workload["rows"].items()}
+        assert peak["ref-optax, jit"] >= 2 * parameters_mib  # new parameters and velocities
+        assert peak["ref-optax, jit, donated"] < parameters_mib / 16
+        if workload["params"] == 1:
+            assert peak["ref-optax + loss_scaling, jit, donated"] < parameters_mib / 16
+
+
 def test_compare_two_versions_interleaved(tmp_path, capsys):
     """``benchmarks.compare`` times one implementation under two library folders and prints the ratio."""
     from benchmarks.compare import ROOT, main

@@ -15,12 +15,16 @@ skips steps and moves the scale, as Chainer's ``Optimizer.update`` does:
         2^{1/\mathrm{interval}} & \text{otherwise,}
     \end{cases}
 
-starting at :math:`s = 1`. A skipped step returns zero updates and leaves
-the inner state as it was (Chainer's rule ``t`` and buffers stay), while
-:attr:`LossScalingState.count` (Chainer's optimizer ``t``) advances. Static
-scaling (``scale`` a number) only unscales. Every branch is a
-``jnp.where``, so the wrapper works under ``jax.jit``; the inner update is
-computed on a skipped step too and discarded.
+starting at :math:`s = 1`. A skipped step returns updates of :math:`-0`
+(:func:`optax.apply_updates` then leaves every parameter bitwise as it was, a
+:math:`-0` included) and leaves the inner state as it was (Chainer's rule
+``t`` and buffers stay), while :attr:`LossScalingState.count` (Chainer's
+optimizer ``t``) advances. Static
+scaling (``scale`` a number) only unscales. Under ``jax.jit`` (the verdict a
+tracer) every branch is a ``jnp.where`` that XLA fuses into the inner
+update's own pass, so a donated state is written in place; the inner update
+is computed on a skipped step too and discarded, and the warning's host
+callback runs only on a skipped step (under ``jax.lax.cond``).
 
 Rounding: the gradient is divided by :math:`s` rounded to the gradient's
 dtype (NumPy rounds Chainer's Python-float scale the same way), element by
@@ -38,9 +42,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from corrmom_ref.loss_scaling import LOSS_SCALE_MIN, LossScaling, NonFiniteGradientWarning
+from corrmom_ref.optax._momentum import skipped_update, update_unless_skipped
 from corrmom_ref.optax._paths import chainer_path
 
 __all__ = ["LossScalingState", "find_loss_scaling_state", "loss_scale", "loss_scaling"]
@@ -74,16 +80,75 @@ def _warn_nonfinite(names: tuple[str, ...], finite: Any, count: Any, scale: Any)
             warnings.warn(NonFiniteGradientWarning(name, int(count), float(scale)), stacklevel=2)
 
 
+def _verdict(
+    grads: list[jax.Array], names: tuple[str, ...] | None, count: jax.Array, scale: jax.Array
+) -> jax.Array:
+    r"""Whether every element of every gradient is finite, and :func:`_warn_nonfinite` on a
+    skipped step where ``names`` are given.
+
+    Concrete (op by op): :func:`_all_finite` per leaf, and the warning directly. Traced: the
+    verdict of a first pass that is only a float sum per leaf, :math:`\sum_i g_i`. A
+    non-finite element makes that sum non-finite in any order of summation (an infinity
+    is absorbed by nothing finite, :math:`\infty - \infty` and a NaN give NaN), so finite
+    sums prove every element finite; only when a sum is not finite (a skipped step, or
+    finite elements whose sum overflows) does a ``jax.lax.cond`` run the exact check,
+    :func:`_all_finite` per leaf, and on a skipped step return ``False`` from a
+    ``jax.pure_callback`` that warns. A ``pure_callback`` whose result is used is not a
+    side effect to JAX, so the jitted step keeps JAX's C++ dispatch; a
+    ``jax.debug.callback`` is one, and sends every call of the step through Python (per
+    leaf, several times the cost of a small parameter's step). The ``cond`` also hands
+    every select one opaque scalar: fed the reduction of the per-leaf verdicts directly,
+    XLA's compile time grows with the square of the number of leaves (minutes for 1000).
+    """
+    if not isinstance(grads[0], jax.core.Tracer):
+        each = jnp.stack([_all_finite(g) for g in grads])
+        finite = jnp.all(each)
+        if names is not None and not bool(finite):
+            _warn_nonfinite(names, each, count, scale)
+        return finite
+
+    def clean(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
+        return jnp.asarray(True)
+
+    def warned(f: Any, c: Any, sc: Any) -> Any:
+        _warn_nonfinite(names, f, c, sc)  # type: ignore[arg-type]
+        return np.asarray(False)
+
+    def skipped(each: jax.Array, c: jax.Array, sc: jax.Array) -> jax.Array:
+        if names is None:
+            return jnp.asarray(False)
+        verdict = jax.ShapeDtypeStruct((), jnp.bool_)
+        return jax.pure_callback(warned, verdict, each, c, sc, vmap_method="sequential")
+
+    def exact(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
+        each = jnp.stack([_all_finite(g) for g in gs])
+        return jax.lax.cond(jnp.all(each), lambda *_: jnp.asarray(True), skipped, each, c, sc)
+
+    sums_finite = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(g.ravel())) for g in grads]))
+    return jax.lax.cond(sums_finite, clean, exact, grads, count, scale)
+
+
+def _all_finite(g: jax.Array) -> jax.Array:
+    """Whether every element of ``g`` is finite: the sum of ``g - g`` (zeros where ``g`` is
+    finite, NaN where it is infinite or NaN) is finite. A floating-point sum, which XLA
+    reduces in vector registers, where ``all(isfinite(g))`` reduces a boolean array."""
+    return jnp.isfinite(jnp.sum(g - g))
+
+
 def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
-    """``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
+    r"""``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
 
     XLA replaces a division by a broadcast scalar with a multiplication by
-    its reciprocal, which can leave a quotient one ulp off; the divisor is
-    materialised behind an optimisation barrier so that XLA divides element
-    by element.
+    its reciprocal, which can leave a quotient one ulp off. The divisor here
+    is :math:`s` where ``g`` is finite (or :math:`s` rounded to ``g``'s dtype
+    is infinite) and 1 elsewhere: not a broadcast XLA can see through, so it
+    divides element by element, in the same pass as the rest of the step.
+    Where 1 replaces :math:`s` the quotient is the same: a non-finite
+    :math:`g` divided by a finite :math:`s \ge 0` is :math:`g` itself (an
+    infinity keeps its sign, a NaN stays that NaN).
     """
-    divisor = jax.lax.optimization_barrier(jnp.broadcast_to(s.astype(g.dtype), jnp.shape(g)))
-    return g / divisor
+    d = s.astype(g.dtype)
+    return g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, jnp.ones((), g.dtype))
 
 
 def loss_scaling(
@@ -103,7 +168,7 @@ def loss_scaling(
         scale: A positive number for static scaling; ``None`` for dynamic.
         warn: Dynamic scaling: warn (the reference's
             :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`, through
-            ``jax.debug.callback``) naming every parameter whose gradient is
+            ``jax.pure_callback`` on a skipped step) naming every parameter whose gradient is
             not finite, as Chainer does; the step and the scale are the
             warning's ``iteration`` and ``loss_scale`` attributes.
 
@@ -131,6 +196,7 @@ def loss_scaling(
         raise ValueError(f"interval: loss_scaling records it as an int32, got {config.interval}")
     multiplier = config.multiplier if config.multiplier is not None else 1.0
     start, max_scale = float(config.scale), config.max_scale
+    skippable = update_unless_skipped(inner)
 
     def init(params: optax.Params) -> LossScalingState:
         return LossScalingState(
@@ -146,22 +212,24 @@ def loss_scaling(
     ) -> tuple[optax.Updates, LossScalingState]:
         s = state.scale
         unscaled = jax.tree.map(lambda g: _unscale(g, s), updates)
-        stepped, inner_state = inner.update(unscaled, state.inner_state, params)
         count = optax.safe_int32_increment(state.count)
         if not dynamic:
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
             return stepped, state._replace(count=count, inner_state=inner_state)
         leaves_with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-        finite_each = [jnp.all(jnp.isfinite(g)) for _, g in leaves_with_paths]
-        finite = jnp.all(jnp.stack(finite_each)) if finite_each else jnp.asarray(True)
-        if warn and finite_each:
-            names = tuple(chainer_path(path) for path, _ in leaves_with_paths)
-            jax.debug.callback(
-                lambda f, c, sc: _warn_nonfinite(names, f, c, sc), jnp.stack(finite_each), state.count, s
+        finite = jnp.asarray(True)
+        if leaves_with_paths:
+            names = tuple(chainer_path(path) for path, _ in leaves_with_paths) if warn else None
+            finite = _verdict([g for _, g in leaves_with_paths], names, state.count, s)
+        if skippable is not None:
+            new_updates, kept_inner = skippable(unscaled, state.inner_state, finite)
+        else:
+            # Element-wise selects over the inner update's results and the old state.
+            stepped, inner_state = inner.update(unscaled, state.inner_state, params)
+            new_updates = jax.tree.map(lambda u: jnp.where(finite, u, skipped_update(u)), stepped)
+            kept_inner = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
             )
-        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), stepped)
-        kept_inner = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state
-        )
         ever = state.nonfinite_ever | ~finite
         factor = jnp.where(finite, jnp.where(state.nonfinite_ever, multiplier, 2.0), 0.5).astype(s.dtype)
         new_scale = jnp.clip(s * factor, LOSS_SCALE_MIN, max_scale).astype(s.dtype)

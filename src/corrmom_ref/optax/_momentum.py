@@ -50,6 +50,8 @@ Inputs are held to the reference's rules, with its messages:
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -142,6 +144,37 @@ def _check_leaf_dtypes(tree: Any, where: str, what: str) -> None:
             )
 
 
+#: ``update`` of a transformation made here -> its ``update_unless_skipped(updates, state, keep)``:
+#: the update where the traced boolean ``keep`` holds, else :func:`skipped_update`\ s and the state as it
+#: was, the selects written on the buffer itself (see :func:`update_unless_skipped`).
+_UPDATE_UNLESS_SKIPPED: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def skipped_update(u: jax.Array) -> jax.Array:
+    r"""The update of a skipped step: :math:`-0` in every element of ``u``'s shape and dtype.
+
+    :math:`p + (-0) = p` for every :math:`p` (a :math:`-0` and a NaN included), so
+    :func:`optax.apply_updates` leaves each parameter bitwise as it was, as Chainer's skip
+    does; a :math:`+0` would turn a :math:`-0` parameter into :math:`+0`. It also leaves a
+    compiler nothing to add on a skipped step: with :math:`+0` LLVM may sink the addition
+    of the kept and the skipped branch below their join, away from the product
+    :math:`\eta v` it would fuse into a multiply-add, so that a small array (a shard)
+    rounds differently from a large one.
+    """
+    return jnp.full_like(u, -0.0)
+
+
+def update_unless_skipped(transformation: optax.GradientTransformation) -> Callable[..., Any] | None:
+    """``update_unless_skipped(updates, state, keep)`` of a transformation made by this module
+    (``None`` for any other): what ``jnp.where(keep, ·, ·)`` over its ``update``'s results and
+    its old state gives, bit for bit, with the update computed from the kept buffer, so that
+    XLA writes the buffer once (in place when donated) and reads the update from it.
+    :func:`~corrmom_ref.optax.loss_scaling` uses it to skip a step."""
+    return _UPDATE_UNLESS_SKIPPED.get(transformation.update)
+
+
 def _momentum_transformation(
     learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, corrected: bool
 ) -> optax.GradientTransformation:
@@ -153,10 +186,9 @@ def _momentum_transformation(
         _check_leaf_dtypes(params, where, "parameter")
         return MomentumState(count=jnp.zeros((), jnp.int32), velocity=optax.tree.zeros_like(params))
 
-    def update(
-        updates: optax.Updates, state: MomentumState, params: optax.Params | None = None
+    def step(
+        updates: optax.Updates, state: MomentumState, keep: jax.Array | None
     ) -> tuple[optax.Updates, MomentumState]:
-        del params
         _check_leaf_dtypes(state.velocity, where, "parameter")
         _check_leaf_dtypes(updates, where, "gradient of parameter")
         lr = _checked_at(learning_rate, state.count, "learning_rate", where)
@@ -169,9 +201,16 @@ def _momentum_transformation(
             m_ = jnp.asarray(m, v.dtype)
             g = jnp.asarray(g, v.dtype)
             if corrected:
-                return corrected_increment(g, v, lr_, m_)
-            v = m_ * v - lr_ * g
-            return v, v
+                u, new_v = corrected_increment(g, v, lr_, m_)
+            else:
+                u = new_v = m_ * v - lr_ * g
+            if keep is None:
+                return u, new_v
+            # The update from the kept buffer (the same number where the step is kept), so
+            # that XLA computes the buffer once, in place, and the update from it.
+            new_v = jnp.where(keep, new_v, v)
+            u = lr_ * new_v if corrected else new_v
+            return jnp.where(keep, u, skipped_update(u)), new_v
 
         flat_g, treedef_ = jax.tree.flatten(updates)
         treedef: Any = treedef_
@@ -179,8 +218,23 @@ def _momentum_transformation(
         stepped = [leaf(g, v) for g, v in zip(flat_g, flat_v, strict=True)]
         new_updates = treedef.unflatten([u for u, _ in stepped])
         velocity = treedef.unflatten([v for _, v in stepped])
-        return new_updates, MomentumState(count=optax.safe_int32_increment(state.count), velocity=velocity)
+        count = optax.safe_int32_increment(state.count)
+        if keep is not None:
+            count = jnp.where(keep, count, state.count)
+        return new_updates, MomentumState(count=count, velocity=velocity)
 
+    def update(
+        updates: optax.Updates, state: MomentumState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, MomentumState]:
+        del params
+        return step(updates, state, None)
+
+    def update_unless_skipped(
+        updates: optax.Updates, state: MomentumState, keep: jax.Array
+    ) -> tuple[optax.Updates, MomentumState]:
+        return step(updates, state, keep)
+
+    _UPDATE_UNLESS_SKIPPED[update] = update_unless_skipped
     return optax.GradientTransformation(init, update)  # type: ignore[arg-type]
 
 
