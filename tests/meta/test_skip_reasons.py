@@ -32,7 +32,7 @@ REASON = re.compile(r"""(?:pytest\.skip\(|reason=|^[A-Z_]+ = )\s*f?(["'])(.+?)\1
 def reasons() -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
     for path in TESTS.rglob("*.py"):
-        if path.name == "test_skip_summary.py" or path == Path(__file__):
+        if path.stem == "test_skip_summary" or path == Path(__file__):
             continue  # the summary's own tests use made-up reasons
         for _, text in REASON.findall(path.read_text(encoding="utf-8")):
             for cause in CAUSES:
