@@ -238,7 +238,7 @@ class RefTorchAdapter:
     def __init__(self, fused: bool = True) -> None:
         import torch
 
-        from corrmom_ref._backends import torch_update
+        from corrmom_ref._step.kernels import torch as torch_update
 
         self.version = f"corrmom_ref.torch on torch {torch.__version__}"
         self._fused = fused and torch_update.available()

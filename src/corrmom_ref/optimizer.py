@@ -16,7 +16,7 @@ from corrmom_ref._deprecated_hooks import deprecated_alias
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of, quick_alike
-from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_counter, check_loss_scale
+from corrmom_ref._scalar_checks import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_counter, check_loss_scale
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
 from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, reads_through
 from corrmom_ref.loss_scaling import KEYS, LossScaling, NonFiniteGradientWarning, SavedLossScaling
@@ -190,7 +190,7 @@ class Optimizer:
         ``interval`` may be any integer type (``numpy.int64`` too) and
         ``scale`` any real type; a NumPy scalar scale is kept as given, as
         Chainer keeps it (its type matters to 0-d float16 gradients on NumPy
-        1.x: ``corrmom_ref._backends.scalars``).
+        1.x: ``corrmom_ref._step.operands``).
 
         Raises:
             ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``

@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array, is_writeable_array
 
-from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import dtype_name, is_float16, namespace_of
-from corrmom_ref._reference import keep_dtype
-from corrmom_ref._scalars import check_counter
+from corrmom_ref._scalar_checks import check_counter
+from corrmom_ref._step.operands import scalar_operand
+from corrmom_ref._step.reference import keep_dtype
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, read_entry
 from corrmom_ref.link import Parameter
@@ -455,7 +455,7 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
 def _divide(grad: Any, scale: float) -> Any:
     """``grad / scale``, in place when the backend allows (as Chainer does).
 
-    ``scale`` enters as :func:`~corrmom_ref._backends.scalars.scalar_operand`
+    ``scale`` enters as :func:`~corrmom_ref._step.operands.scalar_operand`
     makes it: a NumPy scalar keeps its type on NumPy 1.x, as in Chainer.
     """
     scale = scalar_operand(namespace_of(grad), scale)
