@@ -214,6 +214,28 @@ def test_a_rule_whose_update_core_is_replaced_on_the_instance_is_not_batched(bk:
     assert calls == ["w"] * 3
 
 
+@pytest.mark.parametrize("optimizer", [cr.CorrectedMomentumSGD, cr.MomentumSGD])
+def test_a_step_replaced_on_the_instance_is_the_step_that_runs(bk: Backend, optimizer) -> None:
+    """``rule.step = f`` steps that parameter with ``f``, alone; the other rules keep theirs."""
+    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))
+    opt = optimizer(lr=0.5).setup(link)
+    rule = link.w.update_rule
+    own_step = type(rule).step
+
+    def halved(xp, p, g, v, lr, m):
+        return own_step(xp, p, g, v, lr / 2, m)
+
+    rule.step = halved
+    for _ in range(3):
+        for param in link.params():
+            param.grad = bk.asarray(np.ones(param.shape))
+        opt.update()
+    # 3 steps of g = 1 from v = 0, m = 0.9. Eq. (9) moves p by lr * (1 + 1.9 + 2.71) = 5.61 lr;
+    # eq. (10) by lr * (1 + 1.9 + 2.71) too, as lr is constant: halving lr halves the move.
+    np.testing.assert_allclose(bk.to_numpy(link.w.array), [1.0 - 0.25 * 5.61, 2.0 - 0.25 * 5.61], rtol=1e-6)
+    np.testing.assert_allclose(bk.to_numpy(link.u.array), [3.0 - 0.5 * 5.61], rtol=1e-6)
+
+
 _STEPS = {
     "corrected": (policy.dispatched_corrected_step, policy.dispatched_corrected_steps),
     "uncorrected": (policy.dispatched_uncorrected_step, policy.dispatched_uncorrected_steps),

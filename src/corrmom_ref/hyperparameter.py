@@ -18,7 +18,7 @@ __all__ = [
     "quick_nonnegative_floats",
     "read_entries",
     "read_entry",
-    "reads_through",
+    "sole_source",
 ]
 
 #: The largest finite float: ``0.0 <= x <= FLOAT_MAX`` is false for NaN, infinities and negatives.
@@ -115,7 +115,7 @@ def read_entries(hyperparam: Hyperparameter, first: str, second: str) -> tuple[A
     return read_entry(hyperparam, first), read_entry(hyperparam, second)
 
 
-def reads_through(hyperparam: Hyperparameter) -> Hyperparameter | None:
+def sole_source(hyperparam: Hyperparameter) -> Hyperparameter | None:
     """The parent whose entries ``hyperparam`` reads unchanged, or ``None``.
 
     That is the parent of a plain :class:`Hyperparameter` holding no entry of

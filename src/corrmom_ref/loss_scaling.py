@@ -51,9 +51,10 @@ __all__ = [
     "scaled_clipping_threshold",
 ]
 
-#: The largest finite float16, Chainer's ceiling for the scale.
+#: Dynamic scaling's ceiling: the largest finite float16, Chainer's (any scale given must
+#: lie in the wider range ``[2**-126, 2**126]``, ``corrmom_ref._scalar_checks``).
 LOSS_SCALE_MAX = 65504.0
-#: Chainer's floor for the scale.
+#: Dynamic scaling's floor, Chainer's.
 LOSS_SCALE_MIN = 1.0
 
 

@@ -100,6 +100,11 @@ class UpdateRule:
         """Unregister the hook called ``name`` (``KeyError`` if unknown)."""
         self._hooks.remove(name)
 
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any hook is registered on this rule (:meth:`add_hook`)."""
+        return self._hooks.any
+
     def use_fp32_update(self, flag: bool = True) -> None:
         """Update float16 parameters through a float32 master copy.
 
@@ -429,7 +434,7 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     alone = []
     for pair in pairs:
         param, rule = pair
-        if rule._hooks.any:
+        if rule.has_hooks:
             for param, rule in pairs:
                 rule.update(param)
             return

@@ -79,7 +79,11 @@ class MomentumRuleBase(UpdateRule):
         self.state["v"] = array_namespace(param.array).zeros_like(param.array)
 
     def update_core(self, param: Parameter) -> None:
-        """Apply :meth:`step` to ``param`` and ``v``; a ``None`` gradient is skipped."""
+        """Apply :attr:`step` to ``param`` and ``v``; a ``None`` gradient is skipped.
+
+        The step is looked up on the rule, so one replaced on the instance
+        (``rule.step = f``, called as ``f(xp, p, g, v, lr, m)``) is the one that runs.
+        """
         grad = param.grad
         if grad is None:
             return
@@ -87,7 +91,7 @@ class MomentumRuleBase(UpdateRule):
         state = self.state
         array = param.array
         xp = namespace_of(array)
-        param.array, state["v"] = type(self).step(
+        param.array, state["v"] = self.step(
             xp,
             array,
             grad,
