@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from corrmom_conformance.adapters import _links
-from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
+from corrmom_conformance.adapters.chainer_style import API_CAPABILITIES
 from corrmom_conformance.protocol import HookEvent, HookSpec
 
 
@@ -225,7 +225,7 @@ class RefTorchAdapter:
     state_sign = -1.0
     #: Every capability: ``disabled_rules`` is ``requires_grad=False``, which the port maps to
     #: Chainer's disabled update rule.
-    capabilities = ALL_CAPABILITIES | {"generic_variant", "exact_variant"}
+    capabilities = API_CAPABILITIES | {"generic_variant", "exact_variant"}
     #: The built-in hooks ``corrmom_ref.torch.hooks`` ships
     #: (:class:`~corrmom_conformance.protocol.DeclaresBuiltinHookKinds`): not GradientLARS, whose
     #: per-rule hyperparameters torch keeps per group, nor GradientNoise, which draws from NumPy's

@@ -12,8 +12,10 @@ Each is written in Chainer's operation order on the CPU (a product, then the
 difference; a product, then the sum), in place where ``p`` and ``v`` can be
 written and anew otherwise, so results on NumPy are Chainer's bit for bit.
 Callers store the returned ``(p, v)``: they are the inputs themselves when
-the step ran in place. Faster siblings live in :mod:`corrmom_ref._backends`
-and are chosen by :func:`corrmom_ref._step.policy.choose`.
+the step ran in place. :class:`Form` names the two: the one way the library
+chooses between eq. (9) and eq. (10). Faster siblings live beside this module
+in :mod:`corrmom_ref._step` and are chosen by
+:func:`corrmom_ref._step.policy.choose`.
 """
 
 from __future__ import annotations
