@@ -51,10 +51,10 @@ __all__ = [
     "scaled_clipping_threshold",
 ]
 
-#: Dynamic scaling's ceiling: the largest finite float16, Chainer's (any scale given must
-#: lie in the wider range ``[2**-126, 2**126]``, ``corrmom_ref._scalar_checks``).
+#: The largest finite float16, Chainer's ceiling for a dynamic scale (a scale given or
+#: loaded may lie anywhere in the wider range ``[2**-126, 2**126]``).
 LOSS_SCALE_MAX = 65504.0
-#: Dynamic scaling's floor, Chainer's.
+#: Chainer's floor for a dynamic scale.
 LOSS_SCALE_MIN = 1.0
 
 

@@ -115,7 +115,7 @@ def dispatched_uncorrected_steps(
 
 
 def dispatched_corrected_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
-    """:func:`dispatched_corrected_steps` of one triple; the new ``(p, v)``."""
+    """``dispatched_corrected_steps`` of one triple; the new ``(p, v)``."""
     new_ps, new_vs = dispatched_corrected_steps(xp, [p], [g], [v], lr, m)
     return new_ps[0], new_vs[0]
 
@@ -123,7 +123,7 @@ def dispatched_corrected_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m:
 def dispatched_uncorrected_step(
     xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any
 ) -> tuple[Array, Array]:
-    """:func:`dispatched_uncorrected_steps` of one triple; the new ``(p, v)``."""
+    """``dispatched_uncorrected_steps`` of one triple; the new ``(p, v)``."""
     new_ps, new_vs = dispatched_uncorrected_steps(xp, [p], [g], [v], lr, m)
     return new_ps[0], new_vs[0]
 

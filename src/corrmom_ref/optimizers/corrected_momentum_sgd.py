@@ -38,8 +38,8 @@ class CorrectedMomentumSGDRule(MomentumRuleBase):
     """
 
     batchable = True  # step and steps are the same update, one triple and a list
-    #: Eq. (9) as :func:`corrmom_ref._step.reference.corrected_step` states it, run by the
-    #: path :func:`corrmom_ref._step.policy.choose` picks.
+    # Eq. (9) as corrmom_ref._step.reference.corrected_step states it, run by the
+    # path corrmom_ref._step.policy.choose picks.
     step = staticmethod(policy.dispatched_corrected_step)
     steps = staticmethod(policy.dispatched_corrected_steps)
 

@@ -28,8 +28,8 @@ class MomentumSGDRule(MomentumRuleBase):
     """
 
     batchable = True  # step and steps are the same update, one triple and a list
-    #: Eq. (10) as :func:`corrmom_ref._step.reference.uncorrected_step` states it, run by the
-    #: path :func:`corrmom_ref._step.policy.choose` picks.
+    # Eq. (10) as corrmom_ref._step.reference.uncorrected_step states it, run by the
+    # path corrmom_ref._step.policy.choose picks.
     step = staticmethod(policy.dispatched_uncorrected_step)
     steps = staticmethod(policy.dispatched_uncorrected_steps)
 
