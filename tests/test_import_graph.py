@@ -184,7 +184,9 @@ def forbidden_edges(graph: dict[str, set[str]], package: str = PACKAGE) -> list[
                     if module.startswith(importer) and target.startswith(kernel)
                 ]
                 if not allowed:
-                    bad.append(f"{module} -> {target} (only the policy, or its framework's port, imports a kernel)")
+                    bad.append(
+                        f"{module} -> {target} (only the policy, or its framework's port, imports a kernel)"
+                    )
     return bad
 
 
