@@ -86,18 +86,18 @@ def choose(
 
 
 def _choose(
-    rule: _FormSteps, xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: Any, m: Any
+    form_steps: _FormSteps, xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: Any, m: Any
 ) -> StepPath:
-    if rule is _CORRECTED and ps and switch.current().enabled:
+    if form_steps is _CORRECTED and ps and switch.current().enabled:
         native = native_kernel(xp)
         if native is not None:
             if native.accepts(ps, gs, vs, lr, m):
                 return _native_path(native)
             if len(ps) > 1:
-                return _per_triple_path(rule, native.ROUNDINGS)
+                return _per_triple_path(form_steps, native.ROUNDINGS)
     if blocked.accepts(xp):
-        return _blocked_path(rule)
-    return _reference_path(rule)
+        return _blocked_path(form_steps)
+    return _reference_path(form_steps)
 
 
 def dispatched_corrected_steps(
@@ -165,13 +165,13 @@ def _native_path(native: ModuleType) -> StepPath:
 
 
 @cache
-def _per_triple_path(rule: _FormSteps, roundings: int) -> StepPath:
+def _per_triple_path(form_steps: _FormSteps, roundings: int) -> StepPath:
     """Each triple chosen again: at most the native kernel's roundings."""
 
     def steps(xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: Any, m: Any) -> Any:
         new_ps, new_vs = [], []
         for p, g, v in zip(ps, gs, vs, strict=True):
-            (p,), (v,) = _choose(rule, xp, [p], [g], [v], lr, m).run(xp, [p], [g], [v], lr, m)
+            (p,), (v,) = _choose(form_steps, xp, [p], [g], [v], lr, m).run(xp, [p], [g], [v], lr, m)
             new_ps.append(p)
             new_vs.append(v)
         return new_ps, new_vs
@@ -180,13 +180,13 @@ def _per_triple_path(rule: _FormSteps, roundings: int) -> StepPath:
 
 
 @cache
-def _blocked_path(rule: _FormSteps) -> StepPath:
-    return StepPath("blocked generic", blocked.ROUNDINGS, rule.blocked.steps)
+def _blocked_path(form_steps: _FormSteps) -> StepPath:
+    return StepPath("blocked generic", blocked.ROUNDINGS, form_steps.blocked.steps)
 
 
 @cache
-def _reference_path(rule: _FormSteps) -> StepPath:
-    step = rule.reference
+def _reference_path(form_steps: _FormSteps) -> StepPath:
+    step = form_steps.reference
 
     def steps(xp: Any, ps: list[Array], gs: list[Array], vs: list[Array], lr: Any, m: Any) -> Any:
         new_ps, new_vs = [], []
