@@ -815,7 +815,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 ]
                 if chosen:
                     cps, cgs, cvs = (list(column) for column in zip(*chosen, strict=True))
-                    stepper(True, cps, cgs, cvs, lr, m, scale)
+                    stepper(self._form, cps, cgs, cvs, lr, m, scale)
             return
         step(self._form, ps, gs, vs, lr, m, scale)
 
