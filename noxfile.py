@@ -454,7 +454,7 @@ def docs(session: nox.Session) -> None:
     pages = sorted(str(page) for page in Path("docs").glob("*.md"))
     # The fast-path kernels import their backend (torch, jax, cupy) at module
     # level and hold no examples; importing them here would need every backend.
-    kernels = "--ignore-glob=src/corrmom_ref/_backends/*_update.py"
+    kernels = "--ignore-glob=src/corrmom_ref/_step/kernels/*.py"
     session.run("pytest", "--doctest-glob=*.md", "--doctest-modules", kernels, *pages, "src/corrmom_ref")
     session.run("pytest", "tests/docs", *session.posargs, env={"CORRMOM_DOCS_TESTS": "1"})
 

@@ -1,8 +1,8 @@
 """The switch for the native fast paths, and what each path promises.
 
 The momentum optimizers step through the reference arithmetic
-(``corrmom_ref/_reference.py``) or through a faster sibling chosen by one
-policy (``corrmom_ref._backends.dispatch.choose``; see the backends page). :func:`use_fast_paths`
+(``corrmom_ref/_step/reference.py``) or through a faster sibling chosen by one
+policy (``corrmom_ref._step.policy.choose``; see the backends page). :func:`use_fast_paths`
 turns the native kernels off within a block (for instance to compare them
 with the generic step) or lets JAX donate buffers; :func:`kernel_roundings`
 says how far a backend's native kernel may be from the reference step.
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from corrmom_ref._backends import switch
-from corrmom_ref._backends.dispatch import native_kernel
-from corrmom_ref._backends.switch import use_fast_paths
+from corrmom_ref._step import switch
+from corrmom_ref._step.policy import native_kernel
+from corrmom_ref._step.switch import use_fast_paths
 
 __all__ = ["kernel_roundings", "use_fast_paths"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device, is_writeable_array
 
-from corrmom_ref._backends.generic_fast import slices_are_views
+from corrmom_ref._step.blocked import slices_are_views
 from corrmom_ref.link import Link, Parameter
 
 __all__ = ["flatten"]

@@ -18,7 +18,7 @@ __all__ = [
     "quick_nonnegative_floats",
     "read_entries",
     "read_entry",
-    "reads_through",
+    "sole_source",
     "write_count",
 ]
 
@@ -143,7 +143,7 @@ def read_entries(hyperparam: Hyperparameter, first: str, second: str) -> tuple[A
     return read_entry(hyperparam, first), read_entry(hyperparam, second)
 
 
-def reads_through(hyperparam: Hyperparameter) -> Hyperparameter | None:
+def sole_source(hyperparam: Hyperparameter) -> Hyperparameter | None:
     """The parent whose entries ``hyperparam`` reads unchanged, or ``None``.
 
     That is the parent of a plain :class:`Hyperparameter` holding no entry of

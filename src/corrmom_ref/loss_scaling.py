@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from corrmom_ref._scalars import check_interval, check_loss_scale
+from corrmom_ref._scalar_checks import check_interval, check_loss_scale
 
 __all__ = [
     "KEYS",
@@ -51,9 +51,10 @@ __all__ = [
     "scaled_clipping_threshold",
 ]
 
-#: The largest finite float16, Chainer's ceiling for the scale.
+#: The largest finite float16, Chainer's ceiling for a dynamic scale (a scale given or
+#: loaded may lie anywhere in the wider range ``[2**-126, 2**126]``).
 LOSS_SCALE_MAX = 65504.0
-#: Chainer's floor for the scale.
+#: Chainer's floor for a dynamic scale.
 LOSS_SCALE_MIN = 1.0
 
 
@@ -131,7 +132,7 @@ def check_interval_argument(interval: Any) -> int:
 def check_scale_argument(scale: Any) -> float:
     """``scale`` as a ``float`` if it is a real number (not a bool) in ``[2**-126, 2**126]``.
 
-    The rule of the three implementations' static scale (see ``corrmom_ref._scalars``
+    The rule of the three implementations' static scale (see ``corrmom_ref._scalar_checks``
     for the range: the scale and its reciprocal are normal float32 numbers).
 
     Raises:
@@ -384,7 +385,7 @@ KEYS = {
 
 def _scale_to_save(scale: Any) -> Any:
     """The loss scale as saved: a NumPy float16/float32 scalar as it is (its type changes 0-d
-    arithmetic on NumPy 1.x: ``corrmom_ref._backends.scalars``), anything else as a Python float."""
+    arithmetic on NumPy 1.x: ``corrmom_ref._step.operands``), anything else as a Python float."""
     dtype = getattr(scale, "dtype", None)
     if dtype is not None and str(dtype) in ("float16", "float32") and not getattr(scale, "shape", ()):
         return scale

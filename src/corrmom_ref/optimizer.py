@@ -16,9 +16,14 @@ from corrmom_ref._deprecated_hooks import deprecated_alias
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import namespace_of, quick_alike
-from corrmom_ref._scalars import LOSS_SCALE_HIGHEST, LOSS_SCALE_LOWEST, check_counter, check_loss_scale
+from corrmom_ref._scalar_checks import (
+    ACCEPTED_LOSS_SCALE_MAX,
+    ACCEPTED_LOSS_SCALE_MIN,
+    check_counter,
+    check_loss_scale,
+)
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
-from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, reads_through
+from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, sole_source
 from corrmom_ref.loss_scaling import KEYS, LossScaling, NonFiniteGradientWarning, SavedLossScaling
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
 from corrmom_ref.serializers.transfer import key_name, to_int
@@ -190,7 +195,7 @@ class Optimizer:
         ``interval`` may be any integer type (``numpy.int64`` too) and
         ``scale`` any real type; a NumPy scalar scale is kept as given, as
         Chainer keeps it (its type matters to 0-d float16 gradients on NumPy
-        1.x: ``corrmom_ref._backends.scalars``).
+        1.x: ``corrmom_ref._step.operands``).
 
         Raises:
             ValueError: ``interval`` not an integer in ``[1, 2**63 - 1]``
@@ -401,7 +406,7 @@ class GradientMethod(Optimizer):
         Python floats by
         ``corrmom_ref.hyperparameter.quick_nonnegative_floats``, any other
         by :meth:`~corrmom_ref.UpdateRule.check_hyperparameters`; rules that
-        read a parent's entries unchanged, ``corrmom_ref.hyperparameter.reads_through``,
+        read a parent's entries unchanged, ``corrmom_ref.hyperparameter.sole_source``,
         share the check of that parent made earlier in the same pass). A
         parameter not initialised yet (array ``None``) is not checked further. Called by
         :meth:`update` before anything is modified (cleared gradients are still ``None`` then). Returns the
@@ -427,11 +432,11 @@ class GradientMethod(Optimizer):
                 passed_dtype = dtype
             loss_scale = getattr(param, "loss_scale", None)
             if loss_scale is not None and not (
-                type(loss_scale) is float and LOSS_SCALE_LOWEST <= loss_scale <= LOSS_SCALE_HIGHEST
+                type(loss_scale) is float and ACCEPTED_LOSS_SCALE_MIN <= loss_scale <= ACCEPTED_LOSS_SCALE_MAX
             ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam, names = rule.hyperparam, rule.nonnegative_hyperparams
-            source = reads_through(hyperparam)
+            source = sole_source(hyperparam)
             if source is not None and source is passed_source and names is passed_names:
                 continue  # reads the entries of a parent checked in this same pass: the same values
             if quick_nonnegative_floats(hyperparam, names):

@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array, is_writeable_array
 
-from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._hooks import HookRegistry
 from corrmom_ref._namespace import dtype_name, is_float16, namespace_of
-from corrmom_ref._reference import keep_dtype
-from corrmom_ref._scalars import check_counter
+from corrmom_ref._scalar_checks import check_counter
+from corrmom_ref._step.operands import scalar_operand
+from corrmom_ref._step.reference import keep_dtype
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, read_entry
 from corrmom_ref.link import Parameter
@@ -99,6 +99,11 @@ class UpdateRule:
     def remove_hook(self, name: str) -> None:
         """Unregister the hook called ``name`` (``KeyError`` if unknown)."""
         self._hooks.remove(name)
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether any hook is registered on this rule (:meth:`add_hook`)."""
+        return self._hooks.any
 
     def use_fp32_update(self, flag: bool = True) -> None:
         """Update float16 parameters through a float32 master copy.
@@ -429,7 +434,7 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
     alone = []
     for pair in pairs:
         param, rule = pair
-        if rule._hooks.any:
+        if rule.has_hooks:
             for param, rule in pairs:
                 rule.update(param)
             return
@@ -455,7 +460,7 @@ def update_all(pairs: Sequence[tuple[Parameter, UpdateRule]]) -> None:
 def _divide(grad: Any, scale: float) -> Any:
     """``grad / scale``, in place when the backend allows (as Chainer does).
 
-    ``scale`` enters as :func:`~corrmom_ref._backends.scalars.scalar_operand`
+    ``scale`` enters as :func:`~corrmom_ref._step.operands.scalar_operand`
     makes it: a NumPy scalar keeps its type on NumPy 1.x, as in Chainer.
     """
     scale = scalar_operand(namespace_of(grad), scale)

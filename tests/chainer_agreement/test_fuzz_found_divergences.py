@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import corrmom_ref as cr
-from corrmom_ref._backends import numba_update
+from corrmom_ref._step.kernels import numba as numba_update
 from corrmom_ref.fast_paths import use_fast_paths
 
 NUMPY1 = int(np.__version__.split(".")[0]) < 2

@@ -211,12 +211,12 @@ def _broken_fast_path(name: str, fast_step: Any) -> ReferenceAdapter:
     generic variant (``use_fast_paths(False)``); ``fast_step`` stands in for a
     native kernel that gets the arithmetic slightly wrong.
     """
-    from corrmom_ref._backends import dispatch, switch
+    from corrmom_ref._step import policy, switch
 
     def step(xp, p, g, v, lr, m):
         if switch.current().enabled:  # the switch use_fast_paths flips
             return fast_step(xp, p, g, v, lr, m)
-        return dispatch.corrected_step(xp, p, g, v, lr, m)
+        return policy.dispatched_corrected_step(xp, p, g, v, lr, m)
 
     return _adapter(name, _with_rule(step))
 
@@ -225,10 +225,10 @@ def fast_path_one_ulp_off() -> ReferenceAdapter:
     """The fast path's parameter is one ulp above the generic step's."""
     import numpy as np
 
-    from corrmom_ref._backends import dispatch
+    from corrmom_ref._step import policy
 
     def fast_step(xp, p, g, v, lr, m):
-        p, v = dispatch.corrected_step(xp, p, g, v, lr, m)
+        p, v = policy.dispatched_corrected_step(xp, p, g, v, lr, m)
         return np.nextafter(p, np.inf).astype(p.dtype), v
 
     return _broken_fast_path("fast_path_one_ulp_off", fast_step)

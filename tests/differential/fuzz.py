@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.thorough:
         count *= 10
     import corrmom_ref
-    from corrmom_ref._backends import numba_update
+    from corrmom_ref._step.kernels import numba as numba_update
 
     print(
         f"corrmom_ref from {os.path.dirname(corrmom_ref.__file__)}; "

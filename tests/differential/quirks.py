@@ -56,9 +56,9 @@ def rule_for_difference(chainer: dict[str, Any], ours: dict[str, Any]) -> str | 
     Row 13 applies only while the Numba loop is in use, and only when the
     observations agree once every NaN is made the same NaN.
     """
-    from corrmom_ref._backends import numba_update
-    from corrmom_ref._backends.dispatch import native_kernel
-    from corrmom_ref._backends.switch import current
+    from corrmom_ref._step.kernels import numba as numba_update
+    from corrmom_ref._step.policy import native_kernel
+    from corrmom_ref._step.switch import current
 
     if not (current().enabled and native_kernel(np) is numba_update):
         return None

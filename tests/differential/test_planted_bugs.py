@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PLANTED = [
     (
         "eq. 10 instead of eq. 9",
-        "_reference.py",
+        "_step/reference.py",
         "    v *= m\n    v -= g\n    p += lr * v\n    return p, v",
         "    v *= m\n    v -= lr * g\n    p += v\n    return p, v",
     ),

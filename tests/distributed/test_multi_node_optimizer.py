@@ -141,7 +141,7 @@ def test_checkpoint_from_two_ranks_resumes_on_all_ranks(mpi_comm, shared_dir):
 @pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
 def test_other_backends_go_through_the_host_and_stay_identical(mpi_comm, backend):
     xp = pytest.importorskip(backend)
-    from corrmom_ref._backends.host import to_numpy
+    from corrmom_ref.serializers._host import to_numpy
 
     k, rank = mpi_comm.Get_size(), mpi_comm.Get_rank()
     problem = LeastSquares(global_batch=6 * k, steps=12)

@@ -1,4 +1,4 @@
-"""The modules of each package under ``src/`` (corrmom_ref, corrmom_conformance) import each other without a cycle.
+"""The packages under ``src/`` import without a cycle, and corrmom_ref only as ``docs/architecture.md`` allows.
 
 The graph is read from the source (``ast``), not from ``sys.modules``: an
 edge ``a -> b`` for every ``import`` in ``a`` that names a module ``b`` of the
@@ -9,6 +9,10 @@ submodule ``package.name`` when there is one, else to the package itself.
 Importing ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``; those
 implicit edges are left out, as every subpackage's ``__init__`` imports its own
 modules and would otherwise close a loop with each of them.
+
+The layers (:func:`layer_of`) and what each may import (:data:`MAY_IMPORT`)
+are those of ``docs/architecture.md``; :func:`forbidden_edges` lists every
+edge that breaks them.
 """
 
 from __future__ import annotations
@@ -131,6 +135,61 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: Modules every layer may import: they import nothing of the package but each other.
+SHARED = frozenset({"_namespace", "_finite", "_validation", "_scalar_checks", "_hooks"})
+#: The layers by their top-level name under ``corrmom_ref``; any other top-level name is Chainer's API.
+LAYERS = {"_step": "step", "torch": "torch port", "optax": "optax port", "distributed": "distributed"}
+#: What each layer may import besides itself (``docs/architecture.md``).
+MAY_IMPORT = {
+    "shared": frozenset(),
+    "step": frozenset({"shared"}),
+    "api": frozenset({"shared", "step"}),
+    "torch port": frozenset({"shared", "step", "api"}),
+    "optax port": frozenset({"shared", "step", "api"}),
+    "distributed": frozenset({"shared", "step", "api"}),
+}
+#: The native kernels, imported inside the step by the policy alone (it chooses among them),
+#: and outside it only by the port of their own framework (which shares the kernel's call).
+KERNELS = PACKAGE + "._step.kernels"
+KERNEL_IMPORTERS = {PACKAGE + "._step.policy": "", PACKAGE + ".torch": KERNELS + ".torch"}
+
+
+def layer_of(module: str) -> str:
+    """The layer of one of the package's modules (the package itself is Chainer's API: it re-exports it)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "api"
+    top = parts[1]
+    if top in SHARED:
+        return "shared"
+    return LAYERS.get(top, "api")
+
+
+def forbidden_edges(graph: dict[str, set[str]], package: str = PACKAGE) -> list[str]:
+    """Every import ``a -> b`` that ``docs/architecture.md`` does not allow, as ``"a -> b (why)"``."""
+    kernels = package + "._step.kernels"
+    bad = []
+    for module in sorted(graph):
+        here = layer_of(module)
+        for target in sorted(graph[module]):
+            there = layer_of(target)
+            if there != here and there not in MAY_IMPORT[here]:
+                bad.append(f"{module} -> {target} ({here} may not import {there})")
+            if here == "shared" and there == "shared" and target != package + "._namespace":
+                bad.append(f"{module} -> {target} (a shared module imports only _namespace)")
+            if target.startswith(kernels + ".") and not module.startswith(kernels):
+                allowed = [
+                    importer
+                    for importer, kernel in KERNEL_IMPORTERS.items()
+                    if module.startswith(importer) and target.startswith(kernel)
+                ]
+                if not allowed:
+                    bad.append(
+                        f"{module} -> {target} (only the policy, or its framework's port, imports a kernel)"
+                    )
+    return bad
+
+
 @pytest.mark.parametrize("package", [PACKAGE, "corrmom_conformance"])
 def test_the_package_imports_without_a_cycle(package: str) -> None:
     graph = import_graph(SOURCE, package)
@@ -168,3 +227,31 @@ def test_a_type_checking_only_loop_is_no_cycle(planted: Path) -> None:
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p import a, c\n"
     )
     assert find_cycle(import_graph(planted, "p")) is None
+
+
+def test_every_import_is_one_the_architecture_allows() -> None:
+    assert forbidden_edges(import_graph()) == []
+
+
+def test_every_layer_has_modules() -> None:
+    """The rules name real packages: a renamed layer would otherwise make its rules vacuous."""
+    layers = {layer_of(module) for module in modules()}
+    assert layers == set(MAY_IMPORT)
+
+
+def test_a_forbidden_import_is_named_with_the_rule_it_breaks() -> None:
+    graph = {
+        "corrmom_ref._step.reference": {"corrmom_ref.optimizer"},
+        "corrmom_ref.optimizer": {"corrmom_ref.torch"},
+        "corrmom_ref.optax._momentum": {"corrmom_ref._step.kernels.jax", "corrmom_ref._step.reference"},
+        "corrmom_ref._finite": {"corrmom_ref._hooks", "corrmom_ref._namespace"},
+        "corrmom_ref.torch._steps": {"corrmom_ref._step.kernels.torch"},
+        "corrmom_ref._step.policy": {"corrmom_ref._step.kernels.numba"},
+    }
+    assert forbidden_edges(graph) == [
+        "corrmom_ref._finite -> corrmom_ref._hooks (a shared module imports only _namespace)",
+        "corrmom_ref._step.reference -> corrmom_ref.optimizer (step may not import api)",
+        "corrmom_ref.optax._momentum -> corrmom_ref._step.kernels.jax "
+        "(only the policy, or its framework's port, imports a kernel)",
+        "corrmom_ref.optimizer -> corrmom_ref.torch (api may not import torch port)",
+    ]

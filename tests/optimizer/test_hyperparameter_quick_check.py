@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import corrmom_ref as cr
 from corrmom_ref._validation import check_nonnegative_finite
-from corrmom_ref.hyperparameter import quick_nonnegative_floats, read_entries, read_entry, reads_through
+from corrmom_ref.hyperparameter import quick_nonnegative_floats, read_entries, read_entry, sole_source
 
 NAMES = ("lr", "momentum")
 MISSING = object()
@@ -117,14 +117,14 @@ def test_read_entries_reads_what_read_entry_reads(
     assert all(_same(a, b) for a, b in zip(got, expected, strict=True))
 
 
-def test_reads_through_names_the_parent_only_of_a_child_without_entries() -> None:
+def test_sole_source_names_the_parent_only_of_a_child_without_entries() -> None:
     parent = cr.Hyperparameter()
     parent.lr = 0.1
     child = cr.Hyperparameter(parent)
-    assert reads_through(child) is parent
+    assert sole_source(child) is parent
     child.lr = 0.2
-    assert reads_through(child) is None  # an entry of its own
-    assert reads_through(parent) is None  # holds entries (and has no parent)
+    assert sole_source(child) is None  # an entry of its own
+    assert sole_source(parent) is None  # holds entries (and has no parent)
 
 
 def test_a_bad_override_under_a_checked_parent_is_still_refused() -> None:

@@ -1,6 +1,6 @@
 """Every scalar a snapshot holds is validated (type, range, finiteness) before anything is assigned.
 
-Ranges (see :mod:`corrmom_ref._scalars`): counters ``t``, ``epoch`` and a
+Ranges (see :mod:`corrmom_ref._scalar_checks`): counters ``t``, ``epoch`` and a
 rule's ``t`` in ``[0, 2**63 - 1]`` (int64, what the snapshot stores); the
 growth interval in ``[1, 2**63 - 1]``; the loss scale finite in
 ``[2**-126, 2**126]`` (the scale and its reciprocal are normal float32

@@ -17,8 +17,9 @@ from backends import Backend
 from helpers import assert_same_snapshot, deep_snapshot
 
 import corrmom_ref as cr
-from corrmom_ref import _reference
-from corrmom_ref._backends import dispatch, generic_fast
+from corrmom_ref._step import blocked as step_blocked
+from corrmom_ref._step import policy
+from corrmom_ref._step import reference as step_reference
 from corrmom_ref.fast_paths import use_fast_paths
 
 
@@ -213,9 +214,31 @@ def test_a_rule_whose_update_core_is_replaced_on_the_instance_is_not_batched(bk:
     assert calls == ["w"] * 3
 
 
+@pytest.mark.parametrize("optimizer", [cr.CorrectedMomentumSGD, cr.MomentumSGD])
+def test_a_step_replaced_on_the_instance_is_the_step_that_runs(bk: Backend, optimizer) -> None:
+    """``rule.step = f`` steps that parameter with ``f``, alone; the other rules keep theirs."""
+    link = cr.Link(w=cr.Parameter(bk.asarray([1.0, 2.0])), u=cr.Parameter(bk.asarray([3.0])))
+    opt = optimizer(lr=0.5).setup(link)
+    rule = link.w.update_rule
+    own_step = type(rule).step
+
+    def halved(xp, p, g, v, lr, m):
+        return own_step(xp, p, g, v, lr / 2, m)
+
+    rule.step = halved
+    for _ in range(3):
+        for param in link.params():
+            param.grad = bk.asarray(np.ones(param.shape))
+        opt.update()
+    # 3 steps of g = 1 from v = 0, m = 0.9. Eq. (9) moves p by lr * (1 + 1.9 + 2.71) = 5.61 lr;
+    # eq. (10) by lr * (1 + 1.9 + 2.71) too, as lr is constant: halving lr halves the move.
+    np.testing.assert_allclose(bk.to_numpy(link.w.array), [1.0 - 0.25 * 5.61, 2.0 - 0.25 * 5.61], rtol=1e-6)
+    np.testing.assert_allclose(bk.to_numpy(link.u.array), [3.0 - 0.5 * 5.61], rtol=1e-6)
+
+
 _STEPS = {
-    "corrected": (dispatch.corrected_step, dispatch.corrected_steps),
-    "uncorrected": (dispatch.momentum_step, dispatch.momentum_steps),
+    "corrected": (policy.dispatched_corrected_step, policy.dispatched_corrected_steps),
+    "uncorrected": (policy.dispatched_uncorrected_step, policy.dispatched_uncorrected_steps),
 }
 
 
@@ -257,10 +280,18 @@ def test_generic_batch_step_equals_single_steps(
 
 
 _KERNELS = {
-    "corrected": (_reference.corrected_in_place, _reference.corrected_pure, _reference.corrected_step),
-    "uncorrected": (_reference.momentum_in_place, _reference.momentum_pure, _reference.momentum_step),
+    "corrected": (
+        step_reference.corrected_in_place,
+        step_reference.corrected_pure,
+        step_reference.corrected_step,
+    ),
+    "uncorrected": (
+        step_reference.uncorrected_in_place,
+        step_reference.uncorrected_pure,
+        step_reference.uncorrected_step,
+    ),
 }
-_BLOCK = generic_fast.BLOCK_ELEMENTS
+_BLOCK = step_blocked.BLOCK_ELEMENTS
 
 
 @pytest.mark.parametrize("odd", ["dtype", "read-only", "large"])
@@ -278,7 +309,7 @@ def test_a_batch_with_one_odd_triple_equals_single_steps(bk: Backend, kind: str,
         calls.append(tuple(p.shape))
         return in_place(p, g, v, lr, m)
 
-    blocked_step = generic_fast.BlockedStep(spy, pure)
+    blocked_step = step_blocked.BlockedStep(spy, pure)
     rng = np.random.default_rng(5)
     shapes = [(5,), (3,), (_BLOCK + 2,) if odd == "large" else (4,), (2,)]
     hosts = [[rng.standard_normal(shape) * 4 for _ in range(3)] for shape in shapes]
@@ -312,7 +343,7 @@ def test_blocked_step_equals_the_reference_step(bk: Backend, kind: str) -> None:
     hosts = [rng.standard_normal(2 * _BLOCK + 7) for _ in range(3)]
     xp = array_namespace(bk.asarray([0.0]))
     p, g, v = (bk.asarray(a, "float32") for a in hosts)
-    (blocked_p,), (blocked_v,) = generic_fast.BlockedStep(in_place, pure).steps(xp, [p], [g], [v], 0.05, 0.9)
+    (blocked_p,), (blocked_v,) = step_blocked.BlockedStep(in_place, pure).steps(xp, [p], [g], [v], 0.05, 0.9)
     blocked = [bk.to_numpy(blocked_p), bk.to_numpy(blocked_v)]
     p, g, v = (bk.asarray(a, "float32") for a in hosts)
     whole = [bk.to_numpy(a) for a in reference(xp, p, g, v, 0.05, 0.9)]

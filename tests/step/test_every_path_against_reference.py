@@ -1,10 +1,10 @@
 """Every implementation of the step against the reference step, the PyTorch way.
 
-The reference (:mod:`corrmom_ref._reference`) is the ground truth. Each
+The reference (:mod:`corrmom_ref._step.reference`) is the ground truth. Each
 sibling (blocked generic, Numba, PyTorch's fused kernel, a JAX ``jit``, CuPy)
 must give its result bit for bit where it declares ``ROUNDINGS = 0`` and within
 one rounding per product where it declares ``1``, on the inputs it accepts;
-inputs it declines go through the policy (:func:`corrmom_ref._backends.dispatch.choose`)
+inputs it declines go through the policy (:func:`corrmom_ref._step.policy.choose`)
 to a path that is still right. Also here: the policy's choices, the shared
 input check, the scope of :func:`corrmom_ref.use_fast_paths`, and which rules
 batch together.
@@ -27,12 +27,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import corrmom_ref as cr
-from corrmom_ref import _reference
-from corrmom_ref._backends import dispatch, generic_fast, inputs, switch
+from corrmom_ref._step import admission, policy, switch
+from corrmom_ref._step import blocked as step_blocked
+from corrmom_ref._step import reference as step_reference
 from corrmom_ref.fast_paths import kernel_roundings, use_fast_paths
 
 NP = array_namespace(np.zeros(1))
-BLOCK = generic_fast.BLOCK_ELEMENTS
+BLOCK = step_blocked.BLOCK_ELEMENTS
 
 # -- the paths -------------------------------------------------------------------
 
@@ -51,12 +52,12 @@ class _Sibling:
 
 def _numpy_generic() -> tuple[Any, Any, Any, Any]:
     class Generic:
-        ROUNDINGS = generic_fast.ROUNDINGS
-        blocked = generic_fast.BlockedStep(_reference.corrected_in_place, _reference.corrected_pure)
+        ROUNDINGS = step_blocked.ROUNDINGS
+        blocked = step_blocked.BlockedStep(step_reference.corrected_in_place, step_reference.corrected_pure)
 
         @staticmethod
         def accepts(ps, gs, vs, lr, m) -> bool:
-            return generic_fast.accepts(NP)
+            return step_blocked.accepts(NP)
 
         @classmethod
         def run(cls, ps, gs, vs, lr, m):
@@ -67,14 +68,14 @@ def _numpy_generic() -> tuple[Any, Any, Any, Any]:
 
 def _numba() -> tuple[Any, Any, Any, Any]:
     pytest.importorskip("numba", reason="Numba is not installed")
-    from corrmom_ref._backends import numba_update
+    from corrmom_ref._step.kernels import numba as numba_update
 
     return NP, np.array, np.asarray, numba_update
 
 
 def _torch() -> tuple[Any, Any, Any, Any]:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from corrmom_ref._backends import torch_update
+    from corrmom_ref._step.kernels import torch as torch_update
 
     if not torch_update.available():
         pytest.skip("this PyTorch has no fused SGD kernel")
@@ -91,14 +92,14 @@ def _jax() -> tuple[Any, Any, Any, Any]:
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from corrmom_ref._backends import jax_update
+    from corrmom_ref._step.kernels import jax as jax_update
 
     return array_namespace(jnp.zeros(1)), jnp.asarray, np.asarray, jax_update
 
 
 def _cupy() -> tuple[Any, Any, Any, Any]:
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed (no CUDA device here)")
-    from corrmom_ref._backends import cupy_update
+    from corrmom_ref._step.kernels import cupy as cupy_update
 
     return array_namespace(cupy.zeros(1)), cupy.asarray, cupy.asnumpy, cupy_update
 
@@ -155,7 +156,7 @@ def test_every_path_is_the_reference_step_within_its_declared_roundings(sibling:
     xp, to_native, to_numpy, path = sibling.load()
     arrays, lr, m = case
     p, g, v = (to_native(a) for a in arrays)
-    reference = tuple(np.array(to_numpy(a)) for a in _reference.corrected_step(xp, p, g, v, lr, m))
+    reference = tuple(np.array(to_numpy(a)) for a in step_reference.corrected_step(xp, p, g, v, lr, m))
     p, g, v = (to_native(a) for a in arrays)
     if path.accepts([p], [g], [v], lr, m):
         (new_p,), (new_v,) = path.run([p], [g], [v], lr, m)
@@ -169,7 +170,7 @@ def test_every_path_is_the_reference_step_within_its_declared_roundings(sibling:
         )
     else:
         with use_fast_paths(True):
-            chosen = dispatch.choose("corrected", xp, [p], [g], [v], lr, m)
+            chosen = policy.choose("corrected", xp, [p], [g], [v], lr, m)
             assert chosen.roundings == 0, chosen  # a declined triple falls back to a bitwise path
             (new_p,), (new_v,) = chosen.run(xp, [p], [g], [v], lr, m)
         _within(0, reference, (np.array(to_numpy(new_p)), np.array(to_numpy(new_v))), arrays[2], lr, m)
@@ -180,9 +181,9 @@ def test_every_path_is_the_reference_step_within_its_declared_roundings(sibling:
 def test_the_uncorrected_blocked_step_is_the_reference_step_bitwise(case) -> None:
     arrays, lr, m = case
     p, g, v = (a.copy() for a in arrays)
-    reference = _reference.momentum_step(NP, p, g, v, lr, m)
+    reference = step_reference.uncorrected_step(NP, p, g, v, lr, m)
     p, g, v = (a.copy() for a in arrays)
-    blocked = generic_fast.BlockedStep(_reference.momentum_in_place, _reference.momentum_pure)
+    blocked = step_blocked.BlockedStep(step_reference.uncorrected_in_place, step_reference.uncorrected_pure)
     (new_p,), (new_v,) = blocked.steps(NP, [p], [g], [v], lr, m)
     _within(0, reference, (new_p, new_v), arrays[2], lr, m)
 
@@ -190,18 +191,18 @@ def test_the_uncorrected_blocked_step_is_the_reference_step_bitwise(case) -> Non
 def test_the_reference_is_pure_on_read_only_arrays_and_in_place_otherwise() -> None:
     arrays = [np.linspace(-1, 1, 5) * s for s in (1.0, 0.5, 0.25)]
     p, g, v = (a.copy() for a in arrays)
-    new_p, new_v = _reference.corrected_step(NP, p, g, v, 0.1, 0.9)
+    new_p, new_v = step_reference.corrected_step(NP, p, g, v, 0.1, 0.9)
     assert new_p is p and new_v is v
     frozen = [a.copy() for a in arrays]
     for a in frozen:
         a.flags.writeable = False
-    pure_p, pure_v = _reference.corrected_step(NP, *frozen, 0.1, 0.9)
+    pure_p, pure_v = step_reference.corrected_step(NP, *frozen, 0.1, 0.9)
     np.testing.assert_array_equal(frozen[0], arrays[0])  # untouched
     np.testing.assert_array_equal(pure_p, new_p)
     np.testing.assert_array_equal(pure_v, new_v)
     # eq. 9 in exact dyadic arithmetic: v = 0.5 * v - g, p = p + 0.25 * v
     p, g, v = np.array([1.0]), np.array([0.5]), np.array([2.0])
-    assert _reference.corrected_step(NP, p, g, v, 0.25, 0.5) == (np.array([1.125]), np.array([0.5]))
+    assert step_reference.corrected_step(NP, p, g, v, 0.25, 0.5) == (np.array([1.125]), np.array([0.5]))
 
 
 # -- the policy --------------------------------------------------------------------
@@ -214,21 +215,21 @@ def _triple(n: int = 4, dtype: str = "float32") -> list[np.ndarray]:
 
 def test_the_policy_prefers_the_native_kernel_then_blocked_generic_then_reference() -> None:
     p, g, v = _triple()
-    native = dispatch.native_kernel(NP)
+    native = policy.native_kernel(NP)
     with use_fast_paths(True):
-        chosen = dispatch.choose("corrected", NP, [p], [g], [v], 0.1, 0.9)
+        chosen = policy.choose("corrected", NP, [p], [g], [v], 0.1, 0.9)
         assert chosen.name == ("blocked generic" if native is None else native.__name__.rsplit(".", 1)[-1])
         # the uncorrected rule has no native kernel
-        assert dispatch.choose("uncorrected", NP, [p], [g], [v], 0.1, 0.9).name == "blocked generic"
+        assert policy.choose("uncorrected", NP, [p], [g], [v], 0.1, 0.9).name == "blocked generic"
     with use_fast_paths(False):
-        assert dispatch.choose("corrected", NP, [p], [g], [v], 0.1, 0.9).name == "blocked generic"
+        assert policy.choose("corrected", NP, [p], [g], [v], 0.1, 0.9).name == "blocked generic"
 
 
 def test_backends_without_views_take_the_reference_step() -> None:
     dask_array = pytest.importorskip("dask.array", reason="Dask is not installed")
     xp = array_namespace(dask_array.zeros(1))
     p, g, v = (dask_array.from_array(a) for a in _triple())
-    chosen = dispatch.choose("corrected", xp, [p], [g], [v], 0.1, 0.9)
+    chosen = policy.choose("corrected", xp, [p], [g], [v], 0.1, 0.9)
     assert chosen.name == "reference" and chosen.roundings == 0
 
 
@@ -237,16 +238,16 @@ def test_a_list_the_native_kernel_declines_is_chosen_again_triple_by_triple() ->
     first, odd = _triple(), _triple(dtype="float64")
     ps, gs, vs = ([a, b] for a, b in zip(first, odd, strict=True))
     with use_fast_paths(True):
-        assert dispatch.choose("corrected", NP, ps, gs, vs, 0.1, 0.9).name == "per triple"
-        expected = [_reference.corrected_step(NP, *(a.copy() for a in t), 0.1, 0.9) for t in (first, odd)]
-        new_ps, new_vs = dispatch.corrected_steps(NP, ps, gs, vs, 0.1, 0.9)
+        assert policy.choose("corrected", NP, ps, gs, vs, 0.1, 0.9).name == "per triple"
+        expected = [step_reference.corrected_step(NP, *(a.copy() for a in t), 0.1, 0.9) for t in (first, odd)]
+        new_ps, new_vs = policy.dispatched_corrected_steps(NP, ps, gs, vs, 0.1, 0.9)
     for (p, v), new_p, new_v in zip(expected, new_ps, new_vs, strict=True):
         np.testing.assert_array_equal(new_p, p)
         np.testing.assert_array_equal(new_v, v)
 
 
 def test_kernel_roundings_reads_the_declaration_and_the_switch() -> None:
-    native = dispatch.native_kernel(NP)
+    native = policy.native_kernel(NP)
     with use_fast_paths(True):
         assert kernel_roundings(NP) == (0 if native is None else native.ROUNDINGS)
     with use_fast_paths(False):
@@ -289,8 +290,8 @@ ALIASED = ["dtype", "shape", "type", "p is v", "g is v", "overlapping views", "t
 
 @pytest.mark.parametrize("kind", ALIASED)
 def test_the_shared_check_declines_mixed_or_aliased_inputs(kind: str) -> None:
-    assert inputs.alike_and_separate(*_aliased("none"))
-    assert not inputs.alike_and_separate(*_aliased(kind))
+    assert admission.alike_and_separate(*_aliased("none"))
+    assert not admission.alike_and_separate(*_aliased(kind))
 
 
 @pytest.mark.parametrize("kind", ["p is v", "g is v", "overlapping views", "tied across triples"])
@@ -304,11 +305,11 @@ def test_declined_aliased_inputs_fall_back_and_are_still_right(kind: str) -> Non
         twin = copy.deepcopy((ps, gs, vs))  # keeps which arrays are one object
     expected_ps, expected_vs = [], []
     for p, g, v in zip(*twin, strict=True):
-        p, v = _reference.corrected_step(NP, p, g, v, 0.1, 0.9)
+        p, v = step_reference.corrected_step(NP, p, g, v, 0.1, 0.9)
         expected_ps.append(p)
         expected_vs.append(v)
     with use_fast_paths(True):
-        new_ps, new_vs = dispatch.corrected_steps(NP, ps, gs, vs, 0.1, 0.9)
+        new_ps, new_vs = policy.dispatched_corrected_steps(NP, ps, gs, vs, 0.1, 0.9)
     for got, want in zip([*new_ps, *new_vs], [*expected_ps, *expected_vs], strict=True):
         np.testing.assert_array_equal(got, want)
 
@@ -414,11 +415,11 @@ def test_rules_with_equal_values_batch_together_whatever_their_parents() -> None
 def test_subclasses_of_one_library_pass_the_shared_check_and_torch_takes_them() -> None:
     """``torch.nn.Parameter`` with a plain tensor gradient (the ``corrmom_ref.torch`` case) is one library."""
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
-    from corrmom_ref._backends import torch_update
+    from corrmom_ref._step.kernels import torch as torch_update
 
     p, g, v = (torch.from_numpy(a) for a in _triple(6))
     p = torch.nn.Parameter(p)
-    assert inputs.alike_and_separate([p], [g], [v])
+    assert admission.alike_and_separate([p], [g], [v])
     assert torch_update.accepts([p], [g], [v], 0.1, 0.9) == torch_update.available()
 
 
@@ -433,7 +434,7 @@ def test_torch_overlapping_views_are_declined_and_stepped_as_the_reference() -> 
         p, v = buffer[0:8], buffer[4:12]
         others = [torch.ones(3) for _ in range(3)]  # a second, ordinary triple in the same list
         with use_fast_paths(fast):
-            dispatch.corrected_steps(
+            policy.dispatched_corrected_steps(
                 array_namespace(p), [p, others[0]], [g, others[1]], [v, others[2]], 0.1, 0.9
             )
         return buffer

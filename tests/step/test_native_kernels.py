@@ -24,7 +24,7 @@ from array_api_compat import array_namespace
 
 from corrmom_conformance import backends as registry
 from corrmom_conformance.oracle import beyond_rounding_bound
-from corrmom_ref._backends import dispatch
+from corrmom_ref._step import policy
 from corrmom_ref.fast_paths import use_fast_paths
 
 LR, M = 0.013, 0.9
@@ -32,7 +32,7 @@ LR, M = 0.013, 0.9
 
 def corrected_kernel(xp):
     """``xp``'s native kernel as a one-triple function returning ``None`` where it declines, or ``None``."""
-    native = dispatch.native_kernel(xp)
+    native = policy.native_kernel(xp)
     if native is None:
         return None
 
@@ -63,7 +63,7 @@ def _check_bound(p0, v0, fast, generic, dtype):
 def _run(xp, to_native, to_numpy, arrays, fast: bool, lr=LR, m=M):
     p, g, v = (to_native(a.copy()) for a in arrays)
     with use_fast_paths(fast):
-        p, v = dispatch.corrected_step(xp, p, g, v, lr, m)
+        p, v = policy.dispatched_corrected_step(xp, p, g, v, lr, m)
     return to_numpy(p), to_numpy(v)
 
 
@@ -156,7 +156,7 @@ def test_strided_inputs_are_updated_correctly(backend):
         pn = to_native(p.reshape(300, 200).copy())
         gn, vn = (xp.permute_dims(to_native(a.reshape(200, 300).copy()), (1, 0)) for a in (g, v))
         with use_fast_paths(fast):
-            results.append(tuple(map(to_numpy, dispatch.corrected_step(xp, pn, gn, vn, LR, M))))
+            results.append(tuple(map(to_numpy, policy.dispatched_corrected_step(xp, pn, gn, vn, LR, M))))
     _check_bound(p.reshape(300, 200), v.reshape(200, 300).T, results[0], results[1], "float32")
 
 
@@ -166,7 +166,7 @@ def test_jax_donation_gives_the_undonated_result_bitwise():
     kept = _run(xp, to_native, to_numpy, arrays, fast=True)
     p, g, v = (to_native(a.copy()) for a in arrays)
     with use_fast_paths(True, donate=True):
-        donated = dispatch.corrected_step(xp, p, g, v, LR, M)
+        donated = policy.dispatched_corrected_step(xp, p, g, v, LR, M)
     assert p.is_deleted() and v.is_deleted() and not g.is_deleted()
     for a, b in zip(kept, donated, strict=True):
         np.testing.assert_array_equal(a, to_numpy(b))
@@ -177,7 +177,7 @@ def test_jax_kernels_take_a_weakly_typed_array_of_the_right_dtype():
     _jax()
     import jax.numpy as jnp
 
-    from corrmom_ref._backends import jax_update
+    from corrmom_ref._step.kernels import jax as jax_update
 
     v = jnp.full((10,), 0.25)  # filled from a Python float: weakly typed, default float dtype
     p, g = (jnp.asarray(a, dtype=v.dtype) for a in _inputs(10, "float32", 4)[:2])
@@ -192,7 +192,7 @@ def test_torch_multi_kernel_declines_a_mismatched_tensor_anywhere_in_the_lists(w
     """torch's fused kernel checks nothing itself (a float64 buffer among float32 ones corrupts
     the heap), so one odd tensor in the middle of the lists must make the kernel decline untouched."""
     torch = pytest.importorskip("torch")
-    from corrmom_ref._backends import torch_update
+    from corrmom_ref._step.kernels import torch as torch_update
 
     lists = {name: [torch.ones(6) * (k + 1) for k in range(3)] for name in "pgv"}
     odd = lists[which][1]

@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from corrmom_ref._backends import dispatch, numba_update
+from corrmom_ref._step import policy
+from corrmom_ref._step.kernels import numba as numba_update
 from corrmom_ref.fast_paths import kernel_roundings, use_fast_paths
 
 pytest.importorskip("numba", reason="Numba is not installed")
@@ -37,7 +38,7 @@ def _assert_bitwise(a: np.ndarray, b: np.ndarray) -> None:
 def _step(arrays: list[np.ndarray], fast: bool, lr: float = LR, m: float = M) -> tuple[np.ndarray, ...]:
     p, g, v = (a.copy() for a in arrays)
     with use_fast_paths(fast):
-        new_p, new_v = dispatch.corrected_step(XP, p, g, v, lr, m)
+        new_p, new_v = policy.dispatched_corrected_step(XP, p, g, v, lr, m)
     return new_p, new_v, p, v
 
 
@@ -117,8 +118,8 @@ def test_strided_arrays_are_taken_and_bitwise(which: str) -> None:
 
 def test_numpy_namespace_has_the_loop_and_declares_it_bitwise() -> None:
     p, g, v = (np.ones(3, np.float32) for _ in range(3))
-    assert dispatch.native_kernel(XP) is numba_update
-    assert dispatch.choose("corrected", XP, [p], [g], [v], LR, M).name == "numba_update"
+    assert policy.native_kernel(XP) is numba_update
+    assert policy.choose("corrected", XP, [p], [g], [v], LR, M).name == "numba"
     assert numba_update.ROUNDINGS == kernel_roundings(XP) == 0
 
 
@@ -193,10 +194,10 @@ def test_tied_parameters_and_views_of_one_buffer_step_as_the_generic_loop() -> N
         if fast:
             assert numba_update.accepts(ps[:2], gs[:2], vs[:2], LR, M)  # the views
             assert not numba_update.accepts(ps, gs, vs, LR, M)  # the tied pair
-            dispatch.corrected_steps(XP, ps, gs, vs, LR, M)
+            policy.dispatched_corrected_steps(XP, ps, gs, vs, LR, M)
         else:
             with use_fast_paths(False):
-                dispatch.corrected_steps(XP, ps, gs, vs, LR, M)
+                policy.dispatched_corrected_steps(XP, ps, gs, vs, LR, M)
         results.append([views, shared, *vs])
     for fast_array, generic_array in zip(*results, strict=True):
         _assert_bitwise(fast_array, generic_array)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from corrmom_conformance.adapters import _links
-from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
+from corrmom_conformance.adapters.chainer_style import API_CAPABILITIES, ChainerStyleOptimizer, Flavour
 
 
 class ChainerAdapter:
@@ -17,7 +17,7 @@ class ChainerAdapter:
     name = "chainer"
     backend = "numpy"
     state_sign = -1.0
-    capabilities = ALL_CAPABILITIES | {"chainer_rounding"}
+    capabilities = API_CAPABILITIES | {"chainer_rounding"}
 
     def __init__(self) -> None:
         with warnings.catch_warnings():

@@ -24,10 +24,10 @@ from corrmom_conformance.protocol import CAPABILITIES, HookEvent, HookSpec
 #: An adapter adds them where they hold.
 NOT_FROM_THE_API = frozenset({"generic_variant", "chainer_rounding", "exact_variant"})
 
-#: Every capability Chainer's optimizer API gives, so every Chainer-API
+#: The capabilities Chainer's optimizer API gives, so every Chainer-API
 #: implementation has it: the protocol's list (:data:`~corrmom_conformance.protocol.CAPABILITIES`)
 #: less :data:`NOT_FROM_THE_API`.
-ALL_CAPABILITIES = frozenset(CAPABILITIES) - NOT_FROM_THE_API
+API_CAPABILITIES = frozenset(CAPABILITIES) - NOT_FROM_THE_API
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from corrmom_conformance.adapters import _links
 from corrmom_conformance.adapters._spec_hooks import Gradients, hook_from_spec
-from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES
+from corrmom_conformance.adapters.chainer_style import API_CAPABILITIES
 from corrmom_conformance.protocol import HookEvent, HookSpec
 
 
@@ -210,7 +210,7 @@ class RefTorchAdapter:
     state_sign = -1.0
     #: Every capability: ``disabled_rules`` is ``requires_grad=False``, which the port maps to
     #: Chainer's disabled update rule.
-    capabilities = ALL_CAPABILITIES | {"generic_variant", "exact_variant"}
+    capabilities = API_CAPABILITIES | {"generic_variant", "exact_variant"}
     #: The built-in hooks ``corrmom_ref.torch.hooks`` ships
     #: (:class:`~corrmom_conformance.protocol.DeclaresBuiltinHookKinds`): not GradientLARS, whose
     #: per-rule hyperparameters torch keeps per group, nor GradientNoise, which draws from NumPy's
@@ -223,7 +223,7 @@ class RefTorchAdapter:
     def __init__(self, fused: bool = True) -> None:
         import torch
 
-        from corrmom_ref._backends import torch_update
+        from corrmom_ref._step.kernels import torch as torch_update
 
         self.version = f"corrmom_ref.torch on torch {torch.__version__}"
         self._fused = fused and torch_update.available()

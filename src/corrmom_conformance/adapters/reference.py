@@ -9,7 +9,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from corrmom_conformance.adapters import _links
-from corrmom_conformance.adapters.chainer_style import ALL_CAPABILITIES, ChainerStyleOptimizer, Flavour
+from corrmom_conformance.adapters.chainer_style import API_CAPABILITIES, ChainerStyleOptimizer, Flavour
 from corrmom_conformance.backends import get_backend
 
 
@@ -40,7 +40,7 @@ class ReferenceAdapter:
         self._fast_paths = fast_paths
         self.version = cr.__version__
         self.backend = self._backend.name if fast_paths else f"{self._backend.name} (generic)"
-        caps = set(ALL_CAPABILITIES) | {"generic_variant"}
+        caps = set(API_CAPABILITIES) | {"generic_variant"}
         if not self._backend.has_float16:
             caps -= {"float16", "fp32_master"}
         self.capabilities = frozenset(caps)

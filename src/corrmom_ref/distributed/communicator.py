@@ -84,7 +84,7 @@ class MpiCommunicator:
         Writable arrays are overwritten in place (references to them stay
         valid); read-only ones (JAX) are replaced.
         """
-        from corrmom_ref._backends import mpi_buffers
+        from corrmom_ref.distributed import mpi_buffers
 
         for bucket in group_into_buckets(link.params(), lambda p: p.array):
             packed = bucket.pack([p.array for p in bucket.members])
@@ -126,7 +126,7 @@ class MpiCommunicator:
             RuntimeError: ``FingerprintMismatchError``, on every rank, if the
                 fingerprints differ; then no gradient has changed.
         """
-        from corrmom_ref._backends import mpi_buffers
+        from corrmom_ref.distributed import mpi_buffers
 
         buckets = group_into_buckets(link.params(), lambda p: p.grad)
         carried = None
@@ -324,7 +324,7 @@ class _CarriedFingerprint:
         sums = total[size - len(self.terms) : size]
         tolist = getattr(sums, "tolist", None)  # NumPy, PyTorch, CuPy, JAX
         if tolist is None:
-            from corrmom_ref._backends.host import to_numpy
+            from corrmom_ref.serializers._host import to_numpy
 
             tolist = to_numpy(sums).tolist
         return bool(tolist() == self.expected)  # sums of small integers: exact

@@ -48,7 +48,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from corrmom_ref.hyperparameter import Hyperparameter, read_entry, reads_through, write_count
+from corrmom_ref.hyperparameter import Hyperparameter, read_entry, sole_source, write_count
 
 __all__ = ["DriftCheck"]
 
@@ -161,7 +161,7 @@ class DriftCheck:
         found = []
         for index, (_, param) in enumerate(opt.target.namedparams()):
             rule = param.update_rule
-            if rule is None or reads_through(rule.hyperparam) is root:
+            if rule is None or sole_source(rule.hyperparam) is root:
                 continue
             own = [_read_or_none(rule.hyperparam, name) for name in names]
             volatile = volatile or not _plain_chain(rule.hyperparam) or not all(map(_plain, own))

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from corrmom_ref._reference import corrected_increment
+from corrmom_ref._step.reference import corrected_increment
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.optax._paths import chainer_path
 

@@ -33,7 +33,7 @@ class GradientClipping:
 
     On NumPy the squared norms are Chainer's: one ``dot`` per gradient in the
     gradient's dtype, summed in parameter order
-    (``corrmom_ref._backends.numpy_norms``), so the result is Chainer's bit
+    (``corrmom_ref.optimizer_hooks._numpy_norms``), so the result is Chainer's bit
     for bit. Other backends accumulate :math:`\sum g^2` in float64 (see
     ``docs/backends.md`` for the bound between the two).
 
@@ -50,7 +50,7 @@ class GradientClipping:
     def __call__(self, opt: Any) -> None:
         params = [p for p in opt.target.params() if p.grad is not None]
         if params and all(is_numpy_array(p.grad) for p in params):
-            from corrmom_ref._backends.numpy_norms import clip_by_global_norm
+            from corrmom_ref.optimizer_hooks._numpy_norms import clip_by_global_norm
 
             clipped = clip_by_global_norm([p.grad for p in params], self.threshold)
             for param, grad in zip(params, clipped or (), strict=False):

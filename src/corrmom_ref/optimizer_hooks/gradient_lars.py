@@ -26,7 +26,7 @@ class GradientLARS:
         eps: :math:`\epsilon`, keeps the ratio finite.
 
     On NumPy the norms are ``numpy.linalg.norm`` and the ratio is formed from
-    NumPy scalars as in Chainer (``corrmom_ref._backends.numpy_norms``),
+    NumPy scalars as in Chainer (``corrmom_ref.optimizer_hooks._numpy_norms``),
     bit for bit; other backends compute :math:`\sqrt{\sum x^2}` in the
     array's dtype (see ``docs/backends.md`` for the bound).
     """
@@ -45,7 +45,7 @@ class GradientLARS:
         if p is None or g is None:
             return
         if is_numpy_array(p) and is_numpy_array(g):
-            from corrmom_ref._backends.numpy_norms import lars_scale
+            from corrmom_ref.optimizer_hooks._numpy_norms import lars_scale
 
             param.grad = lars_scale(p, g, self.threshold, self.weight_decay, self.eps)
             return

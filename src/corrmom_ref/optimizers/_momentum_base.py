@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from array_api_compat import array_namespace
 
-from corrmom_ref._backends.scalars import scalar_operand
 from corrmom_ref._namespace import is_float16 as _is_float16
 from corrmom_ref._namespace import namespace_of, placement_of
+from corrmom_ref._step.operands import scalar_operand
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.hyperparameter import Hyperparameter, HyperparameterProxy, read_entries, read_entry
 from corrmom_ref.optimizer import GradientMethod
@@ -66,9 +66,11 @@ class MomentumRuleBase(UpdateRule):
     ) -> None:
         super().__init__(parent_hyperparam or self._DEFAULTS)
         if lr is not None:
-            self.hyperparam.lr = _as_given(lr, check_nonnegative_finite("lr", lr, type(self).__name__))
+            self.hyperparam.lr = _hyperparameter_to_store(
+                lr, check_nonnegative_finite("lr", lr, type(self).__name__)
+            )
         if momentum is not None:
-            self.hyperparam.momentum = _as_given(
+            self.hyperparam.momentum = _hyperparameter_to_store(
                 momentum, check_nonnegative_finite("momentum", momentum, type(self).__name__)
             )
 
@@ -77,7 +79,11 @@ class MomentumRuleBase(UpdateRule):
         self.state["v"] = array_namespace(param.array).zeros_like(param.array)
 
     def update_core(self, param: Parameter) -> None:
-        """Apply :meth:`step` to ``param`` and ``v``; a ``None`` gradient is skipped."""
+        """Apply :attr:`step` to ``param`` and ``v``; a ``None`` gradient is skipped.
+
+        The step is looked up on the rule, so one replaced on the instance
+        (``rule.step = f``, called as ``f(xp, p, g, v, lr, m)``) is the one that runs.
+        """
         grad = param.grad
         if grad is None:
             return
@@ -85,7 +91,7 @@ class MomentumRuleBase(UpdateRule):
         state = self.state
         array = param.array
         xp = namespace_of(array)
-        param.array, state["v"] = type(self).step(
+        param.array, state["v"] = self.step(
             xp,
             array,
             grad,
@@ -106,7 +112,7 @@ class MomentumRuleBase(UpdateRule):
 
         Keyed by values: ``lr`` and ``momentum`` enter with their types, since
         on NumPy 1.x a ``numpy.float32`` and a Python float of one value round
-        0-d arithmetic differently (:mod:`corrmom_ref._backends.scalars`).
+        0-d arithmetic differently (:mod:`corrmom_ref._step.operands`).
         Only a plain step batches: the class is :attr:`batchable`, the rule is
         enabled, has its state, has a gradient, no loss scale to divide by,
         no float32 master copy, and nothing replaced on the instance.
@@ -164,8 +170,10 @@ class MomentumMethodBase(GradientMethod):
     def __init__(self, lr: float = DEFAULT_LR, momentum: float = DEFAULT_MOMENTUM) -> None:
         super().__init__()
         name = type(self).__name__
-        self.hyperparam.lr = _as_given(lr, check_nonnegative_finite("lr", lr, name))
-        self.hyperparam.momentum = _as_given(momentum, check_nonnegative_finite("momentum", momentum, name))
+        self.hyperparam.lr = _hyperparameter_to_store(lr, check_nonnegative_finite("lr", lr, name))
+        self.hyperparam.momentum = _hyperparameter_to_store(
+            momentum, check_nonnegative_finite("momentum", momentum, name)
+        )
 
     lr: HyperparameterProxy[float] = HyperparameterProxy("lr")
     momentum: HyperparameterProxy[float] = HyperparameterProxy("momentum")
@@ -175,8 +183,8 @@ class MomentumMethodBase(GradientMethod):
         return self.rule_class(self.hyperparam)
 
 
-def _as_given(value: Any, checked: float) -> Any:
+def _hyperparameter_to_store(value: Any, checked: float) -> Any:
     """The value to store for a checked hyperparameter: a NumPy scalar as given (Chainer keeps it,
-    and on NumPy 1.x its type changes 0-d arithmetic: :mod:`corrmom_ref._backends.scalars`),
+    and on NumPy 1.x its type changes 0-d arithmetic: :mod:`corrmom_ref._step.operands`),
     anything else as the Python float ``checked``."""
     return value if type(value).__module__ == "numpy" else checked

@@ -17,7 +17,7 @@ Chainer's ``CorrectedMomentumSGD``.
 
 from __future__ import annotations
 
-from corrmom_ref._backends import dispatch
+from corrmom_ref._step import policy
 from corrmom_ref.optimizers._momentum_base import MomentumMethodBase, MomentumRuleBase
 
 __all__ = ["CorrectedMomentumSGD", "CorrectedMomentumSGDRule"]
@@ -38,8 +38,10 @@ class CorrectedMomentumSGDRule(MomentumRuleBase):
     """
 
     batchable = True  # step and steps are the same update, one triple and a list
-    step = staticmethod(dispatch.corrected_step)
-    steps = staticmethod(dispatch.corrected_steps)
+    # Eq. (9) as corrmom_ref._step.reference.corrected_step states it, run by the
+    # path corrmom_ref._step.policy.choose picks.
+    step = staticmethod(policy.dispatched_corrected_step)
+    steps = staticmethod(policy.dispatched_corrected_steps)
 
 
 class CorrectedMomentumSGD(MomentumMethodBase):

@@ -7,7 +7,7 @@ Kept for comparison: under a changing learning rate it departs from
 
 from __future__ import annotations
 
-from corrmom_ref._backends import dispatch
+from corrmom_ref._step import policy
 from corrmom_ref.optimizers._momentum_base import MomentumMethodBase, MomentumRuleBase
 
 __all__ = ["MomentumSGD", "MomentumSGDRule"]
@@ -28,8 +28,10 @@ class MomentumSGDRule(MomentumRuleBase):
     """
 
     batchable = True  # step and steps are the same update, one triple and a list
-    step = staticmethod(dispatch.momentum_step)
-    steps = staticmethod(dispatch.momentum_steps)
+    # Eq. (10) as corrmom_ref._step.reference.uncorrected_step states it, run by the
+    # path corrmom_ref._step.policy.choose picks.
+    step = staticmethod(policy.dispatched_uncorrected_step)
+    steps = staticmethod(policy.dispatched_uncorrected_steps)
 
 
 class MomentumSGD(MomentumMethodBase):

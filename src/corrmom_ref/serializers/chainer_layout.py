@@ -19,7 +19,7 @@ the one Chainer's ``namedparams()`` puts there).
 Files go through the same machinery as :func:`corrmom_ref.serializers.load_npz`
 and :func:`~corrmom_ref.serializers.save_npz`. :func:`open_optimizer_npz` is the
 reader of the PyTorch and optax loaders: it reads the counters (checked by the
-reference's rules, ``corrmom_ref._scalars.check_counter``) and leaves every
+reference's rules, ``corrmom_ref._scalar_checks.check_counter``) and leaves every
 array unread, known by its ``.npy`` header, until the loader has checked its
 shape and dtype against its target (:func:`read_state`); members the target
 does not ask for are never inflated. A read never unpickles, and every file it
@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from corrmom_ref._scalars import check_counter
+from corrmom_ref._scalar_checks import check_counter
 from corrmom_ref.serializers._archive import NpzArchive, StoredArray
 from corrmom_ref.serializers._errors import SnapshotError, reading
 from corrmom_ref.serializers.transfer import read_loaded, to_int

@@ -33,7 +33,7 @@ class DictionarySerializer(Serializer):
     def __call__(self, key: str, value: Any) -> Any:
         import numpy as np
 
-        from corrmom_ref._backends.host import to_numpy
+        from corrmom_ref.serializers._host import to_numpy
 
         full_key = self.path + key.lstrip("/")
         if value is None:

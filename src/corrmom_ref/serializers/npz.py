@@ -131,9 +131,9 @@ def save_npz(file: File, obj: Any, compression: bool = True) -> None:
         compression: Deflate the members (``numpy.savez_compressed``'s format)
             or store them (``numpy.savez``'s).
     """
-    from corrmom_ref._backends.host import to_numpy
     from corrmom_ref.serializers._archive import check_storable, write_npz
     from corrmom_ref.serializers._atomic import replace_file
+    from corrmom_ref.serializers._host import to_numpy
 
     if isinstance(obj, dict):
         target = {key: to_numpy(value) for key, value in obj.items()}

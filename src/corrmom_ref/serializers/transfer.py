@@ -8,7 +8,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from corrmom_ref._namespace import dtype_name  # re-exported: it was defined here first
-from corrmom_ref._scalars import check_flag
+from corrmom_ref._scalar_checks import check_flag
 
 __all__ = [
     "check_loaded",

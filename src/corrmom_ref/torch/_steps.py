@@ -20,13 +20,12 @@ The three steps, as ``torch.optim.SGD`` has them:
   calls over the whole list; in eager mode each rounds as its single-tensor
   twin for float32 and float64 (``tests/torch_port/test_optimizers.py``), so the
   numbers are those of :func:`single_tensor_step`;
-* :func:`fused_step`: one ``torch._fused_sgd_`` call (corrected form only).
-  PyTorch's kernel keeps :math:`b \leftarrow m b + (1 - d) g;\ p \leftarrow p - \eta b`;
-  with the dampening :math:`d = 2` (so :math:`(1 - d) g = -g`, exact) and the
-  learning rate negated it is eq. (9) on Chainer's sign of the buffer,
-  reading ``p, g, v`` and writing ``p, v`` once. (``maximize=True`` gives the
-  same bits, NaNs included, but takes a slower path on the CPU: about 10% on
-  ResNet-50's shapes, ``benchmarks/RESULTS.md``, "issue 22: torch rows".) It contracts each product into a multiply-add: within one rounding
+* :func:`fused_step`: one ``torch._fused_sgd_`` call (corrected form only),
+  the reference's own fused call
+  (:func:`corrmom_ref._step.kernels.torch.fused_corrected_sgd`: with the
+  dampening :math:`d = 2` and the learning rate negated, PyTorch's kernel is
+  eq. (9) on Chainer's sign of the buffer, reading ``p, g, v`` and writing
+  ``p, v`` once). It contracts each product into a multiply-add: within one rounding
   per product of the other two (:data:`FUSED_ROUNDINGS`). On the CPU it also
   divides the gradient by ``grad_scale`` and writes the quotient back, a
   true division (not a multiplication by the reciprocal), so the unscaled
@@ -39,6 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from corrmom_ref._step.kernels.torch import fused_corrected_sgd
+from corrmom_ref._step.reference import Form
 
 __all__ = [
     "FUSED_DTYPES",
@@ -63,7 +65,7 @@ _FOREACH_DTYPES = (torch.float32, torch.float64)
 #: in float32) stays in the cache and bounds the step's extra memory.
 CPU_BLOCK_ELEMENTS = 1 << 18
 
-Step = Callable[[bool, list[Any], list[Any], list[Any], float, float, "float | None"], None]
+Step = Callable[[Form, list[Any], list[Any], list[Any], float, float, "float | None"], None]
 
 
 def fused_devices() -> list[str]:
@@ -74,7 +76,7 @@ def fused_devices() -> list[str]:
 
 
 def single_tensor_step(
-    corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
+    form: Form, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
 ) -> None:
     """Chainer's in-place operations, one tensor at a time (a large CPU tensor in blocks)."""
     for p, g, v in zip(ps, gs, vs, strict=True):
@@ -84,18 +86,18 @@ def single_tensor_step(
             fp, fg, fv = p.view(-1), g.view(-1), v.view(-1)
             for start in range(0, fp.numel(), CPU_BLOCK_ELEMENTS):
                 block = slice(start, start + CPU_BLOCK_ELEMENTS)
-                _one(corrected, fp[block], fg[block], fv[block], lr, m)
+                _one(form, fp[block], fg[block], fv[block], lr, m)
         else:
-            _one(corrected, p, g, v, lr, m)
+            _one(form, p, g, v, lr, m)
 
 
 def _flat_views_exist(p: Any, g: Any, v: Any) -> bool:
     return bool(p.is_contiguous() and g.is_contiguous() and v.is_contiguous())
 
 
-def _one(corrected: bool, p: Any, g: Any, v: Any, lr: float, m: float) -> None:
+def _one(form: Form, p: Any, g: Any, v: Any, lr: float, m: float) -> None:
     v.mul_(m)
-    if corrected:  # v *= m; v -= g; p += lr * v
+    if form is Form.CORRECTED:  # v *= m; v -= g; p += lr * v
         v.sub_(g)
         p.add_(torch.mul(v, lr))
     else:  # v *= m; v -= lr * g; p += v
@@ -104,13 +106,13 @@ def _one(corrected: bool, p: Any, g: Any, v: Any, lr: float, m: float) -> None:
 
 
 def multi_tensor_step(
-    corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
+    form: Form, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
 ) -> None:
     """The operations of :func:`single_tensor_step` as ``torch._foreach_*`` calls (what ``torch.compile`` traces)."""
     if scale is not None:
         torch._foreach_div_(gs, scale)
     torch._foreach_mul_(vs, m)
-    if corrected:
+    if form is Form.CORRECTED:
         torch._foreach_sub_(vs, gs)
         torch._foreach_add_(ps, torch._foreach_mul(vs, lr))
     else:
@@ -119,7 +121,7 @@ def multi_tensor_step(
 
 
 def fused_step(
-    corrected: bool, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
+    form: Form, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None
 ) -> None:
     """One ``torch._fused_sgd_`` call (eq. 9 only; ``m != 0``, contiguous tensors of :data:`FUSED_DTYPES`).
 
@@ -129,7 +131,7 @@ def fused_step(
     as the kernel's) or a scale that float32 holds exactly. Elsewhere the
     gradients are divided first, by ``torch._foreach_div_``.
     """
-    assert corrected
+    assert form is Form.CORRECTED
     grad_scale = None
     if scale is not None:
         first = ps[0]
@@ -137,24 +139,10 @@ def fused_step(
             grad_scale = torch.tensor(scale, dtype=torch.float32)
         else:
             torch._foreach_div_(gs, scale)
-    torch._fused_sgd_(
-        ps,
-        gs,
-        vs,
-        weight_decay=0.0,
-        momentum=m,
-        lr=-lr,
-        dampening=2.0,  # b <- m b - g
-        nesterov=False,
-        maximize=False,
-        is_first_step=False,
-        grad_scale=grad_scale,
-    )
+    fused_corrected_sgd(ps, gs, vs, lr, m, grad_scale)
 
 
-def choose(
-    corrected: bool, fused: bool, foreach: bool | None, dtype: torch.dtype, cpu: bool, m: float
-) -> Step:
+def choose(form: Form, fused: bool, foreach: bool | None, dtype: torch.dtype, cpu: bool, m: float) -> Step:
     """The step for one (device, dtype) list. The order, first that applies:
 
     1. ``fused`` (the optimizer checked at construction that the kernel takes
@@ -168,7 +156,7 @@ def choose(
        grouping there, and the temporary ``lr * v`` of one block rather than
        of every tensor).
     """
-    if fused and corrected and m != 0:
+    if fused and form is Form.CORRECTED and m != 0:
         return fused_step
     if dtype in _FOREACH_DTYPES and (foreach or (foreach is None and not cpu)):
         return multi_tensor_step

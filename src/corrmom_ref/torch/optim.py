@@ -41,7 +41,7 @@ backward, in its order:
 6. step 1 again, then the post hooks.
 
 Every check runs first (the reference's rules and messages, from
-``corrmom_ref._validation`` and ``corrmom_ref._scalars``): a step that raises
+``corrmom_ref._validation`` and ``corrmom_ref._scalar_checks``): a step that raises
 changes nothing.
 
 Frozen parameters: ``requires_grad=False`` is Chainer's disabled update rule.
@@ -85,7 +85,8 @@ from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
-from corrmom_ref._scalars import check_counter, check_loss_scale
+from corrmom_ref._scalar_checks import check_counter, check_loss_scale
+from corrmom_ref._step.reference import Form
 from corrmom_ref._validation import check_nonnegative_finite, check_parameter_dtype
 from corrmom_ref.loss_scaling import NonFiniteGradientWarning
 from corrmom_ref.torch import _steps
@@ -344,8 +345,8 @@ def _refuse_options(group: Mapping[str, Any], where: str, owner: str) -> None:
 class _ChainerMomentum(torch.optim.Optimizer):
     """The machinery shared by :class:`CorrectedMomentumSGD` and :class:`MomentumSGD`."""
 
-    #: Whether the update is eq. (9) (``True``) or eq. (10) (``False``).
-    _corrected: bool = True
+    #: Which update: eq. (9) or eq. (10).
+    _form: Form = Form.CORRECTED
     #: Under torch.compile, where the kernels' arguments go instead of the kernels (else ``None``;
     #: a class default, so that an optimizer unpickled from an older version has it).
     _collect: list[tuple[list[Any], list[Any], list[Any], float, float]] | None = None
@@ -372,7 +373,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
             raise RuntimeError("fused=True, but this PyTorch has no torch._fused_sgd_ kernel")
         #: float16 parameters are updated through a float32 master copy (Chainer's ``use_fp32_update``).
         self.fp32_master: bool = bool(fp32_master)
-        self._fused_asked = bool(fused) and self._corrected  # refuse what the kernel cannot take
+        self._fused_asked = bool(fused) and self._form is Form.CORRECTED  # refuse what the kernel cannot take
         super().__init__(params, {"lr": lr, "momentum": momentum})
         #: Whether steps run the fused kernel where it applies (see the module docstring):
         #: by default wherever it takes the parameters; with ``fused=True`` everywhere
@@ -605,7 +606,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
             for name, p in self._named():
                 _check_fused_takes(p, name, owner, master)
         self._reallocate(check_dense=True)
-        skipped = check_finite and self._nonfinite_warned(scale)
+        skipped = check_finite and self._warn_on_nonfinite(scale)
         self._step_loss_scale = scale
         try:
             if self._chainer_hooks.names("pre"):
@@ -633,7 +634,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         ``_eager_end``), the arithmetic of the multi-tensor step is traced."""
         loss, batches = self._eager_begin(closure, loss_scale, check_finite)
         for ps, gs, vs, lr, m in batches or ():
-            _steps.multi_tensor_step(self._corrected, ps, gs, vs, lr, m, None)
+            _steps.multi_tensor_step(self._form, ps, gs, vs, lr, m, None)
         self._eager_end(skipped=batches is None)
         return loss
 
@@ -680,9 +681,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
             out.append((lr, m))
         return out
 
-    def _nonfinite_warned(self, scale: float | None) -> bool:
-        """Warn :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning` per parameter with a
-        non-finite gradient (frozen ones with a gradient too, as Chainer checks every parameter)."""
+    def _warn_on_nonfinite(self, scale: float | None) -> bool:
+        """Whether any gradient is non-finite, warning :class:`~corrmom_ref.loss_scaling.NonFiniteGradientWarning`
+        per such parameter (frozen ones with a gradient too, as Chainer checks every parameter)."""
         params = [p for p in self._params() if p.grad is not None]
         grads = [p.grad for p in params]
         meshes = _meshes(grads)
@@ -735,7 +736,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         for lists, pending in ((common, scale), (prepared, None)):
             if lists[0]:
                 for ps, gs, vs in _by_device_and_dtype(*lists):
-                    self._kernel(ps, gs, vs, lr, m, pending)
+                    self._step_group(ps, gs, vs, lr, m, pending)
         for p, master in masters:
             p.copy_(master)
 
@@ -779,7 +780,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 for hook in hooks.of("pre"):
                     hook(self, holder)
             if holder.grad is not None:  # a hook may have cleared it: Chainer then skips the update
-                self._kernel([target], [holder.grad], [v], lr, m)
+                self._step_group([target], [holder.grad], [v], lr, m)
             if hooks is not None:
                 for hook in hooks.of("post"):
                     hook(self, holder)
@@ -788,7 +789,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 holder.grad = None
                 self._step_loss_scale = scale
 
-    def _kernel(
+    def _step_group(
         self, ps: list[Any], gs: list[Any], vs: list[Any], lr: float, m: float, scale: float | None = None
     ) -> None:
         """Step lists of one tensor type, device and dtype, dividing the gradients by ``scale`` first."""
@@ -801,7 +802,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
             ps, gs, vs = _local_shards(ps), _local_shards(gs), _local_shards(vs)
         first = ps[0]
         fusable = self.fused and first.dtype in _steps.FUSED_DTYPES and first.device.type in _fused_devices()
-        step = _steps.choose(self._corrected, fusable, self.foreach, first.dtype, first.is_cpu, m)
+        step = _steps.choose(self._form, fusable, self.foreach, first.dtype, first.is_cpu, m)
         if step is _steps.fused_step and not all(map(_is_contiguous, [*ps, *gs, *vs])):
             # the kernel walks the three tensors' memory alike: a triple with another layout
             # takes the single-tensor step (within the fused step's roundings)
@@ -814,9 +815,9 @@ class _ChainerMomentum(torch.optim.Optimizer):
                 ]
                 if chosen:
                     cps, cgs, cvs = (list(column) for column in zip(*chosen, strict=True))
-                    stepper(True, cps, cgs, cvs, lr, m, scale)
+                    stepper(self._form, cps, cgs, cvs, lr, m, scale)
             return
-        step(self._corrected, ps, gs, vs, lr, m, scale)
+        step(self._form, ps, gs, vs, lr, m, scale)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -879,7 +880,7 @@ class _ChainerMomentum(torch.optim.Optimizer):
         )
         if (
             foreign
-            and not self._corrected
+            and self._form is Form.UNCORRECTED
             and any(s.get("momentum_buffer") is not None for s in saved_state.values())
         ):
             raise ValueError(
@@ -1012,7 +1013,7 @@ class CorrectedMomentumSGD(_ChainerMomentum):
             here, in :meth:`add_param_group` or at a step, before anything changes.
     """
 
-    _corrected = True
+    _form = Form.CORRECTED
 
 
 class MomentumSGD(_ChainerMomentum):
@@ -1034,4 +1035,4 @@ class MomentumSGD(_ChainerMomentum):
         fp32_master: Update float16 parameters through a float32 copy.
     """
 
-    _corrected = False
+    _form = Form.UNCORRECTED

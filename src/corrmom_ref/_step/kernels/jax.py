@@ -2,7 +2,7 @@ r"""JAX: the reference's pure corrected step, compiled once with ``jax.jit``.
 
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
-The compiled function is :func:`corrmom_ref._reference.corrected_pure` itself
+The compiled function is :func:`corrmom_ref._step.reference.corrected_pure` itself
 (over a list of triples: one call for all), so the formula is not written
 again here. XLA fuses the two lines into one pass and may contract the
 products into fused multiply-adds, so the result is within one rounding per
@@ -20,9 +20,9 @@ from typing import Any
 
 import jax
 
-from corrmom_ref._backends import switch
-from corrmom_ref._backends.inputs import alike_and_separate
-from corrmom_ref._reference import corrected_pure
+from corrmom_ref._step import switch
+from corrmom_ref._step.admission import alike_and_separate
+from corrmom_ref._step.reference import corrected_pure
 
 __all__ = ["ROUNDINGS", "accepts", "run"]
 

@@ -8,7 +8,7 @@ and ``m`` converted to 0-d arrays once (:class:`_ScalarOperands`); and a list
 of triples that are all alike is sent through the in-place step without
 asking each triple again (:func:`_one_kind_of_small_writeable`). Every triple
 runs the reference's own in-place or pure step
-(:mod:`corrmom_ref._reference`) on the same elements in the same order, so the
+(:mod:`corrmom_ref._step.reference`) on the same elements in the same order, so the
 result is the reference's bit for bit (``ROUNDINGS = 0``). Why each of these
 pays is measured in ``benchmarks/RESULTS.md`` ("Measurements behind the fast
 paths' design choices").
@@ -25,7 +25,7 @@ from typing import Any
 from array_api_compat import is_numpy_array, is_writeable_array
 
 from corrmom_ref._namespace import device_of
-from corrmom_ref._reference import rebound
+from corrmom_ref._step.reference import in_input_dtypes
 
 __all__ = ["BLOCK_ELEMENTS", "ROUNDINGS", "BlockedStep", "accepts", "slices_are_views"]
 
@@ -80,7 +80,7 @@ class BlockedStep:
             elif views and math.prod(p.shape) > BLOCK_ELEMENTS:
                 p, v = _run_blocked(xp, in_place, p, g, v, *operands.of(p, g, v))
             else:
-                p, v = rebound(in_place(p, g, v, *(operands.of(p, g, v) if many else (lr, m))), p, v)
+                p, v = in_input_dtypes(in_place(p, g, v, *(operands.of(p, g, v) if many else (lr, m))), p, v)
             new_ps.append(p)
             new_vs.append(v)
         return new_ps, new_vs
@@ -123,7 +123,7 @@ class _ScalarOperands:
     dtype's range, and PyTorch multiplies float16 by a float32 copy of the
     scalar. Operands of 0-d arrays are never converted: NumPy 1.x computes
     ``v * m`` for a 0-d ``v`` in the promotion of ``v``'s dtype and ``m``'s type
-    (float64 for a Python float; see :mod:`corrmom_ref._backends.scalars`),
+    (float64 for a Python float; see :mod:`corrmom_ref._step.operands`),
     which a 0-d operand of ``v``'s dtype would change.
     """
 
@@ -173,7 +173,7 @@ def _run_blocked(
     """Apply ``kernel`` slice by slice of flat views (whole if the arrays have none)."""
     fp, fg, fv = (_flat_view(xp, a) for a in (p, g, v))
     if fp is None or fg is None or fv is None:
-        return rebound(kernel(p, g, v, lr, m), p, v)
+        return in_input_dtypes(kernel(p, g, v, lr, m), p, v)
     n = fp.shape[0]
     for start in range(0, n, BLOCK_ELEMENTS):
         block = slice(start, min(start + BLOCK_ELEMENTS, n))

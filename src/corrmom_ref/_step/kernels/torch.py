@@ -1,12 +1,15 @@
 r"""PyTorch: the corrected-momentum step as one pass of PyTorch's fused SGD kernel.
 
-``torch._fused_sgd_`` keeps ``b <- m b + g; p <- p - lr b``. With
-``maximize=True`` it negates the gradient, and with the learning rate negated
-it becomes exactly our step on Chainer's sign of the state:
+``torch._fused_sgd_`` keeps :math:`b \leftarrow m b + (1 - d) g;\ p \leftarrow p - \eta b`.
+With the dampening :math:`d = 2` (so :math:`(1 - d) g = -g`, exact) and the
+learning rate negated it is exactly our step on Chainer's sign of the state:
 
 .. math:: v \leftarrow m v - g, \qquad p \leftarrow p + \eta v
 
-reading ``p, g, v`` and writing ``p, v`` once. The kernel contracts each
+reading ``p, g, v`` and writing ``p, v`` once (:func:`fused_corrected_sgd`,
+which :mod:`corrmom_ref.torch` calls too). ``maximize=True`` with no dampening
+gives the same bits, NaNs included, but takes a slower path on the CPU
+(``benchmarks/RESULTS.md``, "issue 22: torch rows"). The kernel contracts each
 product into a fused multiply-add, so it agrees with the reference step to
 within one rounding per product (``ROUNDINGS = 1``), not bitwise.
 """
@@ -18,9 +21,9 @@ from typing import Any
 
 import torch
 
-from corrmom_ref._backends.inputs import alike_and_separate
+from corrmom_ref._step.admission import alike_and_separate
 
-__all__ = ["ROUNDINGS", "accepts", "available", "run"]
+__all__ = ["ROUNDINGS", "accepts", "available", "fused_corrected_sgd", "run"]
 
 #: Roundings per product by which the kernel may differ from the reference step.
 ROUNDINGS = 1
@@ -58,16 +61,28 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
 def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
     """Update every ``p`` and ``v`` in place with one kernel call (inputs :func:`accepts` took)."""
     with torch.no_grad():  # one context per call is cheaper than asking each tensor
-        torch._fused_sgd_(
-            ps,
-            gs,
-            vs,
-            weight_decay=0.0,
-            momentum=m,
-            lr=-lr,
-            dampening=0.0,
-            nesterov=False,
-            maximize=True,
-            is_first_step=False,
-        )
+        fused_corrected_sgd(ps, gs, vs, lr, m)
     return ps, vs
+
+
+def fused_corrected_sgd(
+    ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any, grad_scale: Any = None
+) -> None:
+    """Eq. (9) on every ``p`` and ``v`` in place by one ``torch._fused_sgd_`` call (see the module docstring).
+
+    ``grad_scale`` (a float32 tensor or ``None``): the kernel first divides
+    each gradient by it and writes the quotient back (CPU only).
+    """
+    torch._fused_sgd_(
+        ps,
+        gs,
+        vs,
+        weight_decay=0.0,
+        momentum=m,
+        lr=-lr,
+        dampening=2.0,  # b <- m b + (1 - 2) g = m b - g
+        nesterov=False,
+        maximize=False,
+        is_first_step=False,
+        grad_scale=grad_scale,
+    )

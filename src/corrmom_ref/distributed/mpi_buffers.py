@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import device, is_cupy_array, is_numpy_array
 
-from corrmom_ref._backends.host import to_numpy
 from corrmom_ref._namespace import namespace_of
+from corrmom_ref.serializers._host import to_numpy
 
 __all__ = ["allreduce_sum", "bcast"]
 

@@ -29,13 +29,3 @@ def to_numpy(x: Any) -> np.ndarray:
         return np.from_dlpack(host)
     except (TypeError, RuntimeError, BufferError):
         return np.asarray(host)
-
-
-def generator(seed: int | None) -> np.random.Generator:
-    """A NumPy random generator (host side) for hooks that need random numbers."""
-    return np.random.default_rng(seed)
-
-
-def normal(rng: np.random.Generator, std: float, shape: tuple[int, ...]) -> np.ndarray:
-    """Normal samples with mean 0 and standard deviation ``std``."""
-    return rng.normal(0.0, std, shape)

@@ -13,7 +13,7 @@ writes for a Python ``int`` too.
 
 The loss scale :math:`s` multiplies the loss before backward and divides every
 gradient after it. Its range is :math:`2^{-126} \le s \le 2^{126}`
-(:data:`LOSS_SCALE_LOWEST`, :data:`LOSS_SCALE_HIGHEST`): then :math:`s` and
+(:data:`ACCEPTED_LOSS_SCALE_MIN`, :data:`ACCEPTED_LOSS_SCALE_MAX`): then :math:`s` and
 :math:`1/s` are both normal float32 numbers, so neither the scaling of a
 float32 loss nor the unscaling of float32 gradients overflows to infinity or
 flushes to zero because of the scale alone. This keeps every scale the
@@ -29,9 +29,9 @@ import numbers
 from typing import Any
 
 __all__ = [
+    "ACCEPTED_LOSS_SCALE_MAX",
+    "ACCEPTED_LOSS_SCALE_MIN",
     "COUNTER_MAX",
-    "LOSS_SCALE_HIGHEST",
-    "LOSS_SCALE_LOWEST",
     "check_counter",
     "check_flag",
     "check_interval",
@@ -40,10 +40,10 @@ __all__ = [
 
 #: The largest counter a snapshot stores (int64's maximum).
 COUNTER_MAX = 2**63 - 1
-#: The smallest loss scale: the smallest normal float32, :math:`2^{-126}`.
-LOSS_SCALE_LOWEST = 2.0**-126
-#: The largest loss scale, :math:`2^{126}` (its reciprocal is a normal float32).
-LOSS_SCALE_HIGHEST = 2.0**126
+#: The smallest loss scale accepted (given or loaded; the dynamic clamp, ``loss_scaling.LOSS_SCALE_MIN``, is narrower): the smallest normal float32, :math:`2^{-126}`.
+ACCEPTED_LOSS_SCALE_MIN = 2.0**-126
+#: The largest loss scale accepted, :math:`2^{126}` (its reciprocal is a normal float32).
+ACCEPTED_LOSS_SCALE_MAX = 2.0**126
 
 
 def _integer(value: Any, name: str) -> int:
@@ -77,13 +77,13 @@ def check_flag(value: Any, name: str) -> bool:
 
 def check_loss_scale(value: Any, name: str) -> float:
     """``value`` as a ``float`` if it is a real number (not a bool) in
-    ``[LOSS_SCALE_LOWEST, LOSS_SCALE_HIGHEST]`` (finite, so not ``nan``)."""
+    ``[ACCEPTED_LOSS_SCALE_MIN, ACCEPTED_LOSS_SCALE_MAX]`` (finite, so not ``nan``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
     try:
         scale = float(value)
     except OverflowError:
         scale = math.inf
-    if not (math.isfinite(scale) and LOSS_SCALE_LOWEST <= scale <= LOSS_SCALE_HIGHEST):
+    if not (math.isfinite(scale) and ACCEPTED_LOSS_SCALE_MIN <= scale <= ACCEPTED_LOSS_SCALE_MAX):
         raise ValueError(f"{name}: a loss scale must be finite and in [2**-126, 2**126], got {value!r}")
     return scale

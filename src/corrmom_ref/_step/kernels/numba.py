@@ -25,12 +25,12 @@ takes only what it computes exactly as the generic step (:func:`accepts`):
 float32 or float64 ``numpy.ndarray`` (not a subclass, whose operators may
 mean something else) of one dtype and shape of rank 1 or more, ``p`` and ``v``
 writeable, ``lr`` and ``m`` within the dtype's range, and arrays that are not
-aliased (:func:`~corrmom_ref._backends.inputs.alike_and_separate`: with
+aliased (:func:`~corrmom_ref._step.admission.alike_and_separate`: with
 ``g is v`` the generic step scales ``g`` before it subtracts it; a fused pass
 could not).
 0-d arrays are declined because NumPy 1.x computes their step in the
 promotion of the dtype and the scalar's type (float64 for a Python float; see
-:mod:`corrmom_ref._backends.scalars`), not in the dtype as this loop does.
+:mod:`corrmom_ref._step.operands`), not in the dtype as this loop does.
 Anything else is declined and takes the generic step.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from corrmom_ref._backends.inputs import alike_and_separate
+from corrmom_ref._step.admission import alike_and_separate
 
 __all__ = ["ROUNDINGS", "accepts", "available", "run"]
 
@@ -101,7 +101,7 @@ def _corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma:
 def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> bool:
     """Whether the loop computes every triple exactly as the reference step does.
 
-    The shared check (:func:`~corrmom_ref._backends.inputs.alike_and_separate`)
+    The shared check (:func:`~corrmom_ref._step.admission.alike_and_separate`)
     plus: exactly ``numpy.ndarray`` of float32 or float64, no 0-d array,
     ``p`` and ``v`` writeable, ``lr`` and ``m`` within the dtype's range.
     """

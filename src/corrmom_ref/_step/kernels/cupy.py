@@ -13,7 +13,7 @@ from typing import Any
 
 import cupy
 
-from corrmom_ref._backends.inputs import alike_and_separate
+from corrmom_ref._step.admission import alike_and_separate
 
 __all__ = ["ROUNDINGS", "accepts", "run"]
 

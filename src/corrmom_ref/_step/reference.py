@@ -12,33 +12,45 @@ Each is written in Chainer's operation order on the CPU (a product, then the
 difference; a product, then the sum), in place where ``p`` and ``v`` can be
 written and anew otherwise, so results on NumPy are Chainer's bit for bit.
 Callers store the returned ``(p, v)``: they are the inputs themselves when
-the step ran in place. Faster siblings live in :mod:`corrmom_ref._backends`
-and are chosen by :func:`corrmom_ref._backends.dispatch.choose`.
+the step ran in place. :class:`Form` names the two: the one way the library
+chooses between eq. (9) and eq. (10). Faster siblings live beside this module
+in :mod:`corrmom_ref._step` and are chosen by
+:func:`corrmom_ref._step.policy.choose`.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from array_api_compat import array_namespace, is_writeable_array
 
-__all__ = ["corrected_increment", "corrected_step", "keep_dtype", "momentum_step"]
+__all__ = ["Form", "corrected_increment", "corrected_step", "keep_dtype", "uncorrected_step"]
 
 Array = Any
+
+
+class Form(StrEnum):
+    """Which of Goyal et al.'s two momentum updates a step computes."""
+
+    #: Eq. (9): :math:`v \leftarrow m v - g,\ p \leftarrow p + \eta v` (``CorrectedMomentumSGD``).
+    CORRECTED = "corrected"
+    #: Eq. (10): :math:`v \leftarrow m v - \eta g,\ p \leftarrow p + v` (Chainer's ``MomentumSGD``).
+    UNCORRECTED = "uncorrected"
 
 
 def corrected_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
     """One corrected step (eq. 9); returns the new ``(p, v)`` (``xp``: the rules' step signature; unused)."""
     if not (is_writeable_array(p) and is_writeable_array(v)):
         return corrected_pure(p, g, v, lr, m)
-    return rebound(corrected_in_place(p, g, v, lr, m), p, v)
+    return in_input_dtypes(corrected_in_place(p, g, v, lr, m), p, v)
 
 
-def momentum_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
+def uncorrected_step(xp: Any, p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
     """One uncorrected step (eq. 10, Chainer's sign); returns the new ``(p, v)`` (``xp`` unused)."""
     if not (is_writeable_array(p) and is_writeable_array(v)):
-        return momentum_pure(p, g, v, lr, m)
-    return rebound(momentum_in_place(p, g, v, lr, m), p, v)
+        return uncorrected_pure(p, g, v, lr, m)
+    return in_input_dtypes(uncorrected_in_place(p, g, v, lr, m), p, v)
 
 
 def corrected_in_place(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
@@ -49,7 +61,7 @@ def corrected_in_place(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[A
     return p, v
 
 
-def momentum_in_place(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
+def uncorrected_in_place(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
     """Eq. (10) written into ``p`` and ``v`` (rebinding where the backend cannot write: Dask)."""
     v *= m
     v -= lr * g
@@ -69,13 +81,13 @@ def corrected_pure(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array
     return keep_dtype(p + increment, p), v
 
 
-def momentum_pure(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
+def uncorrected_pure(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
     """Eq. (10) computed anew, in ``p``'s and ``v``'s dtypes."""
     v = keep_dtype(m * v - lr * g, v)
     return keep_dtype(p + v, p), v
 
 
-def rebound(stepped: tuple[Array, Array], p: Array, v: Array) -> tuple[Array, Array]:
+def in_input_dtypes(stepped: tuple[Array, Array], p: Array, v: Array) -> tuple[Array, Array]:
     """``stepped`` in ``p``'s and ``v``'s dtypes: an in-place step that rebinds (Dask) keeps them, as a write would."""
     new_p, new_v = stepped
     if new_p is p and new_v is v:

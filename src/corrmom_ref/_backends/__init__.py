@@ -1,1 +1,0 @@
-"""Backend-specific code, imported lazily; the core never imports a backend directly."""
