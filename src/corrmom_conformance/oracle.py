@@ -395,20 +395,25 @@ def beyond_rounding_bound(
 
     .. math::
 
-        |v_f - v_g| \le k\epsilon\,(|m\,v| + |v_g|), \qquad
-        |w_f - w_g| \le \eta\,k\epsilon\,(|m\,v| + |v_g|) + k\epsilon\,(|\eta\,v_g| + |w_g|)
+        |v_f - v_g| \le k\epsilon\,(|m\,v| + |v_g|) + 2k\tau, \qquad
+        |w_f - w_g| \le \eta\,(k\epsilon\,(|m\,v| + |v_g|) + 2k\tau) + k\epsilon\,(|\eta\,v_g| + |w_g|) + 2k\tau
 
     (one rounding of each product and result in either path, at most half an
-    ulp each; :math:`k = 0` demands bitwise equality, the signs of zeros included). The answer names the
+    ulp each; :math:`\tau` the dtype's smallest subnormal, since a rounding
+    among subnormals errs by up to half of it whatever the magnitude;
+    :math:`k = 0` demands bitwise equality, the signs of zeros included). The answer names the
     worst element: ``"state 'p'[3]: fast ... vs generic ..., beyond the bound
     of 1 rounding(s) (...)"``.
     """
     (w_f, v_f), (w_g, v_g) = fast, generic
     eps = roundings * float(np.finfo(w_g.dtype).eps)
+    tiny = roundings * float(
+        np.finfo(w_g.dtype).smallest_subnormal
+    )  # a rounding among subnormals is absolute
     v0 = np.zeros_like(w_g, np.float64) if v_before is None else np.asarray(v_before).astype(np.float64)
     vg, wg = np.asarray(v_g).astype(np.float64), np.asarray(w_g).astype(np.float64)
-    bound_v = eps * (np.abs(m * v0) + np.abs(vg))
-    bound_w = lr * bound_v + eps * (np.abs(lr * vg) + np.abs(wg))
+    bound_v = eps * (np.abs(m * v0) + np.abs(vg)) + 2 * tiny
+    bound_w = lr * bound_v + eps * (np.abs(lr * vg) + np.abs(wg)) + 2 * tiny
     for what, got, want, bound in (("state", v_f, vg, bound_v), ("parameter", w_f, wg, bound_w)):
         excess = np.abs(np.asarray(got).astype(np.float64) - want) - bound
         if np.any(excess > 0):

@@ -49,3 +49,14 @@ def test_rounding_bound_one_rounding_accepts_one_ulp_not_ten():
     ten_ulps = generic[1] + 10 * np.spacing(generic[1])
     where = oracle.beyond_rounding_bound("w", (generic[0], ten_ulps), generic, v, 0.25, 0.9, 1)
     assert where is not None and where.startswith("state 'w'[")
+
+
+def test_rounding_bound_among_subnormals_accepts_one_subnormal_step():
+    """Where the results are subnormal one rounding errs by up to half the smallest subnormal,
+    however small the values: the relative bound alone would call a correct fused step wrong."""
+    tiny = np.finfo(np.float32).smallest_subnormal
+    w = np.array([3 * tiny, 0.0], np.float32)
+    v = np.zeros(2, np.float32)
+    one_subnormal_off = w + np.array([tiny, 0.0], np.float32)
+    assert oracle.beyond_rounding_bound("w", (one_subnormal_off, v), (w, v), v, 0.5, 0.9, 1) is None
+    assert oracle.beyond_rounding_bound("w", (w + 8 * tiny, v), (w, v), v, 0.5, 0.9, 1) is not None
