@@ -111,7 +111,7 @@ class DriftCheck:
         object is returned meanwhile), or at every step while some
         hyperparameter is not a plain number in a plain
         :class:`~corrmom_ref.Hyperparameter`. The parameters' own
-        hyperparameters enter as the digest of :meth:`_overrides_digest`.
+        hyperparameters enter as the digest of ``_overrides_digest()``.
         Python's hash of a tuple of numbers is the same in every
         process (hash randomization covers only strings and bytes; only
         numbers are hashed: ``None``'s hash is its address before Python
