@@ -11,6 +11,7 @@ Chainer's layout, gathering one buffer at a time.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import torch
@@ -40,6 +41,11 @@ def main(snapshot: str = "fsdp2_optimizer.npz") -> None:
     save_sharded_chainer_snapshot(snapshot, opt, module=net, scaler=scaler)  # every rank; rank 0 writes
     if rank == 0:
         print(f"t = {opt.t}, loss scale {scaler.get_scale()}, saved {snapshot}")
+    # Free the sharded model while the process group is still registered: FSDP's
+    # state holds the group in a reference cycle, which only the garbage collector
+    # frees, perhaps after the group was destroyed or while Python shuts down.
+    del net, opt
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -21,6 +21,7 @@ skipped, and the scale, into ``OUT.rank<r>.pt``.
 from __future__ import annotations
 
 import argparse
+import gc
 
 import torch
 import torch.distributed as dist
@@ -111,6 +112,8 @@ def main() -> None:
         opt = crt.CorrectedMomentumSGD(net.named_parameters(), lr=LR, momentum=MOMENTUM, fused=False)
         train(net, opt, crt.LossScaler(interval=INTERVAL), range(3), rank, record, shard_nan_step=1)
     torch.save(record, f"{args.out}.rank{rank}.pt")
+    del net, opt, mesh
+    gc.collect()  # FSDP's state holds the group in a cycle: free it before the group goes (see the example)
     dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank}: {args.mode} done", flush=True)

@@ -17,7 +17,8 @@ EXAMPLES = HERE.parents[1] / "examples"
 def test_torch_example_runs_on_two_ranks_and_writes_a_chainer_snapshot(tmp_path, name):
     pytest.importorskip("torch")
     snapshot = tmp_path / "optimizer.npz"
-    outputs = run_ranks(str(EXAMPLES / name), 2, str(snapshot))
+    # the example runs under a check that it frees its wrapped model before destroying the group
+    outputs = run_ranks("wrapped_alive_at_teardown.py", 2, str(EXAMPLES / name), str(snapshot))
     assert "t = 5, loss scale 32.0, saved" in outputs[0]
     with np.load(snapshot) as saved:
         assert int(saved["t"]) == 5 and float(saved["loss_scaling.scale"]) == 32.0
