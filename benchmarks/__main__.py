@@ -17,11 +17,12 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import measure
-from benchmarks.runners import RUNNERS
+from benchmarks.runners import RUNNERS, Step
 from benchmarks.workloads import workloads
 
 CHAINER = "chainer 7.8.1"
@@ -32,6 +33,18 @@ NUMPY_TRACED = {
     "ref on numpy, flat",
     "ref on numpy, flat, generic",
 }  # tracemalloc sees NumPy's allocations only
+TORCH_PROFILED = {
+    "ref on torch, generic",
+    "ref on torch",
+    "ref on torch, flat",
+    "torch SGD for-loop",
+    "torch SGD foreach",
+    "torch SGD fused",
+    "corrmom_ref.torch",
+    "corrmom_ref.torch, generic",
+    "torch SGD fused + GradScaler",
+    "corrmom_ref.torch + LossScaler",
+}  # PyTorch's CPU allocator, seen by its profiler
 
 
 def run(
@@ -95,15 +108,15 @@ def run(
 class _Timer:
     """``timer() -> [seconds per step] * reps`` for one implementation, and its peak extra memory."""
 
-    def __init__(self, step: Any, reps: int, traced: bool) -> None:
-        self.step, self.reps, self.traced = step, reps, traced
+    def __init__(self, step: Any, reps: int, memory: Callable[[Step], int] | None) -> None:
+        self.step, self.reps, self.memory = step, reps, memory
 
     def __call__(self) -> list[float]:
         return measure.time_steps(self.step, self.reps)
 
     def peak_extra_bytes(self) -> int | None:
-        if self.traced:
-            return measure.peak_extra_bytes(self.step)
+        if self.memory is not None:
+            return self.memory(self.step)
         return getattr(self.step, "peak_extra_bytes", None)  # a jitted step's, from XLA
 
 
@@ -111,7 +124,7 @@ class _ChainerTimer(_Timer):
     """Real Chainer in its own interpreter: one worker run per round (it reports its own peak)."""
 
     def __init__(self, python: str, shapes: list[tuple[int, ...]], reps: int) -> None:
-        super().__init__(None, reps, traced=False)
+        super().__init__(None, reps, memory=None)
         self.python, self.shapes = python, shapes
         self.peak_bytes: int | None = None
 
@@ -133,12 +146,21 @@ def _timers(
         if only and name not in only:
             continue
         try:
-            timers[name] = _Timer(factory(shapes), reps, traced=name in NUMPY_TRACED)
+            timers[name] = _Timer(factory(shapes), reps, memory=_memory_tracer(name))
         except ImportError as error:
             skipped[name] = f"not installed: {error.name}"
     if chainer_python and (not only or CHAINER in only):
         timers[CHAINER] = _ChainerTimer(chainer_python, shapes, reps)
     return timers, skipped
+
+
+def _memory_tracer(name: str) -> Callable[[Step], int] | None:
+    """How a row's peak extra memory is seen; None: by XLA's own analysis, or not at all."""
+    if name in NUMPY_TRACED:
+        return measure.peak_extra_bytes
+    if name in TORCH_PROFILED:
+        return measure.torch_peak_extra_bytes
+    return None
 
 
 def _peak_extra_mib(name: str, timer: _Timer) -> float | None:

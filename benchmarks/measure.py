@@ -58,6 +58,27 @@ def peak_extra_bytes(step: Callable[[], None]) -> int:
     return peak
 
 
+def torch_peak_extra_bytes(step: Callable[[], None]) -> int:
+    """Peak memory one step allocates through PyTorch's CPU allocator beyond what it holds before.
+
+    tracemalloc does not see that allocator; PyTorch's profiler does
+    (``profile_memory=True``). Every event's own allocations and frees, in the
+    order the events started, make a running total; the peak of that total
+    is the answer (a tensor allocated inside an operator counts from the
+    operator's start, which can only raise the peak, never lower it).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
+        step()
+    held = peak = 0
+    for event in sorted(recorded.events(), key=lambda event: event.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak
+
+
 def chainer_round(python: str, shapes: list[tuple[int, ...]], reps: int) -> dict:
     """One round of Chainer timings in its own interpreter."""
     worker = Path(__file__).with_name("chainer_worker.py")
