@@ -28,7 +28,8 @@ callback runs only on a skipped step (under ``jax.lax.cond``).
 
 Rounding: the gradient is divided by :math:`s` rounded to the gradient's
 dtype (NumPy rounds Chainer's Python-float scale the same way), element by
-element (see :func:`_unscale`). The scale is
+element (see :func:`_unscale`; a power of two by a product with its
+reciprocal, which is the same value). The scale is
 kept in JAX's default float dtype: float64 under ``jax_enable_x64``, where
 the sequence equals Chainer's (Python floats) bitwise, else float32, where
 the :math:`2^{1/\mathrm{interval}}` growth may round differently (powers of
