@@ -135,8 +135,9 @@ def _verdict(
 #: Gradients of at most this many elements are stacked with the others of their size and
 #: dtype for the traced verdict: a small leaf's sum costs a kernel launch more than its
 #: arithmetic, and a stack of a thousand such leaves is copied faster than they are summed
-#: one by one; larger leaves are summed where they lie (a stack would copy them).
-_STACKED_LEAF_SIZE = 1 << 14
+#: one by one; larger leaves are summed where they lie. The stacks are the step's one
+#: temporary that grows with the model: a copy of these small gradients (biases, norms).
+_STACKED_LEAF_SIZE = 1 << 12
 
 
 def _verdict_rows(grads: list[jax.Array]) -> tuple[list[jax.Array], np.ndarray]:
