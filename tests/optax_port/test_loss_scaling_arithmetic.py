@@ -143,3 +143,11 @@ def test_the_verdict_sums_small_leaves_of_one_size_in_one_reduction() -> None:
     text = jax.jit(tx.update).lower(p, tx.init(p), p).compile().as_text()
     reductions = text.count(" reduce(") + text.count(" reduce-window(")
     assert 0 < reductions < 20
+
+
+@pytest.mark.parametrize("g", [np.asarray([3, -4], np.int32), np.asarray([3 + 1j, -0.5j], np.complex64)])
+def test_a_gradient_that_is_not_real_floating_is_divided(g) -> None:
+    """The product with the reciprocal is for real floating dtypes (``frexp``, normal
+    numbers); any other gradient is divided, as before."""
+    got = unscaled(jnp.asarray(g), 2.0)
+    np.testing.assert_array_equal(got, g / g.dtype.type(2))

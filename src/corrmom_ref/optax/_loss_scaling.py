@@ -175,16 +175,16 @@ def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
     r"""``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``: the quotient of ``g``
     and :math:`d`, :math:`s` rounded to ``g``'s dtype.
 
-    Where :math:`d = 2^k` and :math:`1/d = 2^{-k}` is a normal number of that dtype, it is
-    ``g * (1 / d)``: the product and the quotient are the same real number
-    :math:`g \cdot 2^{-k}`, rounded once, so they are the same value bit for bit (a
-    subnormal or a flushed result, an infinity, a NaN and :math:`-0` included), and a
-    multiplication costs a fraction of a division. Dynamic scaling moves :math:`s` by
-    powers of two until it first reaches its cap (65504, not one) or a non-finite gradient
-    is seen (the growth is then :math:`2^{1/\mathrm{interval}}`); a static scale is often
-    one. The choice is a ``jnp.where`` on a scalar, which the compiled loop tests once, not
-    per element (it costs the multiplication's time where the product is chosen, the
-    division's where not).
+    Where ``g`` is real floating, :math:`d = 2^k` and :math:`1/d = 2^{-k}` is a normal
+    number of that dtype, it is ``g * (1 / d)``: the product and the quotient are the
+    same real number :math:`g \cdot 2^{-k}`, rounded once, so they are the same value bit
+    for bit (a subnormal or a flushed result, an infinity, a NaN and :math:`-0` included),
+    and a multiplication costs a fraction of a division. Dynamic scaling moves :math:`s`
+    by powers of two until it first reaches its cap (65504, not one) or a non-finite
+    gradient is seen (the growth is then :math:`2^{1/\mathrm{interval}}`); a static scale
+    is often one. The choice is a ``jnp.where`` on a scalar, which a compiler can test
+    once per loop rather than per element (XLA on CPU does: ``benchmarks/RESULTS.md``,
+    "issue 22 optax rows, third pass").
 
     Elsewhere it divides. XLA replaces a division by a broadcast scalar with a
     multiplication by its reciprocal, which can leave a quotient one ulp off. The divisor
@@ -196,10 +196,12 @@ def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
     """
     d = s.astype(g.dtype)
     one = jnp.ones((), g.dtype)
+    quotient = g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, one)
+    if not jnp.issubdtype(g.dtype, jnp.floating):
+        return quotient
     reciprocal = one / d
     tiny = jnp.asarray(jnp.finfo(g.dtype).tiny, g.dtype)
     exact_product = (jnp.frexp(d)[0] == 0.5) & (d >= tiny) & (reciprocal >= tiny)
-    quotient = g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, one)
     return jnp.where(exact_product, g * reciprocal, quotient)
 
 
