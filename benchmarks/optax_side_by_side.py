@@ -1,7 +1,7 @@
 """Issue 22's optax rows as ratios, side by side in one process.
 
 ``PYTHONPATH=src:. python -m benchmarks.optax_side_by_side [--before REV] [--rounds N] [--steps N]
-[--workload W ...] [--clock wall|cpu]``
+[--workload W ...] [--clock wall|cpu] [--warm-up N]``
 
 Pairs (ours / theirs, each a jitted ``update`` + ``apply_updates`` step as in
 :mod:`benchmarks.runners`):
@@ -109,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workload", nargs="*", default=["small", "large", "resnet50"])
     parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=0,
+        help="untimed steps of every row before the rounds: dynamic loss scaling doubles its "
+        "scale from 1 on every clean step, a power of two (which it unscales by a "
+        "multiplication) until the 17th step, then its cap 65504 (which it divides by); "
+        "16 times every step at the cap",
+    )
+    parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
         default="wall",
@@ -129,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                     steps[f"{name}, jit"] = _optax_step(make, donate=False)(workload.shapes)
                 steps[f"{name}, jit, donated"] = _optax_step(make, donate=True)(workload.shapes)
             names = list(steps)
+            for name in names:
+                for _ in range(args.warm_up):
+                    steps[name]()
             times: dict[str, list[float]] = {n: [] for n in names}
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:

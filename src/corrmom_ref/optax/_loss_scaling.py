@@ -28,7 +28,8 @@ callback runs only on a skipped step (under ``jax.lax.cond``).
 
 Rounding: the gradient is divided by :math:`s` rounded to the gradient's
 dtype (NumPy rounds Chainer's Python-float scale the same way), element by
-element (see :func:`_unscale`). The scale is
+element (see :func:`_unscale`; a power of two by a product with its
+reciprocal, which is the same value). The scale is
 kept in JAX's default float dtype: float64 under ``jax_enable_x64``, where
 the sequence equals Chainer's (Python floats) bitwise, else float32, where
 the :math:`2^{1/\mathrm{interval}}` growth may round differently (powers of
@@ -87,14 +88,14 @@ def _verdict(
     skipped step where ``names`` are given.
 
     Concrete (op by op): :func:`_all_finite` per leaf, and the warning directly. Traced: the
-    verdict of a first pass that is only a float sum per leaf, :math:`\sum_i g_i`. A
-    non-finite element makes that sum non-finite in any order of summation (an infinity
-    is absorbed by nothing finite, :math:`\infty - \infty` and a NaN give NaN), so finite
-    sums prove every element finite; only when a sum is not finite (a skipped step, or
-    finite elements whose sum overflows) does a ``jax.lax.cond`` run the exact check,
-    :func:`_all_finite` per leaf, and on a skipped step return ``False`` from a
-    ``jax.pure_callback`` that warns. A ``pure_callback`` whose result is used is not a
-    side effect to JAX, so the jitted step keeps JAX's C++ dispatch; a
+    verdict of a first pass that is only float sums, :math:`\sum_i g_i` per leaf, over the
+    rows of :func:`_verdict_rows`. A non-finite element makes that sum non-finite in any
+    order of summation (an infinity is absorbed by nothing finite, :math:`\infty - \infty`
+    and a NaN give NaN), so finite sums prove every element finite; only when a sum is not
+    finite (a skipped step, or finite elements whose sum overflows) does a ``jax.lax.cond``
+    run the exact check, :func:`_all_finite` per leaf, and on a skipped step return
+    ``False`` from a ``jax.pure_callback`` that warns. A ``pure_callback`` whose result is
+    used is not a side effect to JAX, so the jitted step keeps JAX's C++ dispatch; a
     ``jax.debug.callback`` is one, and sends every call of the step through Python (per
     leaf, several times the cost of a small parameter's step). The ``cond`` also hands
     every select one opaque scalar: fed the reduction of the per-leaf verdicts directly,
@@ -107,7 +108,10 @@ def _verdict(
             _warn_nonfinite(names, each, count, scale)
         return finite
 
-    def clean(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
+    rows, leaf_of_row = _verdict_rows(grads)
+    row_of_leaf = np.argsort(leaf_of_row)
+
+    def clean(rs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
         return jnp.asarray(True)
 
     def warned(f: Any, c: Any, sc: Any) -> Any:
@@ -120,35 +124,85 @@ def _verdict(
         verdict = jax.ShapeDtypeStruct((), jnp.bool_)
         return jax.pure_callback(warned, verdict, each, c, sc, vmap_method="sequential")
 
-    def exact(gs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
-        each = jnp.stack([_all_finite(g) for g in gs])
+    def exact(rs: list[jax.Array], c: jax.Array, sc: jax.Array) -> jax.Array:
+        each = jnp.concatenate([jnp.atleast_1d(_all_finite(r, axis=-1)) for r in rs])[row_of_leaf]
         return jax.lax.cond(jnp.all(each), lambda *_: jnp.asarray(True), skipped, each, c, sc)
 
-    sums_finite = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(g.ravel())) for g in grads]))
-    return jax.lax.cond(sums_finite, clean, exact, grads, count, scale)
+    sums_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(jnp.sum(r, axis=-1))) for r in rows]))
+    return jax.lax.cond(sums_finite, clean, exact, rows, count, scale)
 
 
-def _all_finite(g: jax.Array) -> jax.Array:
-    """Whether every element of ``g`` is finite: the sum of ``g - g`` (zeros where ``g`` is
-    finite, NaN where it is infinite or NaN) is finite. A floating-point sum, which XLA
-    reduces in vector registers, where ``all(isfinite(g))`` reduces a boolean array."""
-    return jnp.isfinite(jnp.sum(g - g))
+#: Gradients of at most this many elements are stacked with the others of their size and
+#: dtype for the traced verdict: a small leaf's sum costs a kernel launch more than its
+#: arithmetic, and a stack of a thousand such leaves is copied faster than they are summed
+#: one by one; larger leaves are summed where they lie. The stacks are the step's one
+#: temporary that grows with the model: a copy of these small gradients (biases, norms).
+_STACKED_LEAF_SIZE = 1 << 12
+
+
+def _verdict_rows(grads: list[jax.Array]) -> tuple[list[jax.Array], np.ndarray]:
+    """The arrays the traced verdict sums along their last axis, and for each row (in order,
+    one scalar or a stack row each) the index of its leaf in ``grads``: every gradient of
+    more than :data:`_STACKED_LEAF_SIZE` elements raveled (no copy), the smaller ones
+    stacked, raveled, by size and dtype (a group of one raveled alone)."""
+    groups: dict[tuple[int, Any], list[int]] = {}
+    rows: list[jax.Array] = []
+    leaf_of_row: list[int] = []
+    for i, g in enumerate(grads):
+        if g.size > _STACKED_LEAF_SIZE:
+            rows.append(g.ravel())
+            leaf_of_row.append(i)
+        else:
+            groups.setdefault((g.size, g.dtype), []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            rows.append(grads[members[0]].ravel())
+        else:
+            rows.append(jnp.stack([grads[i].ravel() for i in members]))
+        leaf_of_row.extend(members)
+    return rows, np.asarray(leaf_of_row)
+
+
+def _all_finite(g: jax.Array, axis: int | None = None) -> jax.Array:
+    """Whether every element of ``g`` (along ``axis``; all of them for ``None``) is finite:
+    the sum of ``g - g`` (zeros where ``g`` is finite, NaN where it is infinite or NaN) is
+    finite. A floating-point sum, which XLA reduces in vector registers, where
+    ``all(isfinite(g))`` reduces a boolean array."""
+    return jnp.isfinite(jnp.sum(g - g, axis=axis))
 
 
 def _unscale(g: jax.Array, s: jax.Array) -> jax.Array:
-    r"""``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``.
+    r"""``g / s`` rounded as NumPy rounds Chainer's ``grad /= scale``: the quotient of ``g``
+    and :math:`d`, :math:`s` rounded to ``g``'s dtype.
 
-    XLA replaces a division by a broadcast scalar with a multiplication by
-    its reciprocal, which can leave a quotient one ulp off. The divisor here
-    is :math:`s` where ``g`` is finite (or :math:`s` rounded to ``g``'s dtype
-    is infinite) and 1 elsewhere: not a broadcast XLA can see through, so it
-    divides element by element, in the same pass as the rest of the step.
-    Where 1 replaces :math:`s` the quotient is the same: a non-finite
-    :math:`g` divided by a finite :math:`s \ge 0` is :math:`g` itself (an
-    infinity keeps its sign, a NaN stays that NaN).
+    Where ``g`` is real floating, :math:`d = 2^k` and :math:`1/d = 2^{-k}` is a normal
+    number of that dtype, it is ``g * (1 / d)``: the product and the quotient are the
+    same real number :math:`g \cdot 2^{-k}`, rounded once, so they are the same value bit
+    for bit (a subnormal or a flushed result, an infinity, a NaN and :math:`-0` included),
+    and a multiplication costs a fraction of a division. Dynamic scaling moves :math:`s`
+    by powers of two until it first reaches its cap (65504, not one) or a non-finite
+    gradient is seen (the growth is then :math:`2^{1/\mathrm{interval}}`); a static scale
+    is often one. The choice is a ``jnp.where`` on a scalar, which a compiler can test
+    once per loop rather than per element (XLA on CPU does: ``benchmarks/RESULTS.md``,
+    "issue 22 optax rows, third pass").
+
+    Elsewhere it divides. XLA replaces a division by a broadcast scalar with a
+    multiplication by its reciprocal, which can leave a quotient one ulp off. The divisor
+    here is :math:`d` where ``g`` is finite (or :math:`d` is infinite) and 1 elsewhere: not
+    a broadcast XLA can see through, so it divides element by element, in the same pass as
+    the rest of the step. Where 1 replaces :math:`d` the quotient is the same: a non-finite
+    :math:`g` divided by a finite :math:`d \ge 0` is :math:`g` itself (an infinity keeps
+    its sign, a NaN stays that NaN).
     """
     d = s.astype(g.dtype)
-    return g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, jnp.ones((), g.dtype))
+    one = jnp.ones((), g.dtype)
+    quotient = g / jnp.where(jnp.isfinite(g) | jnp.isinf(d), d, one)
+    if not jnp.issubdtype(g.dtype, jnp.floating):
+        return quotient
+    reciprocal = one / d
+    tiny = jnp.asarray(jnp.finfo(g.dtype).tiny, g.dtype)
+    exact_product = (jnp.frexp(d)[0] == 0.5) & (d >= tiny) & (reciprocal >= tiny)
+    return jnp.where(exact_product, g * reciprocal, quotient)
 
 
 def loss_scaling(
