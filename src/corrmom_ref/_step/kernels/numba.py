@@ -81,8 +81,14 @@ def _loop() -> Any:
         return numba.njit(nogil=True, cache=False)(_corrected_loop)
 
 
-def _corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma: no cover - compiled
-    """The loop Numba compiles: C-contiguous arrays flat, any others element by element."""
+def _corrected_loop(p: Any, g: Any, v: Any, scalars: Any) -> None:  # pragma: no cover - compiled
+    """The loop Numba compiles: C-contiguous arrays flat, any others element by element.
+
+    ``scalars`` is ``[lr, m]`` as an array of the dtype (one array argument is
+    typed faster by Numba's dispatcher than two scalars).
+    """
+    lr = scalars[0]
+    m = scalars[1]
     if p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous:
         fp = p.reshape(p.size)
         fg = g.reshape(g.size)
@@ -108,27 +114,27 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     first = ps[0]
     if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
         return False
-    if () in map(_shape_of, ps) or not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
+    if not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
         return False
-    return all(map(_writeable, ps)) and all(map(_writeable, vs))
+    return 0 not in map(_ndim_of, ps) and all(map(_writeable, ps)) and all(map(_writeable, vs))
 
 
 def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
     """Update every ``p`` and ``v`` in place, triple after triple (inputs :func:`accepts` took)."""
-    lr_scalar, m_scalar = _scalars(ps[0].dtype, lr, m)  # type: ignore[misc]
+    scalars = _scalars(ps[0].dtype, lr, m)
     loop = _loop()
     for p, g, v in zip(ps, gs, vs, strict=True):
-        loop(p, g, v, lr_scalar, m_scalar)
+        loop(p, g, v, scalars)
     return ps, vs
 
 
-_shape_of = attrgetter("shape")
+_ndim_of = attrgetter("ndim")
 _writeable = attrgetter("flags.writeable")
 
 
-def _scalars(dtype: Any, lr: Any, m: Any) -> tuple[Any, Any] | None:
-    """``lr`` and ``m`` as scalars of ``dtype``, or ``None`` if not a float32/float64 dtype or out of its range."""
+def _scalars(dtype: Any, lr: Any, m: Any) -> Any:
+    """``[lr, m]`` as an array of ``dtype``, or ``None`` if not a float32/float64 dtype or out of its range."""
     largest = _LARGEST.get(dtype)
     if largest is None or not (abs(lr) <= largest and abs(m) <= largest):
         return None
-    return dtype.type(lr), dtype.type(m)
+    return np.array([dtype.type(lr), dtype.type(m)], dtype=dtype)

@@ -16,7 +16,7 @@ within one rounding per product (``ROUNDINGS = 1``), not bitwise.
 
 from __future__ import annotations
 
-from operator import attrgetter, methodcaller
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ ROUNDINGS = 1
 
 _DTYPES = (torch.float32, torch.float64)
 _is_cpu = attrgetter("is_cpu")
-_is_contiguous = methodcaller("is_contiguous")
+_is_contiguous = torch.Tensor.is_contiguous  # unbound: a third of methodcaller's cost per tensor
 
 
 def available() -> bool:
@@ -50,7 +50,7 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     if not alike_and_separate(ps, gs, vs):
         return False
     arrays = [*ps, *gs, *vs]
-    if not all(map(_is_contiguous, arrays)):
+    if list(map(_is_contiguous, arrays)).count(True) != len(arrays):
         return False
     cpu = list(map(_is_cpu, arrays)).count(True)  # a device is a new object on each read; is_cpu is not
     if cpu == len(arrays):
