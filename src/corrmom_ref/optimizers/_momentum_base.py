@@ -160,10 +160,6 @@ class MomentumRuleBase(UpdateRule):
             scalar_operand(xp, read_entry(hyperparam, "lr")),
             scalar_operand(xp, read_entry(hyperparam, "momentum")),
         )
-        if new_ps is arrays and new_vs is velocities:  # stepped in place: the arrays are where they were
-            for _, rule in members:
-                rule.t += 1
-            return
         for (param, rule), state, new_p, new_v in zip(members, states, new_ps, new_vs, strict=True):
             rule.t += 1
             param.array = new_p
