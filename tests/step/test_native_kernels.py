@@ -226,6 +226,9 @@ ODD_LAST_TRIPLE = [
     "p and v overlap",
     "p and v: disjoint views of one buffer",
     "unequal lengths: no last g",
+    "read-only p",
+    "read-only v",
+    "a 0-d triple",
 ]
 
 
@@ -252,7 +255,9 @@ def _odd(kind: str, a, to_native):
 
         return torch.empty_strided(a.shape, (2,)).copy_(a)  # owns its memory (not a view)
     if isinstance(a, np.ndarray):
-        return a.view(_NdarraySubclass)
+        odd = _NdarraySubclass(a.shape, a.dtype)  # owns its memory (not a view)
+        odd[...] = a
+        return odd
     import torch
 
     return torch.Tensor._make_subclass(
@@ -289,6 +294,12 @@ def _with_odd_last_triple(kind: str, to_native, n: int = 40) -> tuple[list, list
         ps[-1], vs[-1] = buffer[:6], buffer[6:]
     elif kind == "unequal lengths: no last g":
         del gs[-1]
+    elif kind.startswith("read-only"):
+        frozen = np.ones(6, np.float32)
+        frozen.flags.writeable = False
+        lists[kind[-1]][-1] = frozen
+    elif kind == "a 0-d triple":
+        ps[-1], gs[-1], vs[-1] = (to_native(np.asarray(x, np.float32)) for x in (1.0, 2.0, 3.0))
     return ps, gs, vs
 
 
@@ -298,10 +309,12 @@ def test_native_kernels_decline_an_odd_last_triple_of_many(backend, kind):
     """Regression guard for the kernels' quick checks (issue 22): they read all triples at once or in one
     pass, and an odd last triple must still make the native kernel decline the whole list, untouched.
     The Numba loop takes two cases PyTorch's kernel does not: strides (it walks them) and disjoint
-    views of one buffer (NumPy's ``may_share_memory`` looks at the bounds)."""
+    views of one buffer (NumPy's ``may_share_memory`` looks at the bounds); PyTorch's takes 0-d tensors."""
     if backend == "torch":
         torch = pytest.importorskip("torch")
         to_native = torch.from_numpy
+        if kind.startswith("read-only"):
+            pytest.skip("PyTorch tensors have no read-only flag")
     else:
         to_native = np.asarray
     native = policy.native_kernel(array_namespace(to_native(np.zeros(1, np.float32))))
@@ -309,7 +322,9 @@ def test_native_kernels_decline_an_odd_last_triple_of_many(backend, kind):
         pytest.skip(f"no native kernel for {backend} here")
     ps, gs, vs = _with_odd_last_triple(kind, to_native)
     before = [np.asarray(a).copy() for a in (*ps, *gs, *vs)]
-    expected = backend == "numpy" and (kind.startswith("strides") or "disjoint" in kind)
+    expected = (backend == "numpy" and (kind.startswith("strides") or "disjoint" in kind)) or (
+        backend == "torch" and kind == "a 0-d triple"  # the fused kernel takes 0-d tensors
+    )
     assert native.accepts(ps, gs, vs, LR, M) is expected
     for a, b in zip((*ps, *gs, *vs), before, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)

@@ -110,13 +110,50 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     The shared check (:func:`~corrmom_ref._step.admission.alike_and_separate`)
     plus: exactly ``numpy.ndarray`` of float32 or float64, no 0-d array,
     ``p`` and ``v`` writeable, ``lr`` and ``m`` within the dtype's range.
+    The common case is answered by :func:`_plain_triples` and the identity
+    test; any list it does not take is asked the whole check, so the answer
+    is the same.
     """
     first = ps[0]
     if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
         return False
-    if not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
+    if _plain_triples(ps, gs, vs):
+        arrays = [*ps, *gs, *vs]
+        if len(set(map(id, arrays))) != len(arrays):  # what is left of the shared check
+            return False
+    elif not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
         return False
     return 0 not in map(_ndim_of, ps) and all(map(_writeable, ps)) and all(map(_writeable, vs))
+
+
+def _plain_triples(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
+    """Whether the lists are of one length and every array is a ``numpy.ndarray`` of ``ps[0]``'s dtype
+    that owns its memory, with one shape per triple.
+
+    What the shared check asks, identities aside, in one pass over the
+    triples that reads each array once, while it is in the cache (as the
+    PyTorch kernel does: ``benchmarks/RESULTS.md``, "issue 22: the reference's
+    small workload, third pass"). ``True`` is always right; ``False`` may be
+    wrong (a view, another dtype object of the same dtype, ...).
+    """
+    if not len(ps) == len(gs) == len(vs):
+        return False
+    ndarray, dtype = np.ndarray, ps[0].dtype
+    for p, g, v in zip(ps, gs, vs, strict=True):  # lengths compared above
+        if not (
+            type(p) is ndarray
+            and type(g) is ndarray
+            and type(v) is ndarray
+            and p.dtype is dtype
+            and g.dtype is dtype
+            and v.dtype is dtype
+            and p.shape == g.shape == v.shape
+            and p.base is None  # owns its memory: not a view
+            and g.base is None
+            and v.base is None
+        ):
+            return False
+    return True
 
 
 def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
