@@ -29,6 +29,7 @@ __all__ = [
     "namespace_of",
     "placement_of",
     "quick_alike",
+    "quick_alike_test",
     "same_device",
 ]
 
@@ -108,10 +109,18 @@ def quick_alike(a: Any, b: Any) -> bool:
     a JAX array's ``aval`` (one read) holds both shape and dtype, which read
     one by one are built anew each time.
     """
-    test = _ALIKE_TEST_BY_TYPE.get(type(a))
+    return quick_alike_test(a)(a, b)
+
+
+def quick_alike_test(x: Any) -> Callable[[Any, Any], bool]:
+    """:func:`quick_alike` for arrays of ``x``'s type, as a function of two arrays of that type.
+
+    For a loop over many arrays of one type, which can then look the test up once.
+    """
+    test = _ALIKE_TEST_BY_TYPE.get(type(x))
     if test is None:
-        test = _ALIKE_TEST_BY_TYPE[type(a)] = _alike_test(a)
-    return test(a, b)
+        test = _ALIKE_TEST_BY_TYPE[type(x)] = _alike_test(x)
+    return test
 
 
 def _alike_test(x: Any) -> Callable[[Any, Any], bool]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from corrmom_ref._deprecated_hooks import deprecated_alias
 from corrmom_ref._finite import finite_flags
 from corrmom_ref._hooks import HookRegistry
-from corrmom_ref._namespace import namespace_of, quick_alike
+from corrmom_ref._namespace import namespace_of, quick_alike_test
 from corrmom_ref._scalar_checks import (
     ACCEPTED_LOSS_SCALE_MAX,
     ACCEPTED_LOSS_SCALE_MIN,
@@ -23,7 +23,7 @@ from corrmom_ref._scalar_checks import (
     check_loss_scale,
 )
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
-from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, sole_source
+from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats
 from corrmom_ref.loss_scaling import KEYS, LossScaling, NonFiniteGradientWarning, SavedLossScaling
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
 from corrmom_ref.serializers.transfer import key_name, to_int
@@ -413,19 +413,29 @@ class GradientMethod(Optimizer):
         ``(path, param, rule)`` of every parameter with a rule, in order.
         """
         entries = self._rules()
+        # per-pass caches (each holds what was checked moments ago in this same pass):
+        plain_kind = None  # the last rule class found not to be Chainer-style
+        alike_kind = alike = None  # the last array type and its quick gradient test
         passed_dtype = None  # the last dtype check_parameter_dtype let through (models mostly have one)
         passed_source = passed_names = None  # the last parent whose entries passed, and their names
         for name, param, rule in entries:
             if not rule.enabled:
                 continue
             array = param.array
-            if getattr(type(rule), "update_core", None) is _DISPATCHING_UPDATE_CORE:  # Chainer-style rule
-                rule.device_method(param)  # raises when no per-device method fits these arrays
+            kind = type(rule)
+            if kind is not plain_kind:
+                if getattr(kind, "update_core", None) is _DISPATCHING_UPDATE_CORE:  # Chainer-style rule
+                    rule.device_method(param)  # raises when no per-device method fits these arrays
+                else:
+                    plain_kind = kind
             if array is None:  # not initialised yet: updated as Chainer does (UpdateRule.update)
                 continue
             grad = param.grad
-            if grad is not None and not (type(grad) is type(array) and quick_alike(grad, array)):
-                check_gradient(param, name)  # the common case (a gradient like its array) answered above
+            if grad is not None:
+                if type(array) is not alike_kind:
+                    alike_kind, alike = type(array), quick_alike_test(array)
+                if not (type(grad) is alike_kind and alike(grad, array)):  # type: ignore[misc]
+                    check_gradient(param, name)  # the common case (a gradient like its array) answered above
             dtype = array.dtype
             if dtype is not passed_dtype and rule.floating_point_only:
                 check_parameter_dtype(param, name, type(rule).__name__)
@@ -436,7 +446,8 @@ class GradientMethod(Optimizer):
             ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam, names = rule.hyperparam, rule.nonnegative_hyperparams
-            source = sole_source(hyperparam)
+            own = hyperparam.__dict__  # sole_source(hyperparam), inline
+            source = own["_parent"] if len(own) == 1 and type(hyperparam) is Hyperparameter else None
             if source is not None and source is passed_source and names is passed_names:
                 continue  # reads the entries of a parent checked in this same pass: the same values
             if quick_nonnegative_floats(hyperparam, names):

@@ -210,3 +210,125 @@ def test_torch_multi_kernel_declines_a_mismatched_tensor_anywhere_in_the_lists(w
         kept = [t for t in tensors if t.device.type != "meta"]
         for a, b in zip(kept, before[name], strict=True):
             assert torch.equal(a, b)
+
+
+#: One odd thing in the last triple of many; the kernel must decline the lists (what the shared check
+#: and the kernel refuse: ``corrmom_ref._step.admission``, ``accepts`` of each kernel).
+ODD_LAST_TRIPLE = [
+    *(f"{odd} of {which}" for odd in ("dtype", "shape", "strides", "array type") for which in "pgv"),
+    "p is v",
+    "g is v",
+    "p tied to an earlier p",
+    "g is an earlier v",
+    "p is a view of g",
+    "g is a view of v",
+    "v is a view of p",
+    "p and v overlap",
+    "p and v: disjoint views of one buffer",
+    "unequal lengths: no last g",
+    "read-only p",
+    "read-only v",
+    "a 0-d triple",
+]
+
+
+class _NdarraySubclass(np.ndarray):
+    """A subclass, whose operators may mean something else: the Numba loop takes exact ``ndarray`` only."""
+
+
+def _tensor_of_another_library() -> type:
+    """A ``torch.Tensor`` subclass defined outside PyTorch (the shared check takes one library's arrays)."""
+    import torch
+
+    return type("OtherTensor", (torch.Tensor,), {"__module__": "another_library"})
+
+
+def _odd(kind: str, a, to_native):
+    if kind == "dtype":
+        return to_native(np.asarray(a).astype(np.float64))
+    if kind == "shape":
+        return to_native(np.asarray(a).reshape(2, 3).copy())
+    if kind == "strides":
+        if isinstance(a, np.ndarray):
+            return np.stack([a] * 2, axis=1)[:, 0]
+        import torch
+
+        return torch.empty_strided(a.shape, (2,)).copy_(a)  # owns its memory (not a view)
+    if isinstance(a, np.ndarray):
+        odd = _NdarraySubclass(a.shape, a.dtype)  # owns its memory (not a view)
+        odd[...] = a
+        return odd
+    import torch
+
+    return torch.Tensor._make_subclass(
+        _tensor_of_another_library(), a.clone()
+    )  # another library's tensor, not a view
+
+
+def _with_odd_last_triple(kind: str, to_native, n: int = 40) -> tuple[list, list, list]:
+    rng = np.random.default_rng(7)
+    lists = {name: [to_native(rng.standard_normal(6).astype(np.float32)) for _ in range(n)] for name in "pgv"}
+    ps, gs, vs = lists["p"], lists["g"], lists["v"]
+    if " of " in kind and "view" not in kind:
+        odd, which = kind.split(" of ")
+        lists[which][-1] = _odd(odd, lists[which][-1], to_native)
+    elif kind == "p is v":
+        vs[-1] = ps[-1]
+    elif kind == "g is v":
+        gs[-1] = vs[-1]
+    elif kind == "p tied to an earlier p":
+        ps[-1] = ps[0]
+    elif kind == "g is an earlier v":
+        gs[-1] = vs[3]
+    elif kind.endswith(" is a view of g"):
+        ps[-1] = gs[-1][:]
+    elif kind.endswith(" is a view of v"):
+        gs[-1] = vs[-1][:]
+    elif kind.endswith(" is a view of p"):
+        vs[-1] = ps[-1][:]
+    elif kind == "p and v overlap":
+        buffer = to_native(np.arange(7, dtype=np.float32))
+        ps[-1], vs[-1] = buffer[:6], buffer[1:]
+    elif kind == "p and v: disjoint views of one buffer":
+        buffer = to_native(np.arange(12, dtype=np.float32))
+        ps[-1], vs[-1] = buffer[:6], buffer[6:]
+    elif kind == "unequal lengths: no last g":
+        del gs[-1]
+    elif kind.startswith("read-only"):
+        frozen = np.ones(6, np.float32)
+        frozen.flags.writeable = False
+        lists[kind[-1]][-1] = frozen
+    elif kind == "a 0-d triple":
+        ps[-1], gs[-1], vs[-1] = (to_native(np.asarray(x, np.float32)) for x in (1.0, 2.0, 3.0))
+    return ps, gs, vs
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("kind", ODD_LAST_TRIPLE)
+def test_native_kernels_decline_an_odd_last_triple_of_many(backend, kind):
+    """Regression guard for the kernels' quick checks (issue 22): they read all triples at once or in one
+    pass, and an odd last triple must still make the native kernel decline the whole list, untouched.
+    The Numba loop takes two cases PyTorch's kernel does not: strides (it walks them) and disjoint
+    views of one buffer (NumPy's ``may_share_memory`` looks at the bounds); PyTorch's takes 0-d tensors."""
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        to_native = torch.from_numpy
+        if kind.startswith("read-only"):
+            pytest.skip("PyTorch tensors have no read-only flag")
+    else:
+        to_native = np.asarray
+    native = policy.native_kernel(array_namespace(to_native(np.zeros(1, np.float32))))
+    if native is None:
+        pytest.skip(f"no native kernel for {backend} here")
+    ps, gs, vs = _with_odd_last_triple(kind, to_native)
+    before = [np.asarray(a).copy() for a in (*ps, *gs, *vs)]
+    expected = (backend == "numpy" and (kind.startswith("strides") or "disjoint" in kind)) or (
+        backend == "torch" and kind == "a 0-d triple"  # the fused kernel takes 0-d tensors
+    )
+    assert native.accepts(ps, gs, vs, LR, M) is expected
+    for a, b in zip((*ps, *gs, *vs), before, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    if not expected:
+        with use_fast_paths(True):
+            chosen = policy.choose("corrected", array_namespace(ps[0]), ps, gs, vs, LR, M)
+        assert chosen.name == "per triple"

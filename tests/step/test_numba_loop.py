@@ -217,6 +217,6 @@ def test_the_loop_compiles_without_a_place_for_numbas_cache(monkeypatch) -> None
     monkeypatch.setattr(numba, "njit", no_cache)
     loop = numba_update._loop.__wrapped__()
     p, g, v = np.ones(3), np.full(3, 2.0), np.full(3, 0.5)
-    loop(p, g, v, 0.25, 0.5)
+    loop(p, g, v, np.array([0.25, 0.5]))  # [lr, m]
     np.testing.assert_array_equal(v, 0.5 * 0.5 - 2.0)
     np.testing.assert_array_equal(p, 1.0 + 0.25 * (0.5 * 0.5 - 2.0))

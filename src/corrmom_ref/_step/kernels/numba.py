@@ -81,8 +81,14 @@ def _loop() -> Any:
         return numba.njit(nogil=True, cache=False)(_corrected_loop)
 
 
-def _corrected_loop(p: Any, g: Any, v: Any, lr: Any, m: Any) -> None:  # pragma: no cover - compiled
-    """The loop Numba compiles: C-contiguous arrays flat, any others element by element."""
+def _corrected_loop(p: Any, g: Any, v: Any, scalars: Any) -> None:  # pragma: no cover - compiled
+    """The loop Numba compiles: C-contiguous arrays flat, any others element by element.
+
+    ``scalars`` is ``[lr, m]`` as an array of the dtype (one array argument is
+    typed faster by Numba's dispatcher than two scalars).
+    """
+    lr = scalars[0]
+    m = scalars[1]
     if p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous:
         fp = p.reshape(p.size)
         fg = g.reshape(g.size)
@@ -104,31 +110,68 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     The shared check (:func:`~corrmom_ref._step.admission.alike_and_separate`)
     plus: exactly ``numpy.ndarray`` of float32 or float64, no 0-d array,
     ``p`` and ``v`` writeable, ``lr`` and ``m`` within the dtype's range.
+    The common case is answered by :func:`_plain_triples` and the identity
+    test; any list it does not take is asked the whole check, so the answer
+    is the same.
     """
     first = ps[0]
     if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
         return False
-    if () in map(_shape_of, ps) or not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
+    if _plain_triples(ps, gs, vs):
+        arrays = [*ps, *gs, *vs]
+        if len(set(map(id, arrays))) != len(arrays):  # what is left of the shared check
+            return False
+    elif not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
         return False
-    return all(map(_writeable, ps)) and all(map(_writeable, vs))
+    return 0 not in map(_ndim_of, ps) and all(map(_writeable, ps)) and all(map(_writeable, vs))
+
+
+def _plain_triples(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
+    """Whether the lists are of one length and every array is a ``numpy.ndarray`` of ``ps[0]``'s dtype
+    that owns its memory, with one shape per triple.
+
+    What the shared check asks, identities aside, in one pass over the
+    triples that reads each array once, while it is in the cache (as the
+    PyTorch kernel does: ``benchmarks/RESULTS.md``, "issue 22: the reference's
+    small workload, third pass"). ``True`` is always right; ``False`` may be
+    wrong (a view, another dtype object of the same dtype, ...).
+    """
+    if not len(ps) == len(gs) == len(vs):
+        return False
+    ndarray, dtype = np.ndarray, ps[0].dtype
+    for p, g, v in zip(ps, gs, vs, strict=True):  # lengths compared above
+        if not (
+            type(p) is ndarray
+            and type(g) is ndarray
+            and type(v) is ndarray
+            and p.dtype is dtype
+            and g.dtype is dtype
+            and v.dtype is dtype
+            and p.shape == g.shape == v.shape
+            and p.base is None  # owns its memory: not a view
+            and g.base is None
+            and v.base is None
+        ):
+            return False
+    return True
 
 
 def run(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> tuple[list[Any], list[Any]]:
     """Update every ``p`` and ``v`` in place, triple after triple (inputs :func:`accepts` took)."""
-    lr_scalar, m_scalar = _scalars(ps[0].dtype, lr, m)  # type: ignore[misc]
+    scalars = _scalars(ps[0].dtype, lr, m)
     loop = _loop()
     for p, g, v in zip(ps, gs, vs, strict=True):
-        loop(p, g, v, lr_scalar, m_scalar)
+        loop(p, g, v, scalars)
     return ps, vs
 
 
-_shape_of = attrgetter("shape")
+_ndim_of = attrgetter("ndim")
 _writeable = attrgetter("flags.writeable")
 
 
-def _scalars(dtype: Any, lr: Any, m: Any) -> tuple[Any, Any] | None:
-    """``lr`` and ``m`` as scalars of ``dtype``, or ``None`` if not a float32/float64 dtype or out of its range."""
+def _scalars(dtype: Any, lr: Any, m: Any) -> Any:
+    """``[lr, m]`` as an array of ``dtype``, or ``None`` if not a float32/float64 dtype or out of its range."""
     largest = _LARGEST.get(dtype)
     if largest is None or not (abs(lr) <= largest and abs(m) <= largest):
         return None
-    return dtype.type(lr), dtype.type(m)
+    return np.array([dtype.type(lr), dtype.type(m)], dtype=dtype)

@@ -16,7 +16,7 @@ within one rounding per product (``ROUNDINGS = 1``), not bitwise.
 
 from __future__ import annotations
 
-from operator import attrgetter, methodcaller
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ ROUNDINGS = 1
 
 _DTYPES = (torch.float32, torch.float64)
 _is_cpu = attrgetter("is_cpu")
-_is_contiguous = methodcaller("is_contiguous")
+_is_contiguous = torch.Tensor.is_contiguous  # unbound: a third of methodcaller's cost per tensor
 
 
 def available() -> bool:
@@ -43,14 +43,61 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
 
     The shared check plus: float32 or float64, one device (the kernel takes
     one per call), contiguous tensors (it walks memory linearly), and
-    ``m != 0`` (it skips the momentum buffer then).
+    ``m != 0`` (it skips the momentum buffer then). The common case is
+    answered by :func:`_plain_cpu_triples` and the identity test; any list
+    it does not take is asked the whole check, so the answer is the same.
     """
     if m == 0 or ps[0].dtype not in _DTYPES:
         return False
+    if _plain_cpu_triples(ps, gs, vs):
+        arrays = [*ps, *gs, *vs]
+        return len(set(map(id, arrays))) == len(arrays)  # what is left of the shared check
+    return _checked_fully(ps, gs, vs)
+
+
+def _plain_cpu_triples(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
+    """Whether the lists are of one length and every tensor is of ``ps[0]``'s type and dtype, on the CPU,
+    contiguous and not a view, with one shape per triple.
+
+    What the shared check and :func:`accepts` ask, identities aside, in one
+    pass over the triples that reads each tensor once, while it is in the
+    cache (per attribute over all tensors costs more on many small ones:
+    ``benchmarks/RESULTS.md``, "issue 22: the reference's small workload, third pass").
+    ``True`` is always right; ``False`` may be wrong (another device, a view, ...).
+    """
+    if not len(ps) == len(gs) == len(vs):
+        return False
+    first = ps[0]
+    kind, dtype, contiguous = type(first), first.dtype, _is_contiguous
+    for p, g, v in zip(ps, gs, vs, strict=True):  # lengths compared above
+        if not (
+            type(p) is kind
+            and type(g) is kind
+            and type(v) is kind
+            and p.dtype is dtype  # dtypes are singletons
+            and g.dtype is dtype
+            and v.dtype is dtype
+            and p.is_cpu
+            and g.is_cpu
+            and v.is_cpu
+            and p.shape == g.shape == v.shape
+            and contiguous(p)
+            and contiguous(g)
+            and contiguous(v)
+            and p._base is None  # owns its memory: not a view
+            and g._base is None
+            and v._base is None
+        ):
+            return False
+    return True
+
+
+def _checked_fully(ps: list[Any], gs: list[Any], vs: list[Any]) -> bool:
+    """The shared check (:func:`~corrmom_ref._step.admission.alike_and_separate`), contiguity and one device."""
     if not alike_and_separate(ps, gs, vs):
         return False
     arrays = [*ps, *gs, *vs]
-    if not all(map(_is_contiguous, arrays)):
+    if list(map(_is_contiguous, arrays)).count(True) != len(arrays):
         return False
     cpu = list(map(_is_cpu, arrays)).count(True)  # a device is a new object on each read; is_cpu is not
     if cpu == len(arrays):
