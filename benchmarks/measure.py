@@ -62,19 +62,23 @@ def torch_peak_extra_bytes(step: Callable[[], None]) -> int:
     """Peak memory one step allocates through PyTorch's CPU allocator beyond what it holds before.
 
     tracemalloc does not see that allocator; PyTorch's profiler does
-    (``profile_memory=True``). Every event's own allocations and frees, in the
-    order the events started, make a running total; the peak of that total
-    is the answer (a tensor allocated inside an operator counts from the
-    operator's start, which can only raise the peak, never lower it).
+    (``profile_memory=True``): every allocation and free is a ``[memory]``
+    event with its size (negative for a free) and time. Their running total, in
+    time order, peaks at the answer. (The profiler's ``FunctionEvent`` view
+    folds frees into the enclosing call without their times, so the raw events
+    are read; a free of a block allocated before the step counts too, which
+    can only lower the total after that block's replacement was counted.)
     """
     from torch.profiler import ProfilerActivity, profile
 
     step()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded:
         step()
+    raw = recorded.profiler.kineto_results.events()  # type: ignore[union-attr]
+    changes = sorted((event.start_ns(), event.nbytes()) for event in raw if event.name() == "[memory]")
     held = peak = 0
-    for event in sorted(recorded.events(), key=lambda event: event.time_range.start):
-        held += event.self_cpu_memory_usage
+    for _, size in changes:
+        held += size
         peak = max(peak, held)
     return peak
 

@@ -111,11 +111,20 @@ def test_every_torch_row_reports_its_peak_extra_memory(tmp_path):
     from benchmarks.runners import RUNNERS
 
     assert {name for name in RUNNERS if "torch" in name} == TORCH_PROFILED
-    rows = ["torch SGD fused", "corrmom_ref.torch", "corrmom_ref.torch + LossScaler"]
+    rows = [
+        "torch SGD fused",
+        "corrmom_ref.torch",
+        "corrmom_ref.torch + LossScaler",
+        "corrmom_ref.torch, generic",
+    ]
     assert main(["--quick", "--only", *rows, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
+    scalars = 64 / 2**20  # MiB: a few 0-d tensors
     for workload in result["workloads"].values():
         peak = {name: row["peak_extra_MiB"] for name, row in workload["rows"].items()}
         # the fused kernels write in place: a step allocates at most a few scalars
-        assert peak["torch SGD fused"] < 0.01 and peak["corrmom_ref.torch"] < 0.01, peak
-        assert peak["corrmom_ref.torch + LossScaler"] is not None
+        assert peak["torch SGD fused"] <= scalars and peak["corrmom_ref.torch"] <= scalars, peak
+        assert peak["corrmom_ref.torch + LossScaler"] <= scalars, peak
+        # fused=False on the CPU: one lr * v temporary of the largest tensor, at a time
+        largest_mib = 4 * max(workload["elements"] // workload["params"], 1) / 2**20
+        assert largest_mib <= peak["corrmom_ref.torch, generic"] <= largest_mib + scalars, peak
