@@ -23,7 +23,7 @@ from corrmom_ref._scalar_checks import (
     check_loss_scale,
 )
 from corrmom_ref._validation import check_gradient, check_parameter_dtype
-from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats
+from corrmom_ref.hyperparameter import Hyperparameter, quick_nonnegative_floats, sole_source
 from corrmom_ref.loss_scaling import KEYS, LossScaling, NonFiniteGradientWarning, SavedLossScaling
 from corrmom_ref.serializers.base import AbstractSerializer, Deserializer
 from corrmom_ref.serializers.transfer import key_name, to_int
@@ -446,8 +446,7 @@ class GradientMethod(Optimizer):
             ):  # the common case (a Python float in range) answered without a call
                 check_loss_scale(loss_scale, f"parameter {name}: loss_scale")
             hyperparam, names = rule.hyperparam, rule.nonnegative_hyperparams
-            own = hyperparam.__dict__  # sole_source(hyperparam), inline
-            source = own["_parent"] if len(own) == 1 and type(hyperparam) is Hyperparameter else None
+            source = sole_source(hyperparam)
             if source is not None and source is passed_source and names is passed_names:
                 continue  # reads the entries of a parent checked in this same pass: the same values
             if quick_nonnegative_floats(hyperparam, names):

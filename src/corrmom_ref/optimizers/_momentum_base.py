@@ -128,16 +128,7 @@ class MomentumRuleBase(UpdateRule):
             return None
         if self._use_fp32_update and _is_float16(array.dtype):
             return None
-        hyperparam = self.hyperparam
-        entries = hyperparam.__dict__
-        if len(entries) == 1 and type(hyperparam) is Hyperparameter:  # read_entries' common case, inline
-            parent = entries["_parent"]
-            if type(parent) is Hyperparameter:
-                entries = parent.__dict__
-                lr, momentum = entries.get("lr"), entries.get("momentum")
-                if type(lr) is float and type(momentum) is float:
-                    return cls, type(array), array.dtype, placement_of(array), lr, momentum
-        lr, momentum = read_entries(hyperparam, "lr", "momentum")
+        lr, momentum = read_entries(self.hyperparam, "lr", "momentum")
         if type(lr) is float and type(momentum) is float:
             return cls, type(array), array.dtype, placement_of(array), lr, momentum
         # the types too: equal values of two types compare equal, and on NumPy 1.x round 0-d arithmetic differently
