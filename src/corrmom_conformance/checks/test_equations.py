@@ -32,17 +32,26 @@ def test_exact_dyadic_trajectory(adapter, bits, lr_exp, m):
     """With dyadic inputs of few bits no rounding happens: the trajectory must equal eq. (9) exactly."""
     w0 = np.array(bits[:2], dtype=np.float32) / 8
     grads = [np.array(bits[2 + 2 * i : 4 + 2 * i], dtype=np.float32) / 4 for i in range(4)]
-    lrs = [2.0**-e for e in lr_exp]
-    opt = adapter.create({"w": w0}, lr=lrs[0], momentum=m)
-    got = run(opt, [{"w": g} for g in grads], lrs)
-    want = oracle.eq9(
-        oracle.exact(w0), [oracle.exact(g) for g in grads], [Fraction(x) for x in lrs], [Fraction(m)] * 4
-    )
+    got, want = _trajectory_and_exact_eq9(adapter, w0, grads, [2.0**-e for e in lr_exp], m)
     for t, (step, (w, _)) in enumerate(zip(got, want, strict=True), start=1):
         exact_w = np.array([float(x) for x in w.ravel()]).reshape(w.shape)
         assert np.array_equal(step["w"].astype(np.float64), exact_w), (
             f"step {t}: {step['w'].tolist()} != exact eq. (9) {[str(x) for x in w.ravel()]}"
         )
+
+
+def _trajectory_and_exact_eq9(adapter, w0, grads, lrs, m):
+    """The implementation's steps on ``w0`` with ``grads`` and learning rates ``lrs``, and eq. (9)'s
+    trajectory from the same inputs in exact arithmetic."""
+    opt = adapter.create({"w": w0}, lr=lrs[0], momentum=m)
+    got = run(opt, [{"w": g} for g in grads], lrs)
+    want = oracle.eq9(
+        oracle.exact(w0),
+        [oracle.exact(g) for g in grads],
+        [Fraction(x) for x in lrs],
+        [Fraction(m)] * len(grads),
+    )
+    return got, want
 
 
 @pytest.mark.requires("hyperparams", "float64")
@@ -57,12 +66,7 @@ def test_exact_dyadic_trajectory_float64(adapter, numerators, lr_exp, m):
     arithmetic is exact and the result must equal eq. (9) in exact arithmetic."""
     w0 = np.array(numerators[:2], dtype=np.float64) / 2**20
     grads = [np.array(numerators[2 + 2 * i : 4 + 2 * i], dtype=np.float64) / 2**20 for i in range(4)]
-    lrs = [2.0**-e for e in lr_exp]
-    opt = adapter.create({"w": w0}, lr=lrs[0], momentum=m)
-    got = run(opt, [{"w": g} for g in grads], lrs)
-    want = oracle.eq9(
-        oracle.exact(w0), [oracle.exact(g) for g in grads], [Fraction(x) for x in lrs], [Fraction(m)] * 4
-    )
+    got, want = _trajectory_and_exact_eq9(adapter, w0, grads, [2.0**-e for e in lr_exp], m)
     for t, (step, (w, _)) in enumerate(zip(got, want, strict=True), start=1):
         assert step["w"].dtype == np.float64, f"step {t}: the parameter came back as {step['w'].dtype}"
         exact_w = [Fraction(float(x)) for x in step["w"].ravel()]
