@@ -44,31 +44,32 @@ def snapshot_members(opt: Any) -> dict[str, bytes]:
     return {key + ".npy": npy_bytes(value) for key, value in saved(opt).items()}
 
 
+def assert_member_refused(
+    bk: Backend, key: str, content: Any, pattern: str, compression: int = zipfile.ZIP_STORED
+) -> None:
+    """A snapshot of a trained optimizer whose member ``key`` holds ``content`` (bytes, or a
+    function of the saved bytes) is refused with a ``ValueError`` matching ``pattern``, and
+    the optimizer is left as it was."""
+    opt = trained(bk)
+    members = snapshot_members(opt)
+    members[key] = content(members[key]) if callable(content) else content
+    file = zip_of(members, compression)
+    assert_fails_cleanly(bk, opt, lambda: cr.serializers.load_npz(file, opt), ValueError, pattern)
+
+
 @pytest.mark.parametrize(
     "compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"]
 )
 def test_truncated_npy_member_says_truncated(bk_numpy: Backend, compression: int) -> None:
     """Today's main called this "a pickled object array"; the cause is EOF."""
-    opt = trained(bk_numpy)
-    members = snapshot_members(opt)
-    members["l1/W/v.npy"] = members["l1/W/v.npy"][:-10]
-    file = zip_of(members, compression)
-    assert_fails_cleanly(
-        bk_numpy, opt, lambda: cr.serializers.load_npz(file, opt), ValueError, r"'l1/W/v'.*truncated.*EOF"
+    assert_member_refused(
+        bk_numpy, "l1/W/v.npy", lambda data: data[:-10], r"'l1/W/v'.*truncated.*EOF", compression
     )
 
 
 def test_member_with_data_beyond_its_header_is_refused(bk_numpy: Backend) -> None:
-    opt = trained(bk_numpy)
-    members = snapshot_members(opt)
-    members["l1/W/v.npy"] += b"\0" * 24
-    file = zip_of(members)
-    assert_fails_cleanly(
-        bk_numpy,
-        opt,
-        lambda: cr.serializers.load_npz(file, opt),
-        ValueError,
-        r"'l1/W/v'.*holds 48 data bytes",
+    assert_member_refused(
+        bk_numpy, "l1/W/v.npy", lambda data: data + b"\0" * 24, r"'l1/W/v'.*holds 48 data bytes"
     )
 
 
@@ -144,24 +145,13 @@ def test_truncated_zip(bk_numpy: Backend) -> None:
 
 def test_wrong_shaped_flag(bk_numpy: Backend) -> None:
     """Today's main: "can only convert an array of size 1 to a Python scalar"."""
-    opt = trained(bk_numpy)
-    members = snapshot_members(opt)
-    members["loss_scaling.dynamic.npy"] = npy_bytes(np.array([True, False]))
-    file = zip_of(members)
-    assert_fails_cleanly(
+    assert_member_refused(
         bk_numpy,
-        opt,
-        lambda: cr.serializers.load_npz(file, opt),
-        ValueError,
+        "loss_scaling.dynamic.npy",
+        npy_bytes(np.array([True, False])),
         r"'loss_scaling\.dynamic'.*expected a scalar, got an array of shape \(2,\)",
     )
 
 
 def test_member_that_is_not_npy(bk_numpy: Backend) -> None:
-    opt = trained(bk_numpy)
-    members = snapshot_members(opt)
-    members["t.npy"] = b"not an array"
-    file = zip_of(members)
-    assert_fails_cleanly(
-        bk_numpy, opt, lambda: cr.serializers.load_npz(file, opt), ValueError, r"'t'.*not a valid \.npy array"
-    )
+    assert_member_refused(bk_numpy, "t.npy", b"not an array", r"'t'.*not a valid \.npy array")
