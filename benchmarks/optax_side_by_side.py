@@ -1,7 +1,7 @@
 """Issue 22's optax rows as ratios, side by side in one process.
 
 ``PYTHONPATH=src:. python -m benchmarks.optax_side_by_side [--before REV] [--rounds N] [--steps N]
-[--workload W ...] [--clock wall|cpu] [--warm-up N]``
+[--workload W ...] [--shape AxBx... ...] [--clock wall|cpu] [--warm-up N]``
 
 Pairs (ours / theirs, each a jitted ``update`` + ``apply_updates`` step as in
 :mod:`benchmarks.runners`):
@@ -12,7 +12,8 @@ Pairs (ours / theirs, each a jitted ``update`` + ``apply_updates`` step as in
 
 With ``--before REV`` the ``corrmom_ref.optax`` modules of that git revision
 (``_momentum.py``, ``_loss_scaling.py``) are timed too, as extra rows of the
-same rounds. Each round times every row once (``--steps`` steps, after one
+same rounds. ``--shape 512x512x3x3 2359296`` adds a workload of one parameter of
+each shape given (the same elements as a 4-D weight and flat, say). Each round times every row once (``--steps`` steps, after one
 warm-up step), in an order rotated by one per round; a pair's ratio is taken
 within each round and the median over rounds reported with its range. XLA is
 limited to one thread (``XLA_FLAGS``) unless the variable is already set.
@@ -37,7 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from benchmarks.runners import LR, MOMENTUM, _optax_sgd, _optax_step
-from benchmarks.workloads import workloads
+from benchmarks.workloads import Workload, workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,12 +103,30 @@ def _time(step: Callable[[], None], steps: int, clock: Callable[[], float]) -> f
     return (clock() - start) / steps
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """``512x512x3x3`` -> ``(512, 512, 3, 3)``: positive sizes only."""
+    try:
+        shape = tuple(int(size) for size in text.split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"a shape is positive sizes joined by 'x' (512x512x3x3), got {text!r}")
+    return shape
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.optax_side_by_side")
     parser.add_argument("--before", help="git revision whose corrmom_ref.optax to time as well")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workload", nargs="*", default=["small", "large", "resnet50"])
+    parser.add_argument(
+        "--shape",
+        nargs="*",
+        default=[],
+        type=_shape,
+        help="one workload of one parameter per shape given, written 512x512x3x3 (after --workload's)",
+    )
     parser.add_argument(
         "--warm-up",
         type=int,
@@ -128,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}, clock={args.clock}")
     with tempfile.TemporaryDirectory() as folder:
         made = _transformations(args.before, Path(folder))
-        for workload in workloads(quick=False):
-            if workload.name not in args.workload:
-                continue
+        chosen = [w for w in workloads(quick=False) if w.name in args.workload]
+        for shape in args.shape:
+            chosen.append(Workload("x".join(map(str, shape)), [shape]))
+        for workload in chosen:
             steps: dict[str, Callable[[], None]] = {}
             for name, make in made.items():
                 donated_only = "loss_scaling" in name
@@ -145,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     times[name].append(_time(steps[name], args.steps, clock))
-            print(f"\n{workload.name}: {len(workload.shapes)} parameters, {workload.elements:,} elements")
+            shapes = f" {workload.shapes[0]}" if len(workload.shapes) == 1 else ""
+            print(f"\n{workload.name}: {len(workload.shapes)} parameters, {workload.elements:,} elements{shapes}")
             for name in names:
                 print(f"  {name:46} {statistics.median(times[name]) * 1e3:9.2f} ms")
             for ours, theirs in _pairs(names):

@@ -73,6 +73,22 @@ def test_compare_names_a_bad_revision():
         main(["no-such-revision", "--quick", "--rounds", "2"])
 
 
+def test_optax_side_by_side_times_the_shapes_it_is_given(capsys):
+    """``--shape`` adds one workload per shape (one parameter each), whose rows and ratios are
+    printed like the named workloads'; a malformed shape is refused, naming it."""
+    pytest.importorskip("optax")
+    from benchmarks.optax_side_by_side import main
+
+    assert main(["--workload", "--shape", "4x3x3", "36", "--rounds", "2", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    for name, shape in (("4x3x3", "(4, 3, 3)"), ("36", "(36,)")):
+        assert f"{name}: 1 parameters, 36 elements {shape}" in out
+    assert out.count("ref-optax + loss_scaling, jit, donated".ljust(46) + " / ref-optax, jit, donated") == 2
+    with pytest.raises(SystemExit):
+        main(["--shape", "4x0"])
+    assert "got '4x0'" in capsys.readouterr().err
+
+
 def test_torch_memory_tracer_sees_a_steps_temporaries_and_frees():
     """PyTorch's CPU allocator is invisible to tracemalloc; the profiler-based tracer sees it.
 
