@@ -110,7 +110,9 @@ def _shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"a shape is positive sizes joined by 'x' (512x512x3x3), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"a shape is positive sizes joined by 'x' (512x512x3x3), got {text!r}"
+        )
     return shape
 
 
@@ -166,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     times[name].append(_time(steps[name], args.steps, clock))
             shapes = f" {workload.shapes[0]}" if len(workload.shapes) == 1 else ""
-            print(f"\n{workload.name}: {len(workload.shapes)} parameters, {workload.elements:,} elements{shapes}")
+            print(
+                f"\n{workload.name}: {len(workload.shapes)} parameters, {workload.elements:,} elements{shapes}"
+            )
             for name in names:
                 print(f"  {name:46} {statistics.median(times[name]) * 1e3:9.2f} ms")
             for ours, theirs in _pairs(names):
