@@ -81,10 +81,16 @@ def corrected_pure(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array
     return keep_dtype(p + increment, p), v
 
 
+def uncorrected_increment(g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
+    r"""Eq. (10) short of the parameter, pure: ``(increment, new v)``, the increment :math:`v_{t+1}` itself."""
+    v = keep_dtype(m * v - lr * g, v)
+    return v, v
+
+
 def uncorrected_pure(p: Array, g: Array, v: Array, lr: Any, m: Any) -> tuple[Array, Array]:
     """Eq. (10) computed anew, in ``p``'s and ``v``'s dtypes."""
-    v = keep_dtype(m * v - lr * g, v)
-    return keep_dtype(p + v, p), v
+    increment, v = uncorrected_increment(g, v, lr, m)
+    return keep_dtype(p + increment, p), v
 
 
 def in_input_dtypes(stepped: tuple[Array, Array], p: Array, v: Array) -> tuple[Array, Array]:

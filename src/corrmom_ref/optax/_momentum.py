@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from corrmom_ref._step.reference import corrected_increment
+from corrmom_ref._step.reference import Form, corrected_increment, uncorrected_increment
 from corrmom_ref._validation import check_nonnegative_finite
 from corrmom_ref.optax._paths import chainer_path
 
@@ -176,8 +176,10 @@ def update_unless_skipped(transformation: optax.GradientTransformation) -> Calla
 
 
 def _momentum_transformation(
-    learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, corrected: bool
+    learning_rate: optax.ScalarOrSchedule, momentum: optax.ScalarOrSchedule, form: Form
 ) -> optax.GradientTransformation:
+    corrected = form is Form.CORRECTED
+    increment_of = corrected_increment if corrected else uncorrected_increment
     where = "corrected_momentum_sgd" if corrected else "momentum_sgd"
     learning_rate = _hyperparameter(learning_rate, "learning_rate", where)
     momentum = _hyperparameter(momentum, "momentum", where)
@@ -200,10 +202,7 @@ def _momentum_transformation(
             lr_ = jnp.asarray(lr, v.dtype)
             m_ = jnp.asarray(m, v.dtype)
             g = jnp.asarray(g, v.dtype)
-            if corrected:
-                u, new_v = corrected_increment(g, v, lr_, m_)
-            else:
-                u = new_v = m_ * v - lr_ * g
+            u, new_v = increment_of(g, v, lr_, m_)
             if keep is None:
                 return u, new_v
             # The update from the kept buffer (the same number where the step is kept), so
@@ -266,7 +265,7 @@ def corrected_momentum_sgd(
         An ``optax.GradientTransformation`` whose state is a
         :class:`MomentumState`. It works under ``optax.inject_hyperparams``.
     """
-    return _momentum_transformation(learning_rate, momentum, corrected=True)
+    return _momentum_transformation(learning_rate, momentum, Form.CORRECTED)
 
 
 def momentum_sgd(
@@ -286,4 +285,4 @@ def momentum_sgd(
     Returns:
         An ``optax.GradientTransformation`` whose state is a :class:`MomentumState`.
     """
-    return _momentum_transformation(learning_rate, momentum, corrected=False)
+    return _momentum_transformation(learning_rate, momentum, Form.UNCORRECTED)
