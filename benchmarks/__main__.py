@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks import measure
 from benchmarks.runners import RUNNERS, Step
+from benchmarks.targets import targets_table
 from benchmarks.workloads import workloads
 
 CHAINER = "chainer 7.8.1"
@@ -59,6 +60,7 @@ def run(
     for workload in workloads(quick):
         timers, skipped = _timers(workload.shapes, reps, chainer_python, only)
         times: dict[str, list[float]] = {name: [] for name in timers}
+        round_medians: dict[str, list[float]] = {name: [] for name in timers}
         ratios: dict[str, list[float]] = {name: [] for name in timers}
         floors: list[float] = []
         names = list(timers)
@@ -73,7 +75,8 @@ def run(
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 ts = timers[name]()
                 times[name] += ts
-                ratios[name].append(statistics.median(ts) / floor)
+                round_medians[name].append(statistics.median(ts))
+                ratios[name].append(round_medians[name][-1] / floor)
             print(f"  {workload.name}: round {r + 1}/{rounds} done ({bw / 1e9:.1f} GB/s)", flush=True)
         rows = {}
         for name, ts in times.items():
@@ -81,6 +84,7 @@ def run(
             rows[name] = {
                 "median_s": median,
                 "spread_s": [min(ts), max(ts)],
+                "round_medians_s": round_medians[name],
                 "ratio_to_floor": statistics.median(ratios[name]),
                 "ratio_spread": [min(ratios[name]), max(ratios[name])],
                 "us_per_param": median / len(workload.shapes) * 1e6,
@@ -192,6 +196,7 @@ def table(result: dict[str, Any]) -> str:
             )
         for name, why in w["not_run"].items():
             lines.append(f"  {name:28} not run ({why})")
+    lines += ["", targets_table(result)]
     return "\n".join(lines)
 
 
