@@ -154,9 +154,9 @@ def packaging(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) over the whole tree and mypy over the library."""
+    """ruff (lint and format check) over the whole tree and mypy over the library and the suite."""
     _takes_no_arguments(session)
-    session.install("ruff", "mypy", "numpy>=2", "-e", ".")
+    session.install("ruff", "mypy", "numpy>=2", "-e", ".[test]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

@@ -84,13 +84,14 @@ class HookEvent:
         hook: The hook's registration name.
         param: The parameter the call was for (``None`` for a whole-optimizer call).
         grads: The gradient(s) the hook saw, as NumPy copies: for a
-            per-parameter call ``{param: grad}``, else every parameter's.
+            per-parameter call ``{param: grad}`` (the key ``None`` where the
+            adapter cannot name the parameter), else every parameter's.
         t: The optimizer's ``t`` at the call.
     """
 
     hook: str
     param: str | None
-    grads: Mapping[str, np.ndarray | None]
+    grads: Mapping[str | None, np.ndarray | None]
     t: int
 
 

@@ -22,6 +22,7 @@ Hypothesis is imported only inside these functions: importing this module
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,11 @@ def register_profiles(thorough: bool = False, no_shrink: bool = False) -> str:
     """Register the suite's Hypothesis profiles; return the name of the one to use."""
     from hypothesis import HealthCheck, Phase, settings
 
-    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "print_blob": True}
+    common: dict[str, Any] = {
+        "deadline": None,
+        "suppress_health_check": [HealthCheck.too_slow],
+        "print_blob": True,
+    }
     # no explain phase by default: it reruns a shrunk failure many times to annotate it
     fast_phases = [p for p in Phase if p is not Phase.explain]
     settings.register_profile("conformance-fast", max_examples=12, phases=fast_phases, **common)
@@ -133,7 +138,7 @@ def without_shrinking(item: pytest.Item, run: RunState) -> None:
     """
     from hypothesis import Phase, settings
 
-    phases = [p for p in settings.default.phases if p is not Phase.shrink]
+    phases = [p for p in settings().phases if p is not Phase.shrink]  # the loaded profile's
     cls = getattr(item, "cls", None)
     if cls is not None and hasattr(cls, "settings"):  # a RuleBasedStateMachine.TestCase
         cls.settings = settings(cls.settings, phases=phases)

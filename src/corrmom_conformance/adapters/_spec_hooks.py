@@ -80,7 +80,7 @@ def hook_from_spec(spec: HookSpec, record: Callable[[HookEvent], None], gradient
                     gradients.add(target, spec.add)
             if spec.clears_grad is not None:
                 cleared = name if spec.clears_grad == "*" else spec.clears_grad
-                if cleared in gradients.params:
+                if cleared is not None and cleared in gradients.params:
                     gradients.clear(gradients.params[cleared])
 
     hook = Hook()

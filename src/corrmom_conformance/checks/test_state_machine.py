@@ -190,4 +190,5 @@ class OptimizerMachine(RuleBasedStateMachine):
 
 
 TestOptimizerMachine = OptimizerMachine.TestCase
-TestOptimizerMachine.pytestmark = [pytest.mark.requires("hyperparams")]
+# pytest reads a class's marks from this attribute, which Hypothesis's generated class does not declare
+TestOptimizerMachine.pytestmark = [pytest.mark.requires("hyperparams")]  # type: ignore[attr-defined]

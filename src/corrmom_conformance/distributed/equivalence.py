@@ -18,6 +18,7 @@ themselves must agree bit for bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,7 @@ def check_data_parallel_equivalence(
     adapter.setup(initial)
     identical, max_abs, max_rel = True, 0.0, 0.0
     for step, lr in enumerate(lrs):
-        adapter.step(lambda params, step=step: problem.gradient(params, step, rows), lr)
+        adapter.step(functools.partial(problem.gradient, step=step, rows=rows), lr)
         got = adapter.params()
         fingerprint = b"".join(np.ascontiguousarray(got[k]).tobytes() for k in sorted(got))
         identical &= all(f == fingerprint for f in mpi_comm.allgather(fingerprint))
