@@ -2,8 +2,9 @@
 
 Runs every implementation that imports here on every workload in rounds:
 each round probes the streaming bandwidth (``a += b``) and then times every
-implementation once, in an order rotated by one per round, so drift on a
-shared machine hits all alike. Each ratio to the 20-byte floor is taken
+implementation once, in an order shuffled per round
+(:func:`benchmarks.measure.round_order`), so drift on a shared machine hits
+all alike. Each ratio to the 20-byte floor is taken
 against the bandwidth of its own round. Writes a table to stdout,
 ``results.json`` and ``results.png`` into ``--out``.
 """
@@ -66,13 +67,14 @@ def run(
         names = list(timers)
         for r in range(rounds):
             # Each round probes the bandwidth and times every implementation once,
-            # in an order rotated by one per round, so that drift on a shared
-            # machine hits all alike; ratios are to this round's floor.
+            # in an order shuffled per round, so that drift on a shared machine and
+            # what one row leaves behind for the next hit all alike; ratios are to
+            # this round's floor.
             bw = measure.bandwidth(probe_elements, reps=probe_reps)
             bandwidths.append(bw)
             floor = measure.BYTES_PER_ELEMENT * workload.elements / bw
             floors.append(floor)
-            for name in names[r % len(names) :] + names[: r % len(names)]:
+            for name in measure.round_order(names, r):
                 ts = timers[name]()
                 times[name] += ts
                 round_medians[name].append(statistics.median(ts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import subprocess
 import time
@@ -22,6 +23,15 @@ def pin_torch_threads(threads: int) -> None:
     except ImportError:
         return
     torch.set_num_threads(threads)
+
+
+def round_order(names: list[str], round_index: int) -> list[str]:
+    """The order in which round ``round_index`` times the rows ``names``: a permutation seeded by
+    the round, so that a run repeats and no row always follows the same one. (An order rotated
+    by one per round keeps every row behind the same predecessor in every round, and a row
+    whose predecessor leaves work behind, such as an undonated XLA step's freed buffers, is
+    then slowed in every round alike.)"""
+    return random.Random(round_index).sample(names, k=len(names))
 
 
 def time_steps(step: Callable[[], None], reps: int) -> list[float]:

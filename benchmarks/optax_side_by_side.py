@@ -14,7 +14,7 @@ With ``--before REV`` the ``corrmom_ref.optax`` modules of that git revision
 (``_momentum.py``, ``_loss_scaling.py``) are timed too, as extra rows of the
 same rounds. ``--shape 512x512x3x3 2359296`` adds a workload of one parameter of
 each shape given (the same elements as a 4-D weight and flat, say). Each round times every row once (``--steps`` steps, after one
-warm-up step), in an order rotated by one per round; a pair's ratio is taken
+warm-up step), in an order shuffled per round (:func:`benchmarks.measure.round_order`); a pair's ratio is taken
 within each round and the median over rounds reported with its range. XLA is
 limited to one thread (``XLA_FLAGS``) unless the variable is already set.
 """
@@ -37,6 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from benchmarks.measure import round_order
 from benchmarks.runners import LR, MOMENTUM, _optax_sgd, _optax_step
 from benchmarks.workloads import Workload, workloads
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     steps[name]()
             times: dict[str, list[float]] = {n: [] for n in names}
             for r in range(args.rounds):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
+                for name in round_order(names, r):
                     times[name].append(_time(steps[name], args.steps, clock))
             shapes = f" {workload.shapes[0]}" if len(workload.shapes) == 1 else ""
             print(

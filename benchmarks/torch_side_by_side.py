@@ -2,8 +2,9 @@
 
 Each pair (``corrmom_ref.torch`` default / ``torch.optim.SGD(fused=True)``, and
 the same with ``LossScaler`` / ``torch.amp.GradScaler``) is timed in one
-process, single-threaded, in 5 interleaved rounds (the order rotated by one
-per round, so drift on a shared machine hits all rows alike); each round
+process, single-threaded, in 5 interleaved rounds (the order shuffled per
+round, :func:`benchmarks.measure.round_order`, so drift on a shared machine
+hits all rows alike); each round
 takes the median of ``REPS`` steps (default 10) and a ratio is the median
 over the rounds of ours / theirs.
 """
@@ -15,6 +16,7 @@ import sys
 import time
 
 from benchmarks import runners
+from benchmarks.measure import round_order
 from benchmarks.workloads import workloads
 
 PAIRS = [
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> None:
         for step in steps.values():
             step()
         for r in range(ROUNDS):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
+            for name in round_order(names, r):
                 ts = []
                 for _ in range(reps):
                     start = time.perf_counter()

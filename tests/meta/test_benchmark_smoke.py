@@ -39,6 +39,21 @@ def test_quick_benchmark_writes_ratios(tmp_path, capsys):
     assert "corrmom_ref.torch / torch SGD fused <= 1.05: not run | not run: not run" in out
 
 
+def test_rounds_time_the_rows_in_orders_where_no_row_always_follows_the_same_one():
+    """Each round's order is a permutation of the rows, the same in every run; over the seven
+    rounds of a run a row follows other rows, not always one (a rotation would keep each row's
+    predecessor fixed, and a predecessor that leaves work behind would slow it every round)."""
+    from benchmarks.measure import round_order
+
+    names = [f"row {i}" for i in range(24)]
+    orders = [round_order(names, r) for r in range(7)]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert orders == [round_order(names, r) for r in range(7)]
+    for name in names:
+        before = {order[order.index(name) - 1] for order in orders if order.index(name) > 0}
+        assert len(before) >= 3, (name, before)
+
+
 def test_targets_are_ratios_within_rounds():
     """A target's ratio is the median over rounds of ours / theirs within the round, not the
     ratio of the rows' medians over the run; a workload where a row did not run says so, and
