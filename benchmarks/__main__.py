@@ -52,7 +52,7 @@ TORCH_PROFILED = {
 def run(
     quick: bool, chainer_python: str | None, only: list[str] | None, torch_threads: int | None
 ) -> dict[str, Any]:
-    rounds, reps = (2, 3) if quick else (7, 10)
+    reps = 3 if quick else 10
     probe_elements, probe_reps = (1 << 20, 3) if quick else (1 << 24, 5)
     if torch_threads is not None:
         measure.pin_torch_threads(torch_threads)
@@ -65,6 +65,7 @@ def run(
         ratios: dict[str, list[float]] = {name: [] for name in timers}
         floors: list[float] = []
         names = list(timers)
+        rounds = 2 if quick else workload.rounds
         for r in range(rounds):
             # Each round probes the bandwidth and times every implementation once,
             # in an order shuffled per round, so that drift on a shared machine and
@@ -186,7 +187,8 @@ def table(result: dict[str, Any]) -> str:
     for wname, w in result["workloads"].items():
         lines += [
             "",
-            f"{wname}: {w['params']} parameters, {w['elements']:,} elements, floor {w['floor_s'] * 1e3:.2f} ms",
+            f"{wname}: {w['params']} parameters, {w['elements']:,} elements, floor {w['floor_s'] * 1e3:.2f} ms, "
+            f"{len(w['round_floors_s'])} rounds",
             f"  {'implementation':28} {'median ms':>10} {'x floor':>8} {'range':>11} {'us/param':>9} {'extra MiB':>10}",
         ]
         for name, row in sorted(w["rows"].items(), key=lambda kv: kv[1]["median_s"]):

@@ -35,8 +35,14 @@ RESNET50: list[tuple[int, ...]] = (
 
 @dataclass(frozen=True)
 class Workload:
+    """Parameters of these shapes, timed in ``rounds`` rounds by ``nox -s bench``."""
+
     name: str
     shapes: list[tuple[int, ...]]
+    #: Rounds of ``nox -s bench``: the small workload's steps are short and, under XLA, the
+    #: noisiest of the table (a single round moves a row by a factor of two), so it is given
+    #: three times the rounds for about the same time per workload.
+    rounds: int = 7
 
     @property
     def elements(self) -> int:
@@ -55,6 +61,6 @@ def workloads(quick: bool) -> list[Workload]:
         return [Workload("large", [(1 << 16,)]), Workload("small", [(1 << 10,)] * 20)]
     return [
         Workload("large", [(1 << 24,)]),
-        Workload("small", [(1 << 10,)] * 1000),
+        Workload("small", [(1 << 10,)] * 1000, rounds=21),
         Workload("resnet50", RESNET50),
     ]
