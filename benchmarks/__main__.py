@@ -6,7 +6,8 @@ implementation once, in an order shuffled per round
 (:func:`benchmarks.measure.round_order`), so drift on a shared machine hits
 all alike. Each ratio to the 20-byte floor is taken
 against the bandwidth of its own round. Writes a table to stdout,
-``results.json`` and ``results.png`` into ``--out``.
+``results.json`` and ``results.png`` into ``--out``. PyTorch (``--torch-threads``)
+and XLA (``XLA_FLAGS``, unless already set) run on one thread, as NumPy does.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def run(
     probe_elements, probe_reps = (1 << 20, 3) if quick else (1 << 24, 5)
     if torch_threads is not None:
         measure.pin_torch_threads(torch_threads)
+    os.environ.setdefault("XLA_FLAGS", measure.ONE_XLA_THREAD)  # before any runner imports JAX
     bandwidths: list[float] = []
     results: dict[str, Any] = {}
     for workload in workloads(quick):
@@ -105,6 +107,7 @@ def run(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
         "torch_threads": torch_threads,
+        "xla_flags": os.environ["XLA_FLAGS"],
         "bandwidth_bytes_per_s": statistics.median(bandwidths),
         "bandwidth_spread": [min(bandwidths), max(bandwidths)],
         "quick": quick,
@@ -184,6 +187,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     if result.get("torch_threads") is not None:
         lines.append(f"torch threads: {result['torch_threads']}")
+    if result.get("xla_flags") is not None:
+        lines.append(f"XLA_FLAGS: {result['xla_flags']}")
     for wname, w in result["workloads"].items():
         lines += [
             "",

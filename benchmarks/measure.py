@@ -16,6 +16,12 @@ import numpy as np
 BYTES_PER_ELEMENT = 20  # read p, g, v; write p, v (float32)
 
 
+#: ``XLA_FLAGS`` for XLA on one CPU thread, as NumPy computes and as the benchmarks pin PyTorch:
+#: the rows then compare one thread's work, and a shared machine's other load does not reach
+#: the XLA rows through a thread pool. Takes effect only if set before JAX is imported.
+ONE_XLA_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def pin_torch_threads(threads: int) -> None:
     """``torch.set_num_threads(threads)`` where torch is installed."""
     try:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+from benchmarks.measure import ONE_XLA_THREAD  # imports no JAX
+
+os.environ.setdefault("XLA_FLAGS", ONE_XLA_THREAD)
 
 import argparse
 import importlib.util

@@ -13,14 +13,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_quick_benchmark_writes_ratios(tmp_path, capsys):
+def test_quick_benchmark_writes_ratios(tmp_path, capsys, monkeypatch):
     from benchmarks.__main__ import main
+    from benchmarks.measure import ONE_XLA_THREAD
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # the run sets it; undone after the test
 
     assert main(["--quick", "--only", "numpy in place (plain)", "ref on numpy", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     low, high = result["bandwidth_spread"]
     assert 0 < low <= result["bandwidth_bytes_per_s"] <= high
     assert result["torch_threads"] == 1
+    assert result["xla_flags"] == ONE_XLA_THREAD
     for workload in result["workloads"].values():
         assert set(workload["rows"]) == {"numpy in place (plain)", "ref on numpy"}
         floors = workload["round_floors_s"]
@@ -37,6 +41,20 @@ def test_quick_benchmark_writes_ratios(tmp_path, capsys):
     assert "x floor" in out
     assert "issue 22's targets" in out  # pairs whose rows did not run say so
     assert "corrmom_ref.torch / torch SGD fused <= 1.05: not run | not run: not run" in out
+
+
+def test_the_benchmark_sets_xlas_threads_before_anything_imports_jax():
+    """``XLA_FLAGS`` is read when JAX is first imported: importing the benchmark's modules
+    imports no JAX, so the flags the run sets reach every XLA row."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, benchmarks.__main__, benchmarks.optax_side_by_side, benchmarks.runners\n"
+        "print(sorted(m for m in ('jax', 'jaxlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_rounds_time_the_rows_in_orders_where_no_row_always_follows_the_same_one():
