@@ -13,9 +13,10 @@ Pairs (ours / theirs, each a jitted ``update`` + ``apply_updates`` step as in
 With ``--before REV`` the ``corrmom_ref.optax`` modules of that git revision
 (``_momentum.py``, ``_loss_scaling.py``) are timed too, as extra rows of the
 same rounds. ``--shape 512x512x3x3 2359296`` adds a workload of one parameter of
-each shape given (the same elements as a 4-D weight and flat, say). Each round times every row once (``--steps`` steps, after one
-warm-up step), in an order shuffled per round (:func:`benchmarks.measure.round_order`); a pair's ratio is taken
-within each round and the median over rounds reported with its range. XLA is
+each shape given (the same elements as a 4-D weight and flat, say). Each round
+times every row once (``--steps`` steps, after one warm-up step), in an order
+shuffled per round (:func:`benchmarks.measure.round_order`); a pair's ratio is
+taken within each round and the median over rounds reported with its range. XLA is
 limited to one thread (``XLA_FLAGS``) unless the variable is already set.
 """
 

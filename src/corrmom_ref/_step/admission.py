@@ -16,7 +16,7 @@ from itertools import repeat
 from operator import attrgetter, is_
 from typing import Any
 
-__all__ = ["alike_and_separate"]
+__all__ = ["alike_and_separate", "all_distinct"]
 
 _dtype_of = attrgetter("dtype")
 _shape_of = attrgetter("shape")
@@ -45,9 +45,14 @@ def alike_and_separate(ps: list[Any], gs: list[Any], vs: list[Any], *, exact_typ
         return False
     if not _alike(ps, gs, vs, arrays, first):
         return False
-    if len(set(map(id, arrays))) != count:
+    if not all_distinct(arrays):
         return False
     return not _views_overlap(ps, gs, vs, arrays)
+
+
+def all_distinct(arrays: list[Any]) -> bool:
+    """Whether no array object appears twice in ``arrays`` (by identity, one C-level pass)."""
+    return len(set(map(id, arrays))) == len(arrays)
 
 
 def _alike(ps: list[Any], gs: list[Any], vs: list[Any], arrays: list[Any], first: Any) -> bool:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from corrmom_ref._step.admission import alike_and_separate
+from corrmom_ref._step.admission import alike_and_separate, all_distinct
 
 __all__ = ["ROUNDINGS", "accepts", "available", "run"]
 
@@ -118,8 +118,7 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     if type(first) is not np.ndarray or _scalars(first.dtype, lr, m) is None:
         return False
     if _plain_triples(ps, gs, vs):
-        arrays = [*ps, *gs, *vs]
-        if len(set(map(id, arrays))) != len(arrays):  # what is left of the shared check
+        if not all_distinct([*ps, *gs, *vs]):  # what is left of the shared check
             return False
     elif not alike_and_separate(ps, gs, vs, exact_type=True):  # no subclass
         return False

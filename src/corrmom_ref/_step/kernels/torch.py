@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from corrmom_ref._step.admission import alike_and_separate
+from corrmom_ref._step.admission import alike_and_separate, all_distinct
 
 __all__ = ["ROUNDINGS", "accepts", "available", "fused_corrected_sgd", "run"]
 
@@ -50,8 +50,7 @@ def accepts(ps: list[Any], gs: list[Any], vs: list[Any], lr: Any, m: Any) -> boo
     if m == 0 or ps[0].dtype not in _DTYPES:
         return False
     if _plain_cpu_triples(ps, gs, vs):
-        arrays = [*ps, *gs, *vs]
-        return len(set(map(id, arrays))) == len(arrays)  # what is left of the shared check
+        return all_distinct([*ps, *gs, *vs])  # what is left of the shared check
     return _checked_fully(ps, gs, vs)
 
 
